@@ -1,0 +1,110 @@
+"""The device protocol every driver and demo twin implements, and helpers they share.
+
+Life cycle: open() → start() → read()… → stop() → close(). `read` blocks up to `timeout` seconds and
+returns one `Sample` (or None on timeout); the recorder calls it from one pump thread per device. Drivers
+whose data arrive on a callback or a reader thread of their own put them into a `SampleBuffer`, so the
+real-time side only copies and returns.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import DeviceError
+from ..records import Sample
+from ..rig import StreamSpec
+
+
+class StreamEnded(DeviceError):
+    """The source has no more data (end of a file, camera unplugged)."""
+
+
+@runtime_checkable
+class Device(Protocol):
+    spec: StreamSpec
+
+    def open(self) -> None:
+        """Acquire the hardware; raise DeviceError with a one-line reason when it cannot be opened."""
+
+    def start(self) -> None:
+        """Begin producing samples."""
+
+    def read(self, timeout: float) -> Sample | None:
+        """Next sample, or None after `timeout` s; raise StreamEnded/DeviceError when the source is gone."""
+
+    def stop(self) -> None:
+        """Stop producing; samples already buffered may still be read."""
+
+    def close(self) -> None:
+        """Release the hardware. Safe to call more than once and after a failed open."""
+
+    def describe(self) -> dict[str, Any]:
+        """What writers need and take.json stores: format, rates, channels, driver details."""
+
+    def stats(self) -> dict[str, int]:
+        """Device-side counters (overflows, parse errors, CRC failures, counter gaps, ...)."""
+
+    def slate(self, host_ns: int) -> None:
+        """Render a slate at host time `host_ns` (demo twins); real devices ignore it."""
+
+
+@dataclass
+class SampleBuffer:
+    """A bounded hand-over from a callback/reader thread to `read`. A full buffer drops and counts."""
+
+    depth: int
+    overflows: int = 0
+    _q: queue.Queue[Sample | BaseException] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._q = queue.Queue(self.depth)
+
+    def put(self, sample: Sample) -> None:
+        try:
+            self._q.put_nowait(sample)
+        except queue.Full:
+            self.overflows += 1
+
+    def fail(self, error: BaseException) -> None:
+        """Hand an error from the producer to the reader; it is raised by the next `get` once drained."""
+        try:
+            self._q.put(error, timeout=1.0)
+        except queue.Full:  # pragma: no cover - reader stalled for a whole second
+            pass
+
+    def get(self, timeout: float) -> Sample | None:
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class ProducerThread:
+    """A named daemon thread running `target`; an exception ends it and is handed to `buffer`."""
+
+    def __init__(self, name: str, target: Any, buffer: SampleBuffer) -> None:
+        self._target = target
+        self._buffer = buffer
+        self.stop_event = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._target(self.stop_event)
+        except DeviceError as e:
+            self._buffer.fail(e)
+        except Exception as e:  # a driver bug must still reach the take as a fault, not vanish
+            self._buffer.fail(DeviceError(f"{type(e).__name__}: {e}"))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)

@@ -1,0 +1,30 @@
+"""One domain exception base; the CLI turns any of these into one line and an exit status."""
+from __future__ import annotations
+
+
+class ImprovcapError(Exception):
+    """Base of every error improvcap reports to a user. `exit_code` is the CLI's exit status."""
+
+    exit_code = 2
+
+
+class RigError(ImprovcapError, ValueError):
+    """A rig file is missing, malformed or names impossible values."""
+
+
+class UsageError(ImprovcapError, ValueError):
+    """A command-line argument or path is unusable."""
+
+
+class DeviceError(ImprovcapError, OSError):
+    """A device cannot be opened or has failed."""
+
+
+class TakeError(ImprovcapError, OSError):
+    """A take folder cannot be created, written or read."""
+
+
+class CheckFailed(ImprovcapError):
+    """A check ran and found a problem (exit status 1)."""
+
+    exit_code = 1

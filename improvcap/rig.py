@@ -1,0 +1,263 @@
+"""Rig files (DESIGN section 6): find, parse with tomllib and validate into frozen specs.
+
+Validation names the file, the key and the problem in one line (`RigError`, exit status 2). Unknown keys
+are refused too: a misspelt `framerate` silently ignored would cost a shoot day.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import RigError
+
+SHIPPED_RIGS = Path(__file__).parent / "rigs"
+KINDS = ("camera", "audio", "mocap")
+DRIVERS = {
+    "camera": ("demo", "opencv", "ffmpeg"),
+    "audio": ("demo", "portaudio"),
+    "mocap": ("demo", "serial"),
+}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One device of the rig. `settings` holds every validated key of its table, defaults filled in."""
+
+    kind: str
+    name: str
+    driver: str
+    settings: dict[str, Any] = field(hash=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.settings[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    @property
+    def latency_ns(self) -> int:
+        return int(round(self.settings["latency_ms"] * 1e6))
+
+
+@dataclass(frozen=True)
+class Rig:
+    name: str
+    master: str | None
+    streams: tuple[StreamSpec, ...]
+    path: Path
+    text: str = field(repr=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def of_kind(self, kind: str) -> list[StreamSpec]:
+        return [s for s in self.streams if s.kind == kind]
+
+    def stream(self, name: str) -> StreamSpec:
+        return next(s for s in self.streams if s.name == name)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The rig as stored in take.json: name, master and every stream's resolved settings."""
+        return {
+            "name": self.name,
+            "master": self.master,
+            "path": str(self.path),
+            "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **s.settings} for s in self.streams],
+        }
+
+
+# --- value checks -------------------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]  # returns a problem description, or None when the value is fine
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, integer: bool = False,
+            lo_open: bool = False) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            return f"expected {'an integer' if integer else 'a number'}, got {v!r}"
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"expected a finite number, got {v!r}"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo:g}, got {v!r}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi:g}, got {v!r}"
+        return None
+    return check
+
+
+def _string(choices: tuple[str, ...] | None = None, pattern: re.Pattern[str] | None = None) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, str):
+            return f"expected a string, got {v!r}"
+        if choices is not None and v not in choices:
+            return f"must be one of {', '.join(choices)}; got {v!r}"
+        if pattern is not None and not pattern.match(v):
+            return f"must be letters, digits, '_', '-' or '.', starting with a letter or digit; got {v!r}"
+        return None
+    return check
+
+
+def _boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
+
+
+def _string_or_int(v: Any) -> str | None:
+    return None if isinstance(v, (str, int)) and not isinstance(v, bool) else f"expected a string or an integer, got {v!r}"
+
+
+# key -> (check, default); a default of REQUIRED makes the key mandatory
+REQUIRED = object()
+_COMMON: dict[str, tuple[Check, Any]] = {
+    "name": (_string(pattern=NAME_RE), REQUIRED),
+    "latency_ms": (_number(-10_000, 10_000), 0.0),
+    "queue": (_number(1, 100_000, integer=True), 0),  # 0: the writer's default depth
+}
+# Demo devices carry a ground truth; these shape their clocks and faults.
+_DEMO: dict[str, tuple[Check, Any]] = {
+    "offset_ms": (_number(-60_000, 60_000), 0.0),
+    "drift_ppm": (_number(-10_000, 10_000), 0.0),
+    "jitter_ms": (_number(0, 10_000), 0.0),
+    "transport_ms": (_number(0, 10_000), 0.0),
+    "drop_rate": (_number(0, 1), 0.0),
+    "truth": (_boolean, False),
+    "fail_after_s": (_number(0, lo_open=True), 0.0),  # 0: never; a scripted mid-take failure
+}
+_SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    "camera": {
+        "driver": (_string(DRIVERS["camera"]), REQUIRED),
+        "source": (_string_or_int, ""),
+        "width": (_number(16, 16384, integer=True), 1280),
+        "height": (_number(16, 16384, integer=True), 720),
+        "fps": (_number(0, 1000, lo_open=True), 30.0),
+        "codec": (_string(), "libx264"),
+        "preset": (_string(), "ultrafast"),
+        "crf": (_number(0, 51, integer=True), 23),
+        "input_format": (_string(), ""),   # ffmpeg/v4l2: e.g. "mjpeg"; opencv: a FOURCC
+        "realtime": (_boolean, True),       # ffmpeg files: pace by timestamps, as a camera would
+        "loop": (_boolean, False),          # ffmpeg files: start again at the end
+    },
+    "audio": {
+        "driver": (_string(DRIVERS["audio"]), REQUIRED),
+        "device": (_string_or_int, "default"),
+        "channels": (_number(1, 64, integer=True), 2),
+        "samplerate": (_number(8000, 384_000, integer=True), 48000),
+        "blocksize": (_number(0, 65536, integer=True), 0),  # 0: 10 ms
+        "sample_format": (_string(("s16", "s24", "f32")), "s24"),
+        "tone_hz": (_number(1, 20000), 440.0),
+    },
+    "mocap": {
+        "driver": (_string(DRIVERS["mocap"]), REQUIRED),
+        "port": (_string(), ""),
+        "baudrate": (_number(50, 20_000_000, integer=True), 921600),
+        "protocol": (_string(("binary", "csv")), "binary"),
+        "rate": (_number(0, 100_000, lo_open=True), 240.0),
+        "channels": (_number(1, 255, integer=True), 24),
+    },
+}
+
+
+def find_rig(arg: str | Path, cwd: Path | None = None) -> Path:
+    """`RIG` on the command line: a path, else `rigs/<name>.toml` here, else a shipped rig."""
+    cwd = cwd or Path.cwd()
+    p = Path(arg)
+    if p.suffix == ".toml" or "/" in str(arg) or p.is_file():
+        if not (cwd / p).is_file():
+            raise RigError(f"{arg}: rig file not found")
+        return cwd / p
+    for base in (cwd / "rigs", SHIPPED_RIGS):
+        candidate = base / f"{arg}.toml"
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(q.stem for q in SHIPPED_RIGS.glob("*.toml")))
+    raise RigError(f"{arg}: no such rig in ./rigs or among the shipped rigs ({shipped})")
+
+
+def load_rig(arg: str | Path, cwd: Path | None = None) -> Rig:
+    path = find_rig(arg, cwd)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RigError(f"{path}: cannot read: {e}") from None
+    return parse_rig(text, path)
+
+
+def parse_rig(text: str, path: Path) -> Rig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RigError(f"{path}: not valid TOML: {e}") from None
+
+    def fail(key: str, problem: str) -> RigError:
+        return RigError(f"{path}: {key}: {problem}")
+
+    unknown = set(doc) - {"rig", *KINDS}
+    if unknown:
+        raise fail(sorted(unknown)[0], f"unknown table (expected [rig], {', '.join(f'[[{k}]]' for k in KINDS)})")
+    head = doc.get("rig")
+    if not isinstance(head, dict):
+        raise fail("rig", "missing [rig] table")
+    for key in set(head) - {"name", "master"}:
+        raise fail(f"rig.{key}", "unknown key (expected name, master)")
+    if "name" not in head:
+        raise fail("rig.name", "missing")
+    if problem := _string(pattern=NAME_RE)(head["name"]):
+        raise fail("rig.name", problem)
+
+    streams: list[StreamSpec] = []
+    seen: dict[str, str] = {}
+    for kind in KINDS:
+        tables = doc.get(kind, [])
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise fail(kind, f"expected [[{kind}]] tables")
+        for i, table in enumerate(tables):
+            spec = _parse_stream(kind, i, table, fail)
+            if spec.name in seen:
+                raise fail(f"{kind}[{i}].name", f"duplicate stream name {spec.name!r} (also a {seen[spec.name]})")
+            seen[spec.name] = kind
+            streams.append(spec)
+    if not streams:
+        raise fail("rig", "no streams: add at least one [[camera]], [[audio]] or [[mocap]]")
+
+    cameras = [s.name for s in streams if s.kind == "camera"]
+    master = head.get("master", cameras[0] if cameras else None)
+    if master is not None:
+        if problem := _string()(master):
+            raise fail("rig.master", problem)
+        if master not in cameras:
+            raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
+    return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text)
+
+
+def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError]) -> StreamSpec:
+    schema = {**_COMMON, **_SCHEMA[kind]}
+    if table.get("driver") == "demo":
+        schema.update(_DEMO)
+    label = f"{kind}[{i}]"
+    for key in table:
+        if key not in schema:
+            raise fail(f"{label}.{key}", f"unknown key for a {table.get('driver', '')} {kind}".replace("  ", " "))
+    settings: dict[str, Any] = {}
+    for key, (check, default) in schema.items():
+        if key not in table:
+            if default is REQUIRED:
+                raise fail(f"{label}.{key}", "missing")
+            settings[key] = default
+            continue
+        if problem := check(table[key]):
+            raise fail(f"{label}.{key}", problem)
+        value = table[key]
+        settings[key] = float(value) if isinstance(default, float) else value
+    name, driver = settings.pop("name"), settings.pop("driver")
+    if kind == "mocap" and driver == "serial" and not settings["port"]:
+        raise fail(f"{label}.port", "missing (a serial device such as /dev/ttyUSB0)")
+    if kind == "camera" and driver in ("opencv", "ffmpeg") and settings["source"] == "":
+        raise fail(f"{label}.source", f"missing (the {driver} driver needs a device, file or URL)")
+    return StreamSpec(kind=kind, name=name, driver=driver, settings=settings)
