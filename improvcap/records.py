@@ -50,3 +50,20 @@ class Event:
     kind: str
     stream: str = ""
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioBlock:
+    """Payload of an audio Sample: `data` is (frames, channels), float32, int16 or int32 full-scale."""
+
+    data: Any
+    adc_ns: int | None = None
+    """The driver's own ADC time of the first frame (PortAudio's inputBufferAdcTime), if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class MocapFrame:
+    """Payload of a mocap Sample: the device's frame counter and its channel values."""
+
+    counter: int
+    values: tuple[float, ...]
