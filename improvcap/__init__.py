@@ -1,0 +1,5 @@
+"""improvcap: shared-clock capture of cameras, microphones and serial motion capture into take folders."""
+from .errors import ImprovcapError
+
+__version__ = "0.1.0"
+__all__ = ["ImprovcapError", "__version__"]

@@ -1,0 +1,92 @@
+"""The live view of a recorder: a rich table on a terminal, a plain status line otherwise.
+
+It only reads `Recorder.status()` snapshots; it never touches devices or files.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Callable, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .recorder import Recorder, Status, StreamStatus
+
+PLAIN_INTERVAL_S = 5.0
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _peaks(s: StreamStatus) -> str:
+    return " ".join("-inf" if math.isinf(p) else f"{p:.0f}" for p in s.peak_dbfs)
+
+
+def _device_counters(s: StreamStatus) -> str:
+    return " ".join(f"{k}={v}" for k, v in s.device.items() if v and k != "frames")
+
+
+def render(status: Status, title: str = "") -> Group:
+    head = Text.assemble(
+        (f"{status.state.value.upper()}", "bold red" if status.state.value == "recording" else "bold"),
+        f"  {title}" if title else "",
+        f"  {status.elapsed_s:7.1f} s" if status.state.value == "recording" else "",
+        f"  disk free {_bytes(status.disk_free_bytes)}",
+    )
+    table = Table(expand=False, pad_edge=False)
+    for col, justify in (("stream", "left"), ("kind", "left"), ("rate/s", "right"), ("nominal", "right"),
+                         ("count", "right"), ("drops", "right"), ("peak dBFS", "left"), ("device", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for s in status.streams:
+        off = s.nominal and abs(s.rate - s.nominal) / s.nominal > 0.05
+        table.add_row(
+            Text(s.name, style="bold red" if s.fault else ""),
+            s.kind,
+            Text(f"{s.rate:,.1f}", style="yellow" if off else ""),
+            f"{s.nominal:,.0f}",
+            f"{s.count:,}",
+            Text(str(s.dropped), style="red" if s.dropped else ""),
+            _peaks(s),
+            Text(s.fault, style="red") if s.fault else _device_counters(s),
+        )
+    return Group(head, table)
+
+
+def plain_line(status: Status) -> str:
+    parts = [f"{status.state.value} {status.elapsed_s:.1f}s"]
+    for s in status.streams:
+        part = f"{s.name} {s.rate:.1f}/s n={s.count} drops={s.dropped}"
+        if s.fault:
+            part += f" FAULT({s.fault})"
+        parts.append(part)
+    return " | ".join(parts)
+
+
+def watch(recorder: Recorder, done: Callable[[], bool], title: str = "",
+          console: Console | None = None, plain: TextIO | None = None) -> None:
+    """Show the recorder until `done()` is true (KeyboardInterrupt propagates to the caller)."""
+    console = console or Console(stderr=True)
+    if console.is_terminal:
+        with Live(render(recorder.status(), title), console=console, refresh_per_second=4, transient=False) as live:
+            while not done():
+                time.sleep(0.25)
+                live.update(render(recorder.status(), title))
+        return
+    out = plain or sys.stderr
+    last = 0.0
+    while not done():
+        if time.monotonic() - last >= PLAIN_INTERVAL_S:
+            print(plain_line(recorder.status()), file=out, flush=True)
+            last = time.monotonic()
+        time.sleep(0.1)

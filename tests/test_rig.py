@@ -1,0 +1,104 @@
+"""Rig files: lookup, parsing, and one-line errors naming file, key and problem (exit status 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from improvcap.errors import RigError
+from improvcap.rig import find_rig, load_rig, parse_rig
+
+GOOD = """
+[rig]
+name = "t"
+master = "cam0"
+
+[[camera]]
+name = "cam0"
+driver = "demo"
+fps = 30
+
+[[audio]]
+name = "mic"
+driver = "demo"
+channels = 2
+
+[[mocap]]
+name = "suit"
+driver = "serial"
+port = "/dev/ttyUSB0"
+"""
+
+
+def parse(text: str) -> None:
+    parse_rig(text, Path("rigs/t.toml"))
+
+
+def test_shipped_rigs_parse():
+    demo = load_rig("demo")
+    assert [s.name for s in demo.streams] == ["cam0", "cam1", "room", "suit"]
+    assert demo.master == "cam0"
+    assert demo.stream("cam0")["width"] == 1280 and demo.stream("cam0")["fps"] == 30
+    assert demo.stream("room")["channels"] == 4 and demo.stream("room")["samplerate"] == 48000
+    assert demo.stream("suit")["rate"] == 240 and demo.stream("suit")["channels"] == 24
+    hw = load_rig("uvc-studio")
+    assert {s.driver for s in hw.streams} == {"ffmpeg", "portaudio", "serial"}
+    assert all(s["codec"] == "copy" and s["input_format"] == "mjpeg" for s in hw.of_kind("camera"))
+
+
+def test_defaults_filled_and_snapshot():
+    rig = parse_rig(GOOD, Path("t.toml"))
+    assert rig.stream("mic")["samplerate"] == 48000
+    assert rig.stream("cam0")["drift_ppm"] == 0.0          # demo-only keys exist for demo devices
+    assert "drift_ppm" not in rig.stream("suit").settings   # and not for real ones
+    snap = rig.snapshot()
+    assert snap["streams"][0] == {**snap["streams"][0], "name": "cam0", "driver": "demo", "kind": "camera"}
+    assert len(rig.sha256) == 64
+
+
+@pytest.mark.parametrize("edit, key, problem", [
+    (lambda t: t.replace('name = "t"\n', ""), "rig.name", "missing"),
+    (lambda t: t.replace("fps = 30", "fps = -3"), "camera[0].fps", "must be > 0"),
+    (lambda t: t.replace("fps = 30", 'fps = "fast"'), "camera[0].fps", "expected a number"),
+    (lambda t: t.replace("channels = 2", "channels = 2.5"), "audio[0].channels", "expected an integer"),
+    (lambda t: t.replace('driver = "demo"\nfps', 'driver = "webcam"\nfps'), "camera[0].driver", "must be one of"),
+    (lambda t: t.replace('name = "mic"', 'name = "cam0"'), "audio[0].name", "duplicate stream name"),
+    (lambda t: t.replace('master = "cam0"', 'master = "cam9"'), "rig.master", "not a camera"),
+    (lambda t: t.replace('master = "cam0"', 'master = "mic"'), "rig.master", "not a camera"),
+    (lambda t: t.replace("fps = 30", "fps = 30\nframerate = 30"), "camera[0].framerate", "unknown key"),
+    (lambda t: t.replace('port = "/dev/ttyUSB0"\n', ""), "mocap[0].port", "missing"),
+    (lambda t: t.replace("channels = 2", "channels = 0"), "audio[0].channels", "must be >= 1"),
+    (lambda t: t.replace('name = "cam0"', 'name = "../x"'), "camera[0].name", "must be letters"),
+    (lambda t: t + "\n[[camera]]\nname = 'c2'\n", "camera[1].driver", "missing"),
+    (lambda t: t.replace("[rig]", "[rigg]"), "rigg", "unknown table"),
+    (lambda t: t + "\nbroken = = 1\n", "not valid TOML", ""),
+])
+def test_bad_rig_names_file_key_and_problem(edit, key, problem):
+    with pytest.raises(RigError) as info:
+        parse(edit(GOOD))
+    message = str(info.value)
+    assert message.startswith("rigs/t.toml: ")
+    assert key in message and problem in message
+    assert "\n" not in message
+
+
+def test_rig_lookup_order(tmp_path: Path):
+    (tmp_path / "rigs").mkdir()
+    (tmp_path / "rigs" / "demo.toml").write_text(GOOD.replace('name = "t"', 'name = "local"'))
+    assert load_rig("demo", cwd=tmp_path).name == "local"          # the studio's own rigs/ first
+    assert load_rig("demo", cwd=tmp_path / "rigs").name == "demo"  # then the shipped rig
+    with pytest.raises(RigError, match="no such rig"):
+        find_rig("nosuch", cwd=tmp_path)
+    with pytest.raises(RigError, match="rig file not found"):
+        find_rig("missing.toml", cwd=tmp_path)
+
+
+def test_cli_bad_rig_exit_2_one_line(cli, tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace("fps = 30", "fps = 0"))
+    result = cli("record", str(bad), "--duration", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "bad.toml: camera[0].fps: must be > 0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "takes").exists()
