@@ -25,7 +25,11 @@ def driver_class(kind: str, driver: str) -> type:
 
 def make_device(spec: StreamSpec) -> Device:
     """An unopened device for one rig stream."""
-    return driver_class(spec.kind, spec.driver)(spec)
+    device = driver_class(spec.kind, spec.driver)(spec)
+    if spec.get("fail_after_s"):
+        from .scripted_fault import FailAfter
+        return FailAfter(device, spec["fail_after_s"])  # type: ignore[return-value]
+    return device
 
 
 __all__ = ["Device", "DeviceError", "SampleBuffer", "StreamEnded", "REGISTRY", "driver_class", "make_device"]

@@ -1,0 +1,31 @@
+"""`fail_after_s` on a demo device: it fails that long after it starts, to rehearse a mid-take fault."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..clock import now_ns
+from ..errors import DeviceError
+from ..records import Sample
+from .base import Device
+
+
+class FailAfter:
+    """Wraps a device; `read` raises DeviceError once `seconds` have passed since `start`."""
+
+    def __init__(self, device: Device, seconds: float) -> None:
+        self._device = device
+        self._seconds = seconds
+        self._deadline_ns: int | None = None
+        self.spec = device.spec
+
+    def start(self) -> None:
+        self._device.start()
+        self._deadline_ns = now_ns() + int(self._seconds * 1e9)
+
+    def read(self, timeout: float) -> Sample | None:
+        if self._deadline_ns is not None and now_ns() >= self._deadline_ns:
+            raise DeviceError(f"{self.spec.name}: scripted failure after {self._seconds:g} s (fail_after_s)")
+        return self._device.read(timeout)
+
+    def __getattr__(self, name: str) -> Any:  # open, stop, close, describe, stats, slate
+        return getattr(self._device, name)
