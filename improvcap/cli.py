@@ -116,7 +116,7 @@ def record(
 
 def _take_summary(take_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return {
-        "take": str(take_dir),
+        "take": str(take_dir.resolve()),
         "status": manifest["status"],
         "duration_s": manifest["duration_s"],
         "faults": manifest["faults"],

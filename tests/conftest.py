@@ -12,6 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# `pulse_server`: a PulseAudio daemon with a sine source, the tests' stand-in microphone
+pytest_plugins = ["pulse_audio"]
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads():

@@ -114,7 +114,7 @@ class WavWriter:
         # Exclusive create; the placeholder sizes (0xFFFFFFFF: "up to the end") hold until the first flush.
         self._fh: BinaryIO = open(self.path, "xb")
         self._fh.write(header)
-        self.flush()
+        self._fh.flush()
 
     def write(self, data: np.ndarray) -> None:
         if data.ndim == 1:
@@ -131,7 +131,8 @@ class WavWriter:
         if self._fh.closed:
             return
         self._fh.flush()
-        self._patch(self.frames * self.block_align)
+        if self.frames:  # until then the placeholders keep saying "data runs to the end of the file"
+            self._patch(self.frames * self.block_align)
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
@@ -221,7 +222,11 @@ def _parse(path: Path) -> dict[str, Any]:
 
 
 def wav_info(path: Path | str) -> dict[str, Any]:
-    """Format, channels, rate, bits, frames (per header), frames_on_disk, time_reference, description, ..."""
+    """Format, channels, rate (alias samplerate), bits, frames, frames_on_disk, time_reference, description, ...
+
+    `frames` is what the header declares (whatever is on disk while it still holds placeholders);
+    `frames_on_disk` is what `repair_wav_header` would keep; `header_complete` says whether they agree.
+    """
     path = Path(path)
     p = _parse(path)
     on_disk = max(0, path.stat().st_size - p["data_offset"]) // p["block_align"]
@@ -230,6 +235,7 @@ def wav_info(path: Path | str) -> dict[str, Any]:
     sample_format = {("pcm", 16): "s16", ("pcm", 24): "s24", ("float", 32): "f32"}.get((p["format"], p["bits"]))
     return {
         "format": p["format"], "sample_format": sample_format, "channels": p["channels"], "rate": p["rate"],
+        "samplerate": p["rate"],
         "bits": p["bits"], "block_align": p["block_align"], "frames": frames, "frames_on_disk": on_disk,
         "header_complete": declared not in (U32_MAX, 0) and declared // p["block_align"] == on_disk,
         "rf64": p["rf64"], "data_offset": p["data_offset"], "time_reference": p["time_reference"],
