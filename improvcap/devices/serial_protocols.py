@@ -15,7 +15,6 @@ split into chunks, and the internal buffer never holds more than one frame or li
 from __future__ import annotations
 
 import binascii
-import math
 import struct
 from typing import NamedTuple, Protocol
 
@@ -75,6 +74,7 @@ class FrameParser(Protocol):
     bytes_skipped: int
     counter_gaps: int
     frames_missed: int
+    buffered: int
 
     def feed(self, data: bytes) -> list[Frame]: ...
 
@@ -96,6 +96,12 @@ class _Counters:
         self.counter_gaps = 0
         self.frames_missed = 0
         self._last: int | None = None
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a frame or line."""
+        return len(self._buf)
 
     def _track(self, counter: int) -> None:
         self.frames += 1
@@ -129,7 +135,6 @@ class BinaryParser(_Counters):
 
     def __init__(self, channels: int | None = None) -> None:
         super().__init__(channels)
-        self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[Frame]:
         buf = self._buf
@@ -185,7 +190,6 @@ class CsvParser(_Counters):
         super().__init__(channels)
         # a generous bound: '%.9g' of a float32 takes at most 16 characters
         self.max_line = max_line or 64 + 24 * (channels or MAX_CHANNELS)
-        self._buf = bytearray()
         self._discarding = False  # inside an overlong line, until its newline
         self._skipping_partial = skip_partial
 
@@ -240,8 +244,6 @@ class CsvParser(_Counters):
         except ValueError:
             return None
         if not 0 <= counter < COUNTER_MOD or len(values) > MAX_CHANNELS:
-            return None
-        if not all(map(math.isfinite, values)):
             return None
         return Frame(counter, device_us, values)
 

@@ -1,0 +1,158 @@
+"""Serial motion capture: frames from a serial port (USB-serial suit, sync box, pty emulator) via pyserial.
+
+A reader thread reads whatever bytes are waiting, feeds them to the protocol's parser and hands each frame
+on as a `Sample`: `host_ns` is when the read that completed the frame returned, `device_ns` is the
+device's own clock (its µs field × 1000; the recorder maps it onto the host clock), `seq` its counter.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import termios
+from typing import Any
+
+import serial
+import serial.tools.list_ports
+
+from ..clock import now_ns
+from ..errors import DeviceError
+from ..records import MocapFrame, Sample
+from ..rig import StreamSpec
+from .base import ProducerThread, SampleBuffer
+from .serial_protocols import FrameParser, make_parser
+
+READ_TIMEOUT_S = 0.05  # how long a read waits for the first byte; bounds how fast stop() returns
+
+
+def _errno(e: BaseException | None) -> int | None:
+    """The errno behind an error, following pyserial's re-raises (termios errors carry it in args)."""
+    while e is not None:
+        code = getattr(e, "errno", None)
+        if isinstance(code, int) and code > 0:
+            return code
+        if isinstance(e, termios.error) and e.args and isinstance(e.args[0], int):
+            return e.args[0]
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    """pyserial's messages repeat the port and nest errno texts; keep the part a user needs."""
+    code = _errno(e)
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY):
+        return "port is in use by another program"
+    if code == errno.ENOTTY:
+        return "not a serial device"
+    if code is not None:
+        return os.strerror(code)
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class SerialMocap:
+    """Device protocol for `driver = "serial"`. `port` overrides the rig's port (the demo's pty)."""
+
+    def __init__(self, spec: StreamSpec, port: str | None = None) -> None:
+        self.spec = spec
+        s = spec.settings
+        self.port: str = port if port is not None else s["port"]
+        self.baudrate: int = s["baudrate"]
+        self.protocol: str = s["protocol"]
+        self.channels: int = s["channels"]
+        self.rate: float = s["rate"]
+        self.channel_names = [f"ch{i:02d}" for i in range(self.channels)]
+        # two seconds of frames between the reader thread and the recorder's pump
+        self._buffer = SampleBuffer(max(256, int(self.rate * 2)))
+        self._parser: FrameParser = make_parser(self.protocol, self.channels)
+        self._serial: serial.Serial | None = None
+        self._producer: ProducerThread | None = None
+        self.bytes_read = 0
+
+    def open(self) -> None:
+        if self._serial is not None:
+            return
+        try:
+            # exclusive: a second program reading the same port would steal half of every frame
+            self._serial = serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise DeviceError(f"{self.spec.name}: cannot open serial port {self.port}: {_reason(e)}") from None
+
+    def start(self) -> None:
+        if self._producer is not None:
+            return
+        if self._serial is None:
+            raise DeviceError(f"{self.spec.name}: serial port {self.port} is not open")
+        try:
+            # bytes queued since open() would arrive in one burst with misleading arrival times
+            pending = self._serial.in_waiting
+            self._serial.reset_input_buffer()
+        except (serial.SerialException, OSError) as e:
+            raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+        # a device that was already streaming is cut mid-line by the flush
+        self._parser = make_parser(self.protocol, self.channels, skip_partial=pending > 0)
+        self._producer = ProducerThread(f"mocap-{self.spec.name}", self._run, self._buffer)
+        self._producer.start()
+
+    def _run(self, stop: Any) -> None:
+        ser, parser, put = self._serial, self._parser, self._buffer.put
+        assert ser is not None
+        while not stop.is_set():
+            try:
+                data = ser.read(max(1, ser.in_waiting))
+            except (serial.SerialException, OSError) as e:
+                if stop.is_set():
+                    return
+                raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+            if not data:
+                continue
+            host = now_ns()
+            self.bytes_read += len(data)
+            for f in parser.feed(data):
+                put(Sample(host_ns=host, device_ns=f.device_us * 1000,
+                           payload=MocapFrame(f.counter, f.values), seq=f.counter))
+
+    def read(self, timeout: float) -> Sample | None:
+        return self._buffer.get(timeout)
+
+    def stop(self) -> None:
+        if self._producer is not None:
+            self._producer.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except (serial.SerialException, OSError):
+                pass  # the port may already be gone; nothing left to release
+            self._serial = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "channels": self.channels,
+            "rate": self.rate,
+            "protocol": self.protocol,
+            "port": self.port,
+            "baudrate": self.baudrate,
+            "channel_names": list(self.channel_names),
+        }
+
+    def stats(self) -> dict[str, int]:
+        return {**self._parser.stats(), "overflows": self._buffer.overflows, "bytes_read": self.bytes_read}
+
+    def slate(self, host_ns: int) -> None:
+        """Real hardware renders no slate."""
+
+
+def list_serial_ports() -> list[dict[str, Any]]:
+    """Serial ports the OS knows, for `improvcap devices`."""
+    ports = []
+    for p in sorted(serial.tools.list_ports.comports(), key=lambda p: p.device):
+        ports.append({
+            "device": p.device,
+            "description": p.description if p.description and p.description != "n/a" else None,
+            "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else None,
+            "serial_number": p.serial_number,
+            "manufacturer": p.manufacturer,
+        })
+    return ports
