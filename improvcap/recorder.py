@@ -119,11 +119,14 @@ class _Meter:
 class _TakeStream:
     """One stream's part of a take: its writer thread, bounded queue and counters."""
 
-    def __init__(self, spec: StreamSpec, writer: Writer, truth: CsvLog | None, t0_ns: int,
+    def __init__(self, spec: StreamSpec, open_files: Callable[[], tuple[Writer, CsvLog | None]], t0_ns: int,
                  depth: int, on_event: Callable[[Event], None]) -> None:
         self.spec = spec
-        self.writer = writer
-        self.truth = truth
+        # Files are opened on the writer thread: the take accepts data from t0 on while the encoder and
+        # files are still being set up, so no stream starts late.
+        self._open_files = open_files
+        self.writer: Writer | None = None
+        self.truth: CsvLog | None = None
         self.t0_ns = t0_ns
         self.stop_ns: int | None = None
         self.queue: queue.Queue[Record | None] = queue.Queue(depth)
@@ -133,6 +136,7 @@ class _TakeStream:
         self.gaps = 0                  # frames/samples the device numbered but never delivered
         self.first_t_ns: int | None = None
         self.last_t_ns: int | None = None
+        self.last_count = 0
         self._next_seq: int | None = None
         self._next_device_ns: int | None = None
         self._last_drop_event = 0
@@ -163,6 +167,7 @@ class _TakeStream:
                 self._on_event(Event(t_ns, "drop", self.spec.name, f"writer queue full; {self.queue_drops} dropped so far"))
             return True
         self.index += sample.count
+        self.last_count = sample.count
         if self.first_t_ns is None:
             self.first_t_ns = t_ns
         self.last_t_ns = t_ns
@@ -170,9 +175,12 @@ class _TakeStream:
 
     def _count_gaps(self, sample: Sample) -> None:
         if sample.seq is not None:
-            if self._next_seq is not None and sample.seq > self._next_seq:
-                self.gaps += sample.seq - self._next_seq
-            self._next_seq = sample.seq + 1
+            # counters wrap (mocap frames carry a u32); a backwards jump is a reset, not a loss
+            if self._next_seq is not None:
+                ahead = (sample.seq - self._next_seq) % (1 << 32)
+                if ahead < (1 << 31):
+                    self.gaps += ahead
+            self._next_seq = (sample.seq + 1) % (1 << 32)
         elif self.spec.kind == "audio":
             # audio device time is the sample counter: a jump is a lost block
             period = 1e9 / self.spec["samplerate"]
@@ -182,6 +190,10 @@ class _TakeStream:
 
     # writer thread side -------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self.writer, self.truth = self._open_files()
+        except Exception as e:
+            self._fail(f"cannot open its files: {type(e).__name__}: {e}", 0)
         last_flush = time.monotonic()
         while True:
             try:
@@ -193,10 +205,11 @@ class _TakeStream:
             if self.failed is None:
                 try:
                     if record:
+                        assert self.writer is not None
                         self.writer.write(record)
                         if self.truth is not None and record.true_ns is not None:
                             self.truth.row((record.index, record.true_ns))
-                    if time.monotonic() - last_flush >= FLUSH_INTERVAL:
+                    if time.monotonic() - last_flush >= FLUSH_INTERVAL and self.writer is not None:
                         self.writer.flush()
                         if self.truth is not None:
                             self.truth.flush()
@@ -225,7 +238,8 @@ class _TakeStream:
 
     @property
     def files(self) -> list[Path]:
-        return list(self.writer.files) + ([self.truth.path] if self.truth is not None else [])
+        writer_files = list(self.writer.files) if self.writer is not None else []
+        return writer_files + ([self.truth.path] if self.truth is not None else [])
 
 
 class _StreamRunner:
@@ -319,7 +333,6 @@ class Recorder:
         self._events: CsvLog | None = None
         self._event_lock = threading.Lock()
         self._faults: list[dict[str, Any]] = []
-        self._stop_ns: int | None = None
 
     # devices --------------------------------------------------------------------------------------
     def open(self, warmup_timeout: float = WARMUP_TIMEOUT_S) -> None:
@@ -362,8 +375,9 @@ class Recorder:
             raise ImprovcapError(f"cannot start a take while {self.state.value}")
         session_dir = takefmt.session_folder(out, session, self.rig.name)
         take_dir, number = takefmt.next_take_folder(session_dir, scene)
+        self._events = CsvLog(take_dir / "events.csv", ("t_ns", "kind", "stream", "detail"))
         origin = TakeOrigin.now()
-        self.take_dir, self.origin, self._faults, self._stop_ns = take_dir, origin, [], None
+        self.take_dir, self.origin, self._faults = take_dir, origin, []
         master = self.rig.stream(self.rig.master) if self.rig.master else None
         self.manifest = {
             "format": takefmt.FORMAT, "version": takefmt.VERSION, "status": "recording",
@@ -374,12 +388,12 @@ class Recorder:
             **(extra or {}),
             "streams": {}, "faults": [], "files": {},
         }
-        takefmt.write_json_atomic(take_dir / takefmt.MANIFEST, self.manifest)
-        self._events = CsvLog(take_dir / "events.csv", ("t_ns", "kind", "stream", "detail"))
+        # Attach first, then write the manifest: every stream takes data from t0 on.
         for runner in self.runners:
             runner.last_take = None
             runner.take = self._attach(runner, take_dir, origin)
         self.state = RunState.RECORDING
+        takefmt.write_json_atomic(take_dir / takefmt.MANIFEST, self.manifest)
         return take_dir
 
     def _attach(self, runner: _StreamRunner, take_dir: Path, origin: TakeOrigin) -> _TakeStream:
@@ -388,9 +402,12 @@ class Recorder:
         info["timecode"] = self.manifest["timecode"]
         if spec.kind == "audio":
             info["time_reference"] = origin.samples_since_midnight(spec["samplerate"])
-        writer = make_writer(take_dir, spec, info)
-        truth = CsvLog(take_dir / f"{spec.name}.truth.csv", ("index", "true_t_ns")) if spec.get("truth") else None
-        return _TakeStream(spec, writer, truth, origin.t0_ns, _queue_depth(spec), self._event)
+
+        def open_files() -> tuple[Writer, CsvLog | None]:
+            truth = CsvLog(take_dir / f"{spec.name}.truth.csv", ("index", "true_t_ns")) if spec.get("truth") else None
+            return make_writer(take_dir, spec, info), truth
+
+        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event)
 
     def slate(self, delay_s: float = 0.0) -> int:
         """Ask every device to render a slate `delay_s` from now; returns its t_ns (or host ns when idle)."""
@@ -426,7 +443,7 @@ class Recorder:
         with self._event_lock:
             self._events.close()
             self._events = None
-        streams = {runner.spec.name: self._stream_summary(runner, t, duration_s) for runner, t in takes}
+        streams = {runner.spec.name: self._stream_summary(runner, t) for runner, t in takes}
         self.manifest.update({
             "status": "complete", "duration_s": round(duration_s, 6), "streams": streams,
             "faults": self._faults, "files": takefmt.file_entries(self.take_dir),
@@ -435,14 +452,11 @@ class Recorder:
         self.state = RunState.IDLE
         return self.manifest
 
-    def _stream_summary(self, runner: _StreamRunner, t: _TakeStream, duration_s: float) -> dict[str, Any]:
+    def _stream_summary(self, runner: _StreamRunner, t: _TakeStream) -> dict[str, Any]:
         spec = runner.spec
         span = ((t.last_t_ns or 0) - (t.first_t_ns or 0)) / 1e9
-        measured = None
-        if spec.kind == "audio" and duration_s > 0:
-            measured = t.index / duration_s
-        elif span > 0 and t.index > 1:
-            measured = (t.index - 1) / span
+        # frames (or samples) from the first to the start of the last record, over the time they span
+        measured = (t.index - t.last_count) / span if span > 0 else None
         return {
             "kind": spec.kind, "driver": spec.driver,
             "device": {k: v for k, v in runner.info.items() if not k.startswith("_")},
