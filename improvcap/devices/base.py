@@ -67,6 +67,14 @@ class SampleBuffer:
         except queue.Full:
             self.overflows += 1
 
+    def put_waiting(self, sample: Sample, timeout: float) -> bool:
+        """Blocking hand-over for sources that can wait (files read faster than real time). False on timeout."""
+        try:
+            self._q.put(sample, timeout=timeout)
+            return True
+        except queue.Full:
+            return False
+
     def fail(self, error: BaseException) -> None:
         """Hand an error from the producer to the reader; it is raised by the next `get` once drained."""
         try:

@@ -1,0 +1,165 @@
+"""The demo camera: a moving pattern with its frame number and time burned in, on a modelled clock.
+
+Frame k is exposed at true host time `timing.true_ns(k * period)` (the camera's own clock ticks the
+frames), stamped `timing.device_ns(true)` like a V4L2 buffer timestamp from a drifting clock, and reaches
+the host at `timing.arrival_ns(true)`. Frames lost in transport are skipped while the counter (`seq`) runs
+on. A slate turns the first frame exposed at or after the slate time, and the two after it, white.
+
+Rendering is kept cheap (two 720p30 demo cameras use a few percent of a core): frames are drawn directly
+in yuv420p — a slice of a precomputed wide stripe pattern, text drawn on the luma plane, constant chroma.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from ..clock import now_ns
+from ..records import Sample
+from ..rig import StreamSpec
+from .base import DeviceError, ProducerThread, SampleBuffer
+from .demo_timing import DemoTiming
+
+PATTERN_PERIOD = 256   # px: the stripes repeat this often, so any shift is a slice of one wide image
+SPEED = 4              # px per frame the pattern moves
+FLASH_FRAMES = 3
+FLASH_LUMA = 235       # video-range white
+TEXT_LUMA = 235
+BOX_LUMA = 16
+
+
+class DemoCamera:
+    def __init__(self, spec: StreamSpec) -> None:
+        self.spec = spec
+        self.width: int = spec["width"]
+        self.height: int = spec["height"]
+        self.fps = float(spec["fps"])
+        self.period_ns = 1e9 / self.fps
+        self.timing = DemoTiming(spec)
+        self._buffer = SampleBuffer(depth=max(8, int(self.fps * 2)))
+        self._thread: ProducerThread | None = None
+        self._lock = threading.Lock()
+        self._slates: list[int] = []       # pending slate times, host ns
+        self._flash_until = -1             # last frame number that flashes
+        self._next_k = 0
+        self._started_ns: int | None = None
+        self._frames = 0
+        self._dropped = 0
+        self._wide: np.ndarray | None = None
+        self._yuv: np.ndarray | None = None
+
+    # --- life cycle ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        name = self.spec.name
+        if self.spec["codec"] == "copy":
+            raise DeviceError(f"{name}: codec = \"copy\" needs a compressed source (the ffmpeg driver); "
+                              "the demo camera gives raw frames")
+        if self.width % 2 or self.height % 2:
+            raise DeviceError(f"{name}: demo camera needs an even width and height for yuv420p, "
+                              f"got {self.width}x{self.height}")
+        w, h = self.width, self.height
+        # Diagonal triangle-wave stripes, periodic in x: frame k is wide[:, s:s+w] for s = k*SPEED mod period.
+        x = np.arange(w + PATTERN_PERIOD)[None, :]
+        y = np.arange(h)[:, None]
+        phase = ((x + y // 2) % PATTERN_PERIOD) / (PATTERN_PERIOD / 2) - 1.0
+        self._wide = (16 + 184 * np.abs(phase)).astype(np.uint8)
+        # yuv420p as PyAV takes it: (h * 3/2, w) rows — Y, then U and V planes back to back.
+        self._yuv = np.full((h * 3 // 2, w), 128, np.uint8)
+
+    def start(self) -> None:
+        if self._yuv is None:
+            raise DeviceError(f"{self.spec.name}: start() before open()")
+        if self._thread is not None:
+            return
+        if self._started_ns is None:
+            self.timing.reset()
+            self._started_ns = self.timing.origin_ns
+            self._next_k = 0
+        else:
+            # Kept open between takes: the camera's clock and counter ran on; resume at the next exposure.
+            elapsed_device = (now_ns() - self.timing.origin_ns) * (1.0 + self.timing.drift)
+            self._next_k = max(self._next_k, math.ceil(elapsed_device / self.period_ns))
+        self._thread = ProducerThread(f"camera-{self.spec.name}", self._produce, self._buffer)
+        self._thread.start()
+
+    def read(self, timeout: float) -> Sample | None:
+        return self._buffer.get(timeout)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+
+    def slate(self, host_ns: int) -> None:
+        with self._lock:
+            self._slates.append(host_ns)
+
+    # --- producing ------------------------------------------------------------------------------------
+
+    def _produce(self, stop: threading.Event) -> None:
+        timing = self.timing
+        last_arrival = 0
+        while not stop.is_set():
+            k = self._next_k
+            self._next_k = k + 1
+            true = timing.true_ns(k * self.period_ns)
+            flash = self._flashes(k, true)
+            if timing.dropped():
+                self._dropped += 1
+                continue
+            arrival = max(timing.arrival_ns(true), last_arrival)
+            last_arrival = arrival
+            frame = self._render(k, true, flash)
+            wait = arrival - now_ns()
+            if wait > 0 and stop.wait(wait / 1e9):
+                return
+            self._buffer.put(Sample(host_ns=now_ns(), device_ns=timing.device_ns(true), payload=frame,
+                                    seq=k, true_ns=true))
+            self._frames += 1
+
+    def _flashes(self, k: int, true_ns: int) -> bool:
+        with self._lock:
+            due = [t for t in self._slates if t <= true_ns]
+            if due:
+                self._slates = [t for t in self._slates if t > true_ns]
+                self._flash_until = k + FLASH_FRAMES - 1
+        return k <= self._flash_until
+
+    def _render(self, k: int, true_ns: int, flash: bool) -> av.VideoFrame:
+        assert self._wide is not None and self._yuv is not None
+        w, h = self.width, self.height
+        luma = self._yuv[:h]
+        if flash:
+            luma.fill(FLASH_LUMA)
+        else:
+            shift = k * SPEED % PATTERN_PERIOD
+            np.copyto(luma, self._wide[:, shift:shift + w])
+            scale = max(h / 720, 0.3)
+            thick = max(1, round(2 * scale))
+            origin = self._started_ns or self.timing.origin_ns
+            lines = (f"{self.spec.name}  #{k:07d}", f"t {(true_ns - origin) / 1e9:10.3f} s")
+            line_h = int(44 * scale)
+            x0, y0 = int(16 * scale), int(16 * scale)
+            cv2.rectangle(luma, (x0, y0), (x0 + int(560 * scale), y0 + line_h * len(lines) + int(12 * scale)),
+                          BOX_LUMA, -1)
+            for i, text in enumerate(lines):
+                cv2.putText(luma, text, (x0 + int(10 * scale), y0 + line_h * (i + 1)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, TEXT_LUMA, thick, cv2.LINE_AA)
+        return av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
+
+    # --- information ----------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {"driver": "demo", "width": self.width, "height": self.height, "fps": self.fps,
+                "pix_fmt": "yuv420p", "codec": "rawvideo", "copy": False}
+
+    def stats(self) -> dict[str, int]:
+        return {"frames": self._frames, "dropped": self._dropped, "overflows": self._buffer.overflows}
