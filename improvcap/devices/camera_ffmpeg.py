@@ -267,7 +267,9 @@ class FfmpegCamera:
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"driver": "ffmpeg", "source": self.source, "input": self.kind,
-                                "fps": float(self.spec["fps"]), "copy": self.copy, **self._format}
+                                "fps": float(self.spec["fps"]), "copy": self.copy, **self._format,
+                                # V4L2 buffer times are CLOCK_MONOTONIC, the host clock itself
+                                "clock": "host" if self.kind == "v4l2" else "device"}
         if self.copy and self._stream is not None:
             info["_template"] = self._stream
         return info

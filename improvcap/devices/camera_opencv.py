@@ -161,7 +161,9 @@ class OpenCVCamera:
         return {"driver": "opencv", "source": self.source, "fps": float(self.spec["fps"]), "copy": False,
                 "pix_fmt": "bgr24", "codec": "rawvideo", **self._format,
                 # what device_ns holds: file position, V4L2 buffer time, or (no clock seen yet) host arrival
-                "device_time": "position" if self.is_file else "buffer" if self._device_clock else "arrival"}
+                "device_time": "position" if self.is_file else "buffer" if self._device_clock else "arrival",
+                # V4L2 buffer times and arrival times are both on the host's monotonic clock
+                "clock": "device" if self.is_file else "host"}
 
     def stats(self) -> dict[str, int]:
         return {"frames": self._frames, "overflows": self._buffer.overflows, "repaced": self._repaced}

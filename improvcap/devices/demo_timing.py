@@ -1,9 +1,12 @@
 """The ground-truth timing model shared by the demo twins.
 
 A demo device sees an event at true host time `true_ns`. Its own clock started in step with the host
-clock when the device opened, then runs `drift_ppm` fast or slow and stamps with a constant bias
-`offset_ms`. Data reach the host `transport_ms` later plus a jitter with a long tail (exponential with
-mean `jitter_ms`), and a fraction `drop_rate` never arrives.
+clock when the device opened, then runs `drift_ppm` fast or slow. Its whole timing chain is biased by
+`offset_ms` against what it recorded (like a sensor whose exposure or ADC pipeline precedes its stamp):
+the data of an event at `true_ns` is stamped and sent as if the event were `offset_ms` later. Data reach
+the host `transport_ms` after that, plus a jitter with a long tail (exponential with mean `jitter_ms`),
+and a fraction `drop_rate` never arrives. After mapping device time onto host arrivals, a stream's
+timestamps are thus late by offset_ms + transport_ms, which is what `latency_ms` (calibration) removes.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ class DemoTiming:
 
     def arrival_ns(self, true_ns: int) -> int:
         jitter = self.rng.expovariate(1.0 / self.jitter_ns) if self.jitter_ns > 0 else 0.0
-        return true_ns + self.transport_ns + int(jitter)
+        return true_ns + self.offset_ns + self.transport_ns + int(jitter)
 
     def dropped(self) -> bool:
         return self.drop_rate > 0 and self.rng.random() < self.drop_rate
