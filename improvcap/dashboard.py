@@ -33,8 +33,12 @@ def _peaks(s: StreamStatus) -> str:
     return " ".join("-inf" if math.isinf(p) else f"{p:.0f}" for p in s.peak_dbfs)
 
 
+_TROUBLE = ("error", "gap", "overflow", "drop", "missed", "skipped")
+
+
 def _device_counters(s: StreamStatus) -> str:
-    return " ".join(f"{k}={v}" for k, v in s.device.items() if v and k != "frames")
+    """Only the device counters that mean trouble (parse errors, CRC failures, overflows...), when non-zero."""
+    return " ".join(f"{k}={v}" for k, v in s.device.items() if v and any(t in k for t in _TROUBLE))
 
 
 def render(status: Status, title: str = "") -> Group:

@@ -103,8 +103,8 @@ class _Meter:
 
     def rate(self) -> float:
         items = list(self.arrivals)
-        if len(items) < 2 or items[-1][0] <= items[0][0]:
-            return 0.0
+        if len(items) < 2 or items[-1][0] - items[0][0] < self.window_ns // 4:
+            return 0.0  # too short a span: start-up bursts would read as absurd rates
         span = (items[-1][0] - items[0][0]) / 1e9
         return sum(c for _, c in items[1:]) / span
 

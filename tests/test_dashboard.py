@@ -1,0 +1,56 @@
+"""The live dashboard renders what the recorder reports, on a terminal and as plain lines."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from improvcap import dashboard
+from improvcap.recorder import Recorder, RunState
+from improvcap.rig import parse_rig
+
+RIG = """
+[rig]
+name = "dash"
+[[camera]]
+name = "cam0"
+driver = "demo"
+width = 160
+height = 120
+[[audio]]
+name = "mic"
+driver = "demo"
+channels = 3
+[[mocap]]
+name = "suit"
+driver = "demo"
+channels = 4
+"""
+
+
+def test_dashboard_shows_every_stream_while_recording(tmp_path: Path):
+    recorder = Recorder(parse_rig(RIG, tmp_path / "dash.toml"))
+    recorder.open()
+    try:
+        recorder.start_take(tmp_path, "s", "scene")
+        ticks = iter(range(12))
+        out = io.StringIO()
+        dashboard.watch(recorder, lambda: next(ticks) >= 11, console=Console(file=io.StringIO()), plain=out)
+        status = recorder.status()
+        assert status.state is RunState.RECORDING and status.elapsed_s > 1.0
+        assert status.disk_free_bytes and status.disk_free_bytes > 0
+        console = Console(record=True, width=160, force_terminal=True)
+        console.print(dashboard.render(status, "take"))
+        text = console.export_text()
+        recorder.stop_take()
+    finally:
+        recorder.close()
+    assert "RECORDING" in text and "disk free" in text
+    for name in ("cam0", "mic", "suit"):
+        assert name in text
+    mic = next(s for s in status.streams if s.name == "mic")
+    assert len(mic.peak_dbfs) == 3 and all(-20 < p < -6 for p in mic.peak_dbfs)  # demo tone at -12 dBFS
+    assert 25 < next(s for s in status.streams if s.name == "cam0").rate < 35
+    line = out.getvalue().splitlines()[0]
+    assert line.startswith("recording") and "cam0" in line and "suit" in line
