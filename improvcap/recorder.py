@@ -266,8 +266,14 @@ class _StreamRunner:
         self.info = self.device.describe()
         self._thread.start()
 
+    @property
+    def domain(self) -> str:
+        """Where device_ns comes from: the device's own clock, the host clock, or arrival (see retime)."""
+        return self.info.get("clock", "device")
+
     def _pump(self) -> None:
         device, clock, latency = self.device, self.clock, self.spec.latency_ns
+        own_clock, stamped_on_host = self.domain == "device", self.domain == "host"
         while not self._stop.is_set():
             try:
                 sample = device.read(READ_TIMEOUT)
@@ -279,9 +285,12 @@ class _StreamRunner:
                 return
             if sample is None:
                 continue
-            # Audio blocks arrive after their last sample: pair the arrival with the block's end.
-            end_ns = sample.device_ns + round(sample.count * self._device_period_ns)
-            clock.observe(end_ns, sample.host_ns)
+            if own_clock:
+                # Audio blocks arrive after their last sample: pair the arrival with the block's end.
+                clock.observe(sample.device_ns + round(sample.count * self._device_period_ns), sample.host_ns)
+                t_host = clock.to_host(sample.device_ns)
+            else:
+                t_host = sample.device_ns if stamped_on_host else sample.host_ns
             peak = None
             if isinstance(sample.payload, AudioBlock):
                 data = sample.payload.data
@@ -289,7 +298,7 @@ class _StreamRunner:
             self.meter.add(sample.host_ns, sample.count, peak)
             self.first_sample.set()
             take = self.take
-            if take is not None and not take.offer(sample, clock.to_host(sample.device_ns) - latency):
+            if take is not None and not take.offer(sample, t_host - latency):
                 self.take = None
 
     def _failed(self, detail: str) -> None:

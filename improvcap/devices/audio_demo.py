@@ -18,7 +18,7 @@ from ..clock import now_ns
 from ..errors import DeviceError
 from ..records import AudioBlock, Sample
 from ..rig import StreamSpec
-from .base import ProducerThread, SampleBuffer
+from .base import ThreadedDevice
 from .demo_timing import DemoTiming
 
 TONE_DBFS = -12.0
@@ -29,9 +29,8 @@ BEEP_LEVEL = 0.9
 BUFFER_SECONDS = 5.0
 
 
-class DemoAudio:
+class DemoAudio(ThreadedDevice):
     def __init__(self, spec: StreamSpec) -> None:
-        self.spec = spec
         self.samplerate = int(spec["samplerate"])
         self.channels = int(spec["channels"])
         self.blocksize = int(spec["blocksize"]) or self.samplerate // 100
@@ -49,8 +48,7 @@ class DemoAudio:
         # cos starts at its peak: the first beep sample is already at full level (sharp onset)
         self._beep = BEEP_LEVEL * np.cos(2 * np.pi * (f0 * t + (f1 - f0) / (2 * BEEP_S) * t * t))
         self.timing = DemoTiming(spec)
-        self._buffer = SampleBuffer(max(64, int(BUFFER_SECONDS * self.samplerate / self.blocksize)))
-        self._producer: ProducerThread | None = None
+        super().__init__(spec, max(64, int(BUFFER_SECONDS * self.samplerate / self.blocksize)))
         self._slate_ns: list[int] = []  # requested host times, placed on samples once the clock has started
         self._slates: list[int] = []   # first sample of each beep still to render
         self._lock = threading.Lock()
@@ -67,8 +65,7 @@ class DemoAudio:
         if self._producer is not None:
             return
         self.timing.reset()
-        self._producer = ProducerThread(f"improvcap-audio-{self.spec.name}", self._run, self._buffer)
-        self._producer.start()
+        self._start_producer(self._run)
 
     def _true_ns(self, k: int) -> int:
         """True host time at which sample k was captured."""
@@ -113,14 +110,6 @@ class DemoAudio:
             if a < b:
                 out[a - k:b - k, :] = self._beep[a - s:b - s, None]
         return out.astype(np.float32)
-
-    def read(self, timeout: float) -> Sample | None:
-        return self._buffer.get(timeout)
-
-    def stop(self) -> None:
-        if self._producer is not None:
-            self._producer.stop()
-            self._producer = None
 
     def close(self) -> None:
         self.stop()

@@ -116,3 +116,43 @@ class ProducerThread:
         self.stop_event.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+
+
+class ThreadedDevice:
+    """The life cycle shared by devices fed by one producer thread through a SampleBuffer.
+
+    A subclass calls `_start_producer(target)` from start(); `target(stop_event)` runs on the thread
+    and puts samples into `self._buffer`. `_producer_busy` stays set while the target runs, so a driver
+    whose reader can hang inside a backend (FFmpeg, OpenCV) can refuse to restart or to free the backend
+    under it.
+    """
+
+    def __init__(self, spec: StreamSpec, depth: int) -> None:
+        self.spec = spec
+        self._buffer = SampleBuffer(depth)
+        self._producer: ProducerThread | None = None
+        self._producer_busy = threading.Event()
+
+    def _start_producer(self, target: Any) -> None:
+        if self._producer is not None:
+            return
+        if self._producer_busy.is_set():
+            raise DeviceError(f"{self.spec.name}: still stuck in its last read")
+
+        def run(stop: threading.Event) -> None:
+            try:
+                target(stop)
+            finally:
+                self._producer_busy.clear()
+
+        self._producer_busy.set()
+        self._producer = ProducerThread(f"{self.spec.kind}-{self.spec.name}", run, self._buffer)
+        self._producer.start()
+
+    def read(self, timeout: float) -> Sample | None:
+        return self._buffer.get(timeout)
+
+    def stop(self) -> None:
+        if self._producer is not None:
+            self._producer.stop()
+            self._producer = None

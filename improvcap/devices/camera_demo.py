@@ -21,7 +21,7 @@ import numpy as np
 from ..clock import now_ns
 from ..records import Sample
 from ..rig import StreamSpec
-from .base import DeviceError, ProducerThread, SampleBuffer
+from .base import DeviceError, ThreadedDevice
 from .demo_timing import DemoTiming
 
 PATTERN_PERIOD = 256   # px: the stripes repeat this often, so any shift is a slice of one wide image
@@ -32,16 +32,14 @@ TEXT_LUMA = 235
 BOX_LUMA = 16
 
 
-class DemoCamera:
+class DemoCamera(ThreadedDevice):
     def __init__(self, spec: StreamSpec) -> None:
-        self.spec = spec
+        super().__init__(spec, depth=max(8, int(spec["fps"] * 2)))
         self.width: int = spec["width"]
         self.height: int = spec["height"]
         self.fps = float(spec["fps"])
         self.period_ns = 1e9 / self.fps
         self.timing = DemoTiming(spec)
-        self._buffer = SampleBuffer(depth=max(8, int(self.fps * 2)))
-        self._thread: ProducerThread | None = None
         self._lock = threading.Lock()
         self._slates: list[int] = []       # pending slate times, host ns
         self._flash_until = -1             # last frame number that flashes
@@ -74,7 +72,7 @@ class DemoCamera:
     def start(self) -> None:
         if self._yuv is None:
             raise DeviceError(f"{self.spec.name}: start() before open()")
-        if self._thread is not None:
+        if self._producer is not None:
             return
         if self._started_ns is None:
             self.timing.reset()
@@ -84,16 +82,7 @@ class DemoCamera:
             # Kept open between takes: the camera's clock and counter ran on; resume at the next exposure.
             elapsed_device = (now_ns() - self.timing.origin_ns) * (1.0 + self.timing.drift)
             self._next_k = max(self._next_k, math.ceil(elapsed_device / self.period_ns))
-        self._thread = ProducerThread(f"camera-{self.spec.name}", self._produce, self._buffer)
-        self._thread.start()
-
-    def read(self, timeout: float) -> Sample | None:
-        return self._buffer.get(timeout)
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+        self._start_producer(self._produce)
 
     def close(self) -> None:
         self.stop()

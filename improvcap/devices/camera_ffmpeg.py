@@ -31,7 +31,7 @@ import av.logging
 from ..clock import now_ns
 from ..records import Sample
 from ..rig import StreamSpec
-from .base import DeviceError, ProducerThread, SampleBuffer, StreamEnded
+from .base import DeviceError, StreamEnded, ThreadedDevice
 
 NETWORK_TIMEOUT_S = 5.0
 """Open and read timeout for network sources: a dead camera fails this fast instead of hanging a take."""
@@ -94,9 +94,9 @@ def _check_copyable(stream: av.video.stream.VideoStream) -> None:
             pass
 
 
-class FfmpegCamera:
+class FfmpegCamera(ThreadedDevice):
     def __init__(self, spec: StreamSpec) -> None:
-        self.spec = spec
+        super().__init__(spec, depth=max(8, int(spec["fps"] * 2)))
         source = str(spec["source"]).strip()
         self.source = f"/dev/video{source}" if source.isdigit() else source  # an index, as OpenCV takes it
         self.kind = source_kind(self.source)
@@ -104,9 +104,6 @@ class FfmpegCamera:
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._format: dict[str, Any] = {}   # what open() found; describe() still answers after close()
-        self._buffer = SampleBuffer(depth=max(8, int(spec["fps"] * 2)))
-        self._thread: ProducerThread | None = None
-        self._producing = threading.Event()  # set while the reader thread may be inside FFmpeg
         self._pending: Sample | None = None
         self._loop_ns = 0          # added to file times after each restart, so device time keeps rising
         self._first_ns: int | None = None  # the file's first timestamp
@@ -152,25 +149,11 @@ class FfmpegCamera:
     def start(self) -> None:
         if self._container is None:
             raise DeviceError(f"{self.spec.name}: start() before open()")
-        if self._thread is not None:
-            return
-        if self._producing.is_set():
-            raise DeviceError(f"{self.spec.name}: {self.source} is still stuck in its last read")
-        self._producing.set()
-        self._thread = ProducerThread(f"camera-{self.spec.name}", self._produce_until_stopped, self._buffer)
-        self._thread.start()
-
-    def read(self, timeout: float) -> Sample | None:
-        return self._buffer.get(timeout)
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+        self._start_producer(self._produce)
 
     def close(self) -> None:
         self.stop()
-        if self._producing.is_set():
+        if self._producer_busy.is_set():
             # The reader is still blocked inside FFmpeg (a stalled device or network): closing the container
             # under it would crash the process, so leave it to the reader, which ends at FFmpeg's timeout.
             return
@@ -197,12 +180,6 @@ class FfmpegCamera:
             if self._buffer.put_waiting(sample, timeout=0.1):
                 self._pending = None
                 return
-
-    def _produce_until_stopped(self, stop: threading.Event) -> None:
-        try:
-            self._produce(stop)
-        finally:
-            self._producing.clear()
 
     def _produce(self, stop: threading.Event) -> None:
         assert self._stream is not None

@@ -18,7 +18,7 @@ import cv2
 from ..clock import now_ns
 from ..records import Sample
 from ..rig import StreamSpec
-from .base import DeviceError, ProducerThread, SampleBuffer, StreamEnded
+from .base import DeviceError, StreamEnded, ThreadedDevice
 
 NETWORK_TIMEOUT_S = 5.0
 BEHIND_NS = 500_000_000
@@ -31,16 +31,13 @@ def _index(source: str | int) -> int | None:
     return int(source) if source.strip().isdigit() else None
 
 
-class OpenCVCamera:
+class OpenCVCamera(ThreadedDevice):
     def __init__(self, spec: StreamSpec) -> None:
-        self.spec = spec
+        super().__init__(spec, depth=max(8, int(spec["fps"] * 2)))
         self.source = spec["source"]
         self.index = _index(self.source)
         self.is_file = self.index is None and "://" not in str(self.source)
         self._cap: cv2.VideoCapture | None = None
-        self._buffer = SampleBuffer(depth=max(8, int(spec["fps"] * 2)))
-        self._thread: ProducerThread | None = None
-        self._producing = threading.Event()  # set while the reader thread may be inside the backend
         self._device_clock = False    # True once POS_MSEC has given a non-zero time
         self._format: dict[str, Any] = {}
         self._frames = 0
@@ -97,35 +94,15 @@ class OpenCVCamera:
     def start(self) -> None:
         if self._cap is None:
             raise DeviceError(f"{self.spec.name}: start() before open()")
-        if self._thread is not None:
-            return
-        if self._producing.is_set():
-            raise DeviceError(f"{self.spec.name}: {self.source} is still stuck in its last read")
-        self._producing.set()
-        self._thread = ProducerThread(f"camera-{self.spec.name}", self._produce_until_stopped, self._buffer)
-        self._thread.start()
-
-    def read(self, timeout: float) -> Sample | None:
-        return self._buffer.get(timeout)
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+        self._start_producer(self._produce)
 
     def close(self) -> None:
         self.stop()
-        if self._producing.is_set():
+        if self._producer_busy.is_set():
             return  # the reader is stuck in the backend: releasing under it would crash; it ends on its own
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-
-    def _produce_until_stopped(self, stop: threading.Event) -> None:
-        try:
-            self._produce(stop)
-        finally:
-            self._producing.clear()
 
     def _produce(self, stop: threading.Event) -> None:
         cap = self._cap

@@ -18,7 +18,7 @@ from ..clock import now_ns
 from ..errors import DeviceError
 from ..records import MocapFrame, Sample
 from ..rig import StreamSpec
-from .base import ProducerThread, SampleBuffer
+from .base import ThreadedDevice
 from .serial_protocols import FrameParser, make_parser
 
 READ_TIMEOUT_S = 0.05  # how long a read waits for the first byte; bounds how fast stop() returns
@@ -49,23 +49,21 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-class SerialMocap:
+class SerialMocap(ThreadedDevice):
     """Device protocol for `driver = "serial"`. `port` overrides the rig's port (the demo's pty)."""
 
     def __init__(self, spec: StreamSpec, port: str | None = None) -> None:
-        self.spec = spec
         s = spec.settings
+        # two seconds of frames between the reader thread and the recorder's pump
+        super().__init__(spec, max(256, int(s["rate"] * 2)))
         self.port: str = port if port is not None else s["port"]
         self.baudrate: int = s["baudrate"]
         self.protocol: str = s["protocol"]
         self.channels: int = s["channels"]
         self.rate: float = s["rate"]
         self.channel_names = [f"ch{i:02d}" for i in range(self.channels)]
-        # two seconds of frames between the reader thread and the recorder's pump
-        self._buffer = SampleBuffer(max(256, int(self.rate * 2)))
         self._parser: FrameParser = make_parser(self.protocol, self.channels)
         self._serial: serial.Serial | None = None
-        self._producer: ProducerThread | None = None
         self.bytes_read = 0
 
     def open(self) -> None:
@@ -90,8 +88,7 @@ class SerialMocap:
             raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
         # a device that was already streaming is cut mid-line by the flush
         self._parser = make_parser(self.protocol, self.channels, skip_partial=pending > 0)
-        self._producer = ProducerThread(f"mocap-{self.spec.name}", self._run, self._buffer)
-        self._producer.start()
+        self._start_producer(self._run)
 
     def _run(self, stop: Any) -> None:
         ser, parser, put = self._serial, self._parser, self._buffer.put
@@ -110,13 +107,6 @@ class SerialMocap:
             for f in parser.feed(data):
                 put(Sample(host_ns=host, device_ns=f.device_us * 1000,
                            payload=MocapFrame(f.counter, f.values), seq=f.counter))
-
-    def read(self, timeout: float) -> Sample | None:
-        return self._buffer.get(timeout)
-
-    def stop(self) -> None:
-        if self._producer is not None:
-            self._producer.stop()
 
     def close(self) -> None:
         self.stop()
