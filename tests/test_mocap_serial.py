@@ -120,11 +120,11 @@ def test_frames_arrive_at_rate_with_consecutive_counters(bench, protocol: str) -
 
 
 def test_drifting_device_clock_runs_the_host_rate_off_nominal(bench) -> None:
-    b = bench(mocap_spec(drift_ppm=5_000.0))  # 5 % fast: 252 frames per host second
-    samples = b.run(1.5)
+    b = bench(mocap_spec(drift_ppm=10_000.0))  # 1 % fast: 242.4 frames per host second
+    samples = b.run(3.0)
     span = (samples[-1].host_ns - samples[0].host_ns) / 1e9
-    # arrival times carry the host's scheduling noise: 1 % tolerance still tells 252 from 240
-    assert (len(samples) - 1) / span == pytest.approx(240 * 1.05, rel=0.01)
+    # over 3 s, a few ms of scheduling delay on the first or last arrival stay well inside 0.5 %
+    assert (len(samples) - 1) / span == pytest.approx(240 * 1.01, rel=0.005)
     device_span = (samples[-1].device_ns - samples[0].device_ns) / 1e9
     assert (len(samples) - 1) / device_span == pytest.approx(240, rel=1e-4)  # the device believes in 240 Hz
 
