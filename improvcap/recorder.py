@@ -26,6 +26,7 @@ from .devices import Device, make_device
 from .devices.base import StreamEnded
 from .errors import DeviceError, ImprovcapError
 from .records import AudioBlock, Event, Record, Sample
+from .retime import refit_take
 from .rig import Rig, StreamSpec
 from .writers import make_writer
 from .writers.base import CsvLog, Writer
@@ -68,15 +69,11 @@ class Status:
     disk_free_bytes: int | None
 
 
-def _nominal_rate(spec: StreamSpec) -> float:
-    return float({"camera": spec.get("fps"), "audio": spec.get("samplerate"), "mocap": spec.get("rate")}[spec.kind])
-
-
 def _queue_depth(spec: StreamSpec) -> int:
     """Writer queue depth: the rig's `queue`, else DEFAULT_QUEUE_S seconds of records."""
     if spec["queue"]:
         return int(spec["queue"])
-    per_second = 100.0 if spec.kind == "audio" else _nominal_rate(spec)  # audio: ~10 ms blocks
+    per_second = 100.0 if spec.kind == "audio" else spec.nominal_rate  # audio: ~10 ms blocks
     return max(8, int(DEFAULT_QUEUE_S * per_second))
 
 
@@ -136,7 +133,6 @@ class _TakeStream:
         self.gaps = 0                  # frames/samples the device numbered but never delivered
         self.first_t_ns: int | None = None
         self.last_t_ns: int | None = None
-        self.last_count = 0
         self._next_seq: int | None = None
         self._next_device_ns: int | None = None
         self._last_drop_event = 0
@@ -167,7 +163,6 @@ class _TakeStream:
                 self._on_event(Event(t_ns, "drop", self.spec.name, f"writer queue full; {self.queue_drops} dropped so far"))
             return True
         self.index += sample.count
-        self.last_count = sample.count
         if self.first_t_ns is None:
             self.first_t_ns = t_ns
         self.last_t_ns = t_ns
@@ -258,7 +253,7 @@ class _StreamRunner:
         self._on_event = on_event
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name=f"pump-{spec.name}", daemon=True)
-        nominal = _nominal_rate(spec)
+        nominal = spec.nominal_rate
         self._device_period_ns = 1e9 / nominal if spec.kind == "audio" else 0.0
 
     def start(self) -> None:
@@ -319,7 +314,7 @@ class _StreamRunner:
         take = self.take or self.last_take
         return StreamStatus(
             name=self.spec.name, kind=self.spec.kind, driver=self.spec.driver, rate=self.meter.rate(),
-            nominal=_nominal_rate(self.spec), count=take.index if take else 0,
+            nominal=self.spec.nominal_rate, count=take.index if take else 0,
             dropped=(take.queue_drops + take.gaps) if take else 0, peak_dbfs=self.meter.peak_dbfs(),
             device=self.device.stats(), fault=self.fault or (take.failed if take else None),
         )
@@ -391,7 +386,7 @@ class Recorder:
         self.manifest = {
             "format": takefmt.FORMAT, "version": takefmt.VERSION, "status": "recording",
             "session": session, "scene": scene, "take": number,
-            "t0_utc": origin.utc.isoformat(), "timecode": origin.timecode(master["fps"] if master else 30),
+            "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns, "timecode": origin.timecode(master["fps"] if master else 30),
             "duration_s": None, "rig": self.rig.snapshot(), "rig_sha256": self.rig.sha256,
             "calibration": None, "calibration_sha256": None, "performers": [],
             **(extra or {}),
@@ -446,15 +441,19 @@ class Recorder:
             runner.last_take = t
         for _, t in takes:
             t.finish()
-        duration_s = (stop_ns - self.origin.t0_ns) / 1e9
+        self.manifest["streams"] = {runner.spec.name: self._stream_summary(runner, t) for runner, t in takes}
+        try:
+            # the whole take's clock fit replaces the live estimates in every t_ns column; sync.csv
+            refit_take(self.take_dir, self.manifest)
+        except Exception as e:  # the raw columns are on disk: `repair` can refit later
+            self._event(Event(stop_ns - self.origin.t0_ns, "fault", "", f"final clock fit failed: {e}"))
         self._event(Event(stop_ns - self.origin.t0_ns, "stop", "", ""))
         assert self._events is not None
         with self._event_lock:
             self._events.close()
             self._events = None
-        streams = {runner.spec.name: self._stream_summary(runner, t) for runner, t in takes}
         self.manifest.update({
-            "status": "complete", "duration_s": round(duration_s, 6), "streams": streams,
+            "status": "complete", "duration_s": round((stop_ns - self.origin.t0_ns) / 1e9, 6),
             "faults": self._faults, "files": takefmt.file_entries(self.take_dir),
         })
         takefmt.write_json_atomic(self.take_dir / takefmt.MANIFEST, self.manifest)
@@ -462,21 +461,18 @@ class Recorder:
         return self.manifest
 
     def _stream_summary(self, runner: _StreamRunner, t: _TakeStream) -> dict[str, Any]:
+        """What the recorder knows of a stream; refit_take adds the final clock, rates and first/last t_ns."""
         spec = runner.spec
-        span = ((t.last_t_ns or 0) - (t.first_t_ns or 0)) / 1e9
-        # frames (or samples) from the first to the start of the last record, over the time they span
-        measured = (t.index - t.last_count) / span if span > 0 else None
         return {
             "kind": spec.kind, "driver": spec.driver,
             "device": {k: v for k, v in runner.info.items() if not k.startswith("_")},
             "files": [str(p.relative_to(self.take_dir)) for p in t.files if self.take_dir],
-            "nominal_rate": _nominal_rate(spec), "measured_rate": None if measured is None else round(measured, 4),
+            "nominal_rate": spec.nominal_rate, "measured_rate": None,
             "count": t.index, "dropped": t.queue_drops + t.gaps,
             "dropped_in_queue": t.queue_drops, "dropped_by_device": t.gaps,
             "device_stats": runner.device.stats(),
             "latency_ms": spec["latency_ms"],
-            "clock": {"method": "online-min-delay", "offset_ns": runner.clock.offset_ns, "drift_ppm": None,
-                      "observations": runner.clock.observations},
+            "clock": {"domain": runner.domain, "live_offset_ns": runner.clock.offset_ns},
             "first_t_ns": t.first_t_ns, "last_t_ns": t.last_t_ns,
             "state": "failed" if (runner.fault or t.failed) else "ok",
             "fault": runner.fault or t.failed,

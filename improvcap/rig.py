@@ -23,6 +23,12 @@ DRIVERS = {
     "mocap": ("demo", "serial"),
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RATE_KEY = {"camera": "fps", "audio": "samplerate", "mocap": "rate"}
+
+
+def nominal_rate(kind: str, settings: dict[str, Any]) -> float:
+    """Frames (cameras, mocap) or samples (audio) per second that the rig file promises."""
+    return float(settings[RATE_KEY[kind]])
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,10 @@ class StreamSpec:
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
+
+    @property
+    def nominal_rate(self) -> float:
+        return nominal_rate(self.kind, self.settings)
 
     @property
     def latency_ns(self) -> int:

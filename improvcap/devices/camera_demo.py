@@ -110,6 +110,8 @@ class DemoCamera(ThreadedDevice):
             wait = arrival - now_ns()
             if wait > 0 and stop.wait(wait / 1e9):
                 return
+            if self._flashes(k, true) != flash:  # a slate asked for while this frame waited
+                frame = self._render(k, true, not flash)
             self._buffer.put(Sample(host_ns=now_ns(), device_ns=timing.device_ns(true), payload=frame,
                                     seq=k, true_ns=true))
             self._frames += 1

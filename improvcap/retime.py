@@ -1,0 +1,128 @@
+"""The final clock fit of a take: refit every stream's device clock and rewrite its stored t_ns.
+
+While recording, t_ns comes from a live estimate. At stop (and again on repair) each stream's raw
+(device_ns, host_ns) pairs, which the CSVs keep, are fitted over the whole take and the t_ns column is
+rewritten from the fit (write a temporary file, fsync, rename): the stored t_ns are the best the take
+allows, and the raw columns stay, so a take can always be refitted again.
+
+Clock domains (a device's `describe()["clock"]`): `device` — its own clock, fitted to host arrivals;
+`host` — its stamps already are the host's monotonic clock (V4L2 buffer times); `arrival` — no clock,
+stamped on arrival. Every domain then has its calibrated `latency_ms` subtracted.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .clockfit import fit_clock
+from .errors import TakeError
+from .rig import nominal_rate
+
+CHUNK_BYTES = 1 << 22
+
+
+def _rows(path: Path):
+    """Complete data rows of a take CSV, in chunks of lines (a torn last row is left out)."""
+    with open(path, "rb") as fh:
+        fh.readline()
+        carry = b""
+        while chunk := fh.read(CHUNK_BYTES):
+            chunk = carry + chunk
+            cut = chunk.rfind(b"\n") + 1
+            carry = chunk[cut:]
+            if cut:
+                yield chunk[:cut].splitlines()
+
+
+def read_time_columns(path: Path, with_frames: bool = False) -> tuple[np.ndarray, ...]:
+    """device_ns and host_ns (and, for blocks.csv, frames) of every row: columns 2, 3 (and 4)."""
+    device: list[int] = []
+    host: list[int] = []
+    frames: list[int] = []
+    try:
+        for lines in _rows(path):
+            for line in lines:
+                fields = line.split(b",", 5)
+                device.append(int(fields[2]))
+                host.append(int(fields[3]))
+                if with_frames:
+                    frames.append(int(fields[4]))
+    except (OSError, ValueError, IndexError) as e:
+        raise TakeError(f"{path}: cannot read its time columns: {e}") from None
+    out = (np.array(device, dtype=np.int64), np.array(host, dtype=np.int64))
+    return out + (np.array(frames, dtype=np.int64),) if with_frames else out
+
+
+def rewrite_t_ns(path: Path, t_ns: np.ndarray) -> None:
+    """Replace column 1 (t_ns) row by row; every other byte of the file is kept."""
+    tmp = path.with_name(f".{path.name}.retime")
+    values = iter(t_ns.tolist())
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(src.readline())
+        for lines in _rows(path):
+            out = []
+            for line in lines:
+                first, _, rest = line.split(b",", 2)
+                out.append(b"%s,%d,%s\n" % (first, next(values), rest))
+            dst.write(b"".join(out))
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+
+
+def retime_stream(take_dir: Path, name: str, kind: str, domain: str, *, latency_ns: int, t0_host_ns: int,
+                  nominal_rate: float) -> dict[str, Any]:
+    """Fit one stream's clock, rewrite its t_ns, return its `clock` entry for take.json."""
+    path = take_dir / {"camera": f"{name}.frames.csv", "audio": f"{name}.blocks.csv", "mocap": f"{name}.csv"}[kind]
+    if kind == "audio":
+        device, host, frames = read_time_columns(path, with_frames=True)
+        # a block reaches the host after its last sample: fit the arrival against the block's end
+        device_end = device + np.round(frames * (1e9 / nominal_rate)).astype(np.int64)
+    else:
+        device, host = read_time_columns(path)
+        device_end = device
+    entry: dict[str, Any] = {"domain": domain, "latency_ns": latency_ns, "rows": int(len(device))}
+    if len(device) == 0:
+        return entry
+    if domain == "device":
+        fit = fit_clock(device_end, host)
+        t_ns = fit.apply(device) - latency_ns
+        entry.update(fit.as_dict())
+        if kind == "audio":
+            entry["effective_rate"] = round(fit.effective_rate(nominal_rate), 4)
+    elif domain == "host":
+        t_ns = device - t0_host_ns - latency_ns
+    else:
+        t_ns = host - latency_ns
+    t_ns = np.asarray(t_ns, dtype=np.int64)
+    rewrite_t_ns(path, t_ns)
+    entry["first_t_ns"], entry["last_t_ns"] = int(t_ns[0]), int(t_ns[-1])
+    # frames (samples) from the first record to the start of the last, over the time they span
+    span_s = (t_ns[-1] - t_ns[0]) / 1e9
+    before_last = int(frames[:-1].sum()) if kind == "audio" else len(t_ns) - 1
+    entry["measured_rate"] = round(before_last / span_s, 4) if span_s > 0 else None
+    return entry
+
+
+def refit_take(take_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refit every stream of a take from its raw columns, rewrite t_ns, rebuild sync.csv.
+
+    Everything needed comes from the manifest (kinds, clock domains, latencies, nominal rates, t0), so a
+    take can be refitted long after it was recorded. Updates `manifest` in place.
+    """
+    from .sync import build_sync
+
+    settings = {s["name"]: s for s in manifest["rig"]["streams"]}
+    for name, stream in manifest["streams"].items():
+        spec = settings[name]
+        nominal = nominal_rate(stream["kind"], spec)
+        entry = retime_stream(take_dir, name, stream["kind"], stream["device"].get("clock", "device"),
+                              latency_ns=int(round(spec.get("latency_ms", 0.0) * 1e6)),
+                              t0_host_ns=manifest["t0_host_ns"], nominal_rate=nominal)
+        stream["first_t_ns"], stream["last_t_ns"] = entry.pop("first_t_ns", None), entry.pop("last_t_ns", None)
+        stream["measured_rate"] = entry.pop("measured_rate", None)
+        stream["clock"] = entry
+    manifest["sync"] = build_sync(take_dir, manifest, replace=True)
