@@ -1,9 +1,7 @@
-"""The shared clock: host monotonic time, take origin, and the mapping of device clocks onto it.
+"""The shared clock: host monotonic time and a take's origin.
 
-Every stored `t_ns` is nanoseconds since the take's `t0` on `time.monotonic_ns()`. Devices have clocks of
-their own; `OnlineClock` maps a device clock onto the host clock live, from (device time, host arrival)
-pairs. Arrival = event + transport delay + jitter, and the delay is never negative, so the smallest
-(host - device) difference seen is the best live estimate of the clock offset (the lower envelope).
+Every stored `t_ns` is nanoseconds since the take's `t0` on `time.monotonic_ns()`. Mapping the devices'
+own clocks onto it is `clockfit`'s work.
 """
 from __future__ import annotations
 
@@ -39,26 +37,3 @@ class TakeOrigin:
         local = self.utc.astimezone()
         midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
         return int(round((local - midnight).total_seconds() * samplerate))
-
-
-class OnlineClock:
-    """Live device→host mapping: offset from the lower envelope of arrival delays.
-
-    `observe` takes a device time and the host time at which data stamped with it arrived; `to_host`
-    maps any device time onto the host clock. Until the first observation the mapping is the identity.
-    """
-
-    __slots__ = ("offset_ns", "observations")
-
-    def __init__(self) -> None:
-        self.offset_ns: int | None = None
-        self.observations = 0
-
-    def observe(self, device_ns: int, host_ns: int) -> None:
-        delay = host_ns - device_ns
-        if self.offset_ns is None or delay < self.offset_ns:
-            self.offset_ns = delay
-        self.observations += 1
-
-    def to_host(self, device_ns: int) -> int:
-        return device_ns + (self.offset_ns or 0)

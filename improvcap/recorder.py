@@ -21,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import take as takefmt
-from .clock import OnlineClock, TakeOrigin, now_ns
+from .clock import TakeOrigin, now_ns
+from .clockfit import LiveClock
 from .devices import Device, make_device
 from .devices.base import StreamEnded
 from .errors import DeviceError, ImprovcapError
@@ -243,7 +244,7 @@ class _StreamRunner:
     def __init__(self, spec: StreamSpec, on_event: Callable[[Event], None]) -> None:
         self.spec = spec
         self.device: Device = make_device(spec)
-        self.clock = OnlineClock()
+        self.clock = LiveClock()
         self.meter = _Meter()
         self.take: _TakeStream | None = None
         self.last_take: _TakeStream | None = None
