@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from .clockfit import fit_clock
-from .errors import TakeError
 from .rig import nominal_rate
+from .timeline import stream_table
 
 CHUNK_BYTES = 1 << 22
 
@@ -35,25 +35,6 @@ def _rows(path: Path):
             carry = chunk[cut:]
             if cut:
                 yield chunk[:cut].splitlines()
-
-
-def read_time_columns(path: Path, with_frames: bool = False) -> tuple[np.ndarray, ...]:
-    """device_ns and host_ns (and, for blocks.csv, frames) of every row: columns 2, 3 (and 4)."""
-    device: list[int] = []
-    host: list[int] = []
-    frames: list[int] = []
-    try:
-        for lines in _rows(path):
-            for line in lines:
-                fields = line.split(b",", 5)
-                device.append(int(fields[2]))
-                host.append(int(fields[3]))
-                if with_frames:
-                    frames.append(int(fields[4]))
-    except (OSError, ValueError, IndexError) as e:
-        raise TakeError(f"{path}: cannot read its time columns: {e}") from None
-    out = (np.array(device, dtype=np.int64), np.array(host, dtype=np.int64))
-    return out + (np.array(frames, dtype=np.int64),) if with_frames else out
 
 
 def rewrite_t_ns(path: Path, t_ns: np.ndarray) -> None:
@@ -77,12 +58,13 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: str, *, latency_
                   nominal_rate: float) -> dict[str, Any]:
     """Fit one stream's clock, rewrite its t_ns, return its `clock` entry for take.json."""
     path = take_dir / {"camera": f"{name}.frames.csv", "audio": f"{name}.blocks.csv", "mocap": f"{name}.csv"}[kind]
+    table = stream_table(take_dir, name, kind, time_only=True)
+    device, host = table["device_ns"], table["host_ns"]
     if kind == "audio":
-        device, host, frames = read_time_columns(path, with_frames=True)
+        frames = table["frames"]
         # a block reaches the host after its last sample: fit the arrival against the block's end
         device_end = device + np.round(frames * (1e9 / nominal_rate)).astype(np.int64)
     else:
-        device, host = read_time_columns(path)
         device_end = device
     entry: dict[str, Any] = {"domain": domain, "latency_ns": latency_ns, "rows": int(len(device))}
     if len(device) == 0:
