@@ -1,0 +1,91 @@
+"""End to end: demo devices with drifting clocks, jitter and transport delay, against their ground truth."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from improvcap.recorder import Recorder
+from improvcap.rig import parse_rig
+from improvcap.timeline import read_table, stream_table
+
+pytestmark = pytest.mark.slow
+
+DRIFT = {"cam0": 250.0, "mic": -300.0, "suit": 180.0}
+RIG = f"""
+[rig]
+name = "clock"
+[[camera]]
+name = "cam0"
+driver = "demo"
+width = 320
+height = 240
+drift_ppm = {DRIFT['cam0']}
+jitter_ms = 2.0
+transport_ms = 15.0
+latency_ms = 15.0
+truth = true
+[[audio]]
+name = "mic"
+driver = "demo"
+channels = 2
+drift_ppm = {DRIFT['mic']}
+jitter_ms = 2.0
+transport_ms = 15.0
+latency_ms = 15.0
+truth = true
+[[mocap]]
+name = "suit"
+driver = "demo"
+channels = 6
+drift_ppm = {DRIFT['suit']}
+jitter_ms = 2.0
+transport_ms = 15.0
+latency_ms = 15.0
+truth = true
+"""
+
+
+@pytest.fixture(scope="module")
+def take(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("clock")
+    recorder = Recorder(parse_rig(RIG, out / "clock.toml"))
+    recorder.open()
+    try:
+        take = recorder.start_take(out, "s", "clock")
+        time.sleep(12.0)
+        recorder.stop_take()
+    finally:
+        recorder.close()
+    return take
+
+
+def errors_ms(take: Path, name: str, kind: str) -> np.ndarray:
+    table = stream_table(take, name, kind, time_only=True)
+    truth = read_table(take / f"{name}.truth.csv")
+    key = "first_sample" if kind == "audio" else "index"
+    assert np.array_equal(table[key], truth["index"])  # one truth row per stored row
+    return np.abs(table["t_ns"] - truth["true_t_ns"]) / 1e6
+
+
+@pytest.mark.parametrize("name, kind", [("cam0", "camera"), ("mic", "audio"), ("suit", "mocap")])
+def test_stored_t_ns_match_the_truth(take: Path, name: str, kind: str):
+    err = errors_ms(take, name, kind)
+    assert np.percentile(err, 99) < 0.5 and err.max() < 1.0, (np.percentile(err, [50, 99]), err.max())
+    clock = json.loads((take / "take.json").read_text())["streams"][name]["clock"]
+    assert clock["domain"] == "device" and clock["resets"] == 0
+    assert clock["drift_ppm"] == pytest.approx(DRIFT[name], abs=15)
+    assert 0 <= clock["residual_p50_ns"] < 5e6
+
+
+def test_effective_rate_and_raw_columns_kept_for_refitting(take: Path):
+    manifest = json.loads((take / "take.json").read_text())
+    room = manifest["streams"]["mic"]
+    assert room["clock"]["effective_rate"] == pytest.approx(48000 * (1 - 300e-6), abs=1.0)
+    # raw device and host times are still there, so the take can be refitted
+    table = stream_table(take, "suit", "mocap", time_only=True)
+    assert np.all(np.diff(table["device_ns"]) > 0) and np.all(table["host_ns"] > table["t_ns"])
+    assert manifest["t0_host_ns"] > 0 and (take / "sync.csv").exists()
