@@ -17,10 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import dashboard
 from . import take as takefmt
-from .errors import CheckFailed, ImprovcapError
-from .recorder import Recorder, Status
+from .control import ControlServer
+from .control import request as control_request
+from .errors import CheckFailed, ImprovcapError, UsageError
+from .keyboard import HELP, KeyBindings, KeyReader
+from .recorder import Recorder, RunState, Status
 from .rig import load_rig
+from .session import TakeControl
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shared-clock capture of cameras, microphones and serial motion capture.")
@@ -68,61 +73,171 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+OutOption = Annotated[Path, typer.Option("--out", help="Folder that holds the sessions.")]
+SessionOption = Annotated[Optional[str], typer.Option(help="Session (shoot day) name; default: today's date.")]
+PerformerOption = Annotated[Optional[list[str]], typer.Option(
+    "--performer", help="Performer ID from the performers file (repeatable); recorded with consent.")]
+PerformersFileOption = Annotated[Optional[Path], typer.Option(
+    "--performers", help="Performers file (default: performers.toml in the session folder).")]
+
+
 @app.command()
 @_one_line_errors
 def record(
     rig: Annotated[str, typer.Argument(help="Rig file path or name (looked up in ./rigs, then shipped rigs).")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder that holds the sessions.")] = Path("takes"),
-    session: Annotated[Optional[str], typer.Option(help="Session (shoot day) name; default: today's date.")] = None,
+    out_dir: OutOption = Path("takes"),
+    session: SessionOption = None,
     scene: Annotated[str, typer.Option(help="Scene name; takes number themselves within it.")] = "scene",
     duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
     slate: Annotated[bool, typer.Option("--slate", help="Slate right after the start and right before the stop.")] = False,
+    performer: PerformerOption = None,
+    performers_file: PerformersFileOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the take path and summary as JSON.")] = False,
 ) -> None:
-    """Record one take of a rig into <out>/<session>/<scene>_tNNN/."""
-    from . import dashboard
-
+    """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
-        raise ImprovcapError(f"--duration must be a positive number of seconds, got {duration}")
-    session = takefmt.check_name(session or takefmt.default_session(), "session")
-    takefmt.check_name(scene, "scene")
+        raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
     spec = load_rig(rig)
     recorder = Recorder(spec)
+    control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
+                          performers=performer or (), performers_file=performers_file, single_take=True)
+    control.resolve_performers(control.performers)  # refuse unknown or revoked performers before anything
     with _StopRequest() as stop:
         with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
             recorder.open()
+        server: ControlServer | None = None
         try:
-            take_dir = recorder.start_take(out_dir, session, scene)
+            take_dir = Path(control.start()["take"])
             started = time.monotonic()
+            server = _serve_quietly(control)
             if slate:
                 recorder.slate(0.2)
-            done = lambda: stop.requested or (duration is not None and time.monotonic() - started >= duration)
+            done = lambda: (stop.requested or control.quit.is_set()  # noqa: E731
+                            or (duration is not None and time.monotonic() - started >= duration))
             dashboard.watch(recorder, done, title=str(take_dir), console=err)
-            if slate:
+            if slate and recorder.state is RunState.RECORDING:
                 recorder.slate(0.0)
                 time.sleep(0.5)
             # A second Ctrl-C must not tear the manifest: finalising ignores it.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            with err.status("finalising take…"):
-                manifest = recorder.stop_take()
+            if recorder.state is RunState.RECORDING:
+                with err.status("finalising take…"):
+                    control.stop()
         finally:
+            if server is not None:
+                server.close()
             recorder.close()
-    summary = _take_summary(take_dir, manifest)
+    summary = control.last_take
+    assert summary is not None
     if as_json:
         _print_json(summary)
     else:
         _print_summary(summary)
 
 
-def _take_summary(take_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "take": str(take_dir.resolve()),
-        "status": manifest["status"],
-        "duration_s": manifest["duration_s"],
-        "faults": manifest["faults"],
-        "streams": {name: {k: s[k] for k in ("kind", "count", "dropped", "nominal_rate", "measured_rate", "state")}
-                    for name, s in manifest["streams"].items()},
-    }
+def _serve_quietly(control: TakeControl) -> ControlServer | None:
+    """`record` serves the control socket when it can; a take already recording never fails for it."""
+    server = ControlServer(control.session_dir, control.handle)
+    try:
+        server.start()
+        return server
+    except ImprovcapError as e:
+        err.print(f"[yellow]warning:[/] no control socket: {e}", highlight=False, soft_wrap=True)
+        return None
+
+
+@app.command("session")
+@_one_line_errors
+def session_command(
+    rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
+    out_dir: OutOption = Path("takes"),
+    session: SessionOption = None,
+    scene: Annotated[str, typer.Option(help="First scene's name (n moves to the next).")] = "scene1",
+    performer: PerformerOption = None,
+    performers_file: PerformersFileOption = None,
+) -> None:
+    """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
+    spec = load_rig(rig)
+    recorder = Recorder(spec)
+    control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
+                          performers=performer or (), performers_file=performers_file)
+    control.resolve_performers(control.performers)
+    takefmt.session_folder(out_dir, control.session, spec.name)
+    server = ControlServer(control.session_dir, control.handle)
+    with _StopRequest() as stop:
+        server.start()  # refuses when another recorder already drives this session
+        try:
+            with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
+                recorder.open()
+            keys = KeyBindings(control)
+            interactive = sys.stdin.isatty()
+            title = lambda: _session_title(control)  # noqa: E731
+            footer = lambda: [_last_take_line(control.last_take), keys.line, HELP if interactive else ""]  # noqa: E731
+            done = lambda: stop.requested or control.quit.is_set()  # noqa: E731
+            err.print(f"session {control.session}: control socket {server.path}", highlight=False)
+            if interactive:
+                with KeyReader(sys.stdin.fileno(), keys.press):
+                    dashboard.watch(recorder, done, title=title, console=err, footer=footer)
+            else:
+                dashboard.watch(recorder, done, title=title, console=err, footer=footer)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if recorder.state is RunState.RECORDING:
+                with err.status("finalising take…"):
+                    control.stop()
+        finally:
+            server.close()
+            recorder.close()
+
+
+def _session_title(control: TakeControl) -> str:
+    take = control.recorder.take_dir if control.recorder.state is RunState.RECORDING else None
+    return f"session {control.session} · scene {control.scene}" + (f" · {take.name}" if take else "")
+
+
+def _last_take_line(last: dict[str, Any] | None) -> str:
+    if not last:
+        return ""
+    drops = sum(s["dropped"] or 0 for s in last["streams"].values())
+    faults = f", {len(last['faults'])} faults" if last["faults"] else ""
+    return f"last take: {Path(last['take']).name} {last['duration_s']:.1f} s, {drops} dropped{faults}"
+
+
+@app.command()
+@_one_line_errors
+def ctl(
+    command: Annotated[str, typer.Argument(help="status, start, stop, slate, mark, note, scene or quit.")],
+    text: Annotated[Optional[str], typer.Argument(help="Text of a mark or note; name of a scene.")] = None,
+    out_dir: OutOption = Path("takes"),
+    session: SessionOption = None,
+    scene: Annotated[Optional[str], typer.Option(help="start: the scene of the take.")] = None,
+    performer: PerformerOption = None,
+    force: Annotated[bool, typer.Option("--force", help="quit: even while recording.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False,
+) -> None:
+    """Drive a running `session` or `record` through its control socket."""
+    payload: dict[str, Any] = {"cmd": command}
+    if text is not None:
+        payload["scene" if command == "scene" else "text"] = text
+    if scene is not None:
+        payload["scene"] = scene
+    if performer:
+        payload["performers"] = performer
+    if force:
+        payload["force"] = True
+    session_dir = out_dir / takefmt.check_name(session or takefmt.default_session(), "session")
+    reply = control_request(session_dir, payload)
+    if not reply.get("ok"):
+        raise UsageError(str(reply.get("error", "the recorder refused")))
+    if as_json:
+        _print_json(reply)
+    elif command == "status":
+        out.print(f"{reply['state']}  session {reply['session']}  scene {reply['scene']}"
+                  + (f"  {reply['take']}  {reply['elapsed_s']:.1f} s" if reply["take"] else ""), highlight=False)
+        for st in reply["streams"]:
+            out.print(f"  {st['name']:<12} {st['kind']:<7} {st['rate']:>10.1f}/s  n={st['count']}  "
+                      f"drops={st['dropped']}" + (f"  FAULT {st['fault']}" if st["fault"] else ""), highlight=False)
+    else:
+        sys.stdout.write(json.dumps({k: v for k, v in reply.items() if k != "ok"}, default=str) + "\n")
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -41,7 +41,7 @@ def _device_counters(s: StreamStatus) -> str:
     return " ".join(f"{k}={v}" for k, v in s.device.items() if v and any(t in k for t in _TROUBLE))
 
 
-def render(status: Status, title: str = "") -> Group:
+def render(status: Status, title: str = "", footer: Sequence[str] = ()) -> Group:
     head = Text.assemble(
         (f"{status.state.value.upper()}", "bold red" if status.state.value == "recording" else "bold"),
         f"  {title}" if title else "",
@@ -64,7 +64,7 @@ def render(status: Status, title: str = "") -> Group:
             _peaks(s),
             Text(s.fault, style="red") if s.fault else _device_counters(s),
         )
-    return Group(head, table)
+    return Group(head, table, *(Text(line) for line in footer if line))
 
 
 def plain_line(status: Status) -> str:
@@ -77,15 +77,18 @@ def plain_line(status: Status) -> str:
     return " | ".join(parts)
 
 
-def watch(recorder: Recorder, done: Callable[[], bool], title: str = "",
-          console: Console | None = None, plain: TextIO | None = None) -> None:
-    """Show the recorder until `done()` is true (KeyboardInterrupt propagates to the caller)."""
+def watch(recorder: Recorder, done: Callable[[], bool], title: str | Callable[[], str] = "",
+          console: Console | None = None, plain: TextIO | None = None,
+          footer: Callable[[], Sequence[str]] = lambda: ()) -> None:
+    """Show the recorder until `done()` is true. `title` and `footer` may change as it runs."""
     console = console or Console(stderr=True)
+    heading = title if callable(title) else (lambda: title)
     if console.is_terminal:
-        with Live(render(recorder.status(), title), console=console, refresh_per_second=4, transient=False) as live:
+        view = lambda: render(recorder.status(), heading(), footer())  # noqa: E731
+        with Live(view(), console=console, refresh_per_second=8, transient=False) as live:
             while not done():
-                time.sleep(0.25)
-                live.update(render(recorder.status(), title))
+                time.sleep(0.1)
+                live.update(view())
         return
     out = plain or sys.stderr
     last = 0.0

@@ -20,6 +20,10 @@ class DeviceError(ImprovcapError, OSError):
     """A device cannot be opened or has failed."""
 
 
+class PerformersError(ImprovcapError, ValueError):
+    """A performers file is missing or malformed, or a performer cannot be recorded (unknown, revoked, changed form)."""
+
+
 class TakeError(ImprovcapError, OSError):
     """A take folder cannot be created, written or read."""
 

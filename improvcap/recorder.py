@@ -138,6 +138,7 @@ class _TakeStream:
         self._next_device_ns: int | None = None
         self._last_drop_event = 0
         self.failed: str | None = None
+        self.first_written_ns: int | None = None  # host time the first record reached the writer's files
         self._on_event = on_event
         self._thread = threading.Thread(target=self._run, name=f"writer-{spec.name}", daemon=True)
         self._thread.start()
@@ -203,6 +204,8 @@ class _TakeStream:
                     if record:
                         assert self.writer is not None
                         self.writer.write(record)
+                        if self.first_written_ns is None:
+                            self.first_written_ns = now_ns()
                         if self.truth is not None and record.true_ns is not None:
                             self.truth.row((record.index, record.true_ns))
                     if time.monotonic() - last_flush >= FLUSH_INTERVAL and self.writer is not None:
@@ -338,6 +341,7 @@ class Recorder:
         self._events: CsvLog | None = None
         self._event_lock = threading.Lock()
         self._faults: list[dict[str, Any]] = []
+        self.start_request_ns = 0
 
     # devices --------------------------------------------------------------------------------------
     def open(self, warmup_timeout: float = WARMUP_TIMEOUT_S) -> None:
@@ -375,11 +379,18 @@ class Recorder:
         self.state = RunState.CLOSED
 
     # takes ----------------------------------------------------------------------------------------
-    def start_take(self, out: Path, session: str, scene: str, extra: dict[str, Any] | None = None) -> Path:
+    def start_take(self, out: Path, session: str, scene: str, extra: dict[str, Any] | None = None,
+                   attachments: dict[str, bytes] | None = None) -> Path:
+        """Start a take in `<out>/<session>/<scene>_tNNN/`. `extra` goes into take.json; `attachments`
+        (name → bytes) are written into the take folder first, so that their hashes land in the manifest."""
         if self.state is not RunState.IDLE:
             raise ImprovcapError(f"cannot start a take while {self.state.value}")
+        self.start_request_ns = now_ns()
         session_dir = takefmt.session_folder(out, session, self.rig.name)
         take_dir, number = takefmt.next_take_folder(session_dir, scene)
+        for name, data in (attachments or {}).items():
+            with open(take_dir / name, "xb") as fh:
+                fh.write(data)
         self._events = CsvLog(take_dir / "events.csv", ("t_ns", "kind", "stream", "detail"))
         origin = TakeOrigin.now()
         self.take_dir, self.origin, self._faults = take_dir, origin, []
@@ -423,9 +434,32 @@ class Recorder:
         self._event(Event(t, "slate", "", "requested"))
         return t
 
-    def mark(self, text: str = "") -> None:
-        if self.state is RunState.RECORDING and self.origin:
-            self._event(Event(now_ns() - self.origin.t0_ns, "mark", "", text))
+    def annotate(self, kind: str, text: str = "") -> dict[str, Any]:
+        """A mark or note: in the take being recorded, else appended to the last take (its manifest's
+        hash of events.csv is updated). Returns where it went."""
+        if self.take_dir is None or self.origin is None:
+            raise ImprovcapError(f"no take to {kind}: record one first")
+        event = Event(now_ns() - self.origin.t0_ns, kind, "", text)
+        if self.state is RunState.RECORDING:
+            self._event(event)
+            return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
+        events = self.take_dir / "events.csv"
+        log = CsvLog(events, header=None)
+        log.row((event.t_ns, event.kind, event.stream, event.detail))
+        log.close()
+        self.manifest["files"]["events.csv"] = takefmt.file_entry(events)
+        takefmt.write_json_atomic(self.take_dir / takefmt.MANIFEST, self.manifest)
+        return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
+
+    def wait_live(self, timeout: float = 2.0) -> dict[str, float | None]:
+        """Wait until every stream of the take has written its first record; ms from the start request."""
+        deadline = time.monotonic() + timeout
+        takes = {r.spec.name: r.take or r.last_take for r in self.runners}
+        while time.monotonic() < deadline and any(t is not None and t.first_written_ns is None and not t.failed
+                                                 for t in takes.values()):
+            time.sleep(0.002)
+        return {name: None if t is None or t.first_written_ns is None
+                else round((t.first_written_ns - self.start_request_ns) / 1e6, 2) for name, t in takes.items()}
 
     def stop_take(self) -> dict[str, Any]:
         """Finish the take: drain writers, hash files, write the manifest atomically. Returns it."""

@@ -88,10 +88,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
 def file_entries(take_dir: Path) -> dict[str, dict[str, Any]]:
     """path (relative to the take) -> bytes and sha256, for every file in the take but the manifest."""
-    entries = {}
-    for path in sorted(take_dir.rglob("*")):
-        if path.is_file() and path.name != MANIFEST and not path.name.startswith("."):
-            entries[str(path.relative_to(take_dir))] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    return entries
+    return {str(path.relative_to(take_dir)): file_entry(path) for path in sorted(take_dir.rglob("*"))
+            if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")}

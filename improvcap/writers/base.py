@@ -28,13 +28,15 @@ class Writer(Protocol):
 class CsvLog:
     """A CSV file written row by row, flushed to the OS at least once a second, fsynced on close."""
 
-    def __init__(self, path: Path, header: Iterable[str], flush_interval: float = 1.0) -> None:
+    def __init__(self, path: Path, header: Iterable[str] | None, flush_interval: float = 1.0) -> None:
+        """A new log with `header`; `header=None` reopens an existing log to add rows (a late note)."""
         self.path = path
         # exclusive create: a take's files are never overwritten
-        self._fh = open(path, "x", newline="", encoding="utf-8")
+        self._fh = open(path, "x" if header is not None else "a", newline="", encoding="utf-8")
         self._csv = csv.writer(self._fh, lineterminator="\n")
-        self._csv.writerow(header)
-        self._fh.flush()
+        if header is not None:
+            self._csv.writerow(header)
+            self._fh.flush()
         self._interval = flush_interval
         self._last_flush = time.monotonic()
         self.rows = 0
