@@ -4,17 +4,15 @@ Exit status: 0 ok, 1 a check failed, 2 bad input. Every ImprovcapError becomes o
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from . import dashboard
@@ -22,6 +20,9 @@ from . import take as takefmt
 from .control import ControlServer
 from .control import request as control_request
 from .errors import CheckFailed, ImprovcapError, UsageError
+from .cli_support import (CalibrationOption, OutOption, PerformerOption, PerformersFileOption, SessionOption,
+                          err, one_line_errors, out, print_json, warn)
+from .cli_calibrate import calibrate_app
 from .keyboard import HELP, KeyBindings, KeyReader
 from .recorder import Recorder, RunState, Status
 from .rig import load_rig
@@ -31,27 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Shared-clock capture of cameras, microphones and serial motion capture.")
 rig_app = typer.Typer(no_args_is_help=True, help="Check rig files and their devices.")
 app.add_typer(rig_app, name="rig")
-
-err = Console(stderr=True)
-out = Console()
-
-
-def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into one red line and their exit status (never a traceback)."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ImprovcapError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-    return wrapper
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    sys.stdout.flush()
-
+app.add_typer(calibrate_app, name="calibrate")
 
 class _StopRequest:
     """Ctrl-C and SIGTERM end a take cleanly: they only set a flag the main loop polls."""
@@ -73,16 +54,8 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-OutOption = Annotated[Path, typer.Option("--out", help="Folder that holds the sessions.")]
-SessionOption = Annotated[Optional[str], typer.Option(help="Session (shoot day) name; default: today's date.")]
-PerformerOption = Annotated[Optional[list[str]], typer.Option(
-    "--performer", help="Performer ID from the performers file (repeatable); recorded with consent.")]
-PerformersFileOption = Annotated[Optional[Path], typer.Option(
-    "--performers", help="Performers file (default: performers.toml in the session folder).")]
-
-
 @app.command()
-@_one_line_errors
+@one_line_errors
 def record(
     rig: Annotated[str, typer.Argument(help="Rig file path or name (looked up in ./rigs, then shipped rigs).")],
     out_dir: OutOption = Path("takes"),
@@ -92,19 +65,18 @@ def record(
     slate: Annotated[bool, typer.Option("--slate", help="Slate right after the start and right before the stop.")] = False,
     performer: PerformerOption = None,
     performers_file: PerformersFileOption = None,
+    calibration: CalibrationOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the take path and summary as JSON.")] = False,
 ) -> None:
     """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
-    spec = load_rig(rig)
-    recorder = Recorder(spec)
+    recorder = _calibrated_recorder(rig, calibration)
     control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
                           performers=performer or (), performers_file=performers_file, single_take=True)
     control.resolve_performers(control.performers)  # refuse unknown or revoked performers before anything
     with _StopRequest() as stop:
-        with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
-            recorder.open()
+        _open_devices(recorder)
         server: ControlServer | None = None
         try:
             take_dir = Path(control.start()["take"])
@@ -118,11 +90,7 @@ def record(
             if slate and recorder.state is RunState.RECORDING:
                 recorder.slate(0.0)
                 time.sleep(0.5)
-            # A second Ctrl-C must not tear the manifest: finalising ignores it.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            if recorder.state is RunState.RECORDING:
-                with err.status("finalising take…"):
-                    control.stop()
+            _finalise(control)
         finally:
             if server is not None:
                 server.close()
@@ -130,9 +98,33 @@ def record(
     summary = control.last_take
     assert summary is not None
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         _print_summary(summary)
+
+
+def _calibrated_recorder(rig_arg: str, calibration: Path | None) -> Recorder:
+    """A recorder for the rig with its current calibration applied (warning when missing or stale)."""
+    from .calibrate.store import applied, calibration_dir
+
+    rig = load_rig(rig_arg)
+    rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
+    for message in warnings:
+        warn(message)
+    return Recorder(rig, calibration=entry)
+
+
+def _open_devices(recorder: Recorder) -> None:
+    with err.status(f"opening {len(recorder.rig.streams)} devices of rig {recorder.rig.name}…"):
+        recorder.open()
+
+
+def _finalise(control: TakeControl) -> None:
+    """Stop the take being recorded, if any. A second Ctrl-C must not tear the manifest: it is ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if control.recorder.state is RunState.RECORDING:
+        with err.status("finalising take…"):
+            control.stop()
 
 
 def _serve_quietly(control: TakeControl) -> ControlServer | None:
@@ -142,12 +134,12 @@ def _serve_quietly(control: TakeControl) -> ControlServer | None:
         server.start()
         return server
     except ImprovcapError as e:
-        err.print(f"[yellow]warning:[/] no control socket: {e}", highlight=False, soft_wrap=True)
+        warn(f"no control socket: {e}")
         return None
 
 
 @app.command("session")
-@_one_line_errors
+@one_line_errors
 def session_command(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
     out_dir: OutOption = Path("takes"),
@@ -155,10 +147,11 @@ def session_command(
     scene: Annotated[str, typer.Option(help="First scene's name (n moves to the next).")] = "scene1",
     performer: PerformerOption = None,
     performers_file: PerformersFileOption = None,
+    calibration: CalibrationOption = None,
 ) -> None:
     """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
-    spec = load_rig(rig)
-    recorder = Recorder(spec)
+    recorder = _calibrated_recorder(rig, calibration)
+    spec = recorder.rig
     control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
                           performers=performer or (), performers_file=performers_file)
     control.resolve_performers(control.performers)
@@ -167,8 +160,7 @@ def session_command(
     with _StopRequest() as stop:
         server.start()  # refuses when another recorder already drives this session
         try:
-            with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
-                recorder.open()
+            _open_devices(recorder)
             keys = KeyBindings(control)
             interactive = sys.stdin.isatty()
             title = lambda: _session_title(control)  # noqa: E731
@@ -180,10 +172,7 @@ def session_command(
                     dashboard.watch(recorder, done, title=title, console=err, footer=footer)
             else:
                 dashboard.watch(recorder, done, title=title, console=err, footer=footer)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            if recorder.state is RunState.RECORDING:
-                with err.status("finalising take…"):
-                    control.stop()
+            _finalise(control)
         finally:
             server.close()
             recorder.close()
@@ -203,7 +192,7 @@ def _last_take_line(last: dict[str, Any] | None) -> str:
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def ctl(
     command: Annotated[str, typer.Argument(help="status, start, stop, slate, mark, note, scene or quit.")],
     text: Annotated[Optional[str], typer.Argument(help="Text of a mark or note; name of a scene.")] = None,
@@ -229,7 +218,7 @@ def ctl(
     if not reply.get("ok"):
         raise UsageError(str(reply.get("error", "the recorder refused")))
     if as_json:
-        _print_json(reply)
+        print_json(reply)
     elif command == "status":
         out.print(f"{reply['state']}  session {reply['session']}  scene {reply['scene']}"
                   + (f"  {reply['take']}  {reply['elapsed_s']:.1f} s" if reply["take"] else ""), highlight=False)
@@ -253,14 +242,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command()
-@_one_line_errors
+@one_line_errors
 def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List cameras, audio inputs and serial ports on this machine."""
     from .devices.discovery import discover
 
     found = discover()
     if as_json:
-        _print_json(found)
+        print_json(found)
         return
     for kind, items in found.items():
         if kind == "notes":
@@ -277,7 +266,7 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @rig_app.command("check")
-@_one_line_errors
+@one_line_errors
 def rig_check(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
     seconds: Annotated[float, typer.Option(help="How long to run every device.")] = 3.0,
@@ -286,11 +275,10 @@ def rig_check(
 ) -> None:
     """Open every device of a rig for a few seconds and compare what it delivers with the rig file."""
     if not (seconds > 0 and math.isfinite(seconds)):
-        raise ImprovcapError(f"--seconds must be a positive number, got {seconds}")
+        raise UsageError(f"--seconds must be a positive number, got {seconds}")
     spec = load_rig(rig)
     recorder = Recorder(spec)
-    with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
-        recorder.open()
+    _open_devices(recorder)
     try:
         with err.status(f"measuring for {seconds:g} s…"):
             time.sleep(seconds)
@@ -300,7 +288,7 @@ def rig_check(
         recorder.close()
     failed = [r for r in results if not r["ok"]]
     if as_json:
-        _print_json({"rig": spec.name, "ok": not failed, "streams": results})
+        print_json({"rig": spec.name, "ok": not failed, "streams": results})
     else:
         table = Table(title=f"rig {spec.name}: {'OK' if not failed else 'MISMATCH'}")
         for col in ("stream", "kind", "measured", "nominal", "peak dBFS", "verdict"):

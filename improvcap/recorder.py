@@ -331,8 +331,10 @@ class Recorder:
     cannot be opened; faults during a take become events and manifest entries instead.
     """
 
-    def __init__(self, rig: Rig) -> None:
+    def __init__(self, rig: Rig, calibration: dict[str, Any] | None = None) -> None:
+        """`calibration`: the take.json entry of the calibration applied to `rig` (calibrate.store.applied)."""
         self.rig = rig
+        self.calibration = calibration
         self.state = RunState.CLOSED
         self.runners: list[_StreamRunner] = []
         self.take_dir: Path | None = None
@@ -400,7 +402,8 @@ class Recorder:
             "session": session, "scene": scene, "take": number,
             "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns, "timecode": origin.timecode(master["fps"] if master else 30),
             "duration_s": None, "rig": self.rig.snapshot(), "rig_sha256": self.rig.sha256,
-            "calibration": None, "calibration_sha256": None, "performers": [],
+            "calibration": self.calibration,
+            "calibration_sha256": (self.calibration or {}).get("sha256"), "performers": [],
             **(extra or {}),
             "streams": {}, "faults": [], "files": {},
         }

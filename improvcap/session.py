@@ -64,6 +64,7 @@ class TakeControl:
             take_dir = self.recorder.start_take(self.out, self.session, self.scene, extra=extra,
                                                 attachments={RECORD_FILE: consent_record(entries)})
             live = self.recorder.wait_live()
+            takefmt.add_session_performers(self.session_dir, entries)
             return {"take": str(take_dir.resolve()), "scene": self.scene, "number": self.recorder.manifest["take"],
                     "first_record_ms": live}
 

@@ -47,6 +47,21 @@ def session_folder(out: Path, session: str, rig_name: str) -> Path:
     return folder
 
 
+def add_session_performers(session_dir: Path, entries: list[dict[str, Any]]) -> None:
+    """Keep session.json's list of the day's performers (with their consent) up to date."""
+    meta = session_dir / "session.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # session.json is a convenience; the takes carry the consent that counts
+    known = {p.get("id"): p for p in data.get("performers", []) if isinstance(p, dict)}
+    if all(known.get(e["id"]) == e for e in entries):
+        return
+    known.update({e["id"]: e for e in entries})
+    data["performers"] = list(known.values())
+    write_json_atomic(meta, data)
+
+
 def next_take_folder(session_dir: Path, scene: str) -> tuple[Path, int]:
     """Create `<scene>_t<NNN>/` with the next free number; an existing take is never reused."""
     check_name(scene, "scene")

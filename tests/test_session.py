@@ -321,6 +321,9 @@ def test_performers_refused_or_recorded_with_consent(workdir: Path):
     assert manifest["performers_sha256"] == hashlib.sha256(record_bytes).hexdigest()
     assert manifest["files"]["performers.json"]["sha256"] == manifest["performers_sha256"]
 
+    session = json.loads((workdir / "out" / "day" / "session.json").read_text())
+    assert [p["id"] for p in session["performers"]] == ["ana"]
+
     # a consent form changed after it was recorded in the performers file is refused too
     (workdir / "forms" / "ana.pdf").write_bytes(b"%PDF edited")
     tampered = record("--performer", "ana")

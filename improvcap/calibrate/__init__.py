@@ -1,0 +1,1 @@
+"""Calibration of a rig: cameras (ChArUco), stream latencies (slates), audio levels."""

@@ -1,0 +1,105 @@
+"""`improvcap calibrate ...`: board, cameras, sync, audio and show (DESIGN section 6: calibration/<rig>/)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .calibrate import store
+from .cli_support import CalibrationOption, JsonOption, err, one_line_errors, out, print_json
+from .errors import UsageError
+from .rig import load_rig
+
+calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate a rig: cameras, stream latencies, audio levels.")
+
+TakeOption = Annotated[Path, typer.Option("--take", help="A take folder recorded with the rig.")]
+
+
+@calibrate_app.command("sync")
+@one_line_errors
+def calibrate_sync(
+    rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
+    take: TakeOption,
+    calibration: CalibrationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Each stream's latency from the slates of a take (found in the media), applied from then on."""
+    from .calibrate.latency import latency_from_take
+
+    spec = load_rig(rig)
+    if not (take / "take.json").is_file():
+        raise UsageError(f"{take}: not a take folder (no take.json)")
+    with err.status("finding slates in the media…"):
+        result = {"rig": spec.name, "kind": "sync", **latency_from_take(take)}
+    path = store.write(store.calibration_dir(spec.name, calibration), "sync", result)
+    if as_json:
+        print_json({"file": str(path), **result})
+        return
+    table = Table(title=f"sync calibration of {spec.name} → {path}")
+    for col in ("stream", "latency ms", "correction ms", "± ms", "spread ms", "slates"):
+        table.add_column(col)
+    for name, s in result["streams"].items():
+        table.add_row(name, f"{s['latency_ms']:.3f}", f"{s['correction_ms']:+.3f}",
+                      "" if s.get("uncertainty_ms") is None else f"{s['uncertainty_ms']:.3f}",
+                      f"{s['spread_ms']:.3f}", str(s["slates"]))
+    out.print(table)
+
+
+@calibrate_app.command("show")
+@one_line_errors
+def calibrate_show(
+    rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
+    calibration: CalibrationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which calibration of each kind is current, its age and its errors."""
+    spec = load_rig(rig)
+    folder = store.calibration_dir(spec.name, calibration)
+    report: dict[str, Any] = {"rig": spec.name, "folder": str(folder), "kinds": {}}
+    for kind in store.KINDS:
+        path = store.current(folder, kind)
+        if path is None:
+            report["kinds"][kind] = None
+            continue
+        data = store.load(path)
+        age_s = time.time() - path.stat().st_mtime
+        report["kinds"][kind] = {
+            "file": str(path), "age_hours": round(age_s / 3600, 2),
+            "older_than_rig_file": path.stat().st_mtime < spec.path.stat().st_mtime,
+            "history": len(list(folder.glob(f"{kind}-*.toml"))),
+            "summary": _summary(kind, data),
+        }
+    if as_json:
+        print_json(report)
+        return
+    for kind, entry in report["kinds"].items():
+        if entry is None:
+            out.print(f"[yellow]{kind}[/]: none in {folder}", highlight=False)
+            continue
+        stale = " [yellow](older than the rig file)[/]" if entry["older_than_rig_file"] else ""
+        out.print(f"[bold]{kind}[/]: {Path(entry['file']).name}, {_age(entry['age_hours'])} old, "
+                  f"{entry['history']} in history{stale}", highlight=False)
+        for line in entry["summary"]:
+            out.print(f"  {line}", highlight=False)
+
+
+def _age(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.0f} days"
+
+
+def _summary(kind: str, data: dict[str, Any]) -> list[str]:
+    if kind == "sync":
+        return [f"{name}: latency {s.get('latency_ms', 0):.3f} ms, spread {s.get('spread_ms', 0):.3f} ms, "
+                f"{s.get('slates', 0)} slates" for name, s in data.get("streams", {}).items()]
+    if kind == "cameras":
+        meta = data.get("metadata", {})
+        flag = " FLAGGED" if meta.get("flagged") else ""
+        cams = [k for k in data if k.startswith("cam_")]
+        return [f"{len(cams)} cameras, reprojection error {meta.get('error', float('nan')):.3f} px{flag}"]
+    if kind == "audio":
+        return [f"{stream}: " + ", ".join(f"ch{c.get('channel')} {c.get('verdict')}" for c in s.get("channels", []))
+                for stream, s in data.get("streams", {}).items()]
+    return []
