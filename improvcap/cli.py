@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
 from rich.table import Table
@@ -71,12 +71,12 @@ def record(
     """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
-    recorder = _calibrated_recorder(rig, calibration)
+    recorder, warnings = _calibrated_recorder(rig, calibration)
     control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
                           performers=performer or (), performers_file=performers_file, single_take=True)
     control.resolve_performers(control.performers)  # refuse unknown or revoked performers before anything
     with _StopRequest() as stop:
-        _open_devices(recorder)
+        _open_devices(recorder, warnings)
         server: ControlServer | None = None
         try:
             take_dir = Path(control.start()["take"])
@@ -103,20 +103,21 @@ def record(
         _print_summary(summary)
 
 
-def _calibrated_recorder(rig_arg: str, calibration: Path | None) -> Recorder:
-    """A recorder for the rig with its current calibration applied (warning when missing or stale)."""
+def _calibrated_recorder(rig_arg: str, calibration: Path | None) -> tuple[Recorder, list[str]]:
+    """A recorder for the rig with its current calibration applied, and what that calibration lacks."""
     from .calibrate.store import applied, calibration_dir
 
     rig = load_rig(rig_arg)
     rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
-    for message in warnings:
-        warn(message)
-    return Recorder(rig, calibration=entry)
+    return Recorder(rig, calibration=entry), warnings
 
 
-def _open_devices(recorder: Recorder) -> None:
+def _open_devices(recorder: Recorder, warnings: Sequence[str] = ()) -> None:
+    """Open every device; then, with the input known to be good, print the calibration's warnings."""
     with err.status(f"opening {len(recorder.rig.streams)} devices of rig {recorder.rig.name}…"):
         recorder.open()
+    for message in warnings:
+        warn(message)
 
 
 def _finalise(control: TakeControl) -> None:
@@ -150,7 +151,7 @@ def session_command(
     calibration: CalibrationOption = None,
 ) -> None:
     """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
-    recorder = _calibrated_recorder(rig, calibration)
+    recorder, warnings = _calibrated_recorder(rig, calibration)
     spec = recorder.rig
     control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
                           performers=performer or (), performers_file=performers_file)
@@ -160,7 +161,7 @@ def session_command(
     with _StopRequest() as stop:
         server.start()  # refuses when another recorder already drives this session
         try:
-            _open_devices(recorder)
+            _open_devices(recorder, warnings)
             keys = KeyBindings(control)
             interactive = sys.stdin.isatty()
             title = lambda: _session_title(control)  # noqa: E731

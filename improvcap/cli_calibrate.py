@@ -3,33 +3,50 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from .calibrate import store
-from .cli_support import CalibrationOption, JsonOption, err, one_line_errors, out, print_json
+from .cli_support import CalibrationOption, JsonOption, OutOption, err, one_line_errors, out, print_json
 from .errors import UsageError
 from .rig import load_rig
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate a rig: cameras, stream latencies, audio levels.")
 
-TakeOption = Annotated[Path, typer.Option("--take", help="A take folder recorded with the rig.")]
-
-
 @calibrate_app.command("sync")
 @one_line_errors
 def calibrate_sync(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
-    take: TakeOption,
+    take: Annotated[Optional[Path], typer.Option("--take", help="A take with slates, recorded with the rig.")] = None,
+    record: Annotated[Optional[int], typer.Option(
+        "--record", help="Record a take with this many host-timed slates first (devices that render slates).")] = None,
+    out_dir: OutOption = Path("takes"),
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Each stream's latency from the slates of a take (found in the media), applied from then on."""
-    from .calibrate.latency import latency_from_take
+    from .calibrate.latency import latency_from_take, record_slated_take
+    from .recorder import Recorder
 
     spec = load_rig(rig)
+    if (take is None) == (record is None):
+        raise UsageError("give either --take TAKE or --record N")
+    if record is not None:
+        if record < 3:
+            raise UsageError(f"--record needs at least 3 slates, got {record}")
+        recorder = Recorder(spec)
+        with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
+            recorder.open()
+        try:
+            master = spec.stream(spec.master) if spec.master else None
+            with err.status(f"recording {record} slates…"):
+                take = record_slated_take(recorder, out_dir, "calibration", record,
+                                          1.0 / (master["fps"] if master else 30.0))
+        finally:
+            recorder.close()
+    assert take is not None
     if not (take / "take.json").is_file():
         raise UsageError(f"{take}: not a take folder (no take.json)")
     with err.status("finding slates in the media…"):

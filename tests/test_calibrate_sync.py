@@ -4,14 +4,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from improvcap.recorder import Recorder
-from improvcap.rig import load_rig
 from improvcap.timeline import read_table, stream_table
 
 pytestmark = pytest.mark.slow
@@ -53,30 +50,14 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def slated_take(workdir: Path) -> Path:
-    """A take with 24 slates whose phase against the 30 fps frame clock steps by 0.618 of a frame."""
-    recorder = Recorder(load_rig("off", cwd=workdir))
-    recorder.open()
-    try:
-        take = recorder.start_take(workdir / "out", "cal", "sync")
-        for _ in range(24):
-            recorder.slate(0.05)
-            time.sleep(0.6 + 0.618 / 30)
-        recorder.stop_take()
-    finally:
-        recorder.close()
-    return take
-
-
-def test_calibrated_latencies_make_the_next_take_match_the_truth(workdir: Path, slated_take: Path):
-    before = {name: truth_error_ms(slated_take, name, kind) for name, kind in
-              (("cam0", "camera"), ("mic", "audio"), ("suit", "mocap"))}
-    assert np.median(before["mic"]) > 15  # uncalibrated: late by offset + transport
-
-    result = cli(workdir, "calibrate", "sync", "off", "--take", str(slated_take), "--json")
+def test_calibrated_latencies_make_the_next_take_match_the_truth(workdir: Path):
+    # records its own take with 36 host-timed slates, then calibrates from the slates found in the media
+    result = cli(workdir, "calibrate", "sync", "off", "--record", "36", "--out", "out", "--json")
     assert result.returncode == 0, result.stderr
     calibration = json.loads(result.stdout)
+    slated = Path(calibration["take"])
+    assert np.median(truth_error_ms(slated, "mic", "audio")) > 15  # uncalibrated: late by offset + transport
+    assert all(s["slates"] == 36 for s in calibration["streams"].values())
     for name, offset in OFFSET_MS.items():
         got = calibration["streams"][name]["latency_ms"]
         tolerance = 1.0 if name.startswith("cam") else 0.3

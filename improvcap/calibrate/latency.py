@@ -26,8 +26,31 @@ from ..take import MANIFEST, sha256_file
 from ..timeline import read_table, stream_table
 from .store import CalibrationError
 
+GOLDEN = (5 ** 0.5 - 1) / 2
 MATCH_BEFORE_NS = 50_000_000    # an onset may be stamped this much before its slate (negative latency)
 MATCH_AFTER_NS = 400_000_000    # ... or this much after it
+
+
+def slate_schedule(count: int, frame_period_s: float, spacing_s: float = 0.6) -> list[float]:
+    """Slate times (s from the first) whose phase against a frame clock of `frame_period_s` steps by the
+    golden ratio of a period each time: any number of them covers the period nearly evenly, so the
+    intersection of their intervals narrows fast, and slower clocks get well-spread phases too."""
+    step = round(spacing_s / frame_period_s) * frame_period_s + GOLDEN * frame_period_s
+    return [i * step for i in range(count)]
+
+
+def record_slated_take(recorder: Any, out: Path, session: str, count: int, frame_period_s: float) -> Path:
+    """Record a take with `count` host-timed slates on `slate_schedule` (the recorder's devices open)."""
+    import time
+
+    take = recorder.start_take(out, session, "sync-calibration")
+    start = time.monotonic() + 0.5
+    for at in slate_schedule(count, frame_period_s):
+        recorder.slate(max(0.0, start + at - time.monotonic()))  # the slate instant itself is exact
+        time.sleep(max(0.0, start + at + 0.1 - time.monotonic()))
+    time.sleep(0.3)
+    recorder.stop_take()
+    return take
 
 
 def _slate_times(take: Path) -> list[int]:
