@@ -119,6 +119,17 @@ def _boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
 
 
+def _numbers(count: int, lo: float, hi: float) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, list) or len(v) != count:
+            return f"expected a list of {count} numbers, got {v!r}"
+        for x in v:
+            if problem := _number(lo, hi)(x):
+                return problem
+        return None
+    return check
+
+
 def _string_or_int(v: Any) -> str | None:
     return None if isinstance(v, (str, int)) and not isinstance(v, bool) else f"expected a string or an integer, got {v!r}"
 
@@ -139,6 +150,14 @@ _DEMO: dict[str, tuple[Check, Any]] = {
     "drop_rate": (_number(0, 1), 0.0),
     "truth": (_boolean, False),
     "fail_after_s": (_number(0, lo_open=True), 0.0),  # 0: never; a scripted mid-take failure
+}
+# A demo camera can film a ChArUco board moving in front of the rig through a known pinhole camera.
+_DEMO_CAMERA: dict[str, tuple[Check, Any]] = {
+    "board": (_boolean, False),
+    "board_spec": (_string(), ""),                        # a board TOML; "" for the default board
+    "focal_px": (_number(0, 100_000), 0.0),               # 0: 0.9 x width
+    "distortion": (_numbers(5, -10, 10), [-0.12, 0.05, 0.0006, -0.0004, -0.01]),  # k1 k2 p1 p2 k3
+    "pose": (_numbers(6, -1e6, 1e6), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # rx ry rz (Rodrigues), tx ty tz (mm)
 }
 _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "camera": {
@@ -250,6 +269,8 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
     schema = {**_COMMON, **_SCHEMA[kind]}
     if table.get("driver") == "demo":
         schema.update(_DEMO)
+        if kind == "camera":
+            schema.update(_DEMO_CAMERA)
     label = f"{kind}[{i}]"
     for key in table:
         if key not in schema:
@@ -259,12 +280,13 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
         if key not in table:
             if default is REQUIRED:
                 raise fail(f"{label}.{key}", "missing")
-            settings[key] = default
+            settings[key] = list(default) if isinstance(default, list) else default
             continue
         if problem := check(table[key]):
             raise fail(f"{label}.{key}", problem)
         value = table[key]
-        settings[key] = float(value) if isinstance(default, float) else value
+        settings[key] = float(value) if isinstance(default, float) else \
+            [float(x) for x in value] if isinstance(default, list) else value
     name, driver = settings.pop("name"), settings.pop("driver")
     if kind == "mocap" and driver == "serial" and not settings["port"]:
         raise fail(f"{label}.port", "missing (a serial device such as /dev/ttyUSB0)")

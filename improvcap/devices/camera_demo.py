@@ -7,6 +7,11 @@ on. A slate turns the first frame exposed at or after the slate time, and the tw
 
 Rendering is kept cheap (two 720p30 demo cameras use a few percent of a core): frames are drawn directly
 in yuv420p — a slice of a precomputed wide stripe pattern, text drawn on the luma plane, constant chroma.
+
+With `board = true` the camera films a ChArUco board instead (improvcap.calibrate.render): a pinhole camera
+with `focal_px`, `distortion` and `pose` in the rig frame, the board on its path as a function of the true
+exposure time, so all demo cameras of a rig see the same board at the same instant (about 3 ms a 720p
+frame). describe() then carries the camera's truth for comparison with a calibration.
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ class DemoCamera(ThreadedDevice):
         self._dropped = 0
         self._wide: np.ndarray | None = None
         self._yuv: np.ndarray | None = None
+        self._board: Any = None          # (BoardSpec, PinholeCamera, BoardRenderer, path) in board mode
 
     # --- life cycle ---------------------------------------------------------------------------------
 
@@ -61,6 +67,8 @@ class DemoCamera(ThreadedDevice):
             raise DeviceError(f"{name}: demo camera needs an even width and height for yuv420p, "
                               f"got {self.width}x{self.height}")
         w, h = self.width, self.height
+        if self.spec.get("board", False):
+            self._board = self._open_board()
         # Diagonal triangle-wave stripes, periodic in x: frame k is wide[:, s:s+w] for s = k*SPEED mod period.
         x = np.arange(w + PATTERN_PERIOD)[None, :]
         y = np.arange(h)[:, None]
@@ -68,6 +76,23 @@ class DemoCamera(ThreadedDevice):
         self._wide = (16 + 184 * np.abs(phase)).astype(np.uint8)
         # yuv420p as PyAV takes it: (h * 3/2, w) rows — Y, then U and V planes back to back.
         self._yuv = np.full((h * 3 // 2, w), 128, np.uint8)
+
+    def _open_board(self) -> tuple[Any, Any, Any, Any]:
+        from ..calibrate.board import BoardSpec
+        from ..calibrate.render import BoardRenderer, PinholeCamera, board_pose_at
+        from ..errors import ImprovcapError
+
+        name, s = self.spec.name, self.spec.settings
+        try:
+            board = BoardSpec.from_toml(s["board_spec"]) if s["board_spec"] else BoardSpec()
+        except ImprovcapError as e:
+            raise DeviceError(f"{name}: {e}") from None
+        camera = PinholeCamera.from_pose((self.width, self.height), s["focal_px"], s["distortion"], s["pose"])
+        renderer = BoardRenderer(board, camera)
+        if renderer.max_model_error > 0.05:
+            raise DeviceError(f"{name}: distortion = {s['distortion']} folds over within the image "
+                              f"(its inverse is off by {renderer.max_model_error:.2g} px); use smaller coefficients")
+        return board, camera, renderer, board_pose_at
 
     def start(self) -> None:
         if self._yuv is None:
@@ -130,6 +155,9 @@ class DemoCamera(ThreadedDevice):
         luma = self._yuv[:h]
         if flash:
             luma.fill(FLASH_LUMA)
+        elif self._board is not None:
+            board, _, renderer, path = self._board
+            np.copyto(luma, renderer.render(*path(true_ns / 1e9, board)))
         else:
             shift = k * SPEED % PATTERN_PERIOD
             np.copyto(luma, self._wide[:, shift:shift + w])
@@ -149,8 +177,13 @@ class DemoCamera(ThreadedDevice):
     # --- information ----------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        return {"driver": "demo", "width": self.width, "height": self.height, "fps": self.fps,
-                "pix_fmt": "yuv420p", "codec": "rawvideo", "copy": False}
+        info: dict[str, Any] = {"driver": "demo", "width": self.width, "height": self.height, "fps": self.fps,
+                                "pix_fmt": "yuv420p", "codec": "rawvideo", "copy": False}
+        if self._board is not None:
+            board, camera, _, _ = self._board
+            # rotation/translation: rig frame (mm) into this camera, as in a cameras calibration
+            info["board_truth"] = {**camera.truth(), "board": board.to_dict()}
+        return info
 
     def stats(self) -> dict[str, int]:
         return {"frames": self._frames, "dropped": self._dropped, "overflows": self._buffer.overflows}
