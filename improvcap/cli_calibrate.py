@@ -1,6 +1,7 @@
 """`improvcap calibrate ...`: board, cameras, sync, audio and show (DESIGN section 6: calibration/<rig>/)."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from .calibrate import store
 from .cli_support import CalibrationOption, JsonOption, OutOption, err, one_line_errors, out, print_json
-from .errors import UsageError
+from .errors import CheckFailed, UsageError
 from .rig import load_rig
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate a rig: cameras, stream latencies, audio levels.")
@@ -63,6 +64,74 @@ def calibrate_sync(
                       "" if s.get("uncertainty_ms") is None else f"{s['uncertainty_ms']:.3f}",
                       f"{s['spread_ms']:.3f}", str(s["slates"]))
     out.print(table)
+
+
+@calibrate_app.command("audio")
+@one_line_errors
+def calibrate_audio(
+    rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
+    seconds: Annotated[float, typer.Option(help="How long to listen to every input.")] = 3.0,
+    loopback: Annotated[Optional[str], typer.Option(
+        help="Output device looped back to an input: measure the input-output latency with a chirp.")] = None,
+    stream: Annotated[Optional[str], typer.Option(help="--loopback: the rig's audio stream that hears it.")] = None,
+    calibration: CalibrationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per channel peak, RMS, noise floor, DC offset, clipping and a verdict; optionally loopback latency.
+    Exit status 1 when a channel is not "good" (the result is written all the same)."""
+    from .calibrate.audio import levels_report, loopback_latency, measure_levels
+    from .devices import make_device
+
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise UsageError(f"--seconds must be a positive number, got {seconds}")
+    spec = load_rig(rig)
+    inputs = spec.of_kind("audio")
+    if not inputs:
+        raise UsageError(f"rig {spec.name} has no audio streams")
+    looped = None
+    if loopback is not None:
+        candidates = [s for s in inputs if s.driver == "portaudio" and (stream is None or s.name == stream)]
+        if not candidates:
+            raise UsageError(f"--loopback needs a portaudio audio stream{f' named {stream}' if stream else ''} "
+                             f"in rig {spec.name}")
+        looped = candidates[0]
+    result: dict[str, Any] = {"rig": spec.name, "kind": "audio", "seconds": seconds, "streams": {}}
+    for s in inputs:
+        device = make_device(s)
+        try:
+            device.open()
+            device.start()
+            with err.status(f"listening to {s.name} for {seconds:g} s…"):
+                levels = measure_levels(device, seconds)
+        finally:
+            device.stop()
+            device.close()
+        latency = None
+        if looped is not None and s.name == looped.name:
+            with err.status(f"playing chirps on {loopback}…"):
+                latency = loopback_latency(looped, loopback)
+        result["streams"][s.name] = levels_report(levels, latency)
+    path = store.write(store.calibration_dir(spec.name, calibration), "audio", result)
+    bad = [(name, c) for name, r in result["streams"].items() for c in r["channels"] if c["verdict"] != "good"]
+    if as_json:
+        print_json({"file": str(path), **result})
+    else:
+        table = Table(title=f"audio levels of {spec.name} → {path}")
+        for col in ("stream", "ch", "peak dBFS", "RMS dBFS", "floor dBFS", "DC", "clipped", "verdict"):
+            table.add_column(col)
+        db = lambda v: "-inf" if v is None else f"{v:.1f}"  # noqa: E731
+        for name, r in result["streams"].items():
+            for c in r["channels"]:
+                table.add_row(name, str(c["channel"]), db(c["peak_dbfs"]), db(c["rms_dbfs"]),
+                              db(c["noise_floor_dbfs"]), f"{c['dc_offset']:+.4f}", str(c["clipped"]),
+                              c["verdict"] if c["verdict"] == "good" else f"[red]{c['verdict']}[/]")
+            if r.get("loopback"):
+                lb = r["loopback"]
+                out.print(f"{name}: loopback latency {lb['latency_ms']:.2f} ms (spread {lb['spread_ms']:.2f} ms)")
+        out.print(table)
+    if bad:
+        raise CheckFailed(f"{len(bad)} channels not good: " + ", ".join(f"{n} ch{c['channel']} {c['verdict']}"
+                                                                        for n, c in bad))
 
 
 @calibrate_app.command("show")

@@ -26,7 +26,7 @@ from .clockfit import LiveClock
 from .devices import Device, make_device
 from .devices.base import StreamEnded
 from .errors import DeviceError, ImprovcapError
-from .records import AudioBlock, Event, Record, Sample
+from .records import AudioBlock, Event, Record, Sample, full_scale
 from .retime import refit_take
 from .rig import Rig, StreamSpec
 from .writers import make_writer
@@ -76,10 +76,6 @@ def _queue_depth(spec: StreamSpec) -> int:
         return int(spec["queue"])
     per_second = 100.0 if spec.kind == "audio" else spec.nominal_rate  # audio: ~10 ms blocks
     return max(8, int(DEFAULT_QUEUE_S * per_second))
-
-
-def _full_scale(data: np.ndarray) -> float:
-    return float(np.iinfo(data.dtype).max) if data.dtype.kind == "i" else 1.0
 
 
 class _Meter:
@@ -293,7 +289,7 @@ class _StreamRunner:
             peak = None
             if isinstance(sample.payload, AudioBlock):
                 data = sample.payload.data
-                peak = np.max(np.abs(data), axis=0) / _full_scale(data)
+                peak = np.max(np.abs(data), axis=0) / full_scale(data)
             self.meter.add(sample.host_ns, sample.count, peak)
             self.first_sample.set()
             take = self.take

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -50,6 +52,11 @@ class Event:
     kind: str
     stream: str = ""
     detail: str = ""
+
+
+def full_scale(data: np.ndarray) -> float:
+    """Integer samples are full-scale at their type's maximum; float samples at 1.0."""
+    return float(np.iinfo(data.dtype).max) if data.dtype.kind == "i" else 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,14 +86,23 @@ def _key(k: str) -> str:
     return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
 
 
+def _is_table_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
 def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Scalars and arrays first, then sub-tables as [dotted.headers]; None values are left out."""
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    """Scalars and arrays first, then sub-tables as [dotted.headers] and lists of tables as
+    [[dotted.headers]]; None values are left out (TOML has no null)."""
+    lines = [f"{_key(k)} = {_value(v)}" for k, v in data.items()
+             if v is not None and not isinstance(v, dict) and not _is_table_list(v)]
     out = "\n".join(lines) + ("\n" if lines else "")
     for k, v in data.items():
+        name = f"{prefix}.{_key(k)}" if prefix else _key(k)
         if isinstance(v, dict):
-            name = f"{prefix}.{_key(k)}" if prefix else _key(k)
             out += f"\n[{name}]\n" + dump_toml(v, name)
+        elif _is_table_list(v):
+            for item in v:
+                out += f"\n[[{name}]]\n" + dump_toml(item, name)
     return out
 
 
