@@ -158,6 +158,7 @@ _DEMO_CAMERA: dict[str, tuple[Check, Any]] = {
     "focal_px": (_number(0, 100_000), 0.0),               # 0: 0.9 x width
     "distortion": (_numbers(5, -10, 10), [-0.12, 0.05, 0.0006, -0.0004, -0.01]),  # k1 k2 p1 p2 k3
     "pose": (_numbers(6, -1e6, 1e6), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # rx ry rz (Rodrigues), tx ty tz (mm)
+    "center_offset_px": (_numbers(2, -100_000, 100_000), [0.0, 0.0]),  # principal point from the image centre
 }
 _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "camera": {

@@ -9,7 +9,7 @@ Rendering is kept cheap (two 720p30 demo cameras use a few percent of a core): f
 in yuv420p — a slice of a precomputed wide stripe pattern, text drawn on the luma plane, constant chroma.
 
 With `board = true` the camera films a ChArUco board instead (improvcap.calibrate.render): a pinhole camera
-with `focal_px`, `distortion` and `pose` in the rig frame, the board on its path as a function of the true
+with `focal_px`, `center_offset_px`, `distortion` and `pose` in the rig frame, the board on its path as a function of the true
 exposure time, so all demo cameras of a rig see the same board at the same instant (about 3 ms a 720p
 frame). describe() then carries the camera's truth for comparison with a calibration.
 """
@@ -87,7 +87,8 @@ class DemoCamera(ThreadedDevice):
             board = BoardSpec.from_toml(s["board_spec"]) if s["board_spec"] else BoardSpec()
         except ImprovcapError as e:
             raise DeviceError(f"{name}: {e}") from None
-        camera = PinholeCamera.from_pose((self.width, self.height), s["focal_px"], s["distortion"], s["pose"])
+        camera = PinholeCamera.from_pose((self.width, self.height), s["focal_px"], s["distortion"], s["pose"],
+                                         s["center_offset_px"])
         renderer = BoardRenderer(board, camera)
         if renderer.max_model_error > 0.05:
             raise DeviceError(f"{name}: distortion = {s['distortion']} folds over within the image "
