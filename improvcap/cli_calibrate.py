@@ -10,11 +10,108 @@ import typer
 from rich.table import Table
 
 from .calibrate import store
-from .cli_support import CalibrationOption, JsonOption, OutOption, err, one_line_errors, out, print_json
+from .cli_support import CalibrationOption, JsonOption, OutOption, err, one_line_errors, out, print_json, warn
 from .errors import CheckFailed, UsageError
 from .rig import load_rig
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate a rig: cameras, stream latencies, audio levels.")
+
+@calibrate_app.command("board")
+@one_line_errors
+def calibrate_board(
+    out_file: Annotated[Path, typer.Option("--out", help="The PNG to write; its spec goes beside it as .toml.")] = Path("charuco-board.png"),
+    squares_x: Annotated[int, typer.Option(help="Squares across.")] = 7,
+    squares_y: Annotated[int, typer.Option(help="Squares down.")] = 5,
+    square_mm: Annotated[float, typer.Option(help="Square side in mm.")] = 35.0,
+    marker_mm: Annotated[float, typer.Option(help="ArUco marker side in mm.")] = 26.0,
+    dictionary: Annotated[str, typer.Option(help="ArUco dictionary.")] = "DICT_5X5_100",
+    dpi: Annotated[int, typer.Option(help="Print resolution of the PNG.")] = 300,
+) -> None:
+    """A printable ChArUco board (PNG at a stated dpi) and its spec (TOML) for `calibrate cameras`."""
+    from .calibrate.board import BoardSpec, write_board
+
+    spec = BoardSpec(squares_x=squares_x, squares_y=squares_y, square_mm=square_mm, marker_mm=marker_mm,
+                     dictionary=dictionary, dpi=dpi)
+    png, toml = write_board(spec, out_file)
+    papers = spec.papers()
+    w, h = spec.page_mm
+    out.print(f"{png}  ({w:.0f} x {h:.0f} mm at {dpi} dpi; print at 100 %"
+              + (f" on {' or '.join(papers)})" if papers else ")"), highlight=False)
+    out.print(f"{toml}  (the board's spec: give it to calibrate cameras --board)", highlight=False)
+    if not papers:
+        warn("the page is larger than A4 and US letter")
+
+
+@calibrate_app.command("cameras")
+@one_line_errors
+def calibrate_cameras_command(
+    rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
+    take: Annotated[Optional[Path], typer.Option("--take", help="A take in which every camera films the board.")] = None,
+    images: Annotated[Optional[list[str]], typer.Option(
+        "--images", help="NAME=DIR: still images of camera NAME (repeatable; same order = same instant).")] = None,
+    board: Annotated[Optional[Path], typer.Option("--board", help="The board's spec TOML (default board otherwise).")] = None,
+    threshold: Annotated[float, typer.Option(help="Flag the result above this RMS reprojection error (px).")] = 1.0,
+    calibration: CalibrationOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Intrinsics and extrinsics of the rig's cameras from ChArUco views, refined jointly."""
+    from rich.progress import Progress
+
+    from .calibrate.board import BoardSpec
+    from .calibrate.cameras import calibrate_cameras, views_from_images, views_from_take
+
+    spec = load_rig(rig)
+    cameras = [s.name for s in spec.of_kind("camera")]
+    if (take is None) == (not images):
+        raise UsageError("give either --take TAKE or --images NAME=DIR (one per camera)")
+    board_spec = BoardSpec.from_toml(board) if board is not None else BoardSpec()
+    if take is not None:
+        if not (take / "take.json").is_file():
+            raise UsageError(f"{take}: not a take folder (no take.json)")
+        views = views_from_take(take, cameras)
+    else:
+        folders = {}
+        for item in images or []:
+            name, sep, folder = item.partition("=")
+            if not sep or not folder:
+                raise UsageError(f"--images {item!r}: expected NAME=DIR")
+            if name not in cameras:
+                raise UsageError(f"--images {item!r}: {name} is not a camera of rig {spec.name} ({', '.join(cameras)})")
+            folders[name] = Path(folder)
+        views = views_from_images(folders)
+    with Progress(console=err, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = calibrate_cameras(views, board_spec, progress=progress, threshold_px=threshold)
+    result["metadata"]["rig"] = spec.name
+    path = store.write(store.calibration_dir(spec.name, calibration), "cameras", result)
+    meta = result["metadata"]
+    if as_json:
+        print_json({"file": str(path), **result})
+    else:
+        table = Table(title=f"camera calibration of {spec.name} → {path}")
+        for col in ("camera", "fx", "fy", "cx", "cy", "RMS px", "views", "coverage"):
+            table.add_column(col)
+        for key, cam in result.items():
+            if not key.startswith("cam_"):
+                continue
+            (fx, _, cx), (_, fy, cy) = cam["matrix"][0], cam["matrix"][1]
+            name = cam["name"]
+            table.add_row(name, f"{fx:.1f}", f"{fy:.1f}", f"{cx:.1f}", f"{cy:.1f}",
+                          f"{meta['per_camera_error'][name]:.3f}", str(meta["views_used"][name]),
+                          f"{meta['coverage'][name]:.0%}")
+        out.print(table)
+    if meta.get("flagged"):
+        warn(f"reprojection error {meta['error']:.3f} px is above {threshold:g} px: check the views and the board")
+    low = [n for n, c in meta.get("coverage", {}).items() if c < 0.5]
+    if low:
+        warn(f"the board covered less than half the image of {', '.join(low)}: the lens model is extrapolated there")
+
 
 @calibrate_app.command("sync")
 @one_line_errors

@@ -57,3 +57,54 @@ def test_calibrate_audio_bad_input(tmp_path: Path):
     demo = cli(tmp_path, "calibrate", "audio", "demo", "--loopback", "pulse")
     assert demo.returncode == 2 and "needs a portaudio audio stream" in demo.stderr
     assert not (tmp_path / "calibration").exists()
+
+
+def test_board_then_cameras_from_a_demo_take(tmp_path: Path):
+    board = cli(tmp_path, "calibrate", "board", "--out", "board.png")
+    assert board.returncode == 0, board.stderr
+    assert (tmp_path / "board.png").stat().st_size > 10_000 and (tmp_path / "board.toml").exists()
+    again = cli(tmp_path, "calibrate", "board", "--out", "board.png")
+    assert again.returncode == 2 and "not overwritten" in again.stderr
+
+    take = cli(tmp_path, "record", "demo-board", "--out", "out", "--duration", "9", "--json")
+    assert take.returncode == 0, take.stderr
+    take_dir = Path(json.loads(take.stdout)["take"])
+    result = cli(tmp_path, "calibrate", "cameras", "demo-board", "--take", str(take_dir),
+                 "--board", "board.toml", "--json")
+    assert result.returncode == 0, result.stderr
+    calibration = json.loads(result.stdout)
+    stored = tomllib.loads(Path(calibration["file"]).read_text())
+    assert [stored[k]["name"] for k in ("cam_0", "cam_1", "cam_2")] == ["front", "right", "high"]
+    assert stored["metadata"]["error"] < 1.0 and not stored["metadata"]["flagged"]
+    truth = json.loads((take_dir / "take.json").read_text())["streams"]
+    for key in ("cam_0", "cam_1", "cam_2"):
+        cam = stored[key]
+        fx_true = truth[cam["name"]]["device"]["board_truth"]["matrix"][0][0]
+        assert cam["matrix"][0][0] == pytest.approx(fx_true, rel=0.015)
+
+    # the next take records the camera calibration it was made with
+    after = cli(tmp_path, "record", "demo-board", "--out", "out", "--duration", "1", "--json")
+    manifest = json.loads((Path(json.loads(after.stdout)["take"]) / "take.json").read_text())
+    assert manifest["calibration"]["files"]["cameras"]["path"] == calibration["file"]
+
+
+def test_calibrate_cameras_bad_input(tmp_path: Path):
+    import numpy as np
+    import cv2
+
+    for name, size in (("front", (960, 540)), ("right", (960, 540))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(3):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((size[1], size[0]), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "right" / "003.png"), np.full((100, 100), 128, np.uint8))
+    cv2.imwrite(str(tmp_path / "front" / "003.png"), np.full((540, 960), 128, np.uint8))
+    sizes = cli(tmp_path, "calibrate", "cameras", "demo-board", "--images", "front=front", "--images", "right=right")
+    assert sizes.returncode == 2 and "different sizes" in sizes.stderr
+    (tmp_path / "right" / "003.png").unlink()
+    (tmp_path / "front" / "003.png").unlink()
+    blank = cli(tmp_path, "calibrate", "cameras", "demo-board", "--images", "front=front", "--images", "right=right")
+    assert blank.returncode == 2 and "found in 0 of 3 frames" in blank.stderr
+    unknown = cli(tmp_path, "calibrate", "cameras", "demo-board", "--images", "door=front")
+    assert unknown.returncode == 2 and "not a camera of rig demo-board" in unknown.stderr
+    assert not (tmp_path / "calibration").exists()

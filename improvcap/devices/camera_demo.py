@@ -9,9 +9,9 @@ Rendering is kept cheap (two 720p30 demo cameras use a few percent of a core): f
 in yuv420p — a slice of a precomputed wide stripe pattern, text drawn on the luma plane, constant chroma.
 
 With `board = true` the camera films a ChArUco board instead (improvcap.calibrate.render): a pinhole camera
-with `focal_px`, `center_offset_px`, `distortion` and `pose` in the rig frame, the board on its path as a function of the true
-exposure time, so all demo cameras of a rig see the same board at the same instant (about 3 ms a 720p
-frame). describe() then carries the camera's truth for comparison with a calibration.
+with `focal_px`, `center_offset_px`, `distortion` and `pose` in the rig frame, the board on its path as a
+function of the true exposure time, so all demo cameras of a rig see the same board at the same instant
+(1-2 ms a 720p frame). describe() then carries the camera's truth for comparison with a calibration.
 """
 from __future__ import annotations
 
