@@ -255,6 +255,9 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
     for kind, items in found.items():
         if kind == "notes":
             continue
+        if not items:
+            out.print(f"{kind}: none found", highlight=False)
+            continue
         table = Table(title=f"{kind} ({len(items)})", title_justify="left")
         keys = sorted({k for item in items for k in item}, key=lambda k: (k != "device", k != "name", k))
         for k in keys:
