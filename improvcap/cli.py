@@ -269,6 +269,31 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         err.print(f"note: {note}", highlight=False)
 
 
+@app.command()
+@one_line_errors
+def repair(
+    take: Annotated[Path, typer.Argument(help="A take folder left at status recording (crash, kill -9, power cut).")],
+    force: Annotated[bool, typer.Option("--force", help="Also redo a complete or repaired take.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the repaired manifest's repair record.")] = False,
+) -> None:
+    """Recover an interrupted take: headers, torn rows, Matroska, clocks, sync.csv, hashes; never deletes media."""
+    from .repair import repair_take
+
+    with err.status(f"repairing {take}…"):
+        manifest = repair_take(take, force=force)
+    record = manifest["repair"]
+    if as_json:
+        print_json({"take": str(take.resolve()), "status": manifest["status"], "repair": record})
+        return
+    out.print(f"{take}: {manifest['status']} ({manifest['duration_s']:.1f} s)", highlight=False)
+    for name, lost in record.get("lost", {}).items():
+        out.print(f"  {name}: {lost.get('summary', lost)}", highlight=False)
+    for action in record.get("actions", []):
+        out.print(f"  · {action}", highlight=False)
+    for fault in record.get("faults", []):
+        warn(f"{fault}")
+
+
 @rig_app.command("check")
 @one_line_errors
 def rig_check(
