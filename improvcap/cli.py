@@ -271,6 +271,67 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 @app.command()
 @one_line_errors
+def verify(
+    paths: Annotated[list[Path], typer.Argument(help="Takes, sessions or whole folders of them.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print every take's result as JSON.")] = False,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Also write a self-contained HTML report.")] = None,
+    jobs: Annotated[int, typer.Option(help="Verify this many takes at once (processes).")] = 1,
+    require_consent: Annotated[bool, typer.Option("--require-consent", help="A take with no performers fails.")] = False,
+    max_drift_ppm: Annotated[float, typer.Option(help="Largest clock drift allowed.")] = 500.0,
+    max_residual_ms: Annotated[float, typer.Option(help="Largest p99 arrival delay above the clock fit.")] = 20.0,
+    slate_tolerance_ms: Annotated[float, typer.Option(help="Audio and mocap slate offset allowed (video: a frame).")] = 2.0,
+    max_skew_ms: Annotated[float, typer.Option(help="Largest start/end skew between streams.")] = 100.0,
+) -> None:
+    """Check every take under the paths (reading only): files, drops, clocks, sync, consent. Exit 1 on a FAIL."""
+    import dataclasses
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from .verify import Limits, summary_rows, verify_paths
+
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}")
+    if report is not None and report.exists():
+        raise UsageError(f"{report}: already exists; choose another report file")
+    limits = Limits(max_drift_ppm=max_drift_ppm, max_residual_ms=max_residual_ms,
+                    slate_tolerance_ms=slate_tolerance_ms, max_skew_ms=max_skew_ms, require_consent=require_consent)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("verifying", total=None)
+
+        def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
+            bar.update(task, completed=bytes_done, total=bytes_total, description=f"verifying take {done}/{total}")
+
+        results = verify_paths(paths, limits, jobs=jobs, progress=progress)
+    if report is not None:
+        from .report import write_report
+
+        write_report(results, report, limits=dataclasses.asdict(limits))
+    failed = sum(r["verdict"] == "FAIL" for r in results)
+    if as_json:
+        print_json({"limits": dataclasses.asdict(limits), "takes": results})
+    else:
+        table = Table(title=f"{len(results)} takes")
+        for col in ("take", "s", "streams", "drops", "drift ppm", "slate ms", "verdict"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("reasons", ratio=1)
+        style = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
+        fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+        for row in summary_rows(results):
+            verdict = row["verdict"]
+            name = "/".join(Path(str(row["take"])).parts[-2:])  # session/take
+            table.add_row(name, fmt(row["duration_s"], ".1f"), str(row["streams"]), row["drops"] or "0",
+                          fmt(row["worst_drift_ppm"], ".1f"), fmt(row["worst_slate_offset_ms"], ".2f"),
+                          f"[{style.get(verdict, 'red')}]{verdict}[/]", "\n".join(row["reasons"]))
+        out.print(table)
+        if report is not None:
+            out.print(f"report: {report}", highlight=False)
+    if failed:
+        raise CheckFailed(f"{failed} of {len(results)} takes failed verification")
+
+
+@app.command()
+@one_line_errors
 def repair(
     take: Annotated[Path, typer.Argument(help="A take folder left at status recording (crash, kill -9, power cut).")],
     force: Annotated[bool, typer.Option("--force", help="Also redo a complete or repaired take.")] = False,
