@@ -278,7 +278,7 @@ def verify(
     jobs: Annotated[int, typer.Option(help="Verify this many takes at once (processes).")] = 1,
     require_consent: Annotated[bool, typer.Option("--require-consent", help="A take with no performers fails.")] = False,
     max_drift_ppm: Annotated[float, typer.Option(help="Largest clock drift allowed.")] = 500.0,
-    max_residual_ms: Annotated[float, typer.Option(help="Largest p99 arrival delay above the clock fit.")] = 20.0,
+    max_residual_ms: Annotated[float, typer.Option(help="Largest p99 arrival delay above the clock fit.")] = 100.0,
     slate_tolerance_ms: Annotated[float, typer.Option(help="Audio and mocap slate offset allowed (video: a frame).")] = 2.0,
     max_skew_ms: Annotated[float, typer.Option(help="Largest start/end skew between streams.")] = 100.0,
 ) -> None:

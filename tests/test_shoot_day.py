@@ -1,0 +1,139 @@
+"""A shoot day end to end: record, damage, crash, repair, then `verify` the whole day from the CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+RIG = """
+[rig]
+name = "day"
+[[camera]]
+name = "cam0"
+driver = "demo"
+width = 320
+height = 240
+[[audio]]
+name = "mic"
+driver = "demo"
+channels = 2
+[[mocap]]
+name = "suit"
+driver = "demo"
+channels = 6
+{mocap_extra}
+"""
+PERFORMERS = """
+[performers.ana]
+name = "Ana Example"
+consent_form = "forms/ana.pdf"
+consent_sha256 = "{sha}"
+signed = "2026-11-20"
+allowed = ["llm-training"]
+denied = ["emotion-recognition"]
+"""
+
+
+def record(workdir: Path, rig: str, scene: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "improvcap", "record", rig, "--out", "out", "--session", "day",
+                             "--scene", scene, "--performers", "performers.toml", *extra], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen[str]) -> Path:
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    return Path(json.loads(out)["take"])
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("shoot")
+    (workdir / "rigs").mkdir()
+    (workdir / "rigs" / "day.toml").write_text(RIG.format(mocap_extra=""))
+    (workdir / "rigs" / "drifty.toml").write_text(RIG.format(mocap_extra="drift_ppm = 2000.0").replace(
+        'name = "day"', 'name = "drifty"'))
+    (workdir / "forms").mkdir()
+    (workdir / "forms" / "ana.pdf").write_bytes(b"%PDF ana")
+    (workdir / "performers.toml").write_text(PERFORMERS.format(sha=hashlib.sha256(b"%PDF ana").hexdigest()))
+    # two at a time: the machine has two cores
+    good = record(workdir, "day", "good", "--duration", "3", "--slate", "--performer", "ana", "--json")
+    bare = record(workdir, "day", "bare", "--duration", "3", "--slate", "--json")
+    good_take, bare_take = finished(good), finished(bare)
+    drift = record(workdir, "drifty", "drift", "--duration", "6", "--slate", "--performer", "ana", "--json")
+    crash = record(workdir, "day", "crash", "--performer", "ana")
+    manifest = workdir / "out" / "day" / "crash_t001" / "take.json"
+    deadline = time.monotonic() + 60
+    while not manifest.exists():
+        assert time.monotonic() < deadline and crash.poll() is None
+        time.sleep(0.05)
+    time.sleep(4.0)
+    crash.send_signal(signal.SIGKILL)
+    crash.communicate(timeout=30)
+    finished(drift)
+
+    session = workdir / "out" / "day"
+    for name in ("flipped", "truncated", "rowless"):
+        shutil.copytree(good_take, session / f"{name}_t001")
+    mkv = session / "flipped_t001" / "cam0.mkv"
+    data = bytearray(mkv.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    mkv.write_bytes(bytes(data))
+    wav = session / "truncated_t001" / "mic.wav"
+    wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
+    rows = (session / "rowless_t001" / "cam0.frames.csv").read_text().splitlines(keepends=True)
+    (session / "rowless_t001" / "cam0.frames.csv").write_text("".join(rows[:10] + rows[11:]))
+
+    repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(session / "crash_t001"), "--json"],
+                              cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert repaired.returncode == 0, repaired.stderr
+    assert json.loads(repaired.stdout)["status"] == "repaired"
+    assert good_take.name == "good_t001" and bare_take.name == "bare_t001"
+    return workdir
+
+
+def test_verify_a_shoot_day(day: Path):
+    before = sorted((p, p.stat().st_size, p.stat().st_mtime_ns) for p in (day / "out").rglob("*"))
+    result = subprocess.run([sys.executable, "-m", "improvcap", "verify", "out/day", "--jobs", "2", "--json",
+                             "--report", "report.html"], cwd=day, capture_output=True, text=True, timeout=300)
+    after = sorted((p, p.stat().st_size, p.stat().st_mtime_ns) for p in (day / "out").rglob("*"))
+    assert before == after  # verify writes nothing into the takes
+    assert result.returncode == 1, result.stderr  # some takes fail
+    takes = {Path(r["take"]).name: r for r in json.loads(result.stdout)["takes"]}
+    assert set(takes) == {"good_t001", "bare_t001", "drift_t001", "crash_t001", "flipped_t001",
+                          "truncated_t001", "rowless_t001"}
+
+    def reasons(name: str) -> str:
+        return " | ".join(takes[name]["reasons"])
+
+    assert takes["good_t001"]["verdict"] == "OK", reasons("good_t001")
+    assert takes["bare_t001"]["verdict"] == "WARN" and "performers" in reasons("bare_t001")
+    assert takes["drift_t001"]["verdict"] == "FAIL" and "drift" in reasons("drift_t001")
+    for name, word in (("flipped_t001", "cam0.mkv"), ("truncated_t001", "mic.wav"), ("rowless_t001", "cam0.frames.csv")):
+        assert takes[name]["verdict"] == "FAIL" and word in reasons(name), reasons(name)
+    crash = takes["crash_t001"]
+    assert crash["verdict"] in ("OK", "WARN") and crash["status"] == "repaired", reasons("crash_t001")
+    assert "repaired take" in reasons("crash_t001") and "missing" in reasons("crash_t001")  # the loss, stated
+
+    class Collect(HTMLParser):
+        text: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    page = (day / "report.html").read_text()
+    parser = Collect()
+    parser.feed(page)
+    text = " ".join(parser.text)
+    assert all(name in text for name in takes) and "<script" not in page.lower()
+    assert page.count("<svg") >= 7
