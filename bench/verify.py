@@ -1,8 +1,8 @@
 """Verification throughput against `openssl dgst -sha256` on a synthetic shoot day, in one run.
 
-The day: TAKES takes of a demo rig recorded with lossless video (libx264 crf 0, so files are large), then
-copied into further take folders until the day holds at least GB gigabytes (each copy is a complete,
-valid take). The page cache is warmed by reading every file twice before timing (warm cache). Then,
+The day: TAKES takes of a demo rig (two cameras with lossless video, libx264 crf 0, a 64-channel 96 kHz
+32-bit float audio interface, which makes the large files, and a mocap suit), then copied into further
+take folders until the day holds at least GB gigabytes (each copy is a complete, valid take). The page cache is warmed by reading every file twice before timing (warm cache). Then,
 alternating, REPEATS times: `improvcap verify DAY --jobs JOBS --json` and one `openssl dgst -sha256`
 process over the same files. Reported: wall time, throughput (bytes/s), their ratio (target: verify at
 least 1.5 × openssl with --jobs 2 on 2 cores), and verify's peak memory (largest process) against the
@@ -37,7 +37,9 @@ crf = 0
 [[audio]]
 name = "room"
 driver = "demo"
-channels = 4
+channels = 64
+samplerate = 96000
+sample_format = "f32"
 [[mocap]]
 name = "suit"
 driver = "demo"
