@@ -24,7 +24,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import av
 import numpy as np
@@ -123,11 +123,15 @@ def _luma_mean(frame: av.VideoFrame, step: int = VIDEO_SUBSAMPLE) -> float:
     return float(rows[:small.height, :small.width].mean())
 
 
-def video_luma(mkv: Path, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def video_luma(mkv: Path, threads: int = 0, window: tuple[int, int] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(pts, mean luma) of every decodable frame of the file's first video stream, in output order.
 
     `threads`: decoder threads (frame and slice threads; 0 = FFmpeg's choice, 1 = none). Several cameras
     decoded side by side are faster with one thread each than with threads in each (measured on 2 cores).
+    `window`: (first_pts, last_pts) in the stream's time base: seek to the keyframe at or before first_pts
+    and stop after last_pts; frames outside are decoded (later frames need them) but not measured, and
+    frames without a pts are left out.
     """
     mkv = Path(mkv)
     pts: list[int] = []
@@ -150,6 +154,11 @@ def video_luma(mkv: Path, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
         ctx.thread_type = "AUTO"
         ctx.thread_count = threads
         step = max(1, VIDEO_SUBSAMPLE >> int(options.get("lowres", 0)))
+        if window is not None:
+            try:
+                container.seek(int(window[0]), stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                pass  # no index to seek with (a crashed take): decode from where the demuxer stands
         try:
             for packet in container.demux(stream):
                 try:
@@ -157,6 +166,11 @@ def video_luma(mkv: Path, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
                 except av.InvalidDataError:
                     continue  # one damaged packet (e.g. the torn end of a crashed take)
                 for frame in frames:
+                    if window is not None:
+                        if frame.pts is None or frame.pts < window[0]:
+                            continue
+                        if frame.pts > window[1]:
+                            return np.asarray(pts, np.int64), np.asarray(luma, np.float64)
                     pts.append(-1 if frame.pts is None else int(frame.pts))
                     luma.append(_luma_mean(frame, step))
         except av.FFmpegError:
@@ -194,10 +208,47 @@ def luma_onsets(luma: np.ndarray, step: float = VIDEO_STEP, history: int = VIDEO
     return out
 
 
-def detect_video(mkv: Path, frames_csv: Path, *, threads: int = 0) -> list[Onset]:
-    """Flash onsets in a camera stream; t_ns is the flash frame's t_ns from frames.csv."""
+def merge_windows(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted (start, end) ranges with overlapping ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((int(a), int(b)) for a, b in windows if b >= a):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _detect_video_windows(mkv: Path, rows: dict[str, np.ndarray], windows: Sequence[tuple[int, int]],
+                          threads: int) -> list[Onset]:
+    """Flash onsets inside t_ns windows, decoding only from the keyframe before each window to its end."""
+    t_ns, table_pts = rows["t_ns"], rows["pts"]
+    row_by_pts = {int(p): i for i, p in enumerate(table_pts.tolist())}
+    onsets: list[Onset] = []
+    for a, b in merge_windows(windows):
+        inside = np.flatnonzero((t_ns >= a) & (t_ns <= b))
+        if not len(inside):
+            continue
+        frame_pts, luma = video_luma(mkv, threads, (int(table_pts[inside].min()), int(table_pts[inside].max())))
+        known = [k for k, p in enumerate(frame_pts.tolist()) if p in row_by_pts]
+        row_of = [row_by_pts[int(frame_pts[k])] for k in known]
+        for i, s in luma_onsets(luma[known]):
+            onsets.append(Onset(mkv.stem, int(t_ns[row_of[i]]), int(row_of[i]), round(s, 2)))
+    return _merge(onsets)
+
+
+def detect_video(mkv: Path, frames_csv: Path, *, threads: int = 0,
+                 windows: Sequence[tuple[int, int]] | None = None) -> list[Onset]:
+    """Flash onsets in a camera stream; t_ns is the flash frame's t_ns from frames.csv.
+
+    `windows`: (start, end) t_ns ranges to search instead of the whole file (each needs about
+    VIDEO_HISTORY frames of lead-in before a flash). Only frames from the keyframe before each window to
+    its end are decoded, found through the container pts that frames.csv records.
+    """
     mkv, frames_csv = Path(mkv), Path(frames_csv)
     rows = read_table(frames_csv)
+    if windows is not None and "pts" in rows and "t_ns" in rows and len(np.unique(rows["pts"])) == len(rows["pts"]):
+        return _detect_video_windows(mkv, rows, windows, threads)
     frame_pts, luma = video_luma(mkv, threads)
     if len(luma) < 2 or "t_ns" not in rows or not len(rows["t_ns"]):
         return []
@@ -205,6 +256,8 @@ def detect_video(mkv: Path, frames_csv: Path, *, threads: int = 0) -> list[Onset
     t_ns = rows["t_ns"]
     onsets = [Onset(mkv.stem, int(t_ns[row_of[i]]), int(row_of[i]), round(s, 2))
               for i, s in luma_onsets(luma) if i < len(row_of)]
+    if windows is not None:
+        onsets = [o for o in onsets if any(a <= o.t_ns <= b for a, b in windows)]
     return _merge(onsets)
 
 
@@ -219,18 +272,29 @@ def _hop_size(samplerate: float) -> int:
     return max(1, int(round(samplerate * AUDIO_HOP_S)))
 
 
-def audio_candidates(wav: Path, samplerate: float) -> list[tuple[int, float]]:
-    """(hop index, dB step) of every rising energy step in the WAV, read in chunks."""
+def audio_candidates(wav: Path, samplerate: float, windows: Sequence[tuple[int, int]] | None = None,
+                     ) -> list[tuple[int, float]]:
+    """(hop index, dB step) of every rising energy step in the WAV, read in chunks.
+
+    `windows`: (first, end) sample ranges to search instead of the whole file; each is read with the
+    background before it, so a step is judged exactly as in a whole-file search.
+    """
     info = wav_info(wav)
     total = int(info["frames"])
     hop = _hop_size(samplerate)
     block = hop * AUDIO_BLOCK_HOPS
     chunk = block * AUDIO_CHUNK_BLOCKS
     context = block * (AUDIO_BG_BLOCKS + 1)  # background blocks plus the hop before a chunk's first hop
+    if windows is None:
+        ranges = [(start, min(total, start + chunk)) for start in range(0, total, chunk)]
+    else:  # window starts moved back to a block boundary, like the chunks', and long ones cut into chunks
+        ranges = [(start, min(total, b, start + chunk)) for a, b in merge_windows(windows)
+                  for start in range((max(0, a) // block) * block, min(total, b), chunk)]
     found: list[tuple[int, float]] = []
-    for start in range(0, total, chunk):
+    for start, end in ranges:
+        if end <= start:
+            continue
         a = max(0, start - context)  # block-aligned: start and context are whole blocks
-        end = min(total, start + chunk)
         if a > 0:
             x = read_wav(wav, a - 1, end - a + 1)
         else:
@@ -246,8 +310,8 @@ def audio_candidates(wav: Path, samplerate: float) -> list[tuple[int, float]]:
         # bg[b]: median of the blocks before block b (AUDIO_BG_BLOCKS of them; fewer at the file's start)
         bg = np.full((n_hops // AUDIO_BLOCK_HOPS + 1, energy.shape[1]), np.nan, np.float64)
         if n_blocks >= AUDIO_BG_BLOCKS:
-            windows = sliding_window_view(blocks, AUDIO_BG_BLOCKS, axis=0)  # (n_blocks - BG + 1, ch, BG)
-            bg[AUDIO_BG_BLOCKS:AUDIO_BG_BLOCKS + len(windows)] = np.median(windows, axis=-1)
+            recent = sliding_window_view(blocks, AUDIO_BG_BLOCKS, axis=0)  # (n_blocks - BG + 1, ch, BG)
+            bg[AUDIO_BG_BLOCKS:AUDIO_BG_BLOCKS + len(recent)] = np.median(recent, axis=-1)
         if a == 0:
             for b in range(AUDIO_MIN_BG_BLOCKS, min(AUDIO_BG_BLOCKS, n_blocks + 1, len(bg))):
                 bg[b] = np.median(blocks[:b], axis=0)
@@ -287,17 +351,29 @@ def refine_onset(wav: Path, hop_index: int, samplerate: float, total: int) -> in
     return a + 1 + s0 + int(hits[0])
 
 
-def detect_audio(wav: Path, blocks_csv: Path, samplerate: float) -> list[Onset]:
-    """Sharp onsets (claps, beeps) in an audio stream, to the sample; t_ns through the stream's blocks."""
+def detect_audio(wav: Path, blocks_csv: Path, samplerate: float,
+                 windows: Sequence[tuple[int, int]] | None = None) -> list[Onset]:
+    """Sharp onsets (claps, beeps) in an audio stream, to the sample; t_ns through the stream's blocks.
+
+    `windows`: (start, end) t_ns ranges to search instead of the whole file (only those are read, with
+    the 200 ms of background before each).
+    """
     wav, blocks_csv = Path(wav), Path(blocks_csv)
-    blocks = read_table(blocks_csv)
+    blocks = read_table(blocks_csv, columns=("first_sample", "t_ns", "frames"))  # fast: adc_ns is often empty
     try:
         total = int(wav_info(wav)["frames"])
         if not len(blocks.get("first_sample", ())) or total < 2:
             return []
         timeline = AudioTimeline.from_blocks(blocks, samplerate)
+        sample_windows = None
+        if windows is not None:
+            bounds = np.asarray(windows, np.float64).reshape(-1, 2)
+            t_first, t_last = timeline.t_ns[0], float(timeline.t_ns_of(total - 1))
+            samples = timeline.sample_at(np.clip(bounds, t_first, t_last))
+            sample_windows = [(int(np.floor(a)), int(np.ceil(b)) + 1) for a, b in samples
+                              if a == a and b == b]  # a == a: not NaN
         onsets = []
-        for hop_index, step_db in audio_candidates(wav, samplerate):
+        for hop_index, step_db in audio_candidates(wav, samplerate, sample_windows):
             sample = refine_onset(wav, hop_index, samplerate, total)
             if sample is not None:
                 t_ns = int(round(float(timeline.t_ns_of(sample))))
@@ -311,10 +387,15 @@ def detect_audio(wav: Path, blocks_csv: Path, samplerate: float) -> list[Onset]:
 
 # --- mocap ----------------------------------------------------------------------------------------
 
-def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = MOCAP_Z) -> tuple[np.ndarray, np.ndarray]:
+def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = MOCAP_Z,
+                   rows: Sequence[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the fraction of channels more than `z` robust SDs from the median of the `history` rows
     before, and the median z over channels. The scale is 1.4826 × MAD, floored at the channel's mean
-    absolute step over the whole take (a constant or coarsely quantised channel has a MAD of 0)."""
+    absolute step over the whole take (a constant or coarsely quantised channel has a MAD of 0).
+
+    `rows`: (start, end) row ranges to compute (zeros elsewhere) instead of every row; each row's figures
+    are the same as in a whole-take pass.
+    """
     n, channels = values.shape
     frac = np.zeros(n)
     zmed = np.zeros(n)
@@ -323,8 +404,9 @@ def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = 
     with np.errstate(invalid="ignore"):
         floor = np.maximum(np.nanmean(np.abs(np.diff(values, axis=0)), axis=0), 1e-9)
     floor = np.nan_to_num(floor, nan=1e-9)
-    for start in range(history, n, MOCAP_CHUNK_ROWS):
-        end = min(n, start + MOCAP_CHUNK_ROWS)
+    ranges = [(history, n)] if rows is None else [(max(history, a), min(n, b)) for a, b in merge_windows(rows)]
+    chunks = [(start, min(b, start + MOCAP_CHUNK_ROWS)) for a, b in ranges for start in range(a, b, MOCAP_CHUNK_ROWS)]
+    for start, end in chunks:
         # windows[k] covers rows start+k-history .. start+k-1, the rows before row start+k
         windows = sliding_window_view(values[start - history:end - 1], history, axis=0)  # (rows, ch, history)
         med = np.median(windows, axis=-1)
@@ -336,18 +418,30 @@ def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = 
     return frac, zmed
 
 
-def detect_mocap(csv: Path) -> list[Onset]:
-    """Rows where most channels spike together; t_ns from the row."""
+def detect_mocap(csv: Path, *, windows: Sequence[tuple[int, int]] | None = None,
+                 table: dict[str, np.ndarray] | None = None) -> list[Onset]:
+    """Rows where most channels spike together; t_ns from the row.
+
+    `windows`: (start, end) t_ns ranges to search instead of the whole take (the same onsets as a
+    whole-take search finds there). `table`: the file's stream_table, when the caller has read it already.
+    """
     csv = Path(csv)
-    table = stream_table(csv.parent, csv.name.removesuffix(".csv"), "mocap")
+    if table is None:
+        table = stream_table(csv.parent, csv.name.removesuffix(".csv"), "mocap")
     names = [k for k in table if k not in MOCAP_TIME_COLUMNS]
     if not names or not len(table.get("t_ns", ())):
         return []
+    t_ns = table["t_ns"]
     values = np.column_stack([table[k] for k in names]).astype(np.float64)
-    frac, zmed = spike_fraction(values)
+    rows = None
+    if windows is not None:  # each window's rows, and the row before its first (a rise needs it)
+        rows = [(max(0, int(np.searchsorted(t_ns, a)) - 1), int(np.searchsorted(t_ns, b, side="right")))
+                for a, b in windows]
+    frac, zmed = spike_fraction(values, rows=rows)
     above = frac >= MOCAP_FRACTION
     rising = np.flatnonzero(above[1:] & ~above[:-1]) + 1
-    t_ns = table["t_ns"]
+    if windows is not None:
+        rising = [i for i in rising if any(a <= t_ns[i] <= b for a, b in windows)]
     return _merge([Onset(csv.stem, int(t_ns[i]), int(i), round(float(zmed[i]), 2)) for i in rising])
 
 

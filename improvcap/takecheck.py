@@ -1,0 +1,890 @@
+"""The checks of one take for `improvcap verify` (the verdict rules are in improvcap.verify).
+
+Reading only: every file is opened read-only, symlinks are never followed and only regular files are
+opened, so a hostile take cannot make a check read outside it or block on a FIFO. Each check that can meet
+bad input runs inside `_Findings.check`, which turns any exception into a FAIL reason.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import stat
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+
+import av
+import numpy as np
+
+from .performers import RECORD_FILE, consent_record, consent_summary
+from .slates import VIDEO_HISTORY, Onset, detect_audio, detect_mocap, detect_video
+from .sync import SYNC_CSV, SYNTHETIC_RATE, StreamInput, nominal_rate, sync_table
+from .take import FORMAT, MANIFEST, VERSION
+from .timeline import read_table, stream_table
+from .writers.wav import wav_info
+
+if TYPE_CHECKING:
+    from .verify import Limits
+
+HASH_CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 16 << 20      # real manifests are tens of kB; anything this big is not one
+MAX_RECORD_BYTES = 16 << 20        # performers.json
+MEDIA_SUFFIXES = (".mkv", ".wav", ".csv")
+PLOT_POINTS = 2000
+RATE_TOLERANCE = 0.02              # measured rate (drops counted back in) against nominal
+SLATE_BEFORE_NS = 200_000_000      # an onset is looked for this long before its slate ...
+SLATE_AFTER_NS = 500_000_000       # ... to this long after it
+PROGRESS_EVERY = 16 << 20          # bytes between progress reports while hashing
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_KINDS = {"camera": (".mkv", ".frames.csv"), "audio": (".wav", ".blocks.csv"), "mocap": (".csv",)}
+_UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows"}
+
+
+# --- small helpers ------------------------------------------------------------------------------------
+
+def _show(text: Any) -> str:
+    """A name from disk, safe to print on one line (control characters and odd bytes escaped)."""
+    s = str(text)
+    return s if s.isprintable() else ascii(s)
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _dict(v: Any) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _r(v: float | None, digits: int = 3) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), digits)
+
+
+def _downsample(t_s: np.ndarray, values: np.ndarray, points: int = PLOT_POINTS) -> tuple[list, list]:
+    """At most `points` (time, value) pairs: each bucket's maximum at the bucket's first time."""
+    values = np.asarray(values, np.float64)
+    t_s = np.asarray(t_s, np.float64)
+    if len(values) > points:
+        edges = np.linspace(0, len(values), points + 1).astype(np.int64)[:-1]
+        values, t_s = np.maximum.reduceat(values, edges), t_s[edges]
+    ok = np.isfinite(values) & np.isfinite(t_s)
+    return np.round(t_s[ok], 4).tolist(), np.round(values[ok], 4).tolist()
+
+
+class _Findings:
+    """FAIL and WARN reasons of one take; `check` turns an exception inside into a FAIL reason."""
+
+    def __init__(self, take: Path) -> None:
+        self.take = take
+        self.items: list[tuple[str, str]] = []
+
+    def fail(self, text: str) -> None:
+        self.items.append(("FAIL", text))
+
+    def warn(self, text: str) -> None:
+        self.items.append(("WARN", text))
+
+    @contextmanager
+    def check(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:  # bad input of any kind is a reason, never a traceback
+            message = str(e) or type(e).__name__
+            # paths inside the take are named relative to it, as in every other reason
+            message = re.sub(r"(?<![\w./-])" + re.escape(f"{self.take}{os.sep}"), "", message)
+            self.fail(f"{what}: {_show(message)}")
+
+    @property
+    def verdict(self) -> str:
+        levels = {level for level, _ in self.items}
+        return "FAIL" if "FAIL" in levels else "WARN" if "WARN" in levels else "OK"
+
+    def reasons(self) -> list[str]:
+        ordered = [i for i in self.items if i[0] == "FAIL"] + [i for i in self.items if i[0] == "WARN"]
+        return [f"{level}: {text}" for level, text in ordered]
+
+
+# --- reading a take safely ----------------------------------------------------------------------------
+
+@dataclass
+class _Listing:
+    files: dict[str, int]          # relpath -> size, regular files only
+    links: dict[str, str]          # relpath -> link target
+    special: list[str]             # FIFOs, sockets, devices
+    errors: list[str]
+
+
+def _walk(take: Path) -> _Listing:
+    """Everything in the take folder, without following symlinks."""
+    listing = _Listing({}, {}, [], [])
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(take / rel_dir if rel_dir else take) as it:
+                entries = list(it)
+        except OSError as e:
+            listing.errors.append(f"{rel_dir or '.'}: cannot list: {e.strerror or e}")
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                listing.errors.append(f"{rel}: cannot stat: {e.strerror or e}")
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    listing.links[rel] = os.readlink(entry.path)
+                except OSError:
+                    listing.links[rel] = "?"
+            elif stat.S_ISDIR(st.st_mode):
+                stack.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                listing.files[rel] = st.st_size
+            else:
+                listing.special.append(rel)
+    return listing
+
+
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor on a regular file, refusing symlinks and anything else (no blocking)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path.name}: not a regular file")
+    return fd
+
+
+def _read_small(path: Path, limit: int) -> bytes:
+    fd = _open_regular(path)
+    try:
+        if os.fstat(fd).st_size > limit:
+            raise ValueError(f"{os.fstat(fd).st_size} bytes, more than the {limit} a {path.name} may have")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """sha256 and byte count of a regular file, read in HASH_CHUNK pieces into one reused buffer.
+
+    `on_chunk(n)` is called after each piece with its size. os.readv into a bytearray (no allocation per
+    chunk) with sequential read-ahead measured fastest here, a little ahead of `openssl dgst -sha256`.
+    """
+    fd = _open_regular(path)
+    try:
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except (AttributeError, OSError):
+            pass
+        h = hashlib.sha256()
+        buf = bytearray(HASH_CHUNK)
+        view = memoryview(buf)
+        total = 0
+        while n := os.readv(fd, [buf]):
+            h.update(view[:n])
+            total += n
+            if on_chunk is not None:
+                on_chunk(n)
+        return h.hexdigest(), total
+    finally:
+        os.close(fd)
+
+
+def count_packets(mkv: Path) -> tuple[np.ndarray, str | None]:
+    """pts of every packet of the file's first video stream, by demuxing only (no decoding), and the
+    error that stopped the demuxer early (None when it read to the end)."""
+    pts: list[int] = []
+    try:
+        container = av.open(str(mkv))
+    except av.FFmpegError as e:
+        raise ValueError(f"{mkv.name}: not a readable video ({getattr(e, 'strerror', None) or e})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{mkv.name}: no video stream")
+        stream = container.streams.video[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.size:  # the demuxer ends with an empty flush packet
+                    pts.append(-1 if packet.pts is None else int(packet.pts))
+        except av.FFmpegError as e:
+            return np.asarray(pts, np.int64), str(e)
+    return np.asarray(pts, np.int64), None
+
+
+def _events_slates(path: Path) -> list[int]:
+    """t_ns of every slate in events.csv (csv module: details may hold quoted commas)."""
+    text = _read_small(path, MAX_MANIFEST_BYTES).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0][:2] != ["t_ns", "kind"]:
+        raise ValueError("events.csv: no t_ns,kind header")
+    out = []
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) >= 2 and row[1] == "slate":
+            try:
+                out.append(int(row[0]))
+            except ValueError:
+                raise ValueError(f"events.csv line {i}: slate time {row[0]!r} is not an integer") from None
+    return sorted(out)
+
+
+# --- one take -------------------------------------------------------------------------------------------
+
+class TakeCheck:
+    """State shared by the checks of one take."""
+
+    def __init__(self, take: Path, limits: Limits, on_bytes: Callable[[int], None] | None) -> None:
+        self.take = take
+        self.limits = limits
+        self.on_bytes = on_bytes
+        self.f = _Findings(take)
+        self.hash_f = _Findings(take)  # filled by the hashing thread, merged in order afterwards
+        self.listing = _Listing({}, {}, [], [])
+        self.manifest: dict[str, Any] = {}
+        self.streams: dict[str, dict[str, Any]] = {}   # what the result shows per stream
+        self.tables: dict[str, dict[str, np.ndarray]] = {}
+        self.kinds: dict[str, str] = {}
+        self.slates: list[int] = []
+        self.listed: set[str] = set()      # every path take.json lists, well-formed entry or not
+        self.unreadable: set[str] = set()  # streams whose tables could not be read (reported already)
+        self.broken: set[str] = set()      # streams whose media could not be read through: no slate search
+        self.bytes = 0
+
+    def regular(self, rel: str) -> Path | None:
+        """The path of a regular file of the take, or None (a missing file or a symlink is never read)."""
+        return self.take / rel if rel in self.listing.files else None
+
+    # -- manifest ---------------------------------------------------------------------------------
+    def load_manifest(self) -> bool:
+        f = self.f
+        if MANIFEST in self.listing.links:
+            f.fail(f"{MANIFEST} is a symlink")
+            return False
+        if MANIFEST not in self.listing.files:
+            f.fail(f"no {MANIFEST} (or it is not a regular file)")
+            return False
+        size = self.listing.files[MANIFEST]
+        if size > MAX_MANIFEST_BYTES:
+            f.fail(f"{MANIFEST} is {size} bytes: too large to be a take manifest")
+            return False
+        try:
+            raw = _read_small(self.take / MANIFEST, MAX_MANIFEST_BYTES)
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            f.fail(f"{MANIFEST}: not valid JSON ({_show(str(e)[:200])})")
+            return False
+        except OSError as e:
+            f.fail(f"{MANIFEST}: cannot read: {e.strerror or e}")
+            return False
+        if not isinstance(data, dict):
+            f.fail(f"{MANIFEST}: not a JSON object")
+            return False
+        if data.get("format") != FORMAT:
+            f.fail(f"{MANIFEST}: format {_show(repr(data.get('format')))[:80]}, expected {FORMAT!r}")
+            return False
+        if data.get("version") != VERSION:
+            f.fail(f"{MANIFEST}: unknown version {_show(repr(data.get('version')))[:40]} (this improvcap reads "
+                   f"version {VERSION})")
+            return False
+        self.manifest = data
+        return True
+
+    def check_status(self) -> bool:
+        """False when the take is not finalised: its counts and hashes are not written yet."""
+        status = self.manifest.get("status")
+        if status == "complete":
+            return True
+        if status == "repaired":
+            self.f.warn(f"repaired take: {self.repair_notes()}")
+            return True
+        if status in ("recording", "interrupted"):
+            self.f.fail(f"not finalised (status {status}): run improvcap repair")
+        else:
+            self.f.fail(f"{MANIFEST}: unknown status {_show(repr(status))[:60]}")
+        return False
+
+    def repair_notes(self) -> str:
+        """What the manifest's repair record says was lost: `repair.lost` (per stream, its `summary`), else
+        `repair.notes` (text or a list of texts)."""
+        repair = self.manifest.get("repair")
+        notes: Any = repair.get("lost", repair.get("notes")) if isinstance(repair, dict) else repair
+
+        def text(v: Any) -> str:
+            if isinstance(v, dict) and isinstance(v.get("summary"), str):
+                return v["summary"]
+            return v if isinstance(v, str) else json.dumps(v, default=str)
+
+        if isinstance(notes, str) and notes.strip():
+            return _show(notes.strip())
+        if isinstance(notes, list) and notes:
+            return _show("; ".join(text(n) for n in notes))
+        if isinstance(notes, dict) and notes:
+            return _show("; ".join(f"{k}: {text(v)}" for k, v in notes.items()))
+        return "no repair record in take.json: the loss is not stated"
+
+    # -- folder, files and hashes -------------------------------------------------------------------
+    def check_folder(self) -> None:
+        for rel, target in sorted(self.listing.links.items()):
+            if rel != MANIFEST:
+                self.f.fail(f"{_show(rel)} is a symlink (to {_show(target)}): not followed")
+        for rel in sorted(self.listing.special):
+            self.f.fail(f"{_show(rel)} is not a regular file")
+        for err in self.listing.errors:
+            self.f.fail(_show(err))
+
+    def listed_files(self) -> list[tuple[str, int, str]] | None:
+        """(relpath, bytes, sha256) of every well-formed entry of `files`; reasons for the others."""
+        files = self.manifest.get("files")
+        if not isinstance(files, dict):
+            self.f.fail(f"{MANIFEST}: files is not an object: integrity not checked")
+            return None
+        self.listed = {rel for rel in files if isinstance(rel, str)}
+        out = []
+        for rel, entry in files.items():
+            parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+            if (not isinstance(rel, str) or not rel or "\0" in rel or "\\" in rel or rel.startswith("/")
+                    or ".." in parts or rel != "/".join(p for p in parts if p != ".")):
+                self.f.fail(f"{MANIFEST}: file path {_show(repr(rel))[:120]} escapes the take")
+                continue
+            size = _int(_dict(entry).get("bytes"))
+            digest = _dict(entry).get("sha256")
+            if size is None or size < 0 or not isinstance(digest, str) or not _SHA256.match(digest) \
+                    or rel == MANIFEST:
+                self.f.fail(f"{MANIFEST}: malformed entry for {_show(rel)} in files")
+                continue
+            out.append((rel, size, digest))
+        return out
+
+    def check_unlisted(self, listed: set[str]) -> None:
+        for rel in sorted(self.listing.files):
+            if rel == MANIFEST or rel in listed:
+                continue
+            if rel.lower().endswith(MEDIA_SUFFIXES):
+                self.f.fail(f"{_show(rel)}: media file not listed in {MANIFEST}")
+            else:
+                self.f.warn(f"{_show(rel)}: foreign file in the take folder")
+
+    def hash_listed(self, entries: list[tuple[str, int, str]]) -> None:
+        """Runs on its own thread: present, same size, same sha256 (reasons into hash_f)."""
+        f = self.hash_f
+        reported = [0]
+
+        def progress(n: int) -> None:
+            self.bytes += n
+            if self.on_bytes is not None and self.bytes - reported[0] >= PROGRESS_EVERY:
+                reported[0] = self.bytes
+                self.on_bytes(self.bytes)
+
+        for rel, size, digest in sorted(entries):
+            if rel in self.listing.links or rel in self.listing.special:
+                continue  # reported by check_folder, and never opened
+            if rel not in self.listing.files:
+                f.fail(f"{_show(rel)}: missing (listed in {MANIFEST})")
+                continue
+            actual = self.listing.files[rel]
+            if actual != size:
+                f.fail(f"{_show(rel)}: {actual} bytes, {MANIFEST} says {size}")
+                continue
+            with f.check(_show(rel)):
+                got, n = hash_file(self.take / rel, progress)
+                if got != digest:
+                    f.fail(f"{_show(rel)}: sha256 differs from {MANIFEST} (changed after recording)")
+                elif n != size:
+                    f.fail(f"{_show(rel)}: read {n} bytes, {MANIFEST} says {size}")
+        if self.on_bytes is not None:
+            self.on_bytes(self.bytes)
+
+    # -- streams ----------------------------------------------------------------------------------
+    def stream_entries(self) -> dict[str, dict[str, Any]]:
+        streams = self.manifest.get("streams")
+        if not isinstance(streams, dict):
+            self.f.fail(f"{MANIFEST}: streams is not an object")
+            self.unreadable.add("")  # no stream to recompute sync.csv from
+            return {}
+        out = {}
+        for name, entry in streams.items():
+            if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+                self.f.fail(f"{MANIFEST}: stream name {_show(repr(name))[:80]} is not a safe file name")
+                continue
+            kind = _dict(entry).get("kind")
+            if kind not in _KINDS:
+                self.f.fail(f"{name}: unknown kind {_show(repr(kind))[:40]}")
+                continue
+            out[name] = entry
+            self.kinds[name] = kind
+        return out
+
+    def stream_files(self, name: str, entry: dict[str, Any]) -> bool:
+        """The stream's media are there as regular files (and listed among its files)."""
+        ok = True
+        listed = entry.get("files")
+        listed = listed if isinstance(listed, list) else []
+        for suffix in _KINDS[self.kinds[name]]:
+            rel = name + suffix
+            if self.regular(rel) is None:
+                if rel not in self.listing.links and rel not in self.listing.special:
+                    self.f.fail(f"{name}: {rel} missing")
+                ok = False
+            elif rel not in listed:
+                self.f.fail(f"{name}: {rel} not among the stream's files in {MANIFEST}")
+        return ok
+
+    def rate(self, name: str, entry: dict[str, Any]) -> float:
+        try:
+            return nominal_rate(self.manifest, name)
+        except Exception:
+            value = _num(entry.get("nominal_rate"))
+            if value is None or value <= 0:
+                raise ValueError(f"{name}: no nominal rate") from None
+            return value
+
+    def report_drops(self, name: str, entry: dict[str, Any], seen: int, how: str) -> int:
+        """WARN about drops: the manifest's count and what the media show (`how`); returns the drops."""
+        unit = _UNIT[self.kinds[name]]
+        recorded = _int(entry.get("dropped"))
+        drops = max(seen, recorded or 0)
+        if recorded is None and self.manifest.get("status") != "repaired":
+            self.f.warn(f"{name}: no dropped count in {MANIFEST}; {how} show {seen} {unit} missing")
+        elif drops:
+            parts = [f"{name}: {drops} {unit} dropped"]
+            if recorded is not None:
+                detail = [f"{k.removeprefix('dropped_').replace('_', ' ')} {entry[k]}"
+                          for k in ("dropped_by_device", "dropped_in_queue") if _int(entry.get(k))]
+                parts.append(f"{MANIFEST}: {recorded}" + (f" ({', '.join(detail)})" if detail else ""))
+            parts.append(f"{how}: {seen}")
+            if recorded is not None and recorded != seen:
+                parts.append("they disagree")
+            self.f.warn("; ".join(parts))
+        return drops
+
+    def check_rate(self, name: str, rows: int, missing: int, span_ns: float, nominal: float) -> float | None:
+        if rows < 3 or span_ns <= 0:
+            return None
+        measured = (rows - 1 + missing) / (span_ns / 1e9)
+        if abs(measured / nominal - 1) > RATE_TOLERANCE:
+            self.f.warn(f"{self.kinds[name]} {name}: measured {measured:.4g}/s against nominal {nominal:.4g}/s")
+        return measured
+
+    def increasing(self, name: str, rel: str, t_ns: np.ndarray) -> None:
+        bad = np.flatnonzero(np.diff(t_ns) <= 0)
+        if len(bad):
+            i = int(bad[0])
+            self.f.fail(f"{rel}: t_ns not strictly increasing after data row {i + 1} ({int(t_ns[i])} then "
+                        f"{int(t_ns[i + 1])}; {len(bad)} such steps)")
+
+    def intervals(self, name: str, t_ns: np.ndarray) -> None:
+        if len(t_ns) > 1:
+            t_s, ms = _downsample(t_ns[1:] / 1e9, np.diff(t_ns) / 1e6)
+            self.streams[name]["frame_intervals_t_s"], self.streams[name]["frame_intervals_ms"] = t_s, ms
+
+    def camera(self, name: str, entry: dict[str, Any]) -> None:
+        rel_csv, rel_mkv = f"{name}.frames.csv", f"{name}.mkv"
+        table = read_table(self.take / rel_csv, columns=("index", "t_ns", "device_ns", "host_ns", "pts"))
+        self.tables[name] = table
+        t_ns, rows = table["t_ns"], len(table["t_ns"])
+        count = _int(entry.get("count"))
+        pts, error = count_packets(self.take / rel_mkv)
+        out = self.streams[name]
+        out.update(rows=rows, packets=len(pts))
+        if error is not None:
+            self.f.fail(f"{rel_mkv}: demuxing stopped after {len(pts)} packets: {_show(error)}")
+            self.broken.add(name)
+        if not (rows == len(pts) == count):
+            self.f.fail(f"{name}: {rel_csv} has {rows} rows, {rel_mkv} {len(pts)} packets, {MANIFEST} count {count}")
+        elif "pts" in table and not np.array_equal(np.sort(pts), np.sort(table["pts"])):
+            self.f.fail(f"{name}: the pts in {rel_csv} are not the packets' pts in {rel_mkv}")
+        if not np.array_equal(table["index"], np.arange(rows)):
+            self.f.fail(f"{rel_csv}: index column is not 0…{rows - 1} (rows removed or reordered)")
+        self.increasing(name, rel_csv, t_ns)
+        nominal = self.rate(name, entry)
+        period = 1e9 / nominal
+        gaps = np.diff(t_ns)
+        gaps = gaps[gaps > 1.5 * period]
+        missing = int(np.maximum(np.rint(gaps / period) - 1, 1).sum())
+        out["drops"] = self.report_drops(name, entry, missing, "frames.csv timestamps")
+        out["measured_rate"] = _r(self.check_rate(name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
+                                                  nominal), 4)
+        self.intervals(name, t_ns)
+
+    def audio(self, name: str, entry: dict[str, Any]) -> None:
+        rel_wav, rel_csv = f"{name}.wav", f"{name}.blocks.csv"
+        info = wav_info(self.take / rel_wav)
+        blocks = stream_table(self.take, name, "audio", time_only=True)  # adc_ns (often empty) left out
+        self.tables[name] = blocks
+        out = self.streams[name]
+        frames, first, t_ns = blocks["frames"], blocks["first_sample"], blocks["t_ns"]
+        total = int(frames.sum())
+        count = _int(entry.get("count"))
+        out.update(rows=len(t_ns), samples=int(info["frames"]), samples_on_disk=int(info["frames_on_disk"]))
+        if not info["header_complete"]:
+            self.f.fail(f"{rel_wav}: header declares {info['frames']} sample frames, {info['frames_on_disk']} "
+                        "are on disk (truncated, or never finalised)")
+            self.broken.add(name)
+        if not (info["frames"] == total == count):
+            self.f.fail(f"{name}: {rel_wav} has {info['frames']} sample frames, {rel_csv} blocks sum to {total}, "
+                        f"{MANIFEST} count {count}")
+        expected_first = np.concatenate([[0], np.cumsum(frames)[:-1]]) if len(frames) else frames
+        if not np.array_equal(first, expected_first):
+            i = int(np.flatnonzero(first != expected_first)[0])
+            self.f.fail(f"{rel_csv}: first_sample {int(first[i])} at row {i + 1}, expected {int(expected_first[i])} "
+                        "(blocks removed or reordered)")
+        nominal = self.rate(name, entry)
+        if int(info["samplerate"]) != int(round(nominal)):
+            self.f.fail(f"{rel_wav}: {info['samplerate']} Hz, the stream's rate is {nominal:g} Hz")
+        self.increasing(name, rel_csv, t_ns)
+        clock = _dict(entry.get("clock"))
+        effective = _num(clock.get("effective_rate")) or nominal
+        out["effective_rate"] = effective
+        out["rate_ppm"] = _r((effective / nominal - 1) * 1e6, 2)
+        missing = 0
+        if len(t_ns) > 1:
+            expected = frames[:-1] * (1e9 / effective)
+            excess = np.diff(t_ns) - expected
+            block = float(np.median(expected))
+            missing = int(np.rint(excess[excess > block / 2] * effective / 1e9).sum())
+            span = (t_ns[-1] - t_ns[0]) / 1e9 + frames[-1] / effective
+            covered = (total + missing) / effective
+            if abs(span - covered) > max(0.02, 1e-3 * covered):
+                self.f.warn(f"{name}: {total} samples (+{missing} dropped) last {covered:.3f} s at "
+                            f"{effective:.6g} Hz, its timestamps span {span:.3f} s")
+        out["drops"] = self.report_drops(name, entry, missing, "blocks.csv timestamps")
+        if len(t_ns) > 1 and t_ns[-1] > t_ns[0]:  # samples from the first block to the start of the last
+            out["measured_rate"] = _r((total - int(frames[-1])) / ((t_ns[-1] - t_ns[0]) / 1e9), 4)
+        self.intervals(name, t_ns)
+
+    def mocap(self, name: str, entry: dict[str, Any]) -> None:
+        rel = f"{name}.csv"
+        table = stream_table(self.take, name, "mocap")
+        self.tables[name] = table
+        t_ns, counter = table["t_ns"], table["counter"]
+        rows, count = len(t_ns), _int(entry.get("count"))
+        out = self.streams[name]
+        out["rows"] = rows
+        if rows != count:
+            self.f.fail(f"{name}: {rel} has {rows} rows, {MANIFEST} count {count}")
+        if not np.array_equal(table["index"], np.arange(rows)):
+            self.f.fail(f"{rel}: index column is not 0…{rows - 1} (rows removed or reordered)")
+        self.increasing(name, rel, t_ns)
+        step = (np.diff(counter) % (1 << 32)) if rows > 1 else np.zeros(0, np.int64)
+        missing = int((step[(step > 1) & (step < (1 << 31))] - 1).sum())
+        repeats, backwards = int((step == 0).sum()), int((step >= (1 << 31)).sum())
+        out.update(counter_missing=missing, counter_repeats=repeats, counter_resets=backwards)
+        if repeats or backwards:
+            self.f.warn(f"{name}: frame counter repeats {repeats} times and steps back {backwards} times")
+        stats = _dict(entry.get("device_stats"))
+        errors = {k: stats[k] for k in ("crc_errors", "parse_errors") if _int(stats.get(k))}
+        out.update({k: _int(stats.get(k)) for k in ("crc_errors", "parse_errors")})
+        if errors:
+            self.f.warn(f"{name}: serial line errors: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in errors.items()))
+        out["drops"] = self.report_drops(name, entry, missing, "frame counter gaps")
+        nominal = self.rate(name, entry)
+        out["measured_rate"] = _r(self.check_rate(name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
+                                                  nominal), 4)
+        self.intervals(name, t_ns)
+
+    def clock(self, name: str, entry: dict[str, Any]) -> None:
+        clock = _dict(entry.get("clock"))
+        out = self.streams[name]
+        domain = clock.get("domain")
+        out["clock_domain"] = domain if isinstance(domain, str) else None
+        drift, p99 = _num(clock.get("drift_ppm")), _num(clock.get("residual_p99_ns"))
+        out["drift_ppm"] = _r(drift, 3)
+        out["residual_p99_ms"] = _r(p99 / 1e6 if p99 is not None else None, 4)
+        resets = _int(clock.get("resets")) or 0
+        out["resets"] = resets
+        rows = out.get("rows") or 0
+        if domain == "device" and rows >= 2:
+            limit = self.limits.max_drift_ppm
+            if drift is None:
+                self.f.fail(f"{name}: no clock fit in {MANIFEST} (drift unknown)")
+            elif abs(drift) > limit:
+                self.f.fail(f"{name}: clock drift {drift:+.1f} ppm beyond ±{limit:g} ppm")
+        if p99 is not None and p99 / 1e6 > self.limits.max_residual_ms:
+            self.f.warn(f"{name}: clock-fit residual p99 {p99 / 1e6:.1f} ms above {self.limits.max_residual_ms:g} ms "
+                        "(late arrivals)")
+        if resets:
+            self.f.warn(f"{name}: device clock reset {resets} time{'s' if resets > 1 else ''} during the take")
+        table = self.tables.get(name)
+        if table is None or not len(table["t_ns"]):
+            return
+        latency = _num(clock.get("latency_ns")) or 0.0
+        late = table["host_ns"] - table["t_ns"] - latency
+        if self.kinds[name] == "audio":  # arrivals were fitted against each block's end
+            late = late - table["frames"] * (1e9 / (out.get("effective_rate") or self.rate(name, entry)))
+        t_s, ms = _downsample(table["t_ns"] / 1e9, late / 1e6)
+        out["clock_residuals_t_s"], out["clock_residuals_ms"] = t_s, ms
+
+    # -- sync -------------------------------------------------------------------------------------
+    def check_slates(self) -> None:
+        events = self.regular("events.csv")
+        if events is None:
+            if "events.csv" not in self.listing.links:
+                self.f.fail("events.csv missing: slates not checked")
+            return
+        self.slates = _events_slates(events)
+        for name in self.tables:
+            self.streams[name]["slate_offsets_ms"] = []
+        if not self.slates:
+            self.f.warn("no slates: sync not verified in the media")
+            return
+        tol = self.limits.slate_tolerance_ms * 1e6
+        for name, table in self.tables.items():
+            if name in self.broken:
+                continue  # its media failed already; a slate search would only repeat that
+            with self.f.check(f"{name}: slate detection"):
+                kind, t_ns = self.kinds[name], table["t_ns"]
+                entry = _dict(self.manifest["streams"][name])
+                period = 1e9 / self.rate(name, entry)
+                onsets = self.detect(name, kind, period)
+                allowed = {"camera": (-1e6, period + 1e6), "audio": (-tol, tol),
+                           "mocap": (-tol, period + tol)}[kind]
+                offsets: list[float | None] = []
+                for s in self.slates:
+                    if not len(t_ns) or not (t_ns[0] <= s <= t_ns[-1]):
+                        offsets.append(None)  # the stream was not recording then
+                        continue
+                    near = [o for o in onsets if -SLATE_BEFORE_NS <= o.t_ns - s <= SLATE_AFTER_NS]
+                    if not near:
+                        offsets.append(None)
+                        self.f.warn(f"{name}: slate at {s / 1e9:.3f} s not found in its media")
+                        continue
+                    off = min(near, key=lambda o: abs(o.t_ns - s)).t_ns - s
+                    offsets.append(round(off / 1e6, 4))
+                    if not allowed[0] <= off <= allowed[1]:
+                        self.f.fail(f"{name}: slate at {s / 1e9:.3f} s seen {off / 1e6:+.3f} ms from it "
+                                    f"(allowed {allowed[0] / 1e6:+.3f} … {allowed[1] / 1e6:+.3f} ms)")
+                self.streams[name]["slate_offsets_ms"] = offsets
+
+    def detect(self, name: str, kind: str, period: float) -> list[Onset]:
+        if kind == "camera":
+            lead = SLATE_BEFORE_NS + (VIDEO_HISTORY + 2) * period  # the detector's history before a flash
+            windows = [(int(s - lead), int(s + SLATE_AFTER_NS)) for s in self.slates]
+            return detect_video(self.take / f"{name}.mkv", self.take / f"{name}.frames.csv", threads=1,
+                                windows=windows)
+        if kind == "audio":
+            windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
+            return detect_audio(self.take / f"{name}.wav", self.take / f"{name}.blocks.csv",
+                                self.rate(name, _dict(self.manifest["streams"][name])), windows=windows)
+        windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
+        return detect_mocap(self.take / f"{name}.csv", windows=windows, table=self.tables[name])
+
+    def check_sync_csv(self) -> None:
+        path = self.regular(SYNC_CSV)
+        if path is None:
+            if SYNC_CSV not in self.listing.links:
+                self.f.fail(f"{SYNC_CSV} missing")
+            return
+        rig = _dict(self.manifest.get("rig"))
+        specs = [s for s in rig.get("streams", []) if isinstance(s, dict)] if isinstance(rig.get("streams"), list) else []
+        master = rig.get("master")
+        inputs: list[StreamInput] = []
+        for spec in specs:
+            name = spec.get("name")
+            if name == master or name not in self.tables:
+                continue
+            table = self.tables[name]
+            kind = self.kinds[name]
+            cols = {"first_sample": table["first_sample"], "t_ns": table["t_ns"], "frames": table["frames"]} \
+                if kind == "audio" else {"index": table["index"], "t_ns": table["t_ns"]}
+            inputs.append((name, kind, nominal_rate(self.manifest, name), cols))
+        if master is not None:
+            if master not in self.tables:
+                self.f.fail(f"{SYNC_CSV}: the master camera {_show(master)} has no readable frames.csv")
+                return
+            ticks, tick_t_ns = self.tables[master]["index"], self.tables[master]["t_ns"]
+            master_rate = nominal_rate(self.manifest, master)
+        else:
+            spans = [(int(t["t_ns"][0]), int(t["t_ns"][-1])) for *_, t in inputs if len(t["t_ns"])]
+            master_rate = SYNTHETIC_RATE
+            if spans:
+                start, end = min(a for a, _ in spans), max(b for _, b in spans)
+                ticks = np.arange(int((end - start) * SYNTHETIC_RATE // 1e9) + 1, dtype=np.int64)
+                tick_t_ns = start + np.rint(ticks * (1e9 / SYNTHETIC_RATE)).astype(np.int64)
+            else:
+                ticks = tick_t_ns = np.zeros(0, np.int64)
+        expected = sync_table(ticks, tick_t_ns, inputs, master_rate=master_rate)
+        stored = read_table(path, dtype=np.float64)
+        if list(stored) != list(expected):
+            self.f.fail(f"{SYNC_CSV}: columns {','.join(map(_show, stored))[:200]} are not the expected "
+                        f"{','.join(expected)}")
+            return
+        n = len(expected["tick"])
+        if len(stored["tick"]) != n:
+            self.f.fail(f"{SYNC_CSV}: {len(stored['tick'])} rows, the master timeline has {n} ticks")
+            return
+        for col, want in expected.items():
+            got = stored[col]
+            if col.endswith("_sample"):
+                same = np.isnan(got) == np.isnan(want)
+                same &= np.isnan(want) | (np.abs(np.nan_to_num(got) - np.nan_to_num(want)) <= 0.0015)
+            else:
+                gap = -1 if col.endswith("_index") else 0
+                same = np.where(np.isnan(got), gap, got) == want
+            if not same.all():
+                bad = np.flatnonzero(~same)
+                self.f.fail(f"{SYNC_CSV}: column {col} differs from the timestamps at {len(bad)} rows "
+                            f"(first at row {int(bad[0]) + 1})")
+
+    def check_skew(self) -> None:
+        ends = {n: (int(t["t_ns"][0]), int(t["t_ns"][-1])) for n, t in self.tables.items() if len(t["t_ns"])}
+        if len(ends) < 2:
+            return
+        limit = self.limits.max_skew_ms
+        for label, i in (("start", 0), ("end", 1)):
+            first = min(ends, key=lambda n: ends[n][i])
+            last = max(ends, key=lambda n: ends[n][i])
+            skew = (ends[last][i] - ends[first][i]) / 1e6
+            if skew > limit:
+                self.f.warn(f"{label} skew {skew:.1f} ms between streams ({first} at {ends[first][i] / 1e9:.3f} s, "
+                            f"{last} at {ends[last][i] / 1e9:.3f} s) above {limit:g} ms")
+
+    # -- performers -------------------------------------------------------------------------------
+    def check_performers(self) -> tuple[list[str], dict[str, Any]]:
+        entries = self.manifest.get("performers")
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("id"), str)
+                and isinstance(e.get("allowed", []), list) and isinstance(e.get("denied", []), list)
+                for e in entries):
+            self.f.fail(f"{MANIFEST}: performers is not a list of performer entries: consent not verified")
+            return [], {}
+        ids = [e["id"] for e in entries]
+        if not entries:
+            if self.limits.require_consent:
+                self.f.fail("no performers recorded (consent required)")
+            else:
+                self.f.warn("no performers recorded")
+        for e in entries:
+            if e.get("revoked") is True:
+                self.f.fail(f"performer {_show(e['id'])} is recorded with revoked consent")
+        summary: dict[str, Any] = {}
+        with self.f.check("consent summary"):
+            summary = consent_summary([{**e, "allowed": e.get("allowed", []), "denied": e.get("denied", [])}
+                                       for e in entries])
+        record = self.regular(RECORD_FILE)
+        if record is None:
+            if RECORD_FILE not in self.listing.links:
+                self.f.fail(f"{RECORD_FILE} missing: consent record not in the take")
+            return ids, summary
+        data = _read_small(record, MAX_RECORD_BYTES)
+        digest = hashlib.sha256(data).hexdigest()
+        expected = None
+        with self.f.check("consent record"):
+            expected = consent_record(entries)
+        if expected is not None and (data != expected or digest != self.manifest.get("performers_sha256")):
+            self.f.fail(f"consent record altered: {RECORD_FILE} (sha256 {digest[:12]}…) is not the record of "
+                        f"{MANIFEST} performers (performers_sha256 "
+                        f"{_show(str(self.manifest.get('performers_sha256')))[:12]}…)")
+        return ids, summary
+
+    def check_faults(self, entries: Mapping[str, dict[str, Any]]) -> None:
+        faults = self.manifest.get("faults")
+        named = set()
+        for fault in faults if isinstance(faults, list) else []:
+            fault = _dict(fault)
+            stream, detail = fault.get("stream") or "", fault.get("detail")
+            t = _num(fault.get("t_ns"))
+            named.add(stream)
+            at = f" at {t / 1e9:.3f} s" if t is not None else ""
+            self.f.fail(f"fault{at}{' in ' + _show(stream) if stream else ''}: {_show(detail)}")
+        for name, entry in entries.items():
+            if entry.get("state") == "failed" and name not in named:
+                self.f.fail(f"{name}: stream failed: {_show(entry.get('fault'))}")
+
+    # -- all --------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        f = self.f
+        if not self.take.is_dir():
+            f.fail("not a folder")
+            return self.result([], {})
+        self.listing = _walk(self.take)
+        self.check_folder()
+        if not self.load_manifest():
+            return self.result([], {})
+        if not self.check_status():
+            performers = self.manifest.get("performers")
+            ids = [e["id"] for e in performers if isinstance(e, dict) and isinstance(e.get("id"), str)] \
+                if isinstance(performers, list) else []
+            return self.result(ids, {})
+        ids: list[str] = []
+        consent: dict[str, Any] = {}
+        with f.check("performers"):
+            ids, consent = self.check_performers()
+        listed = self.listed_files()
+        hasher: Future | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="improvcap-verify-hash") as pool:
+            if listed is not None:
+                self.check_unlisted(self.listed)
+                # hashing reads and sha256 release the GIL: it overlaps the checks below
+                hasher = pool.submit(self.hash_listed, listed)
+            entries: dict[str, dict[str, Any]] = {}
+            with f.check("faults"):
+                entries = self.stream_entries()
+                self.check_faults(entries)
+            for name, entry in entries.items():
+                kind = self.kinds[name]
+                self.streams[name] = {"kind": kind, "count": _int(entry.get("count")),
+                                      "nominal_rate": _num(entry.get("nominal_rate")), "unit": _UNIT[kind]}
+                if not self.stream_files(name, entry):
+                    self.unreadable.add(name)
+                    continue
+                checked = False
+                with f.check(f"{kind} {name}"):
+                    getattr(self, kind)(name, entry)
+                    checked = True
+                if name not in self.tables:
+                    self.unreadable.add(name)
+                if not checked:
+                    self.broken.add(name)
+                with f.check(f"{name}: clock"):
+                    self.clock(name, entry)
+            with f.check("slates"):
+                self.check_slates()
+            if not self.unreadable:  # expected columns need every stream's table
+                with f.check(SYNC_CSV):
+                    self.check_sync_csv()
+            with f.check("skew"):
+                self.check_skew()
+            if hasher is not None:
+                hasher.result()
+        return self.result(ids, consent)
+
+    def failure(self, text: str) -> dict[str, Any]:
+        """The result of a take whose verification itself failed (`text` says how)."""
+        self.f.fail(_show(text))
+        return self.result([], {})
+
+    def result(self, ids: list[str], consent: dict[str, Any]) -> dict[str, Any]:
+        m = self.manifest
+        self.f.items[:0] = self.hash_f.items  # integrity first, in file order
+        drifts = [s["drift_ppm"] for s in self.streams.values() if s.get("drift_ppm") is not None]
+        offsets = [(abs(v), v, n) for n, s in self.streams.items() for v in s.get("slate_offsets_ms") or []
+                   if v is not None]
+        worst = max(offsets) if offsets else None
+        text = (lambda v: v if isinstance(v, str) else None)
+        return {
+            "take": str(self.take), "verdict": self.f.verdict, "reasons": self.f.reasons(),
+            "status": text(m.get("status")), "session": text(m.get("session")), "scene": text(m.get("scene")),
+            "take_number": _int(m.get("take")), "t0_utc": text(m.get("t0_utc")),
+            "duration_s": _num(m.get("duration_s")), "streams": self.streams,
+            "slates_s": [round(s / 1e9, 6) for s in self.slates],
+            "worst_drift_ppm": max(drifts, key=abs) if drifts else None,
+            "worst_slate_offset_ms": worst[1] if worst else None,
+            "worst_slate_stream": worst[2] if worst else None,
+            "performers": ids, "consent": consent, "bytes": self.bytes,
+        }
