@@ -94,6 +94,7 @@ def main() -> None:
         root = Path(tmp)
         day, size, largest = make_day(root, args.takes, args.seconds, args.gb)
         files = all_files(day)
+        takes = len([p for p in day.iterdir() if (p / "take.json").exists()])
         for _ in range(2):  # warm the page cache: both tools then read from memory
             subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
         ours, theirs, rss, verdicts = [], [], [], {}
@@ -110,7 +111,7 @@ def main() -> None:
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
     print(json.dumps({
         "command": " ".join(["bench/verify.py", *sys.argv[1:]]),
-        "bytes": size, "gb": round(size / 1e9, 3), "files": len(files), "takes": len(list(day.iterdir())) - 1,
+        "bytes": size, "gb": round(size / 1e9, 3), "files": len(files), "takes": takes,
         "largest_file_mb": round(largest / 1e6, 1), "cache": "warm (every file read twice before timing)",
         "verify_wall_s": [round(x, 2) for x in ours], "openssl_wall_s": [round(x, 2) for x in theirs],
         "verify_mb_per_s_median": round(size / t_ours / 1e6, 1),

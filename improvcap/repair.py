@@ -53,7 +53,7 @@ TABLE_SUFFIX = {"camera": ".frames.csv", "audio": ".blocks.csv", "mocap": ".csv"
 MEDIA_SUFFIX = {"camera": ".mkv", "audio": ".wav"}
 UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows"}
 # hidden temporaries: repair's own, the final refit's, take.json's and sync.csv's atomic writes
-TEMPORARY = re.compile(r"^\..+\.(repair|retime)$|^\.take\.json\.tmp$|^\.sync\.csv\.\d+\.tmp$")
+TEMPORARY = re.compile(r"^\..+\.(repair|retime)$|^\.take\.json\.(\d+\.)?tmp$|^\.sync\.csv\.\d+\.tmp$")
 TAIL_BYTES = 1 << 20
 COPY_CHUNK = 1 << 24
 EBML_SEGMENT = 0x18538067

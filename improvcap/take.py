@@ -81,7 +81,7 @@ def next_take_folder(session_dir: Path, scene: str) -> tuple[Path, int]:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write to a temporary file, fsync, rename over `path`, fsync the folder: never a torn manifest."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two recorders may start a session at once
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=False, default=str)
         fh.write("\n")

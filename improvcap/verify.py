@@ -143,11 +143,12 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
     take as it frees up. `progress(done_takes, total_takes, bytes_done, bytes_total)` is called from the
     caller's thread, at every finished take and while hashing; bytes_total is what the manifests list.
     """
-    processes = max(0, int(jobs) - 1)
+    takes = find_takes(paths)
+    processes = max(0, min(int(jobs), len(takes)) - 1)
     remote: ProcessPoolExecutor | None = None
     remote_q: Any = None
     if processes:
-        # started first: the workers import while the takes are found and their manifests read
+        # started first: the workers import while the manifests are read
         ctx = multiprocessing.get_context("spawn")
         remote_q = ctx.Queue()
         remote = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker, initargs=(remote_q,))
@@ -156,7 +157,6 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
     local = ThreadPoolExecutor(1, thread_name_prefix="improvcap-verify")
     local_q: Any = _queue.SimpleQueue()
     try:
-        takes = find_takes(paths)
         sizes = [manifest_bytes(t) for t in takes]
         total_bytes = sum(sizes)
         results: list[dict[str, Any] | None] = [None] * len(takes)
@@ -169,7 +169,6 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
                 progress(done, len(takes), finished + running, total_bytes)
 
         report(0)
-        processes = max(0, min(processes, len(takes) - 1))
         running: dict[Future, tuple[int, bool]] = {}   # future -> (take index, on a worker process)
         next_take = done = 0
         while done < len(takes):
