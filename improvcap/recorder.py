@@ -478,9 +478,11 @@ class Recorder:
         self.manifest["streams"] = {runner.spec.name: self._stream_summary(runner, t) for runner, t in takes}
         try:
             # the whole take's clock fit replaces the live estimates in every t_ns column; sync.csv
-            refit_take(self.take_dir, self.manifest)
+            failed = refit_take(self.take_dir, self.manifest)
         except Exception as e:  # the raw columns are on disk: `repair` can refit later
-            self._event(Event(stop_ns - self.origin.t0_ns, "fault", "", f"final clock fit failed: {e}"))
+            failed = {"": f"{type(e).__name__}: {e}"}
+        for name, reason in failed.items():
+            self._event(Event(stop_ns - self.origin.t0_ns, "fault", name, f"final clock fit failed: {reason}"))
         self._event(Event(stop_ns - self.origin.t0_ns, "stop", "", ""))
         assert self._events is not None
         with self._event_lock:

@@ -42,7 +42,7 @@ import numpy as np
 from . import __version__
 from . import take as takefmt
 from .errors import ImprovcapError, TakeError, UsageError
-from .retime import retime_stream
+from .retime import refit_stream
 from .rig import KINDS, NAME_RE, nominal_rate
 from .sync import build_sync
 from .timeline import read_table, stream_table
@@ -293,19 +293,14 @@ class _Repair:
 
     # clocks, sync, summaries ----------------------------------------------------------------------
     def _refit(self) -> None:
-        """refit_take's work, stream by stream, so that one stream that cannot be fitted fails alone."""
+        """Refit each stream that is not failed; one that cannot be fitted fails alone."""
         t0 = self.manifest["t0_host_ns"]
         for stream in self.streams:
             if stream.fault is not None:
                 continue
-            spec = stream.spec
             try:
-                clock = retime_stream(self.take, stream.name, stream.kind, _clock_domain(spec, self._old(stream)),
-                                      latency_ns=int(round(spec.get("latency_ms", 0.0) * 1e6)), t0_host_ns=t0,
-                                      nominal_rate=nominal_rate(stream.kind, spec))
-                stream.entry = {"first_t_ns": clock.pop("first_t_ns", None),
-                                "last_t_ns": clock.pop("last_t_ns", None),
-                                "measured_rate": clock.pop("measured_rate", None), "clock": clock}
+                stream.entry = refit_stream(self.take, stream.name, stream.kind,
+                                            _clock_domain(stream.spec, self._old(stream)), stream.spec, t0)
                 stream.entry.update(self._counts(stream))
             except Exception as e:
                 stream.fault = f"its timing could not be rebuilt: {_reason(e)}"

@@ -89,22 +89,31 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: str, *, latency_
     return entry
 
 
-def refit_take(take_dir: Path, manifest: dict[str, Any]) -> None:
+def refit_stream(take_dir: Path, name: str, kind: str, domain: str, settings: dict[str, Any],
+                 t0_host_ns: int) -> dict[str, Any]:
+    """Refit one stream with its rig settings; its manifest fields: first/last t_ns, measured rate, clock."""
+    entry = retime_stream(take_dir, name, kind, domain, latency_ns=int(round(settings.get("latency_ms", 0.0) * 1e6)),
+                          t0_host_ns=t0_host_ns, nominal_rate=nominal_rate(kind, settings))
+    return {"first_t_ns": entry.pop("first_t_ns", None), "last_t_ns": entry.pop("last_t_ns", None),
+            "measured_rate": entry.pop("measured_rate", None), "clock": entry}
+
+
+def refit_take(take_dir: Path, manifest: dict[str, Any]) -> dict[str, str]:
     """Refit every stream of a take from its raw columns, rewrite t_ns, rebuild sync.csv.
 
     Everything needed comes from the manifest (kinds, clock domains, latencies, nominal rates, t0), so a
-    take can be refitted long after it was recorded. Updates `manifest` in place.
+    take can be refitted long after it was recorded. Updates `manifest` in place. A stream that cannot be
+    fitted keeps its live timestamps and does not stop the others: returns {stream: reason} for those.
     """
     from .sync import build_sync
 
     settings = {s["name"]: s for s in manifest["rig"]["streams"]}
+    failed = {}
     for name, stream in manifest["streams"].items():
-        spec = settings[name]
-        nominal = nominal_rate(stream["kind"], spec)
-        entry = retime_stream(take_dir, name, stream["kind"], stream["device"].get("clock", "device"),
-                              latency_ns=int(round(spec.get("latency_ms", 0.0) * 1e6)),
-                              t0_host_ns=manifest["t0_host_ns"], nominal_rate=nominal)
-        stream["first_t_ns"], stream["last_t_ns"] = entry.pop("first_t_ns", None), entry.pop("last_t_ns", None)
-        stream["measured_rate"] = entry.pop("measured_rate", None)
-        stream["clock"] = entry
+        try:
+            stream.update(refit_stream(take_dir, name, stream["kind"], stream["device"].get("clock", "device"),
+                                       settings[name], manifest["t0_host_ns"]))
+        except Exception as e:  # the raw columns stay on disk: `repair --force` can refit later
+            failed[name] = f"{type(e).__name__}: {e}"
     manifest["sync"] = build_sync(take_dir, manifest, replace=True)
+    return failed
