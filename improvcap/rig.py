@@ -17,6 +17,7 @@ from .errors import RigError
 
 SHIPPED_RIGS = Path(__file__).parent / "rigs"
 KINDS = ("camera", "audio", "mocap")
+SERIAL_PROTOCOLS = ("binary", "csv", "xsens", "vectornav")  # devices.serial_protocols.PROTOCOLS
 DRIVERS = {
     "camera": ("demo", "opencv", "ffmpeg"),
     "audio": ("demo", "portaudio"),
@@ -130,6 +131,14 @@ def _numbers(count: int, lo: float, hi: float) -> Check:
     return check
 
 
+def _strings() -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            return f"expected a list of strings, got {v!r}"
+        return None
+    return check
+
+
 def _string_or_int(v: Any) -> str | None:
     return None if isinstance(v, (str, int)) and not isinstance(v, bool) else f"expected a string or an integer, got {v!r}"
 
@@ -187,9 +196,11 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "driver": (_string(DRIVERS["mocap"]), REQUIRED),
         "port": (_string(), ""),
         "baudrate": (_number(50, 20_000_000, integer=True), 921600),
-        "protocol": (_string(("binary", "csv")), "binary"),
+        "protocol": (_string(SERIAL_PROTOCOLS), "binary"),
         "rate": (_number(0, 100_000, lo_open=True), 240.0),
-        "channels": (_number(1, 255, integer=True), 24),
+        "channels": (_number(1, 255, integer=True), 24),    # binary, csv; the others' come from `outputs`
+        "outputs": (_strings(), []),        # xsens, vectornav: the data fields each frame carries, in order
+        "configure": (_boolean, False),     # xsens: set the device's outputs and rate on open
     },
 }
 
@@ -291,6 +302,27 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
     name, driver = settings.pop("name"), settings.pop("driver")
     if kind == "mocap" and driver == "serial" and not settings["port"]:
         raise fail(f"{label}.port", "missing (a serial device such as /dev/ttyUSB0)")
+    if kind == "mocap":
+        _check_protocol(settings, table, label, fail)
     if kind == "camera" and driver in ("opencv", "ffmpeg") and settings["source"] == "":
         raise fail(f"{label}.source", f"missing (the {driver} driver needs a device, file or URL)")
     return StreamSpec(kind=kind, name=name, driver=driver, settings=settings)
+
+
+def _check_protocol(settings: dict[str, Any], table: dict[str, Any], label: str,
+                    fail: Callable[[str, str], RigError]) -> None:
+    """The protocol's own checks (its outputs); `channels` follows from the outputs where it has them."""
+    from .devices.serial_protocols import channel_names, protocol_module
+
+    protocol = settings["protocol"]
+    if protocol in ("binary", "csv"):
+        if settings["outputs"]:
+            raise fail(f"{label}.outputs", f"the {protocol} protocol has no outputs to choose; use channels")
+        return
+    check = getattr(protocol_module(protocol), "check_settings", None)
+    if check is not None and (problem := check(settings)):
+        raise fail(f"{label}.{problem[0]}", problem[1])
+    n = len(channel_names(settings))
+    if "channels" in table and table["channels"] != n:
+        raise fail(f"{label}.channels", f"the {protocol} outputs give {n} channels, not {table['channels']}")
+    settings["channels"] = n

@@ -29,8 +29,13 @@ def f32(x: float) -> float:
 
 def frames_for(counters: list[int], channels: int, seed: int = 1) -> list[Frame]:
     rng = random.Random(seed)
-    return [Frame(c, 1_000_000 + 4167 * i, tuple(f32(rng.uniform(-180, 180)) for _ in range(channels)))
+    return [Frame(c, 1000 * (1_000_000 + 4167 * i), tuple(f32(rng.uniform(-180, 180)) for _ in range(channels)))
             for i, c in enumerate(counters)]
+
+
+def wire(f: Frame) -> tuple[int, int, tuple[float, ...]]:
+    """A frame's fields as the wire formats take them (device time in µs)."""
+    return f.counter, f.device_ns // 1000, f.values
 
 
 def feed_chunked(parser, data: bytes, rng: random.Random) -> list[Frame]:
@@ -71,7 +76,7 @@ def test_binary_layout() -> None:
 
 def test_binary_round_trip_whole_and_byte_by_byte() -> None:
     frames = frames_for(list(range(50)), 24)
-    data = b"".join(encode_binary(*f) for f in frames)
+    data = b"".join(encode_binary(*wire(f)) for f in frames)
     whole = BinaryParser(24)
     assert whole.feed(data) == frames
     assert whole.stats() == {"frames": 50, "crc_errors": 0, "parse_errors": 0, "bytes_skipped": 0,
@@ -92,7 +97,7 @@ def test_binary_corruption_keeps_every_intact_frame_and_counts_every_damaged_one
         intact: list[Frame] = []
         damaged = garbage = 0
         for f in frames:
-            raw = bytearray(encode_binary(*f))
+            raw = bytearray(encode_binary(*wire(f)))
             action = rng.random()
             if action < 0.15:  # one byte flipped anywhere after the magic: header, values or CRC
                 raw[rng.randrange(2, size)] ^= 1 << rng.randrange(8)
@@ -131,7 +136,7 @@ def test_binary_frame_inside_a_damaged_region_is_found() -> None:
     good = frames_for([7], 2)[0]
     lying = bytearray(encode_binary(6, 0, [0.0] * 200))[:20]  # header says 200 channels
     p = BinaryParser()
-    data = bytes(lying) + encode_binary(*good) + b"\x00" * 900
+    data = bytes(lying) + encode_binary(*wire(good)) + b"\x00" * 900
     assert p.feed(data) == [good]
     assert p.crc_errors == 1
 
@@ -189,8 +194,8 @@ def test_csv_lines_crlf_lf_and_junk() -> None:
             b"7,8000,0.25,0.5,0.75\r\n")
     p = CsvParser(3)
     out = p.feed(data)
-    assert out == [Frame(0, 1000, (1.5, -2.0, 300.0)), Frame(1, 2000, (1.5, -2.0, 300.0)),
-                   Frame(7, 8000, (0.25, 0.5, 0.75))]
+    assert out == [Frame(0, 1_000_000, (1.5, -2.0, 300.0)), Frame(1, 2_000_000, (1.5, -2.0, 300.0)),
+                   Frame(7, 8_000_000, (0.25, 0.5, 0.75))]
     assert p.parse_errors == 5
     assert (p.counter_gaps, p.frames_missed) == (1, 5)
     assert p.buffered == 0
@@ -198,37 +203,37 @@ def test_csv_lines_crlf_lf_and_junk() -> None:
 
 def test_csv_round_trip_keeps_float32_values() -> None:
     frames = frames_for(list(range(20)), 24)
-    data = b"".join(encode_csv(*f) for f in frames)
+    data = b"".join(encode_csv(*wire(f)) for f in frames)
     got = CsvParser(24).feed(data)
-    assert [(g.counter, g.device_us) for g in got] == [(f.counter, f.device_us) for f in frames]
+    assert [(g.counter, g.device_ns) for g in got] == [(f.counter, f.device_ns) for f in frames]
     assert all(tuple(map(f32, g.values)) == f.values for g, f in zip(got, frames))
 
 
 def test_csv_overlong_line_is_discarded_and_counted_once() -> None:
     p = CsvParser(2, max_line=100)
-    assert p.feed(b"1,2,3,4\n" + b"9" * 80) == [Frame(1, 2, (3.0, 4.0))]
+    assert p.feed(b"1,2,3,4\n" + b"9" * 80) == [Frame(1, 2000, (3.0, 4.0))]
     for _ in range(50):  # keeps coming without a newline: the buffer must not grow
         assert p.feed(b"9" * 80) == []
         assert p.buffered <= 100
-    assert p.feed(b"99\n5,6,7,8\n") == [Frame(5, 6, (7.0, 8.0))]
+    assert p.feed(b"99\n5,6,7,8\n") == [Frame(5, 6000, (7.0, 8.0))]
     assert p.parse_errors == 1
     # the same bytes in one piece give the same result
     q = CsvParser(2, max_line=100)
-    both = [Frame(1, 2, (3.0, 4.0)), Frame(5, 6, (7.0, 8.0))]
+    both = [Frame(1, 2000, (3.0, 4.0)), Frame(5, 6000, (7.0, 8.0))]
     assert q.feed(b"1,2,3,4\n" + b"9" * 80 * 51 + b"99\n5,6,7,8\n") == both
     assert q.stats() == p.stats()
 
 
 def test_csv_skip_partial_drops_the_first_line() -> None:
-    p = make_parser("csv", 2, skip_partial=True)
+    p = make_parser({"protocol": "csv", "channels": 2}, skip_partial=True)
     assert p.feed(b"4,56780000,1,2\n5,") == []
-    assert p.feed(b"1000,1,2\n") == [Frame(5, 1000, (1.0, 2.0))]
+    assert p.feed(b"1000,1,2\n") == [Frame(5, 1_000_000, (1.0, 2.0))]
     assert p.parse_errors == 0
 
 
 def test_make_parser_refuses_unknown_protocol() -> None:
-    with pytest.raises(ValueError, match="unknown mocap protocol"):
-        make_parser("json", 3)
+    with pytest.raises(ValueError, match="unknown serial protocol"):
+        make_parser({"protocol": "json", "channels": 3})
 
 
 # --- fuzz: never raises, chunking does not matter ----------------------------------------------------
@@ -251,9 +256,9 @@ def _material(protocol: str) -> st.SearchStrategy[bytes]:
 def test_fuzz_chunking_never_matters(protocol: str, channels: int | None, data: st.DataObject) -> None:
     stream = data.draw(_material(protocol))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=20)))
-    whole = make_parser(protocol, channels)
+    whole = make_parser({"protocol": protocol, "channels": channels})
     expected = whole.feed(stream)
-    chunked = make_parser(protocol, channels)
+    chunked = make_parser({"protocol": protocol, "channels": channels})
     got: list[Frame] = []
     for a, b in zip([0, *cuts], [*cuts, len(stream)]):
         got += chunked.feed(stream[a:b])

@@ -42,7 +42,7 @@ class DemoMocap:
         sample = self._serial.read(timeout)
         if sample is None or sample.seq is None:
             return sample
-        return dataclasses.replace(sample, true_ns=self._emulator.true_ns(sample.seq))
+        return dataclasses.replace(sample, true_ns=self._emulator.true_ns(sample.seq, sample.device_ns))
 
     def stop(self) -> None:
         if self._emulator is not None:

@@ -6,8 +6,10 @@ frame k truly happens at host time `timing.true_ns(k × period)` — so with `dr
 off — it is stamped by the device's drifting clock and written at its arrival time (transport + jitter);
 a frame lost in transport is not written, but the counter moves on.
 
-Device time: the frame's µs field is the device clock since its own boot, which happened `BOOT_NS`
-before streaming started (100 s: more than any demo `offset_ms`, so the field never goes negative).
+Device time: the device clock counts since its own boot, which happened `BOOT_NS` before streaming
+started (100 s: more than any demo `offset_ms`, so the time never goes negative). What goes on the wire is
+the protocol's business: an `EmulatorCodec` (serial_protocols) encodes each frame, damages one for the
+fault options, makes junk, and answers what the host sends (configuration commands, probes).
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import random
 import threading
 import tty
 import zlib
+from typing import Any, Sequence
 
 from ..clock import now_ns
 from ..rig import StreamSpec
 from .demo_timing import DemoTiming
-from .serial_protocols import COUNTER_MOD, encode_binary, encode_csv
+from .serial_protocols import COUNTER_MOD, EmulatorCodec, channel_names, encode_binary, encode_csv, protocol_module
 
 BOOT_NS = 100_000_000_000
 SPIKE = 1000.0
@@ -30,15 +33,68 @@ SPIKE_FRAMES = 2
 _JUNK = b"\x00\x01\x5a\x7f\xff\x0d\x0aQZ"  # binary garbage: never 0xA5, so it forges no magic
 
 
+class BinaryCodec:
+    """The binary frame format of serial_protocols."""
+
+    has_counter = True
+
+    def encode(self, counter: int, device_ns: int, values: Sequence[float]) -> bytes:
+        return encode_binary(counter, device_ns // 1000, values)
+
+    def corrupt(self, frame: bytes, rng: random.Random) -> bytes:
+        i = 16 + rng.randrange(len(frame) - 18)  # inside the values: the CRC must fail
+        return frame[:i] + bytes([frame[i] ^ 0xFF]) + frame[i + 1:]
+
+    def garbage(self, rng: random.Random) -> bytes:
+        return bytes(rng.choice(_JUNK) for _ in range(rng.randint(1, 40)))
+
+    def respond(self, request: bytes) -> bytes:
+        return b""
+
+
+class CsvCodec:
+    """The csv line format of serial_protocols."""
+
+    has_counter = True
+
+    def __init__(self, newline: bytes = b"\r\n") -> None:
+        self.newline = newline
+
+    def encode(self, counter: int, device_ns: int, values: Sequence[float]) -> bytes:
+        return encode_csv(counter % COUNTER_MOD, device_ns // 1000, values, self.newline)
+
+    def corrupt(self, frame: bytes, rng: random.Random) -> bytes:
+        fields = frame.split(b",")
+        c = 2 + rng.randrange(len(fields) - 2)
+        fields[c] = b"x" + fields[c][1:]  # one value no longer a number
+        return b",".join(fields)
+
+    def respond(self, request: bytes) -> bytes:
+        return b""
+
+    def garbage(self, rng: random.Random) -> bytes:
+        junk = b"#\x00noise " + bytes(rng.randrange(32, 127) for _ in range(rng.randint(1, 30)))
+        return junk.replace(b",", b";") + self.newline
+
+
+def make_codec(settings: dict[str, Any], csv_newline: bytes = b"\r\n") -> EmulatorCodec:
+    protocol = settings["protocol"]
+    if protocol == "binary":
+        return BinaryCodec()
+    if protocol == "csv":
+        return CsvCodec(csv_newline)
+    return protocol_module(protocol).emulator_codec(settings)
+
+
 class MocapEmulator:
     """Emulated serial mocap on a pty. `spec` is a demo mocap stream (rate, channels, protocol, timing keys).
 
     Test-only faults (constructor parameters, not rig keys):
-    - `corrupt_every`: every Nth frame is damaged (binary: one byte of its values flipped, so its CRC
-      fails; csv: one value turned into a non-number);
+    - `corrupt_every`: every Nth frame is damaged so that its check fails (binary: one byte of its values
+      flipped, so its CRC fails; csv: one value turned into a non-number);
     - `garbage_every`: every Nth frame is preceded by junk (binary: bytes that contain no magic; csv: a
-      junk line);
-    - `first_counter`: the counter of frame 0 (start near 2**32 to exercise the wrap).
+      junk line; see each codec);
+    - `first_counter`: the counter of frame 0 (start near the counter's wrap to exercise it).
     """
 
     def __init__(self, spec: StreamSpec, *, corrupt_every: int = 0, garbage_every: int = 0,
@@ -46,21 +102,21 @@ class MocapEmulator:
         s = spec.settings
         self.spec = spec
         self.protocol: str = s["protocol"]
-        self.channels: int = s["channels"]
+        self.channels = len(channel_names(s))
         self.rate: float = s["rate"]
         self.period_ns = 1e9 / self.rate
         self.timing = DemoTiming(spec)
+        self.codec = make_codec(s, csv_newline)
         self.corrupt_every = corrupt_every
         self.garbage_every = garbage_every
-        self.first_counter = first_counter % COUNTER_MOD
-        self.csv_newline = csv_newline
+        self.first_counter = first_counter
         self._rng = random.Random(zlib.crc32(spec.name.encode()) ^ 0x5EED)
         # what the emulator did, for tests and stats
         self.sent = 0
         self.dropped = 0
         self.corrupted = 0
         self.garbage_bytes = 0
-        self.garbage_lines = 0
+        self.garbage_runs = 0      # junk insertions
         self.tx_overruns = 0
         self.vanished = False
         self._slates: list[int] = []  # pending slate times
@@ -110,9 +166,13 @@ class MocapEmulator:
 
     # --- truth and slate ----------------------------------------------------------------------------
 
-    def true_ns(self, counter: int) -> int:
-        """True host time of the frame carrying `counter` (valid once started, for 2**32 frames)."""
-        k = (counter - self.first_counter) % COUNTER_MOD
+    def true_ns(self, counter: int, device_ns: int | None = None) -> int:
+        """True host time of the frame with running (unwrapped) `counter`; for a protocol whose frames
+        carry no counter, of the frame stamped `device_ns` (the device time since boot, unwrapped)."""
+        if not self.codec.has_counter and device_ns is not None:
+            k = round((device_ns - BOOT_NS - self.timing.offset_ns) / self.period_ns)
+        else:
+            k = counter - self.first_counter
         return self.timing.true_ns(k * self.period_ns)
 
     def slate(self, host_ns: int) -> None:
@@ -133,7 +193,7 @@ class MocapEmulator:
 
     def stats(self) -> dict[str, int]:
         return {"sent": self.sent, "dropped": self.dropped, "corrupted": self.corrupted,
-                "garbage_bytes": self.garbage_bytes, "garbage_lines": self.garbage_lines,
+                "garbage_bytes": self.garbage_bytes, "garbage_runs": self.garbage_runs,
                 "tx_overruns": self.tx_overruns}
 
     # --- the device ---------------------------------------------------------------------------------
@@ -151,12 +211,15 @@ class MocapEmulator:
             delay = ((true if dropped else last_arrival) - now_ns()) / 1e9
             if delay > 0 and stop.wait(delay):
                 break
+            self._answer()
             # after the wait, so that a slate for a moment already passed by `true` still lands
             spike = self._slated(k, true)
             if dropped:
                 self.dropped += 1
             else:
-                self._send(self._frame(k, true, spike))
+                frame = self._frame(k, true, spike)
+                if frame:  # a device being configured sends no data
+                    self._send(frame)
             k += 1
 
     def _slated(self, k: int, true: int) -> bool:
@@ -176,37 +239,34 @@ class MocapEmulator:
         return tuple(45.0 * math.sin(2 * math.pi * (0.5 + 0.05 * c) * t + 2 * math.pi * c / n) for c in range(n))
 
     def _frame(self, k: int, true: int, spike: bool) -> bytes:
-        counter = (self.first_counter + k) % COUNTER_MOD
-        device_us = (self.timing.device_ns(true) - self.timing.origin_ns + BOOT_NS) // 1000
-        values = self._values(true, spike)
+        device_ns = self.timing.device_ns(true) - self.timing.origin_ns + BOOT_NS
+        frame = self.codec.encode(self.first_counter + k, device_ns, self._values(true, spike))
         n = k + 1
-        if self.protocol == "binary":
-            frame = encode_binary(counter, device_us, values)
-            if self.corrupt_every and n % self.corrupt_every == 0:
-                i = 16 + self._rng.randrange(4 * self.channels)  # inside the values: the CRC must fail
-                frame = frame[:i] + bytes([frame[i] ^ 0xFF]) + frame[i + 1:]
-                self.corrupted += 1
-            if self.garbage_every and n % self.garbage_every == 0:
-                junk = bytes(self._rng.choice(_JUNK) for _ in range(self._rng.randint(1, 40)))
-                self.garbage_bytes += len(junk)
-                frame = junk + frame
-        else:
-            frame = encode_csv(counter, device_us, values, self.csv_newline)
-            if self.corrupt_every and n % self.corrupt_every == 0:
-                fields = frame.split(b",")
-                c = 2 + self._rng.randrange(self.channels)
-                fields[c] = b"x" + fields[c][1:]
-                frame = b",".join(fields)
-                self.corrupted += 1
-            if self.garbage_every and n % self.garbage_every == 0:
-                junk = b"#\x00noise " + bytes(self._rng.randrange(32, 127) for _ in range(self._rng.randint(1, 30)))
-                junk = junk.replace(b",", b";") + self.csv_newline
-                self.garbage_bytes += len(junk)
-                self.garbage_lines += 1
-                frame = junk + frame
+        if frame and self.corrupt_every and n % self.corrupt_every == 0:
+            frame = self.codec.corrupt(frame, self._rng)
+            self.corrupted += 1
+        if frame and self.garbage_every and n % self.garbage_every == 0:
+            junk = self.codec.garbage(self._rng)
+            self.garbage_bytes += len(junk)
+            self.garbage_runs += 1
+            frame = junk + frame
         return frame
 
-    def _send(self, data: bytes) -> None:
+    def _answer(self) -> None:
+        """Reply to whatever the host sent (configuration, probes), as the device would."""
+        with self._lock:
+            if self._master < 0:
+                return
+            try:
+                request = os.read(self._master, 4096)
+            except (BlockingIOError, OSError):
+                return
+        if request:
+            reply = self.codec.respond(request)
+            if reply:
+                self._send(reply, frame=False)
+
+    def _send(self, data: bytes, frame: bool = True) -> None:
         with self._lock:
             if self._master < 0:
                 return
@@ -218,4 +278,4 @@ class MocapEmulator:
                 return  # closed under us (vanish); the thread ends on the next stop check
         if written < len(data):
             self.tx_overruns += 1  # nobody is reading: the tail is lost, as from a UART's full buffer
-        self.sent += 1
+        self.sent += frame

@@ -1,9 +1,12 @@
-"""Serial motion capture: frames from a serial port (USB-serial suit, sync box, pty emulator) via pyserial.
+"""Serial motion capture: frames from a serial port (USB-serial suit or IMU, pty emulator) via pyserial.
 
 A reader thread reads whatever bytes are waiting, feeds them to the protocol's parser and hands each frame
 on as a `Sample`: `host_ns` is when the read that completed the frame returned, `device_ns` is the
-device's own clock (its µs field × 1000; the recorder maps it onto the host clock), `seq` its counter.
+device's own clock in ns, unwrapped (the recorder maps it onto the host clock), `seq` and the stored
+counter its frame counter, unwrapped too (see serial_time.FrameClock). A port that stays silent for
+SILENCE_S once streaming is a device failure: the recorder logs a fault and the other streams go on.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,9 +22,11 @@ from ..errors import DeviceError
 from ..records import MocapFrame, Sample
 from ..rig import StreamSpec
 from .base import ThreadedDevice
-from .serial_protocols import FrameParser, make_parser
+from .serial_protocols import FrameParser, channel_names, make_parser, protocol_module
+from .serial_time import FrameClock
 
 READ_TIMEOUT_S = 0.05  # how long a read waits for the first byte; bounds how fast stop() returns
+SILENCE_S = 2.0        # no byte for this long: the device stopped answering
 
 
 def _errno(e: BaseException | None) -> int | None:
@@ -59,10 +64,10 @@ class SerialMocap(ThreadedDevice):
         self.port: str = port if port is not None else s["port"]
         self.baudrate: int = s["baudrate"]
         self.protocol: str = s["protocol"]
-        self.channels: int = s["channels"]
         self.rate: float = s["rate"]
-        self.channel_names = [f"ch{i:02d}" for i in range(self.channels)]
-        self._parser: FrameParser = make_parser(self.protocol, self.channels)
+        self.channel_names = channel_names(s)
+        self.channels = len(self.channel_names)
+        self._parser: FrameParser = make_parser(s)
         self._serial: serial.Serial | None = None
         self.bytes_read = 0
 
@@ -74,6 +79,13 @@ class SerialMocap(ThreadedDevice):
             self._serial = serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as e:
             raise DeviceError(f"{self.spec.name}: cannot open serial port {self.port}: {_reason(e)}") from None
+        configure = getattr(protocol_module(self.protocol), "configure", None)
+        if configure is not None:
+            try:
+                configure(self._serial, self.spec.settings, self.spec.name)
+            except BaseException:
+                self.close()
+                raise
 
     def start(self) -> None:
         if self._producer is not None:
@@ -87,12 +99,14 @@ class SerialMocap(ThreadedDevice):
         except (serial.SerialException, OSError) as e:
             raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
         # a device that was already streaming is cut mid-line by the flush
-        self._parser = make_parser(self.protocol, self.channels, skip_partial=pending > 0)
+        self._parser = make_parser(self.spec.settings, skip_partial=pending > 0)
         self._start_producer(self._run)
 
     def _run(self, stop: Any) -> None:
         ser, parser, put = self._serial, self._parser, self._buffer.put
         assert ser is not None
+        clock = FrameClock(parser, self.rate)
+        last_byte = now_ns()
         while not stop.is_set():
             try:
                 data = ser.read(max(1, ser.in_waiting))
@@ -100,13 +114,17 @@ class SerialMocap(ThreadedDevice):
                 if stop.is_set():
                     return
                 raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
-            if not data:
-                continue
             host = now_ns()
+            if not data:
+                if host - last_byte > SILENCE_S * 1e9:
+                    raise DeviceError(f"{self.spec.name}: no data from serial port {self.port} "
+                                      f"for {SILENCE_S:g} s: the device stopped answering")
+                continue
+            last_byte = host
             self.bytes_read += len(data)
             for f in parser.feed(data):
-                put(Sample(host_ns=host, device_ns=f.device_us * 1000,
-                           payload=MocapFrame(f.counter, f.values), seq=f.counter))
+                counter, device_ns = clock(f)
+                put(Sample(host_ns=host, device_ns=device_ns, payload=MocapFrame(counter, f.values), seq=counter))
 
     def close(self) -> None:
         self.stop()

@@ -11,12 +11,28 @@ Parsers are fed whatever bytes arrive, in chunks of any size, and return the fra
 never raise on bad input: corruption is skipped, counted and the parser resynchronises, so a frame that
 starts inside a damaged region is still found. The frames returned do not depend on how the bytes were
 split into chunks, and the internal buffer never holds more than one frame or line.
+
+Every protocol (these two, and the device families in `protocol_xsens` and `protocol_vectornav`) is a
+module with the same face, found through `protocol_module(name)`:
+
+- `make_parser(settings, *, skip_partial=False) -> FrameParser` — settings are the stream's rig settings;
+- `channel_names(settings) -> list[str]` — the value columns its frames carry, in order;
+- optionally `check_settings(settings) -> tuple[str, str] | None` — (rig key, problem) for `rig check`;
+- optionally `configure(port, settings, stream) -> None` — set the device up after the port opens
+  (raises DeviceError);
+- optionally `probe(port) -> bool` — a harmless question that tells whether a port speaks it;
+- optionally `emulator_codec(settings) -> EmulatorCodec` — how its pty emulator writes frames.
+
+A `Frame` carries the device's counter and time *as sent* (they may wrap: `FrameParser.counter_wrap`,
+`FrameParser.time_wrap_ns`); the serial driver unwraps them (`serial_time.FrameClock`).
 """
 from __future__ import annotations
 
 import binascii
+import importlib
+import random
 import struct
-from typing import NamedTuple, Protocol
+from typing import Any, Mapping, NamedTuple, Protocol, Sequence
 
 MAGIC = b"\xa5\x5a"
 VERSION = 1
@@ -30,8 +46,8 @@ _VALUES: dict[int, struct.Struct] = {}  # N -> "<Nf", compiled once per channel 
 
 
 class Frame(NamedTuple):
-    counter: int
-    device_us: int
+    counter: int | None       # the device's frame counter as sent; None when the protocol has none
+    device_ns: int | None     # the device's clock as sent, in ns; None when the frame carries no time
     values: tuple[float, ...]
 
 
@@ -68,6 +84,8 @@ def encode_csv(counter: int, device_us: int, values: tuple[float, ...] | list[fl
 
 
 class FrameParser(Protocol):
+    counter_wrap: int             # the counter counts modulo this
+    time_wrap_ns: int | None      # the device time wraps at this (None: never in practice)
     frames: int
     crc_errors: int
     parse_errors: int
@@ -84,6 +102,9 @@ class FrameParser(Protocol):
 class _Counters:
     """What both parsers count. A counter gap is any discontinuity of the device counter (lost frames,
     a repeat or a device reset); `frames_missed` adds up the frames skipped by forward jumps."""
+
+    counter_wrap = COUNTER_MOD
+    time_wrap_ns: int | None = None
 
     def __init__(self, channels: int | None) -> None:
         if channels is not None and not 1 <= channels <= MAX_CHANNELS:
@@ -103,15 +124,18 @@ class _Counters:
         """Bytes held back waiting for the rest of a frame or line."""
         return len(self._buf)
 
-    def _track(self, counter: int) -> None:
+    def _track(self, counter: int | None) -> None:
         self.frames += 1
+        if counter is None:
+            return
         last, self._last = self._last, counter
         if last is None:
             return
-        step = (counter - last) % COUNTER_MOD
+        wrap = self.counter_wrap
+        step = (counter - last) % wrap
         if step != 1:
             self.counter_gaps += 1
-            if 1 < step < COUNTER_MOD // 2:  # forward jump; otherwise a repeat or a counter reset
+            if 1 < step < wrap // 2:  # forward jump; otherwise a repeat or a counter reset
                 self.frames_missed += step - 1
 
     def stats(self) -> dict[str, int]:
@@ -169,7 +193,7 @@ class BinaryParser(_Counters):
                 self.bytes_skipped += 1
                 pos += 1
                 continue
-            out.append(Frame(counter, device_us, _values_struct(n).unpack_from(buf, pos + _HEAD_END)))
+            out.append(Frame(counter, device_us * 1000, _values_struct(n).unpack_from(buf, pos + _HEAD_END)))
             self._track(counter)
             pos += size
         del buf[:pos]
@@ -245,16 +269,52 @@ class CsvParser(_Counters):
             return None
         if not 0 <= counter < COUNTER_MOD or len(values) > MAX_CHANNELS:
             return None
-        return Frame(counter, device_us, values)
+        return Frame(counter, device_us * 1000, values)
 
 
-PROTOCOLS = ("binary", "csv")
+# protocol name -> module (imported on use)
+PROTOCOLS: dict[str, str] = {
+    "binary": "improvcap.devices.serial_protocols",
+    "csv": "improvcap.devices.serial_protocols",
+    "xsens": "improvcap.devices.protocol_xsens",
+    "vectornav": "improvcap.devices.protocol_vectornav",
+}
 
 
-def make_parser(protocol: str, channels: int | None = None, *, skip_partial: bool = False) -> FrameParser:
-    """A fresh parser for `protocol` ("binary" or "csv"). `skip_partial` only matters for csv."""
+def protocol_module(protocol: str) -> Any:
+    """The module that speaks `protocol` (see the module docstring for its face)."""
+    try:
+        return importlib.import_module(PROTOCOLS[protocol])
+    except KeyError:
+        raise ValueError(f"unknown serial protocol {protocol!r} (expected {', '.join(PROTOCOLS)})") from None
+
+
+def make_parser(settings: Mapping[str, Any], *, skip_partial: bool = False) -> FrameParser:
+    """A fresh parser for a stream's settings (`protocol`, `channels`)."""
+    protocol = settings["protocol"]
     if protocol == "binary":
-        return BinaryParser(channels)
+        return BinaryParser(settings.get("channels"))
     if protocol == "csv":
-        return CsvParser(channels, skip_partial=skip_partial)
-    raise ValueError(f"unknown mocap protocol {protocol!r} (expected {', '.join(PROTOCOLS)})")
+        return CsvParser(settings.get("channels"), skip_partial=skip_partial)
+    return protocol_module(protocol).make_parser(settings, skip_partial=skip_partial)
+
+
+def channel_names(settings: Mapping[str, Any]) -> list[str]:
+    if settings["protocol"] in ("binary", "csv"):
+        return [f"ch{i:02d}" for i in range(settings["channels"])]
+    return protocol_module(settings["protocol"]).channel_names(settings)
+
+
+class EmulatorCodec(Protocol):
+    """How a pty emulator speaks a protocol (see mocap_emulator). `device_ns` is the device clock since its
+    boot; the codec converts it (and the counter) into the protocol's units and wraps."""
+
+    has_counter: bool       # frames carry a counter (else the truth comes from device time)
+
+    def encode(self, counter: int, device_ns: int, values: Sequence[float]) -> bytes: ...
+
+    def corrupt(self, frame: bytes, rng: random.Random) -> bytes: ...     # a damaged copy its check rejects
+
+    def garbage(self, rng: random.Random) -> bytes: ...                   # junk between frames
+
+    def respond(self, request: bytes) -> bytes: ...                       # reply to bytes from the host
