@@ -76,6 +76,9 @@ class VideoWriter:
         formats = [f.name for f in (stream.codec_context.codec.video_formats or ())]
         stream.pix_fmt = "yuv420p" if not formats or "yuv420p" in formats else formats[0]
         stream.codec_context.time_base = TIME_BASE
+        # A keyframe every second (x264's default is 250 frames): a file cut by a crash decodes from at
+        # most a second before its end, and a slate check decodes under a second of lead-in.
+        stream.codec_context.gop_size = max(1, round(float(fps)))
         # One encoder thread per camera when it easily keeps up (fast presets, up to 1080p30): measured
         # 3-7 % less CPU than x264's own threads here, no frame delay, and several cameras still spread
         # over the cores. Bigger or slower encodes keep PyAV's default: x264 slice threads, auto count.
