@@ -133,16 +133,22 @@ def video_luma(mkv: Path, threads: int = 0, window: tuple[int, int] | None = Non
     and stop after last_pts; frames outside are decoded (later frames need them) but not measured, and
     frames without a pts are left out.
     """
+    return video_luma_windows(mkv, threads, [window] if window is not None else None)[0]
+
+
+def video_luma_windows(mkv: Path, threads: int = 0, windows: Sequence[tuple[int, int]] | None = None,
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """video_luma for each of several pts windows (or the whole file when None), opening the file once."""
     mkv = Path(mkv)
-    pts: list[int] = []
-    luma: list[float] = []
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    count = 1 if windows is None else len(windows)
     try:
         container = av.open(str(mkv))
     except av.EOFError:
-        return np.zeros(0, np.int64), np.zeros(0)  # a header and no frames
+        return [empty] * count  # a header and no frames
     except (av.FFmpegError, OSError) as e:
         if mkv.is_file() and mkv.stat().st_size == 0:
-            return np.zeros(0, np.int64), np.zeros(0)  # created, never written
+            return [empty] * count  # created, never written
         raise TakeError(f"{mkv}: cannot read video: {getattr(e, 'strerror', None) or e}") from None
     with container:
         if not container.streams.video:
@@ -154,27 +160,38 @@ def video_luma(mkv: Path, threads: int = 0, window: tuple[int, int] | None = Non
         ctx.thread_type = "AUTO"
         ctx.thread_count = threads
         step = max(1, VIDEO_SUBSAMPLE >> int(options.get("lowres", 0)))
-        if window is not None:
+        if windows is None:
+            return [_luma_series(container, stream, None, step)]
+        out = []
+        for window in windows:
             try:
                 container.seek(int(window[0]), stream=stream, backward=True, any_frame=False)
             except av.FFmpegError:
                 pass  # no index to seek with (a crashed take): decode from where the demuxer stands
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.InvalidDataError:
-                    continue  # one damaged packet (e.g. the torn end of a crashed take)
-                for frame in frames:
-                    if window is not None:
-                        if frame.pts is None or frame.pts < window[0]:
-                            continue
-                        if frame.pts > window[1]:
-                            return np.asarray(pts, np.int64), np.asarray(luma, np.float64)
-                    pts.append(-1 if frame.pts is None else int(frame.pts))
-                    luma.append(_luma_mean(frame, step))
-        except av.FFmpegError:
-            pass  # demuxing stops at a truncated tail; what came before stands
+            out.append(_luma_series(container, stream, window, step))
+        return out
+
+
+def _luma_series(container: Any, stream: Any, window: tuple[int, int] | None, step: int,
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    pts: list[int] = []
+    luma: list[float] = []
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                continue  # one damaged packet (e.g. the torn end of a crashed take)
+            for frame in frames:
+                if window is not None:
+                    if frame.pts is None or frame.pts < window[0]:
+                        continue
+                    if frame.pts > window[1]:
+                        return np.asarray(pts, np.int64), np.asarray(luma, np.float64)
+                pts.append(-1 if frame.pts is None else int(frame.pts))
+                luma.append(_luma_mean(frame, step))
+    except av.FFmpegError:
+        pass  # demuxing stops at a truncated tail; what came before stands
     return np.asarray(pts, np.int64), np.asarray(luma, np.float64)
 
 
@@ -225,11 +242,12 @@ def _detect_video_windows(mkv: Path, rows: dict[str, np.ndarray], windows: Seque
     t_ns, table_pts = rows["t_ns"], rows["pts"]
     row_by_pts = {int(p): i for i, p in enumerate(table_pts.tolist())}
     onsets: list[Onset] = []
+    pts_windows = []
     for a, b in merge_windows(windows):
         inside = np.flatnonzero((t_ns >= a) & (t_ns <= b))
-        if not len(inside):
-            continue
-        frame_pts, luma = video_luma(mkv, threads, (int(table_pts[inside].min()), int(table_pts[inside].max())))
+        if len(inside):
+            pts_windows.append((int(table_pts[inside].min()), int(table_pts[inside].max())))
+    for frame_pts, luma in video_luma_windows(mkv, threads, pts_windows) if pts_windows else []:
         known = [k for k, p in enumerate(frame_pts.tolist()) if p in row_by_pts]
         row_of = [row_by_pts[int(frame_pts[k])] for k in known]
         for i, s in luma_onsets(luma[known]):
@@ -305,7 +323,8 @@ def audio_candidates(wav: Path, samplerate: float, windows: Sequence[tuple[int, 
         n_blocks = n_hops // AUDIO_BLOCK_HOPS
         if n_blocks < AUDIO_MIN_BG_BLOCKS:
             continue  # too short to have a background
-        energy = np.square(y[: n_hops * hop]).reshape(n_hops, hop, channels).mean(axis=1)  # (hops, channels)
+        hops = y[: n_hops * hop].reshape(n_hops, hop, channels)
+        energy = np.einsum("ijk,ijk->ik", hops, hops) / hop  # (hops, channels): mean square, one pass
         blocks = energy[: n_blocks * AUDIO_BLOCK_HOPS].reshape(n_blocks, AUDIO_BLOCK_HOPS, channels).mean(axis=1)
         # bg[b]: median of the blocks before block b (AUDIO_BG_BLOCKS of them; fewer at the file's start)
         bg = np.full((n_hops // AUDIO_BLOCK_HOPS + 1, energy.shape[1]), np.nan, np.float64)
