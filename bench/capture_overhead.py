@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 GRAPH = "testsrc2=size=1280x720:rate=30"

@@ -46,13 +46,12 @@ _K_HIGH = 24.0  # minima this many lower-quartile gaps above the envelope are co
 _MIN_SCALE_NS = 1_000.0  # floor for the spreads and gaps above (jitter-free data has none)
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One stretch of a device clock without resets: rows [start, stop) of the fitted arrays."""
+class DeviceLine:
+    """A device→host clock line: host = device + offset_ns + (device - ref_device_ns) × beta. Mixed into the
+    dataclasses that carry those three fields (a clock segment here, a round-trip fit in roundtrip.py)."""
 
-    start: int
-    stop: int
-    offset_ns: int  # host - device at ref_device_ns, on the lower envelope
+    __slots__ = ()
+    offset_ns: int  # host - device at ref_device_ns
     drift_ppm: float  # device clock rate error: > 0 runs fast
     ref_device_ns: int
 
@@ -70,6 +69,17 @@ class Segment:
 
     def map_one(self, device_ns: int) -> int:
         return int(device_ns) + self.offset_ns + round((int(device_ns) - self.ref_device_ns) * self.beta)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment(DeviceLine):
+    """One stretch of a device clock without resets: rows [start, stop) of the fitted arrays."""
+
+    start: int
+    stop: int
+    offset_ns: int  # host - device at ref_device_ns, on the lower envelope
+    drift_ppm: float  # device clock rate error: > 0 runs fast
+    ref_device_ns: int
 
     def as_dict(self) -> dict:
         return {"start": self.start, "stop": self.stop, "offset_ns": self.offset_ns,

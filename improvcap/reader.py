@@ -25,7 +25,8 @@ from .writers.wav import read_wav, wav_info
 
 REBUILD_HINT = "rebuild it with improvcap.sync.build_sync(take_dir, manifest)"
 _TIME_COLUMNS = ("index", "t_ns", "device_ns", "host_ns", "counter")
-_FILES = {"camera": (".mkv", ".frames.csv"), "audio": (".wav", ".blocks.csv"), "mocap": (".csv",)}
+_FILES = {"camera": (".mkv", ".frames.csv"), "audio": (".wav", ".blocks.csv"), "mocap": (".csv",),
+          "sync": (".roundtrips.csv", ".csv")}
 
 
 @dataclass(frozen=True)
@@ -279,10 +280,11 @@ class Take:
                stop_tick: int | None = None) -> Iterator[Bundle]:
         """Bundles for the ticks start_tick <= tick < stop_tick, lazily, in constant memory.
 
-        `streams` picks streams by name (default: every stream, the master camera included).
+        `streams` picks streams by name (default: every stream, the master camera included, but a sync box:
+        its pulses are not in sync.csv; `frame_times` gives their t_ns).
         `video_format` is any PyAV pixel format ("rgb24", "bgr24", "gray", ...).
         """
-        wanted = list(self.streams) if streams is None else list(streams)
+        wanted = [n for n, s in self.streams.items() if s.kind != "sync"] if streams is None else list(streams)
         for name in wanted:
             self._stream(name)  # an unknown name fails here, not at the first bundle
         return self._walk(wanted, video_format, start_tick, stop_tick)

@@ -74,7 +74,8 @@ def _queue_depth(spec: StreamSpec) -> int:
     """Writer queue depth: the rig's `queue`, else DEFAULT_QUEUE_S seconds of records."""
     if spec["queue"]:
         return int(spec["queue"])
-    per_second = 100.0 if spec.kind == "audio" else spec.nominal_rate  # audio: ~10 ms blocks
+    # audio: ~10 ms blocks; a sync box: its pulses and its round trips
+    per_second = 100.0 if spec.kind == "audio" else spec.nominal_rate + spec.get("query_hz", 0.0)
     return max(8, int(DEFAULT_QUEUE_S * per_second))
 
 
@@ -269,6 +270,8 @@ class _StreamRunner:
     def _pump(self) -> None:
         device, clock, latency = self.device, self.clock, self.spec.latency_ns
         own_clock, stamped_on_host = self.domain == "device", self.domain == "host"
+        # a sync box maps its own stamps, with the fit of its query round trips
+        fitted = getattr(device, "to_host") if self.domain == "roundtrip" else None
         while not self._stop.is_set():
             try:
                 sample = device.read(READ_TIMEOUT)
@@ -280,7 +283,9 @@ class _StreamRunner:
                 return
             if sample is None:
                 continue
-            if own_clock:
+            if fitted is not None:
+                t_host = fitted(sample.device_ns)
+            elif own_clock:
                 # Audio blocks arrive after their last sample: pair the arrival with the block's end.
                 clock.observe(sample.device_ns + round(sample.count * self._device_period_ns), sample.host_ns)
                 t_host = clock.to_host(sample.device_ns)
@@ -425,7 +430,30 @@ class Recorder:
         return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event)
 
     def slate(self, delay_s: float = 0.0) -> int:
-        """Ask every device to render a slate `delay_s` from now; returns its t_ns (or host ns when idle)."""
+        """Slate `delay_s` from now; returns its t_ns (or host ns when idle).
+
+        With a sync box in the rig, the box fires its LED and beep (what real cameras and microphones see
+        and hear) and the fire time it confirms, mapped by its round-trip fit, is the slate's time: in
+        events.csv (stream = the box) and for every other device's slate() (demo twins render it).
+        Without a box, or when it does not confirm (a fault), every device renders a slate at that host time.
+        """
+        box = next((r for r in self.runners if r.spec.kind == "sync" and r.fault is None), None)
+        if box is not None:
+            time.sleep(max(0.0, delay_s))
+            delay_s = 0.0
+            try:
+                fire = box.device.fire_slate()  # type: ignore[attr-defined]
+            except DeviceError as e:
+                t = now_ns() - (self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else 0)
+                self._event(Event(t, "fault", box.spec.name, f"slate not fired: {e}"))
+            else:
+                at = fire.host_ns - box.spec.latency_ns
+                for runner in self.runners:
+                    if runner is not box:
+                        runner.device.slate(at)
+                t = at - self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else at
+                self._event(Event(t, "slate", box.spec.name, f"box ticks={fire.ticks} id={fire.id}"))
+                return t
         at = now_ns() + int(delay_s * 1e9)
         for runner in self.runners:
             runner.device.slate(at)

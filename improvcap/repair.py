@@ -43,15 +43,15 @@ from . import __version__
 from . import take as takefmt
 from .errors import ImprovcapError, TakeError, UsageError
 from .retime import refit_stream
-from .rig import KINDS, NAME_RE, nominal_rate
+from .rig import KINDS, NAME_RE, RATE_KEY, nominal_rate
 from .sync import build_sync
 from .timeline import read_table, stream_table
 from .writers.wav import repair_wav_header, wav_info
 
 REPAIRABLE = ("recording", "interrupted")
-TABLE_SUFFIX = {"camera": ".frames.csv", "audio": ".blocks.csv", "mocap": ".csv"}
+TABLE_SUFFIX = {"camera": ".frames.csv", "audio": ".blocks.csv", "mocap": ".csv", "sync": ".csv"}
 MEDIA_SUFFIX = {"camera": ".mkv", "audio": ".wav"}
-UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows"}
+UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows", "sync": "pulses"}
 # hidden temporaries: repair's own, the final refit's, take.json's and sync.csv's atomic writes
 TEMPORARY = re.compile(r"^\..+\.(repair|retime)$|^\.take\.json\.(\d+\.)?tmp$|^\.sync\.csv\.\d+\.tmp$")
 TAIL_BYTES = 1 << 20
@@ -114,8 +114,9 @@ def load_manifest(take: Path) -> dict[str, Any]:
         if not isinstance(name, str) or not NAME_RE.match(name) or name in seen:
             raise bad(f"unsafe or duplicate stream name {name!r}")
         seen.add(name)
-        key = {"camera": "fps", "audio": "samplerate", "mocap": "rate"}[spec["kind"]]
-        if not _positive(spec.get(key)) or not isinstance(spec.get("latency_ms", 0.0), (int, float)):
+        key = RATE_KEY[spec["kind"]]
+        usable = _positive(spec.get(key)) or (spec["kind"] == "sync" and spec.get(key) == 0)  # 0: no pulses
+        if not usable or not isinstance(spec.get("latency_ms", 0.0), (int, float)):
             raise bad(f"stream {name}: no usable {key} or latency_ms")
     if rig.get("master") is not None and rig.get("master") not in seen:
         raise bad(f"master {rig.get('master')!r} is not a stream")
@@ -156,7 +157,8 @@ class _Repair:
         for stream in self.streams:
             try:
                 self._check_files(stream)
-                {"camera": self._camera, "audio": self._audio, "mocap": self._mocap}[stream.kind](stream)
+                {"camera": self._camera, "audio": self._audio, "mocap": self._mocap,
+                 "sync": self._sync_box}[stream.kind](stream)
             except Exception as e:  # one stream's damage must not stop the repair of the others
                 stream.fault = _reason(e)
                 self.actions.append(f"{stream.name}: left as found: {stream.fault}")
@@ -271,10 +273,19 @@ class _Repair:
         names = header[5:]
         stream.device.update({"channels": len(names), "channel_names": names})
 
+    # sync box -------------------------------------------------------------------------------------
+    def _sync_box(self, stream: _Stream) -> None:
+        """Pulses and round trips: torn rows dropped. The box's clock is refitted from the round trips."""
+        self._drop_torn_rows(self._table(stream), stream)
+        roundtrips = self.take / f"{stream.name}.roundtrips.csv"
+        if roundtrips.is_symlink() or not roundtrips.is_file():
+            raise _StreamFault(f"{roundtrips.name} is missing")
+        self._drop_torn_rows(roundtrips, None)
+
     # ground truth ---------------------------------------------------------------------------------
     def _truth_rows(self) -> None:
         """`<stream>.truth.csv`: torn rows dropped, and rows of records the stream no longer has."""
-        key = {"camera": "index", "audio": "first_sample", "mocap": "index"}
+        key = {"camera": "index", "audio": "first_sample", "mocap": "index", "sync": "index"}
         for stream in self.streams:
             truth = self.take / f"{stream.name}.truth.csv"
             if stream.fault is not None or not truth.is_file() or truth.is_symlink():
@@ -321,12 +332,12 @@ class _Repair:
             step_ns = int(round(int(frames[-1]) * 1e9 / rate)) if len(frames) else 0  # the last block
         else:
             count = len(table["t_ns"])
-            if stream.kind == "mocap":
+            if stream.kind in ("mocap", "sync"):  # a sync box's counter is its pulse count
                 dropped = counter_gaps(table["counter"])
             else:
                 seq = read_table(self._table(stream), columns=("seq",))["seq"]
                 dropped = counter_gaps(seq) if seq.any() else time_gaps(table["t_ns"], 1e9 / rate)
-            step_ns = int(round(1e9 / rate))
+            step_ns = int(round(1e9 / rate)) if rate > 0 else 0  # a sync box without trigger pulses
         return {"count": count, "dropped": dropped, "_step_ns": step_ns}
 
     def _sync(self, streams: dict[str, Any]) -> dict[str, Any] | None:
@@ -425,6 +436,8 @@ class _Repair:
             "first_t_ns": None, "last_t_ns": None, "state": "ok", "fault": None,
         }
         names = [f"{s.name}{TABLE_SUFFIX[s.kind]}", f"{s.name}.truth.csv"]
+        if s.kind == "sync":
+            names.insert(1, f"{s.name}.roundtrips.csv")
         if s.kind in MEDIA_SUFFIX:
             names.insert(0, f"{s.name}{MEDIA_SUFFIX[s.kind]}")
         present = [n for n in names if (self.take / n).exists()]
@@ -769,8 +782,10 @@ def audio_gaps(device_ns: np.ndarray, frames: np.ndarray, samplerate: float) -> 
 def _clock_domain(spec: dict[str, Any], old: dict[str, Any]) -> str:
     """Where a stream's device_ns came from (see retime): what the device described, else from its driver."""
     described = (old.get("device") or {}).get("clock") if isinstance(old.get("device"), dict) else None
-    if described in ("device", "host", "arrival"):
+    if described in ("device", "host", "arrival", "roundtrip"):
         return described
+    if spec["kind"] == "sync":
+        return "roundtrip"
     source = str(spec.get("source", ""))
     if spec["kind"] == "camera" and spec["driver"] == "ffmpeg":
         return "host" if source.startswith("/dev/video") else "device"

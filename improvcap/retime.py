@@ -7,7 +7,8 @@ allows, and the raw columns stay, so a take can always be refitted again.
 
 Clock domains (a device's `describe()["clock"]`): `device` — its own clock, fitted to host arrivals;
 `host` — its stamps already are the host's monotonic clock (V4L2 buffer times); `arrival` — no clock,
-stamped on arrival. Every domain then has its calibrated `latency_ms` subtracted.
+stamped on arrival; `roundtrip` — a sync box's clock, fitted from the round trips in
+`<stream>.roundtrips.csv` (improvcap.roundtrip). Every domain then has its calibrated `latency_ms` subtracted.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .clockfit import fit_clock
+from .roundtrip import fit_roundtrips_file
 from .rig import nominal_rate
 from .timeline import stream_table
 
@@ -57,7 +59,8 @@ def rewrite_t_ns(path: Path, t_ns: np.ndarray) -> None:
 def retime_stream(take_dir: Path, name: str, kind: str, domain: str, *, latency_ns: int, t0_host_ns: int,
                   nominal_rate: float) -> dict[str, Any]:
     """Fit one stream's clock, rewrite its t_ns, return its `clock` entry for take.json."""
-    path = take_dir / {"camera": f"{name}.frames.csv", "audio": f"{name}.blocks.csv", "mocap": f"{name}.csv"}[kind]
+    path = take_dir / {"camera": f"{name}.frames.csv", "audio": f"{name}.blocks.csv", "mocap": f"{name}.csv",
+                       "sync": f"{name}.csv"}[kind]
     table = stream_table(take_dir, name, kind, time_only=True)
     device, host = table["device_ns"], table["host_ns"]
     if kind == "audio":
@@ -67,9 +70,14 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: str, *, latency_
     else:
         device_end = device
     entry: dict[str, Any] = {"domain": domain, "latency_ns": latency_ns, "rows": int(len(device))}
+    if domain == "roundtrip":  # a sync box: fitted from its round trips, pulses or not (roundtrip.py)
+        rt_fit = fit_roundtrips_file(take_dir / f"{name}.roundtrips.csv")
+        entry.update(rt_fit.as_dict())
     if len(device) == 0:
         return entry
-    if domain == "device":
+    if domain == "roundtrip":
+        t_ns = rt_fit.map(device) - latency_ns  # the round trips' host times are since t0 already
+    elif domain == "device":
         fit = fit_clock(device_end, host)
         t_ns = fit.apply(device) - latency_ns
         entry.update(fit.as_dict())

@@ -16,15 +16,16 @@ from typing import Any, Callable
 from .errors import RigError
 
 SHIPPED_RIGS = Path(__file__).parent / "rigs"
-KINDS = ("camera", "audio", "mocap")
+KINDS = ("camera", "audio", "mocap", "sync")
 SERIAL_PROTOCOLS = ("binary", "csv", "xsens", "vectornav")  # devices.serial_protocols.PROTOCOLS
 DRIVERS = {
     "camera": ("demo", "opencv", "ffmpeg"),
     "audio": ("demo", "portaudio"),
     "mocap": ("demo", "serial"),
+    "sync": ("demo", "serial"),
 }
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RATE_KEY = {"camera": "fps", "audio": "samplerate", "mocap": "rate"}
+RATE_KEY = {"camera": "fps", "audio": "samplerate", "mocap": "rate", "sync": "trigger_fps"}  # sync: 0 = no pulses
 
 
 def nominal_rate(kind: str, settings: dict[str, Any]) -> float:
@@ -169,6 +170,11 @@ _DEMO_CAMERA: dict[str, tuple[Check, Any]] = {
     "pose": (_numbers(6, -1e6, 1e6), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # rx ry rz (Rodrigues), tx ty tz (mm)
     "center_offset_px": (_numbers(2, -100_000, 100_000), [0.0, 0.0]),  # principal point from the image centre
 }
+# A demo mocap device can start its counter and clock anywhere, e.g. just before they wrap.
+_DEMO_MOCAP: dict[str, tuple[Check, Any]] = {
+    "first_counter": (_number(0, 2**63, integer=True), 0),  # the counter of the first frame
+    "uptime_s": (_number(60, 1e9), 100.0),  # the device clock when streaming starts (s since its boot)
+}
 _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "camera": {
         "driver": (_string(DRIVERS["camera"]), REQUIRED),
@@ -201,6 +207,13 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "channels": (_number(1, 255, integer=True), 24),    # binary, csv; the others' come from `outputs`
         "outputs": (_strings(), []),        # xsens, vectornav: the data fields each frame carries, in order
         "configure": (_boolean, False),     # xsens: set the device's outputs and rate on open
+    },
+    "sync": {  # a sync box (devices.protocol_syncbox): trigger pulses, LED + beep slates, clock queries
+        "driver": (_string(DRIVERS["sync"]), REQUIRED),
+        "port": (_string(), ""),
+        "baudrate": (_number(50, 20_000_000, integer=True), 115200),
+        "trigger_fps": (_number(0, 10_000), 0.0),            # camera trigger pulses per second; 0: none
+        "query_hz": (_number(1, 1000), 20.0),                # clock round trips per second
     },
 }
 
@@ -258,6 +271,8 @@ def parse_rig(text: str, path: Path) -> Rig:
         tables = doc.get(kind, [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise fail(kind, f"expected [[{kind}]] tables")
+        if kind == "sync" and len(tables) > 1:
+            raise fail("sync[1]", f"at most one sync box per rig ({len(tables)} [[sync]] tables)")
         for i, table in enumerate(tables):
             spec = _parse_stream(kind, i, table, fail)
             if spec.name in seen:
@@ -283,6 +298,8 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
         schema.update(_DEMO)
         if kind == "camera":
             schema.update(_DEMO_CAMERA)
+        elif kind == "mocap":
+            schema.update(_DEMO_MOCAP)
     label = f"{kind}[{i}]"
     for key in table:
         if key not in schema:
@@ -297,16 +314,33 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
         if problem := check(table[key]):
             raise fail(f"{label}.{key}", problem)
         value = table[key]
+        # lists of numbers become floats; lists of names (mocap outputs) stay strings
         settings[key] = float(value) if isinstance(default, float) else \
-            [float(x) for x in value] if isinstance(default, list) else value
+            [x if isinstance(x, str) else float(x) for x in value] if isinstance(default, list) else value
     name, driver = settings.pop("name"), settings.pop("driver")
-    if kind == "mocap" and driver == "serial" and not settings["port"]:
+    if kind in ("mocap", "sync") and driver == "serial" and not settings["port"]:
         raise fail(f"{label}.port", "missing (a serial device such as /dev/ttyUSB0)")
     if kind == "mocap":
         _check_protocol(settings, table, label, fail)
+    if kind == "sync":
+        _check_sync(settings, label, fail)
     if kind == "camera" and driver in ("opencv", "ffmpeg") and settings["source"] == "":
         raise fail(f"{label}.source", f"missing (the {driver} driver needs a device, file or URL)")
     return StreamSpec(kind=kind, name=name, driver=driver, settings=settings)
+
+
+def _check_sync(settings: dict[str, Any], label: str, fail: Callable[[str, str], RigError]) -> None:
+    """A trigger period the box can be sent (whole µs in a u32), and messages the port can carry."""
+    fps = settings["trigger_fps"]
+    if 0 < fps < 0.001:
+        raise fail(f"{label}.trigger_fps", f"must be 0 (no pulses) or at least 0.001, got {fps!r}")
+    # box → host, 8N1: a pulse message is 17 bytes, a query's reply 19 (devices.protocol_syncbox)
+    need = fps * 17 + settings["query_hz"] * 19
+    carries = settings["baudrate"] / 10
+    if need > 0.8 * carries:
+        raise fail(f"{label}.trigger_fps", f"{fps:g} pulses/s and {settings['query_hz']:g} queries/s need "
+                   f"{need:.0f} bytes/s, more than baudrate {settings['baudrate']} carries with headroom "
+                   f"({0.8 * carries:.0f} bytes/s); raise baudrate")
 
 
 def _check_protocol(settings: dict[str, Any], table: dict[str, Any], label: str,

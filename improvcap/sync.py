@@ -6,7 +6,8 @@ frames.csv index). A rig without cameras has no master; its ticks are then synth
 
 Columns: `tick,t_ns`, then per other stream in rig order: a camera or mocap stream gives
 `<name>_index,<name>_offset_ns` (its row index, and t_other - t_tick), an audio stream gives `<name>_sample`
-(the fractional sample index at t_tick, 3 decimals; empty outside the recorded samples).
+(the fractional sample index at t_tick, 3 decimals; empty outside the recorded samples). A sync box's
+trigger pulses are not media and get no columns.
 
 Matching rule for cameras and mocap (P = that stream's nominal period). A tick gets the stream's frame
 nearest to it in t_ns, with two limits:
@@ -42,7 +43,7 @@ from .timeline import AudioTimeline, stream_table
 
 SYNC_CSV = "sync.csv"
 SYNTHETIC_RATE = 30.0
-_RATE_KEY = {"camera": "fps", "audio": "samplerate", "mocap": "rate"}
+_RATE_KEY = {"camera": "fps", "audio": "samplerate", "mocap": "rate", "sync": "trigger_fps"}
 
 # One non-master stream for sync_table: (name, kind, nominal rate in Hz, its stream_table columns).
 # camera/mocap tables need "index" and "t_ns"; audio tables need "first_sample", "t_ns" and "frames".
@@ -228,7 +229,7 @@ def _inputs(take_dir: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.nd
     streams: list[StreamInput] = []
     for spec in manifest["rig"]["streams"]:
         name, kind = spec["name"], spec["kind"]
-        if name == master:
+        if name == master or kind == "sync":  # a sync box's pulses are timing, not media: not matched here
             continue
         if not _table_path(take_dir, name, kind).exists():
             continue  # a stream that never recorded has no columns

@@ -44,8 +44,9 @@ SLATE_AFTER_NS = 500_000_000       # ... to this long after it
 PROGRESS_EVERY = 16 << 20          # bytes between progress reports while hashing
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_KINDS = {"camera": (".mkv", ".frames.csv"), "audio": (".wav", ".blocks.csv"), "mocap": (".csv",)}
-_UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows"}
+_KINDS = {"camera": (".mkv", ".frames.csv"), "audio": (".wav", ".blocks.csv"), "mocap": (".csv",),
+          "sync": (".csv", ".roundtrips.csv")}
+_UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows", "sync": "pulses"}
 
 
 # --- small helpers ------------------------------------------------------------------------------------
@@ -598,6 +599,44 @@ class TakeCheck:
                                                   nominal), 4)
         self.intervals(name, t_ns)
 
+    def sync(self, name: str, entry: dict[str, Any]) -> None:
+        """A sync box: its pulse rows (pulse-count gaps) and the round trips its clock was fitted from."""
+        rel = f"{name}.csv"
+        table = stream_table(self.take, name, "sync", time_only=True)
+        self.tables[name] = table
+        t_ns, counter = table["t_ns"], table["counter"]
+        rows, count = len(t_ns), _int(entry.get("count"))
+        out = self.streams[name]
+        out["rows"] = rows
+        if rows != count:
+            self.f.fail(f"{name}: {rel} has {rows} rows, {MANIFEST} count {count}")
+        if not np.array_equal(table["index"], np.arange(rows)):
+            self.f.fail(f"{rel}: index column is not 0…{rows - 1} (rows removed or reordered)")
+        self.increasing(name, rel, t_ns)
+        step = (np.diff(counter) % (1 << 32)) if rows > 1 else np.zeros(0, np.int64)
+        missing = int((step[(step > 1) & (step < (1 << 31))] - 1).sum())
+        out["pulses_missed"] = missing
+        stats = _dict(entry.get("device_stats"))
+        errors = {k: stats[k] for k in ("crc_errors", "parse_errors") if _int(stats.get(k))}
+        if errors:
+            self.f.warn(f"{name}: serial line errors: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in errors.items()))
+        out["drops"] = self.report_drops(name, entry, missing, "pulse count gaps")
+        nominal = _num(entry.get("nominal_rate")) or 0.0  # 0: the box sent no trigger pulses
+        if nominal > 0:
+            out["measured_rate"] = _r(self.check_rate(name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
+                                                      nominal), 4)
+        trips = read_table(self.take / f"{name}.roundtrips.csv", columns=("host_send_ns", "host_recv_ns"))
+        rtt = trips["host_recv_ns"] - trips["host_send_ns"]
+        out["round_trips"] = len(rtt)
+        clock = _dict(entry.get("clock"))
+        if not len(rtt):
+            self.f.fail(f"{name}: {name}.roundtrips.csv has no round trips: the box's clock cannot be fitted")
+        elif clock.get("domain") != "roundtrip" or _num(clock.get("offset_ns")) is None:
+            self.f.fail(f"{name}: no round-trip clock fit in {MANIFEST}")
+        else:
+            out["rtt_median_ms"] = _r(float(np.median(rtt)) / 1e6, 4)
+        self.intervals(name, t_ns)
+
     def clock(self, name: str, entry: dict[str, Any]) -> None:
         clock = _dict(entry.get("clock"))
         out = self.streams[name]
@@ -609,7 +648,7 @@ class TakeCheck:
         resets = _int(clock.get("resets")) or 0
         out["resets"] = resets
         rows = out.get("rows") or 0
-        if domain == "device" and rows >= 2:
+        if domain in ("device", "roundtrip") and rows >= 2:
             limit = self.limits.max_drift_ppm
             if drift is None:
                 self.f.fail(f"{name}: no clock fit in {MANIFEST} (drift unknown)")
@@ -645,8 +684,8 @@ class TakeCheck:
             return
         tol = self.limits.slate_tolerance_ms * 1e6
         for name, table in self.tables.items():
-            if name in self.broken:
-                continue  # its media failed already; a slate search would only repeat that
+            if name in self.broken or self.kinds[name] == "sync":
+                continue  # its media failed already (a search would only repeat that), or it has none
             with self.f.check(f"{name}: slate detection"):
                 kind, t_ns = self.kinds[name], table["t_ns"]
                 entry = _dict(self.manifest["streams"][name])
@@ -696,8 +735,8 @@ class TakeCheck:
         inputs: list[StreamInput] = []
         for spec in specs:
             name = spec.get("name")
-            if name == master or name not in self.tables:
-                continue
+            if name == master or name not in self.tables or self.kinds[name] == "sync":
+                continue  # a sync box has no sync.csv columns (improvcap.sync)
             table = self.tables[name]
             kind = self.kinds[name]
             cols = {"first_sample": table["first_sample"], "t_ns": table["t_ns"], "frames": table["frames"]} \

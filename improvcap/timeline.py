@@ -54,6 +54,7 @@ TIME_COLUMNS = {
     "camera": ("index", "t_ns", "device_ns", "host_ns"),
     "audio": ("first_sample", "t_ns", "device_ns", "host_ns", "frames"),
     "mocap": ("index", "t_ns", "device_ns", "host_ns", "counter"),
+    "sync": ("index", "t_ns", "device_ns", "host_ns", "counter"),  # a sync box's trigger pulses
 }
 
 

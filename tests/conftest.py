@@ -13,7 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 # `pulse_server`: a PulseAudio daemon with a sine source, the tests' stand-in microphone
-pytest_plugins = ["pulse_audio"]
+# `bench`: serial device emulators on a pty read by the real serial driver (serial_bench.py)
+pytest_plugins = ["pulse_audio", "serial_bench"]
 
 
 @pytest.fixture(autouse=True)

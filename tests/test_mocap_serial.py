@@ -15,72 +15,25 @@ from improvcap.clock import now_ns
 from improvcap.devices import Device
 from improvcap.devices.mocap_demo import DemoMocap
 from improvcap.devices.mocap_emulator import BOOT_NS, SPIKE, MocapEmulator
-from improvcap.devices.mocap_serial import SerialMocap, list_serial_ports
+from improvcap.devices.mocap_serial import SerialMocap, list_serial_ports, probe_protocol
 from improvcap.errors import DeviceError
-from improvcap.records import Record, Sample
+from improvcap.records import Record
 from improvcap.rig import StreamSpec, parse_rig
 from improvcap.writers.mocap_csv import MocapWriter
 
+from serial_bench import collect, drain
+
 
 def mocap_spec(driver: str = "demo", **keys: object) -> StreamSpec:
-    keys = {"rate": 240, "channels": 24, **keys}
+    # binary and csv frames carry `channels` values; the other protocols' channels follow from their outputs
+    own_channels = keys.get("protocol", "binary") in ("binary", "csv")
+    keys = {"rate": 240, **({"channels": 24} if own_channels else {}), **keys}
     if driver == "serial":
         keys.setdefault("port", "/dev/null")
     body = "\n".join(f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
                      for k, v in keys.items())
     text = f'[rig]\nname = "t"\n[[mocap]]\nname = "suit"\ndriver = "{driver}"\n{body}\n'
     return parse_rig(text, Path("test.toml")).streams[0]
-
-
-def collect(device, seconds: float) -> list[Sample]:
-    out: list[Sample] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if (s := device.read(0.1)) is not None:
-            out.append(s)
-    return out
-
-
-def drain(device, quiet: float = 0.3) -> list[Sample]:
-    out: list[Sample] = []
-    while (s := device.read(quiet)) is not None:
-        out.append(s)
-    return out
-
-
-class Bench:
-    """An emulator on a pty read by SerialMocap, as a test fixture that always cleans up."""
-
-    def __init__(self, spec: StreamSpec, **emulator_options: object) -> None:
-        self.emulator = MocapEmulator(spec, **emulator_options)
-        self.driver = SerialMocap(spec, port=self.emulator.port_name)
-
-    def run(self, seconds: float) -> list[Sample]:
-        self.driver.open()
-        self.driver.start()
-        self.emulator.start()
-        samples = collect(self.driver, seconds)
-        self.emulator.stop()
-        samples += drain(self.driver)
-        self.driver.stop()
-        return samples
-
-    def close(self) -> None:
-        self.driver.close()
-        self.emulator.close()
-
-
-@pytest.fixture
-def bench():
-    benches: list[Bench] = []
-
-    def make(spec: StreamSpec, **options: object) -> Bench:
-        benches.append(Bench(spec, **options))
-        return benches[-1]
-
-    yield make
-    for b in benches:
-        b.close()
 
 
 def test_pty_passes_every_byte_unaltered() -> None:
@@ -242,7 +195,8 @@ def test_list_serial_ports_shape() -> None:
     ports = list_serial_ports()
     assert isinstance(ports, list)
     for p in ports:
-        assert set(p) == {"device", "description", "vid_pid", "serial_number", "manufacturer"}
+        assert set(p) == {"device", "description", "vid_pid", "serial_number", "manufacturer", "protocol"}
+        assert p["protocol"] is None or p["vid_pid"] is not None  # only USB adapters are probed
         assert p["device"].startswith("/dev/")
         assert p["vid_pid"] is None or len(p["vid_pid"]) == 9 and p["vid_pid"][4] == ":"
 
@@ -277,3 +231,19 @@ def test_mocap_writer_output_reads_back(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         MocapWriter(tmp_path, spec, info)
 
+
+
+@pytest.mark.parametrize("protocol", ["xsens", "vectornav", "binary"])
+def test_probe_names_the_protocol_a_port_answers(protocol: str) -> None:
+    """`improvcap devices` asks each port harmless questions; a streaming binary suit answers none."""
+    spec = mocap_spec(protocol=protocol)
+    emulator = MocapEmulator(spec)
+    try:
+        emulator.start()
+        assert probe_protocol(emulator.port_name) == (None if protocol == "binary" else protocol)
+    finally:
+        emulator.close()
+
+
+def test_probe_of_a_missing_port_is_none() -> None:
+    assert probe_protocol("/dev/does-not-exist") is None

@@ -85,7 +85,8 @@ def latency_from_take(take: Path) -> dict[str, Any]:
         manifest = json.loads((take / MANIFEST).read_text())
     except (OSError, ValueError) as e:
         raise CalibrationError(f"{take}: not a readable take ({e})") from None
-    streams = manifest.get("streams") or {}
+    # a sync box fires the slates and records no media to find them in
+    streams = {n: s for n, s in (manifest.get("streams") or {}).items() if s.get("kind") != "sync"}
     settings = {s["name"]: s for s in manifest["rig"]["streams"]}
     onsets = detect_take(take)
     slates = _slate_times(take)

@@ -15,6 +15,8 @@ REGISTRY: dict[tuple[str, str], str] = {
     ("audio", "portaudio"): "improvcap.devices.audio_portaudio:PortAudioInput",
     ("mocap", "demo"): "improvcap.devices.mocap_demo:DemoMocap",
     ("mocap", "serial"): "improvcap.devices.mocap_serial:SerialMocap",
+    ("sync", "demo"): "improvcap.devices.sync_box_demo:DemoSyncBox",
+    ("sync", "serial"): "improvcap.devices.sync_box:SerialSyncBox",
 }
 
 

@@ -59,7 +59,8 @@ class DemoMocap:
 
     def describe(self) -> dict[str, Any]:
         serial = self._serial or SerialMocap(self.spec, port="")
-        return {**serial.describe(), "emulated": True, "pty": serial.port or None, "device_boot_ns": BOOT_NS}
+        boot_ns = self._emulator.boot_ns if self._emulator is not None else BOOT_NS
+        return {**serial.describe(), "emulated": True, "pty": serial.port or None, "device_boot_ns": boot_ns}
 
     def stats(self) -> dict[str, int]:
         out = self._serial.stats() if self._serial is not None else {}

@@ -7,24 +7,24 @@ off — it is stamped by the device's drifting clock and written at its arrival 
 a frame lost in transport is not written, but the counter moves on.
 
 Device time: the device clock counts since its own boot, which happened `BOOT_NS` before streaming
-started (100 s: more than any demo `offset_ms`, so the time never goes negative). What goes on the wire is
-the protocol's business: an `EmulatorCodec` (serial_protocols) encodes each frame, damages one for the
-fault options, makes junk, and answers what the host sends (configuration commands, probes).
+started (100 s: more than any demo `offset_ms`, so the time never goes negative; the rig's `uptime_s`
+sets it, to run a device clock into its wrap). What goes on the wire is the protocol's business: an
+`EmulatorCodec` (serial_protocols) encodes each frame, damages one for the fault options, makes junk, and
+answers what the host sends (configuration commands, probes) — from the moment the pty exists, as a
+powered device does, not only once it streams.
 """
 from __future__ import annotations
 
 import math
-import os
-import pty
 import random
 import threading
-import tty
 import zlib
 from typing import Any, Sequence
 
 from ..clock import now_ns
 from ..rig import StreamSpec
 from .demo_timing import DemoTiming
+from .pty_port import PtyPort
 from .serial_protocols import COUNTER_MOD, EmulatorCodec, channel_names, encode_binary, encode_csv, protocol_module
 
 BOOT_NS = 100_000_000_000
@@ -94,11 +94,14 @@ class MocapEmulator:
       flipped, so its CRC fails; csv: one value turned into a non-number);
     - `garbage_every`: every Nth frame is preceded by junk (binary: bytes that contain no magic; csv: a
       junk line; see each codec);
-    - `first_counter`: the counter of frame 0 (start near the counter's wrap to exercise it).
+    - `first_counter`: the counter of frame 0 (start near the counter's wrap to exercise it); default the
+      rig's `first_counter`;
+    - `boot_ns`: the device clock's reading when streaming starts; default the rig's `uptime_s`, else BOOT_NS.
     """
 
     def __init__(self, spec: StreamSpec, *, corrupt_every: int = 0, garbage_every: int = 0,
-                 first_counter: int = 0, csv_newline: bytes = b"\r\n") -> None:
+                 first_counter: int | None = None, boot_ns: int | None = None,
+                 csv_newline: bytes = b"\r\n") -> None:
         s = spec.settings
         self.spec = spec
         self.protocol: str = s["protocol"]
@@ -109,7 +112,10 @@ class MocapEmulator:
         self.codec = make_codec(s, csv_newline)
         self.corrupt_every = corrupt_every
         self.garbage_every = garbage_every
-        self.first_counter = first_counter
+        self.first_counter: int = s.get("first_counter", 0) if first_counter is None else first_counter
+        uptime_s = s.get("uptime_s")
+        self.boot_ns: int = boot_ns if boot_ns is not None else \
+            BOOT_NS if uptime_s is None else int(round(uptime_s * 1e9))
         self._rng = random.Random(zlib.crc32(spec.name.encode()) ^ 0x5EED)
         # what the emulator did, for tests and stats
         self.sent = 0
@@ -121,15 +127,16 @@ class MocapEmulator:
         self.vanished = False
         self._slates: list[int] = []  # pending slate times
         self._spike_until = 0  # frames k < this carry the spike
-        self._lock = threading.Lock()  # guards fds against a concurrent vanish()/close(), and _slates
+        self._lock = threading.Lock()  # guards _slates
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._master, self._slave = pty.openpty()
-        # raw: no echo, no CR/LF translation, no signal or flow-control characters — bytes pass unaltered
-        tty.setraw(self._slave)
-        # a real UART keeps sending whether or not the host reads; a full pty buffer must not block us
-        os.set_blocking(self._master, False)
-        self.port_name = os.ttyname(self._slave)
+        self._port = PtyPort()
+        self.port_name = self._port.name
+        # until streaming starts, a standby thread answers the host (configuration, probes)
+        self._standby_stop = threading.Event()
+        self._standby = threading.Thread(target=self._answer_until_started,
+                                         name=f"mocap-emulator-{spec.name}-standby", daemon=True)
+        self._standby.start()
 
     # --- life cycle ---------------------------------------------------------------------------------
 
@@ -137,32 +144,28 @@ class MocapEmulator:
         """Power on: frame 0 happens now."""
         if self._thread is not None:
             return
+        self._end_standby()
         self.timing.reset()
         self._thread = threading.Thread(target=self._run, name=f"mocap-emulator-{self.spec.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._end_standby()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
 
     def close(self) -> None:
         self.stop()
-        with self._lock:
-            for fd in (self._master, self._slave):
-                if fd >= 0:
-                    os.close(fd)
-            self._master = self._slave = -1
+        self._port.close()
 
     def vanish(self) -> None:
         """Pull the cable: the master side closes and the device stops, so readers of the port fail as
         with an unplugged USB-serial adapter."""
-        with self._lock:
-            if self._master >= 0:
-                os.close(self._master)
-                self._master = -1
-            self.vanished = True
+        self._port.hang_up()
+        self.vanished = True
         self._stop.set()
+        self._standby_stop.set()
 
     # --- truth and slate ----------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class MocapEmulator:
         """True host time of the frame with running (unwrapped) `counter`; for a protocol whose frames
         carry no counter, of the frame stamped `device_ns` (the device time since boot, unwrapped)."""
         if not self.codec.has_counter and device_ns is not None:
-            k = round((device_ns - BOOT_NS - self.timing.offset_ns) / self.period_ns)
+            k = round((device_ns - self.boot_ns - self.timing.offset_ns) / self.period_ns)
         else:
             k = counter - self.first_counter
         return self.timing.true_ns(k * self.period_ns)
@@ -183,13 +186,7 @@ class MocapEmulator:
 
     def write_raw(self, data: bytes) -> int:
         """Write bytes as they are to the port (garbage, or a transparency check); returns bytes written."""
-        with self._lock:
-            if self._master < 0:
-                return 0
-            try:
-                return os.write(self._master, data)
-            except BlockingIOError:
-                return 0
+        return self._port.write(data) or 0
 
     def stats(self) -> dict[str, int]:
         return {"sent": self.sent, "dropped": self.dropped, "corrupted": self.corrupted,
@@ -239,7 +236,7 @@ class MocapEmulator:
         return tuple(45.0 * math.sin(2 * math.pi * (0.5 + 0.05 * c) * t + 2 * math.pi * c / n) for c in range(n))
 
     def _frame(self, k: int, true: int, spike: bool) -> bytes:
-        device_ns = self.timing.device_ns(true) - self.timing.origin_ns + BOOT_NS
+        device_ns = self.timing.device_ns(true) - self.timing.origin_ns + self.boot_ns
         frame = self.codec.encode(self.first_counter + k, device_ns, self._values(true, spike))
         n = k + 1
         if frame and self.corrupt_every and n % self.corrupt_every == 0:
@@ -252,30 +249,27 @@ class MocapEmulator:
             frame = junk + frame
         return frame
 
+    def _end_standby(self) -> None:
+        self._standby_stop.set()
+        if self._standby is not threading.current_thread():
+            self._standby.join(5.0)
+
+    def _answer_until_started(self) -> None:
+        while not self._standby_stop.wait(0.005):
+            self._answer()
+
     def _answer(self) -> None:
         """Reply to whatever the host sent (configuration, probes), as the device would."""
-        with self._lock:
-            if self._master < 0:
-                return
-            try:
-                request = os.read(self._master, 4096)
-            except (BlockingIOError, OSError):
-                return
+        request = self._port.read()
         if request:
             reply = self.codec.respond(request)
             if reply:
                 self._send(reply, frame=False)
 
     def _send(self, data: bytes, frame: bool = True) -> None:
-        with self._lock:
-            if self._master < 0:
-                return
-            try:
-                written = os.write(self._master, data)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                return  # closed under us (vanish); the thread ends on the next stop check
+        written = self._port.write(data)
+        if written is None:
+            return  # hung up (vanish); the thread ends on the next stop check
         if written < len(data):
             self.tx_overruns += 1  # nobody is reading: the tail is lost, as from a UART's full buffer
         self.sent += frame

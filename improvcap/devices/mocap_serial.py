@@ -10,6 +10,8 @@ SILENCE_S once streaming is a device failure: the recorder logs a fault and the 
 from __future__ import annotations
 
 import errno
+import importlib
+import importlib.util
 import os
 import termios
 from typing import Any
@@ -152,15 +154,45 @@ class SerialMocap(ThreadedDevice):
         """Real hardware renders no slate."""
 
 
-def list_serial_ports() -> list[dict[str, Any]]:
-    """Serial ports the OS knows, for `improvcap devices`."""
+PROBE_BAUDRATES = (115200, 921600)  # the factory defaults of the devices probed
+
+
+def probe_protocol(device: str, baudrates: tuple[int, ...] = PROBE_BAUDRATES) -> str | None:
+    """The protocol a port answers, asked with each protocol's harmless probe (a read-only request such as
+    a device id or model number); None when nothing answers or the port cannot be opened."""
+    from .serial_protocols import PROTOCOLS
+
+    probes = [(name, getattr(protocol_module(name), "probe", None)) for name in dict.fromkeys(PROTOCOLS)]
+    probes += [("syncbox", getattr(importlib.import_module("improvcap.devices.protocol_syncbox"), "probe", None))] \
+        if importlib.util.find_spec("improvcap.devices.protocol_syncbox") else []
+    for baudrate in baudrates:
+        try:
+            port = serial.Serial(device, baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
+        except (serial.SerialException, OSError, ValueError):
+            return None
+        try:
+            for name, probe in probes:
+                if probe is not None and probe(port):
+                    return name
+        except (serial.SerialException, OSError):
+            return None
+        finally:
+            port.close()
+    return None
+
+
+def list_serial_ports(probe: bool = True) -> list[dict[str, Any]]:
+    """Serial ports the OS knows, for `improvcap devices`; USB ones are probed for a protocol (`probe`)."""
     ports = []
     for p in sorted(serial.tools.list_ports.comports(), key=lambda p: p.device):
+        usb = p.vid is not None and p.pid is not None
         ports.append({
             "device": p.device,
             "description": p.description if p.description and p.description != "n/a" else None,
-            "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if p.vid is not None and p.pid is not None else None,
+            "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if usb else None,
             "serial_number": p.serial_number,
             "manufacturer": p.manufacturer,
+            # only USB adapters: a built-in UART may drive something that a stray byte would upset
+            "protocol": probe_protocol(p.device) if probe and usb else None,
         })
     return ports

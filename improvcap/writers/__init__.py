@@ -13,6 +13,7 @@ WRITERS = {
     "camera": "improvcap.writers.video:VideoWriter",
     "audio": "improvcap.writers.audio:AudioWriter",
     "mocap": "improvcap.writers.mocap_csv:MocapWriter",
+    "sync": "improvcap.writers.sync_csv:SyncWriter",
 }
 
 
