@@ -247,3 +247,22 @@ def test_probe_names_the_protocol_a_port_answers(protocol: str) -> None:
 
 def test_probe_of_a_missing_port_is_none() -> None:
     assert probe_protocol("/dev/does-not-exist") is None
+
+
+@pytest.mark.parametrize("protocol", ["binary", "xsens"])
+def test_a_device_that_stops_sending_is_a_device_failure(bench, protocol: str) -> None:
+    """The port stays open but nothing comes: after SILENCE_S the driver raises, so the recorder logs a
+    fault for this stream while the others record on."""
+    from improvcap.devices.mocap_serial import SILENCE_S
+
+    b = bench(mocap_spec(protocol=protocol))
+    b.driver.open()
+    b.driver.start()
+    b.emulator.start()
+    assert collect(b.driver, 0.5)
+    b.emulator.stop()
+    stopped = time.monotonic()
+    with pytest.raises(DeviceError, match=r"^suit: no data from serial port .* the device stopped answering$"):
+        while time.monotonic() - stopped < SILENCE_S + 3.0:
+            b.driver.read(0.2)
+    assert SILENCE_S <= time.monotonic() - stopped < SILENCE_S + 1.0
