@@ -294,7 +294,8 @@ def test_clock_fit_within_a_tenth_of_a_millisecond_of_the_truth(boxes) -> None:
     truth = np.array([emulator.pulse_true_ns(p.seq) for p in pulses])
     err = np.array([fit.map_one(p.device_ns) for p in pulses]) - truth
     assert np.abs(err).max() < 100_000, f"final fit off by up to {np.abs(err).max() / 1e3:.1f} µs"
-    assert fit.drift_ppm == pytest.approx(50.0, abs=20.0)
+    # over 6 s, errors within ±0.1 ms leave the slope uncertain by up to 2 × 0.1 ms / 6 s ≈ 33 ppm
+    assert fit.drift_ppm == pytest.approx(50.0, abs=35.0)
     live_err = np.array([t - emulator.pulse_true_ns(s.seq) for s, t in live])
     assert np.abs(live_err).max() < 200_000  # the live fit, late in the run
     # pulses: consecutive counts, 10 ms apart on the box's clock (1 MHz ticks, drift included)
