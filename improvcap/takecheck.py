@@ -569,9 +569,13 @@ class TakeCheck:
             out["measured_rate"] = _r((total - int(frames[-1])) / ((t_ns[-1] - t_ns[0]) / 1e9), 4)
         self.intervals(name, t_ns)
 
-    def mocap(self, name: str, entry: dict[str, Any]) -> None:
+    def counted_rows(self, name: str, kind: str, entry: dict[str, Any], time_only: bool = False,
+                     ) -> tuple[np.ndarray, int, np.ndarray, int]:
+        """A serial stream's table (mocap frames, sync box pulses): rows against the manifest's count, the
+        index column, increasing t_ns, and its serial line errors. Returns (t_ns, rows, counter steps,
+        counts skipped by forward steps)."""
         rel = f"{name}.csv"
-        table = stream_table(self.take, name, "mocap")
+        table = stream_table(self.take, name, kind, time_only=time_only)
         self.tables[name] = table
         t_ns, counter = table["t_ns"], table["counter"]
         rows, count = len(t_ns), _int(entry.get("count"))
@@ -582,17 +586,21 @@ class TakeCheck:
         if not np.array_equal(table["index"], np.arange(rows)):
             self.f.fail(f"{rel}: index column is not 0…{rows - 1} (rows removed or reordered)")
         self.increasing(name, rel, t_ns)
-        step = (np.diff(counter) % (1 << 32)) if rows > 1 else np.zeros(0, np.int64)
-        missing = int((step[(step > 1) & (step < (1 << 31))] - 1).sum())
-        repeats, backwards = int((step == 0).sum()), int((step >= (1 << 31)).sum())
-        out.update(counter_missing=missing, counter_repeats=repeats, counter_resets=backwards)
-        if repeats or backwards:
-            self.f.warn(f"{name}: frame counter repeats {repeats} times and steps back {backwards} times")
         stats = _dict(entry.get("device_stats"))
         errors = {k: stats[k] for k in ("crc_errors", "parse_errors") if _int(stats.get(k))}
         out.update({k: _int(stats.get(k)) for k in ("crc_errors", "parse_errors")})
         if errors:
             self.f.warn(f"{name}: serial line errors: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in errors.items()))
+        step = (np.diff(counter) % (1 << 32)) if rows > 1 else np.zeros(0, np.int64)
+        return t_ns, rows, step, int((step[(step > 1) & (step < (1 << 31))] - 1).sum())
+
+    def mocap(self, name: str, entry: dict[str, Any]) -> None:
+        t_ns, rows, step, missing = self.counted_rows(name, "mocap", entry)
+        out = self.streams[name]
+        repeats, backwards = int((step == 0).sum()), int((step >= (1 << 31)).sum())
+        out.update(counter_missing=missing, counter_repeats=repeats, counter_resets=backwards)
+        if repeats or backwards:
+            self.f.warn(f"{name}: frame counter repeats {repeats} times and steps back {backwards} times")
         out["drops"] = self.report_drops(name, entry, missing, "frame counter gaps")
         nominal = self.rate(name, entry)
         out["measured_rate"] = _r(self.check_rate(name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
@@ -601,25 +609,9 @@ class TakeCheck:
 
     def sync(self, name: str, entry: dict[str, Any]) -> None:
         """A sync box: its pulse rows (pulse-count gaps) and the round trips its clock was fitted from."""
-        rel = f"{name}.csv"
-        table = stream_table(self.take, name, "sync", time_only=True)
-        self.tables[name] = table
-        t_ns, counter = table["t_ns"], table["counter"]
-        rows, count = len(t_ns), _int(entry.get("count"))
+        t_ns, rows, _, missing = self.counted_rows(name, "sync", entry, time_only=True)
         out = self.streams[name]
-        out["rows"] = rows
-        if rows != count:
-            self.f.fail(f"{name}: {rel} has {rows} rows, {MANIFEST} count {count}")
-        if not np.array_equal(table["index"], np.arange(rows)):
-            self.f.fail(f"{rel}: index column is not 0…{rows - 1} (rows removed or reordered)")
-        self.increasing(name, rel, t_ns)
-        step = (np.diff(counter) % (1 << 32)) if rows > 1 else np.zeros(0, np.int64)
-        missing = int((step[(step > 1) & (step < (1 << 31))] - 1).sum())
         out["pulses_missed"] = missing
-        stats = _dict(entry.get("device_stats"))
-        errors = {k: stats[k] for k in ("crc_errors", "parse_errors") if _int(stats.get(k))}
-        if errors:
-            self.f.warn(f"{name}: serial line errors: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in errors.items()))
         out["drops"] = self.report_drops(name, entry, missing, "pulse count gaps")
         nominal = _num(entry.get("nominal_rate")) or 0.0  # 0: the box sent no trigger pulses
         if nominal > 0:
