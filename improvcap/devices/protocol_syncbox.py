@@ -167,15 +167,9 @@ class SyncParser(_Counters):
         out: list[Message] = []
         pos, end = 0, len(buf)
         while True:
-            i = buf.find(PREAMBLE, pos)
-            if i < 0:
-                # keep a trailing first half of the preamble: the next chunk may complete it
-                keep = 1 if end > pos and buf[end - 1] == PREAMBLE[0] else 0
-                self.bytes_skipped += end - keep - pos
-                pos = end - keep
+            pos, found = self._next_start(buf, pos, PREAMBLE)
+            if not found:
                 break
-            self.bytes_skipped += i - pos
-            pos = i
             if end - pos < 4:
                 break
             code, length = buf[pos + 2], buf[pos + 3]

@@ -174,15 +174,9 @@ class XsensParser(_Counters):
         out: list[Frame] = []
         pos, end = 0, len(buf)
         while True:
-            i = buf.find(PREAMBLE, pos)
-            if i < 0:
-                # keep a trailing FA: the next chunk may complete the preamble
-                keep = 1 if end > pos and buf[end - 1] == 0xFA else 0
-                self.bytes_skipped += end - keep - pos
-                pos = end - keep
+            pos, found = self._next_start(buf, pos, PREAMBLE)
+            if not found:
                 break
-            self.bytes_skipped += i - pos
-            pos = i
             if end - pos < 4:
                 break
             length = buf[pos + 3]

@@ -138,6 +138,19 @@ class _Counters:
             if 1 < step < wrap // 2:  # forward jump; otherwise a repeat or a counter reset
                 self.frames_missed += step - 1
 
+    def _next_start(self, buf: bytearray, pos: int, preamble: bytes) -> tuple[int, bool]:
+        """(position of the next `preamble` at or after `pos`, found); the bytes before it are counted as
+        skipped. When there is none: the position to keep from, since a trailing first byte of a
+        two-byte preamble may be completed by the next chunk."""
+        i = buf.find(preamble, pos)
+        if i < 0:
+            end = len(buf)
+            keep = 1 if end > pos and buf[end - 1] == preamble[0] else 0
+            self.bytes_skipped += end - keep - pos
+            return end - keep, False
+        self.bytes_skipped += i - pos
+        return i, True
+
     def stats(self) -> dict[str, int]:
         return {
             "frames": self.frames,
@@ -167,15 +180,9 @@ class BinaryParser(_Counters):
         pos, end = 0, len(buf)
         expected = self.channels
         while True:
-            i = buf.find(MAGIC, pos)
-            if i < 0:
-                # keep a trailing first half of the magic: the next chunk may complete it
-                keep = 1 if end > pos and buf[end - 1] == MAGIC[0] else 0
-                self.bytes_skipped += end - keep - pos
-                pos = end - keep
+            pos, found = self._next_start(buf, pos, MAGIC)
+            if not found:
                 break
-            self.bytes_skipped += i - pos
-            pos = i
             if end - pos < _HEAD_END:
                 break
             version, n, counter, device_us = _HEAD.unpack_from(buf, pos + 2)
