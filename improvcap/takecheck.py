@@ -702,12 +702,25 @@ class TakeCheck:
                                     f"(allowed {allowed[0] / 1e6:+.3f} … {allowed[1] / 1e6:+.3f} ms)")
                 self.streams[name]["slate_offsets_ms"] = offsets
 
+    def detect_video(self, name: str, period: float) -> list[Onset]:
+        """Flash onsets around each slate. Decoding is most of a take's check: first only the frames where
+        an on-time flash lies (one period after the slate, with the detector's history before), then the
+        whole search window for the slates whose flash was not there. The onsets kept are the ones a
+        whole-window search finds closest to each slate whenever a flash is on time."""
+        mkv, frames_csv = self.take / f"{name}.mkv", self.take / f"{name}.frames.csv"
+        history = (VIDEO_HISTORY + 2) * period  # the detector's history before a flash
+        on_time = (-1e6, period + 1e6)
+        narrow = [(int(s - history + on_time[0]), int(s + on_time[1])) for s in self.slates]
+        onsets = detect_video(mkv, frames_csv, threads=1, windows=narrow)
+        late = [s for s in self.slates if not any(on_time[0] <= o.t_ns - s <= on_time[1] for o in onsets)]
+        if late:
+            wide = [(int(s - SLATE_BEFORE_NS - history), int(s + SLATE_AFTER_NS)) for s in late]
+            onsets = sorted({*onsets, *detect_video(mkv, frames_csv, threads=1, windows=wide)}, key=lambda o: o.t_ns)
+        return onsets
+
     def detect(self, name: str, kind: str, period: float) -> list[Onset]:
         if kind == "camera":
-            lead = SLATE_BEFORE_NS + (VIDEO_HISTORY + 2) * period  # the detector's history before a flash
-            windows = [(int(s - lead), int(s + SLATE_AFTER_NS)) for s in self.slates]
-            return detect_video(self.take / f"{name}.mkv", self.take / f"{name}.frames.csv", threads=1,
-                                windows=windows)
+            return self.detect_video(name, period)
         if kind == "audio":
             windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
             return detect_audio(self.take / f"{name}.wav", self.take / f"{name}.blocks.csv",

@@ -231,6 +231,25 @@ def test_drifting_clock_and_late_stream_fail(day):
     assert [r for r in fails(wider) if not r.startswith("FAIL: cam1: slate")] == late  # (a lost flash frame)
 
 
+def test_a_camera_flash_far_from_its_slate_is_found_and_fails(day):
+    """A flash outside the on-time frames is searched for over the whole window: here cam1's frames are
+    stamped 120 ms late, so both its flashes show up 120 ms (plus their usual up to one frame) after their
+    slates."""
+    take = damaged(day, "late-camera")
+    path = take / "cam1.frames.csv"
+    header, *rows = path.read_text().splitlines()
+    col = header.split(",").index("t_ns")
+    shifted = [",".join(str(int(v) + 120_000_000) if i == col else v for i, v in enumerate(r.split(",")))
+               for r in rows]
+    path.write_text("\n".join([header, *shifted]) + "\n")
+    result = verify_take(take, RELAXED)
+    offsets = result["streams"]["cam1"]["slate_offsets_ms"]
+    assert len(offsets) == 2 and all(120 <= v <= 120 + 1000 / 30 + 1 for v in offsets), offsets
+    late = [r for r in fails(result) if r.startswith("FAIL: cam1: slate at")]
+    assert len(late) == 2 and all(f" seen {v:+.3f} ms from it" in r for r, v in zip(late, offsets)), late
+    assert all(v is not None and abs(v) <= 1000 / 30 + 1 for v in result["streams"]["cam0"]["slate_offsets_ms"])
+
+
 def test_dropped_frames_are_counted_from_the_media_and_match_the_manifest(day):
     result = verify_take(day["bad"], RELAXED)
     manifest = json.loads((day["bad"] / "take.json").read_text())
