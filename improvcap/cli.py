@@ -10,23 +10,22 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
 import typer
 from rich.table import Table
 
-from . import dashboard
 from . import take as takefmt
-from .control import ControlServer
-from .control import request as control_request
 from .errors import CheckFailed, ImprovcapError, UsageError
 from .cli_support import (CalibrationOption, OutOption, PerformerOption, PerformersFileOption, SessionOption,
                           err, one_line_errors, out, print_json, warn)
 from .cli_calibrate import calibrate_app
-from .keyboard import HELP, KeyBindings, KeyReader
-from .recorder import Recorder, RunState, Status
 from .rig import load_rig
-from .session import TakeControl
+
+if TYPE_CHECKING:  # the recording stack is imported by the commands that record: `verify`, `ctl` start faster
+    from .control import ControlServer
+    from .recorder import Recorder, Status
+    from .session import TakeControl
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shared-clock capture of cameras, microphones and serial motion capture.")
@@ -69,6 +68,9 @@ def record(
     as_json: Annotated[bool, typer.Option("--json", help="Print the take path and summary as JSON.")] = False,
 ) -> None:
     """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
+    from . import dashboard
+    from .recorder import RunState
+    from .session import TakeControl
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
     recorder, warnings = _calibrated_recorder(rig, calibration)
@@ -105,6 +107,7 @@ def record(
 
 def _calibrated_recorder(rig_arg: str, calibration: Path | None) -> tuple[Recorder, list[str]]:
     """A recorder for the rig with its current calibration applied, and what that calibration lacks."""
+    from .recorder import Recorder
     from .calibrate.store import applied, calibration_dir
 
     rig = load_rig(rig_arg)
@@ -122,6 +125,7 @@ def _open_devices(recorder: Recorder, warnings: Sequence[str] = ()) -> None:
 
 def _finalise(control: TakeControl) -> None:
     """Stop the take being recorded, if any. A second Ctrl-C must not tear the manifest: it is ignored."""
+    from .recorder import RunState
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if control.recorder.state is RunState.RECORDING:
         with err.status("finalising take…"):
@@ -130,6 +134,7 @@ def _finalise(control: TakeControl) -> None:
 
 def _serve_quietly(control: TakeControl) -> ControlServer | None:
     """`record` serves the control socket when it can; a take already recording never fails for it."""
+    from .control import ControlServer
     server = ControlServer(control.session_dir, control.handle)
     try:
         server.start()
@@ -151,6 +156,10 @@ def session_command(
     calibration: CalibrationOption = None,
 ) -> None:
     """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
+    from . import dashboard
+    from .control import ControlServer
+    from .keyboard import HELP, KeyBindings, KeyReader
+    from .session import TakeControl
     recorder, warnings = _calibrated_recorder(rig, calibration)
     spec = recorder.rig
     control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
@@ -180,6 +189,7 @@ def session_command(
 
 
 def _session_title(control: TakeControl) -> str:
+    from .recorder import RunState
     take = control.recorder.take_dir if control.recorder.state is RunState.RECORDING else None
     return f"session {control.session} · scene {control.scene}" + (f" · {take.name}" if take else "")
 
@@ -205,6 +215,7 @@ def ctl(
     as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False,
 ) -> None:
     """Drive a running `session` or `record` through its control socket."""
+    from .control import request as control_request
     payload: dict[str, Any] = {"cmd": command}
     if text is not None:
         payload["scene" if command == "scene" else "text"] = text
@@ -364,6 +375,7 @@ def rig_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Open every device of a rig for a few seconds and compare what it delivers with the rig file."""
+    from .recorder import Recorder
     if not (seconds > 0 and math.isfinite(seconds)):
         raise UsageError(f"--seconds must be a positive number, got {seconds}")
     spec = load_rig(rig)
