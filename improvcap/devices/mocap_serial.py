@@ -10,8 +10,6 @@ SILENCE_S once streaming is a device failure: the recorder logs a fault and the 
 from __future__ import annotations
 
 import errno
-import importlib
-import importlib.util
 import os
 import termios
 from typing import Any
@@ -56,6 +54,27 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def open_port(stream: str, port: str, baudrate: int, timeout: float = READ_TIMEOUT_S) -> serial.Serial:
+    """`port` opened exclusively (a second program reading it would steal half of every message), reads
+    waiting `timeout` s for a first byte; or a one-line DeviceError naming the stream and the port."""
+    try:
+        return serial.Serial(port, baudrate, timeout=timeout, exclusive=True)
+    except (serial.SerialException, OSError, ValueError) as e:
+        raise DeviceError(f"{stream}: cannot open serial port {port}: {_reason(e)}") from None
+
+
+def port_failed(stream: str, port: str, error: BaseException) -> DeviceError:
+    """The one-line error of a port that failed after it opened (unplugged, I/O error)."""
+    return DeviceError(f"{stream}: serial port {port} failed: {_reason(error)}")
+
+
+def release_port(port: serial.Serial) -> None:
+    try:
+        port.close()
+    except (serial.SerialException, OSError):
+        pass  # the port may already be gone; nothing left to release
+
+
 class SerialMocap(ThreadedDevice):
     """Device protocol for `driver = "serial"`. `port` overrides the rig's port (the demo's pty)."""
 
@@ -76,11 +95,7 @@ class SerialMocap(ThreadedDevice):
     def open(self) -> None:
         if self._serial is not None:
             return
-        try:
-            # exclusive: a second program reading the same port would steal half of every frame
-            self._serial = serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise DeviceError(f"{self.spec.name}: cannot open serial port {self.port}: {_reason(e)}") from None
+        self._serial = open_port(self.spec.name, self.port, self.baudrate)
         configure = getattr(protocol_module(self.protocol), "configure", None)
         if configure is not None:
             try:
@@ -99,7 +114,7 @@ class SerialMocap(ThreadedDevice):
             pending = self._serial.in_waiting
             self._serial.reset_input_buffer()
         except (serial.SerialException, OSError) as e:
-            raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+            raise port_failed(self.spec.name, self.port, e) from None
         # a device that was already streaming is cut mid-line by the flush
         self._parser = make_parser(self.spec.settings, skip_partial=pending > 0)
         self._start_producer(self._run)
@@ -115,7 +130,7 @@ class SerialMocap(ThreadedDevice):
             except (serial.SerialException, OSError) as e:
                 if stop.is_set():
                     return
-                raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+                raise port_failed(self.spec.name, self.port, e) from None
             host = now_ns()
             if not data:
                 if host - last_byte > SILENCE_S * 1e9:
@@ -131,10 +146,7 @@ class SerialMocap(ThreadedDevice):
     def close(self) -> None:
         self.stop()
         if self._serial is not None:
-            try:
-                self._serial.close()
-            except (serial.SerialException, OSError):
-                pass  # the port may already be gone; nothing left to release
+            release_port(self._serial)
             self._serial = None
 
     def describe(self) -> dict[str, Any]:
@@ -160,15 +172,15 @@ PROBE_BAUDRATES = (115200, 921600)  # the factory defaults of the devices probed
 def probe_protocol(device: str, baudrates: tuple[int, ...] = PROBE_BAUDRATES) -> str | None:
     """The protocol a port answers, asked with each protocol's harmless probe (a read-only request such as
     a device id or model number); None when nothing answers or the port cannot be opened."""
+    from . import protocol_syncbox
     from .serial_protocols import PROTOCOLS
 
-    probes = [(name, getattr(protocol_module(name), "probe", None)) for name in dict.fromkeys(PROTOCOLS)]
-    probes += [("syncbox", getattr(importlib.import_module("improvcap.devices.protocol_syncbox"), "probe", None))] \
-        if importlib.util.find_spec("improvcap.devices.protocol_syncbox") else []
+    probes = [(name, getattr(protocol_module(name), "probe", None)) for name in PROTOCOLS]
+    probes.append(("syncbox", protocol_syncbox.probe))
     for baudrate in baudrates:
         try:
-            port = serial.Serial(device, baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
-        except (serial.SerialException, OSError, ValueError):
+            port = open_port("probe", device, baudrate)
+        except DeviceError:
             return None
         try:
             for name, probe in probes:
@@ -177,7 +189,7 @@ def probe_protocol(device: str, baudrates: tuple[int, ...] = PROBE_BAUDRATES) ->
         except (serial.SerialException, OSError):
             return None
         finally:
-            port.close()
+            release_port(port)
     return None
 
 

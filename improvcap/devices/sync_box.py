@@ -30,7 +30,7 @@ from ..records import MocapFrame, Sample
 from ..rig import StreamSpec
 from ..roundtrip import RoundTrip, RoundTripClock
 from .base import ThreadedDevice
-from .mocap_serial import _reason
+from .mocap_serial import open_port, port_failed, release_port
 from .protocol_syncbox import (PULSE_WRAP, Fired, Identity, Message, Pulse, Query, Reply, Slate, SyncParser,
                                Trigger, encode, identify)
 from .serial_time import Unwrapper
@@ -95,11 +95,7 @@ class SerialSyncBox(ThreadedDevice):
         if self._serial is not None:
             return
         name = self.spec.name
-        try:
-            # exclusive: a second program on the port would swallow replies and pulses
-            self._serial = serial.Serial(self.port, self.baudrate, timeout=READ_TIMEOUT_S, exclusive=True)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise DeviceError(f"{name}: cannot open serial port {self.port}: {_reason(e)}") from None
+        self._serial = open_port(name, self.port, self.baudrate, READ_TIMEOUT_S)
         try:
             self._serial.reset_input_buffer()
             deadline = now_ns() + int(IDENTIFY_TIMEOUT_S * 1e9)
@@ -118,7 +114,7 @@ class SerialSyncBox(ThreadedDevice):
             raise
         except (serial.SerialException, OSError, ValueError) as e:
             self.close()
-            raise DeviceError(f"{name}: serial port {self.port} failed: {_reason(e)}") from None
+            raise port_failed(name, self.port, e) from None
 
     def _seed(self) -> None:
         """A few round trips before start: the clock fit must exist before the first pulse is mapped."""
@@ -148,7 +144,7 @@ class SerialSyncBox(ThreadedDevice):
             # bytes queued since open() would arrive in one burst; their pulses were never recorded
             self._serial.reset_input_buffer()
         except (serial.SerialException, OSError) as e:
-            raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+            raise port_failed(self.spec.name, self.port, e) from None
         self._parser = SyncParser()
         self._last_answer_ns = now_ns()
         self._start_producer(self._run)
@@ -165,10 +161,7 @@ class SerialSyncBox(ThreadedDevice):
     def close(self) -> None:
         self.stop()
         if self._serial is not None:
-            try:
-                self._serial.close()
-            except (serial.SerialException, OSError):
-                pass  # the port may already be gone
+            release_port(self._serial)
             self._serial = None
 
     # --- the reader thread --------------------------------------------------------------------------
@@ -191,7 +184,7 @@ class SerialSyncBox(ThreadedDevice):
             except (serial.SerialException, OSError) as e:
                 if stop.is_set():
                     return
-                raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+                raise port_failed(self.spec.name, self.port, e) from None
             host = now_ns()
             if data:
                 self.bytes_read += len(data)
@@ -257,7 +250,7 @@ class SerialSyncBox(ThreadedDevice):
         try:
             self._serial.write(data)
         except (serial.SerialException, OSError) as e:
-            raise DeviceError(f"{self.spec.name}: serial port {self.port} failed: {_reason(e)}") from None
+            raise port_failed(self.spec.name, self.port, e) from None
 
     # --- the box's own services ---------------------------------------------------------------------
 
