@@ -306,14 +306,18 @@ def verify(
         raise UsageError(f"{report}: already exists; choose another report file")
     limits = Limits(max_drift_ppm=max_drift_ppm, max_residual_ms=max_residual_ms,
                     slate_tolerance_ms=slate_tolerance_ms, max_skew_ms=max_skew_ms, require_consent=require_consent)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err,
-                  transient=True) as bar:
-        task = bar.add_task("verifying", total=None)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
+    task = bar.add_task("verifying", total=None)
 
-        def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
-            bar.update(task, completed=bytes_done, total=bytes_total, description=f"verifying take {done}/{total}")
+    def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
+        # started here, not before: verify_paths forks its workers while it is the only thread
+        bar.start()
+        bar.update(task, completed=bytes_done, total=bytes_total, description=f"verifying take {done}/{total}")
 
+    try:
         results = verify_paths(paths, limits, jobs=jobs, progress=progress)
+    finally:
+        bar.stop()
     if report is not None:
         from .report import write_report
 

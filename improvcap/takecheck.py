@@ -1,24 +1,18 @@
 """The checks of one take for `improvcap verify` (the verdict rules are in improvcap.verify).
 
-Reading only: every file is opened read-only, symlinks are never followed and only regular files are
-opened, so a hostile take cannot make a check read outside it or block on a FIFO. Each check that can meet
-bad input runs inside `_Findings.check`, which turns any exception into a FAIL reason.
+Built on improvcap.takefiles (folder, manifest, hashes), reading only in the same way. Each check that can
+meet bad input runs inside `Findings.check`, which turns any exception into a FAIL reason.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-import json
 import math
-import os
 import re
-import stat
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import av
 import numpy as np
@@ -26,50 +20,26 @@ import numpy as np
 from .performers import RECORD_FILE, consent_record, consent_summary
 from .slates import VIDEO_HISTORY, Onset, detect_audio, detect_mocap, detect_video
 from .sync import SYNC_CSV, SYNTHETIC_RATE, StreamInput, nominal_rate, sync_table
-from .take import FORMAT, MANIFEST, VERSION
+from .take import MANIFEST
+from .takefiles import MAX_MANIFEST_BYTES, TakeFiles, integer, mapping, number, read_small, show, walk
 from .timeline import read_table, stream_table
 from .writers.wav import wav_info
 
 if TYPE_CHECKING:
     from .verify import Limits
 
-HASH_CHUNK = 1 << 20
-MAX_MANIFEST_BYTES = 16 << 20      # real manifests are tens of kB; anything this big is not one
 MAX_RECORD_BYTES = 16 << 20        # performers.json
-MEDIA_SUFFIXES = (".mkv", ".wav", ".csv")
 PLOT_POINTS = 2000
 RATE_TOLERANCE = 0.02              # measured rate (drops counted back in) against nominal
 SLATE_BEFORE_NS = 200_000_000      # an onset is looked for this long before its slate ...
 SLATE_AFTER_NS = 500_000_000       # ... to this long after it
-PROGRESS_EVERY = 16 << 20          # bytes between progress reports while hashing
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _KINDS = {"camera": (".mkv", ".frames.csv"), "audio": (".wav", ".blocks.csv"), "mocap": (".csv",),
           "sync": (".csv", ".roundtrips.csv")}
 _UNIT = {"camera": "frames", "audio": "samples", "mocap": "rows", "sync": "pulses"}
 
 
 # --- small helpers ------------------------------------------------------------------------------------
-
-def _show(text: Any) -> str:
-    """A name from disk, safe to print on one line (control characters and odd bytes escaped)."""
-    s = str(text)
-    return s if s.isprintable() else ascii(s)
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _dict(v: Any) -> dict:
-    return v if isinstance(v, dict) else {}
-
 
 def _r(v: float | None, digits: int = 3) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), digits)
@@ -84,128 +54,6 @@ def _downsample(t_s: np.ndarray, values: np.ndarray, points: int = PLOT_POINTS) 
         values, t_s = np.maximum.reduceat(values, edges), t_s[edges]
     ok = np.isfinite(values) & np.isfinite(t_s)
     return np.round(t_s[ok], 4).tolist(), np.round(values[ok], 4).tolist()
-
-
-class _Findings:
-    """FAIL and WARN reasons of one take; `check` turns an exception inside into a FAIL reason."""
-
-    def __init__(self, take: Path) -> None:
-        self.take = take
-        self.items: list[tuple[str, str]] = []
-
-    def fail(self, text: str) -> None:
-        self.items.append(("FAIL", text))
-
-    def warn(self, text: str) -> None:
-        self.items.append(("WARN", text))
-
-    @contextmanager
-    def check(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as e:  # bad input of any kind is a reason, never a traceback
-            message = str(e) or type(e).__name__
-            # paths inside the take are named relative to it, as in every other reason
-            message = re.sub(r"(?<![\w./-])" + re.escape(f"{self.take}{os.sep}"), "", message)
-            self.fail(f"{what}: {_show(message)}")
-
-    @property
-    def verdict(self) -> str:
-        levels = {level for level, _ in self.items}
-        return "FAIL" if "FAIL" in levels else "WARN" if "WARN" in levels else "OK"
-
-    def reasons(self) -> list[str]:
-        ordered = [i for i in self.items if i[0] == "FAIL"] + [i for i in self.items if i[0] == "WARN"]
-        return [f"{level}: {text}" for level, text in ordered]
-
-
-# --- reading a take safely ----------------------------------------------------------------------------
-
-@dataclass
-class _Listing:
-    files: dict[str, int]          # relpath -> size, regular files only
-    links: dict[str, str]          # relpath -> link target
-    special: list[str]             # FIFOs, sockets, devices
-    errors: list[str]
-
-
-def _walk(take: Path) -> _Listing:
-    """Everything in the take folder, without following symlinks."""
-    listing = _Listing({}, {}, [], [])
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            with os.scandir(take / rel_dir if rel_dir else take) as it:
-                entries = list(it)
-        except OSError as e:
-            listing.errors.append(f"{rel_dir or '.'}: cannot list: {e.strerror or e}")
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as e:
-                listing.errors.append(f"{rel}: cannot stat: {e.strerror or e}")
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    listing.links[rel] = os.readlink(entry.path)
-                except OSError:
-                    listing.links[rel] = "?"
-            elif stat.S_ISDIR(st.st_mode):
-                stack.append(rel)
-            elif stat.S_ISREG(st.st_mode):
-                listing.files[rel] = st.st_size
-            else:
-                listing.special.append(rel)
-    return listing
-
-
-def _open_regular(path: Path) -> int:
-    """A read-only descriptor on a regular file, refusing symlinks and anything else (no blocking)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path.name}: not a regular file")
-    return fd
-
-
-def _read_small(path: Path, limit: int) -> bytes:
-    fd = _open_regular(path)
-    try:
-        if os.fstat(fd).st_size > limit:
-            raise ValueError(f"{os.fstat(fd).st_size} bytes, more than the {limit} a {path.name} may have")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read(limit + 1)
-    finally:
-        os.close(fd)
-
-
-def hash_file(path: Path, on_chunk: Callable[[int], None] | None = None) -> tuple[str, int]:
-    """sha256 and byte count of a regular file, read in HASH_CHUNK pieces into one reused buffer.
-
-    `on_chunk(n)` is called after each piece with its size. os.readv into a bytearray (no allocation per
-    chunk) with sequential read-ahead measured fastest here, a little ahead of `openssl dgst -sha256`.
-    """
-    fd = _open_regular(path)
-    try:
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        except (AttributeError, OSError):
-            pass
-        h = hashlib.sha256()
-        buf = bytearray(HASH_CHUNK)
-        view = memoryview(buf)
-        total = 0
-        while n := os.readv(fd, [buf]):
-            h.update(view[:n])
-            total += n
-            if on_chunk is not None:
-                on_chunk(n)
-        return h.hexdigest(), total
-    finally:
-        os.close(fd)
 
 
 def count_packets(mkv: Path) -> tuple[np.ndarray, str | None]:
@@ -231,7 +79,7 @@ def count_packets(mkv: Path) -> tuple[np.ndarray, str | None]:
 
 def _events_slates(path: Path) -> list[int]:
     """t_ns of every slate in events.csv (csv module: details may hold quoted commas)."""
-    text = _read_small(path, MAX_MANIFEST_BYTES).decode("utf-8")
+    text = read_small(path, MAX_MANIFEST_BYTES).decode("utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0][:2] != ["t_ns", "kind"]:
         raise ValueError("events.csv: no t_ns,kind header")
@@ -247,169 +95,20 @@ def _events_slates(path: Path) -> list[int]:
 
 # --- one take -------------------------------------------------------------------------------------------
 
-class TakeCheck:
-    """State shared by the checks of one take."""
+class TakeCheck(TakeFiles):
+    """State shared by the checks of one take (folder, manifest and hashes: TakeFiles)."""
 
-    def __init__(self, take: Path, limits: Limits, on_bytes: Callable[[int], None] | None) -> None:
-        self.take = take
+    def __init__(self, take: Path, limits: Limits, on_bytes: Callable[[int], None] | None = None, *,
+                 hashes: bool = True) -> None:
+        super().__init__(take, on_bytes)
+        self.hashes = hashes  # False: files are hashed elsewhere (TakeFiles.hash_plan, hashed, with_hashes)
         self.limits = limits
-        self.on_bytes = on_bytes
-        self.f = _Findings(take)
-        self.hash_f = _Findings(take)  # filled by the hashing thread, merged in order afterwards
-        self.listing = _Listing({}, {}, [], [])
-        self.manifest: dict[str, Any] = {}
         self.streams: dict[str, dict[str, Any]] = {}   # what the result shows per stream
         self.tables: dict[str, dict[str, np.ndarray]] = {}
         self.kinds: dict[str, str] = {}
         self.slates: list[int] = []
-        self.listed: set[str] = set()      # every path take.json lists, well-formed entry or not
         self.unreadable: set[str] = set()  # streams whose tables could not be read (reported already)
         self.broken: set[str] = set()      # streams whose media could not be read through: no slate search
-        self.bytes = 0
-
-    def regular(self, rel: str) -> Path | None:
-        """The path of a regular file of the take, or None (a missing file or a symlink is never read)."""
-        return self.take / rel if rel in self.listing.files else None
-
-    # -- manifest ---------------------------------------------------------------------------------
-    def load_manifest(self) -> bool:
-        f = self.f
-        if MANIFEST in self.listing.links:
-            f.fail(f"{MANIFEST} is a symlink")
-            return False
-        if MANIFEST not in self.listing.files:
-            f.fail(f"no {MANIFEST} (or it is not a regular file)")
-            return False
-        size = self.listing.files[MANIFEST]
-        if size > MAX_MANIFEST_BYTES:
-            f.fail(f"{MANIFEST} is {size} bytes: too large to be a take manifest")
-            return False
-        try:
-            raw = _read_small(self.take / MANIFEST, MAX_MANIFEST_BYTES)
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            f.fail(f"{MANIFEST}: not valid JSON ({_show(str(e)[:200])})")
-            return False
-        except OSError as e:
-            f.fail(f"{MANIFEST}: cannot read: {e.strerror or e}")
-            return False
-        if not isinstance(data, dict):
-            f.fail(f"{MANIFEST}: not a JSON object")
-            return False
-        if data.get("format") != FORMAT:
-            f.fail(f"{MANIFEST}: format {_show(repr(data.get('format')))[:80]}, expected {FORMAT!r}")
-            return False
-        if data.get("version") != VERSION:
-            f.fail(f"{MANIFEST}: unknown version {_show(repr(data.get('version')))[:40]} (this improvcap reads "
-                   f"version {VERSION})")
-            return False
-        self.manifest = data
-        return True
-
-    def check_status(self) -> bool:
-        """False when the take is not finalised: its counts and hashes are not written yet."""
-        status = self.manifest.get("status")
-        if status == "complete":
-            return True
-        if status == "repaired":
-            self.f.warn(f"repaired take: {self.repair_notes()}")
-            return True
-        if status in ("recording", "interrupted"):
-            self.f.fail(f"not finalised (status {status}): run improvcap repair")
-        else:
-            self.f.fail(f"{MANIFEST}: unknown status {_show(repr(status))[:60]}")
-        return False
-
-    def repair_notes(self) -> str:
-        """What the manifest's repair record says was lost: `repair.lost` (per stream, its `summary`), else
-        `repair.notes` (text or a list of texts)."""
-        repair = self.manifest.get("repair")
-        notes: Any = repair.get("lost", repair.get("notes")) if isinstance(repair, dict) else repair
-
-        def text(v: Any) -> str:
-            if isinstance(v, dict) and isinstance(v.get("summary"), str):
-                return v["summary"]
-            return v if isinstance(v, str) else json.dumps(v, default=str)
-
-        if isinstance(notes, str) and notes.strip():
-            return _show(notes.strip())
-        if isinstance(notes, list) and notes:
-            return _show("; ".join(text(n) for n in notes))
-        if isinstance(notes, dict) and notes:
-            return _show("; ".join(f"{k}: {text(v)}" for k, v in notes.items()))
-        return "no repair record in take.json: the loss is not stated"
-
-    # -- folder, files and hashes -------------------------------------------------------------------
-    def check_folder(self) -> None:
-        for rel, target in sorted(self.listing.links.items()):
-            if rel != MANIFEST:
-                self.f.fail(f"{_show(rel)} is a symlink (to {_show(target)}): not followed")
-        for rel in sorted(self.listing.special):
-            self.f.fail(f"{_show(rel)} is not a regular file")
-        for err in self.listing.errors:
-            self.f.fail(_show(err))
-
-    def listed_files(self) -> list[tuple[str, int, str]] | None:
-        """(relpath, bytes, sha256) of every well-formed entry of `files`; reasons for the others."""
-        files = self.manifest.get("files")
-        if not isinstance(files, dict):
-            self.f.fail(f"{MANIFEST}: files is not an object: integrity not checked")
-            return None
-        self.listed = {rel for rel in files if isinstance(rel, str)}
-        out = []
-        for rel, entry in files.items():
-            parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
-            if (not isinstance(rel, str) or not rel or "\0" in rel or "\\" in rel or rel.startswith("/")
-                    or ".." in parts or rel != "/".join(p for p in parts if p != ".")):
-                self.f.fail(f"{MANIFEST}: file path {_show(repr(rel))[:120]} escapes the take")
-                continue
-            size = _int(_dict(entry).get("bytes"))
-            digest = _dict(entry).get("sha256")
-            if size is None or size < 0 or not isinstance(digest, str) or not _SHA256.match(digest) \
-                    or rel == MANIFEST:
-                self.f.fail(f"{MANIFEST}: malformed entry for {_show(rel)} in files")
-                continue
-            out.append((rel, size, digest))
-        return out
-
-    def check_unlisted(self, listed: set[str]) -> None:
-        for rel in sorted(self.listing.files):
-            if rel == MANIFEST or rel in listed:
-                continue
-            if rel.lower().endswith(MEDIA_SUFFIXES):
-                self.f.fail(f"{_show(rel)}: media file not listed in {MANIFEST}")
-            else:
-                self.f.warn(f"{_show(rel)}: foreign file in the take folder")
-
-    def hash_listed(self, entries: list[tuple[str, int, str]]) -> None:
-        """Runs on its own thread: present, same size, same sha256 (reasons into hash_f)."""
-        f = self.hash_f
-        reported = [0]
-
-        def progress(n: int) -> None:
-            self.bytes += n
-            if self.on_bytes is not None and self.bytes - reported[0] >= PROGRESS_EVERY:
-                reported[0] = self.bytes
-                self.on_bytes(self.bytes)
-
-        for rel, size, digest in sorted(entries):
-            if rel in self.listing.links or rel in self.listing.special:
-                continue  # reported by check_folder, and never opened
-            if rel not in self.listing.files:
-                f.fail(f"{_show(rel)}: missing (listed in {MANIFEST})")
-                continue
-            actual = self.listing.files[rel]
-            if actual != size:
-                f.fail(f"{_show(rel)}: {actual} bytes, {MANIFEST} says {size}")
-                continue
-            with f.check(_show(rel)):
-                got, n = hash_file(self.take / rel, progress)
-                if got != digest:
-                    f.fail(f"{_show(rel)}: sha256 differs from {MANIFEST} (changed after recording)")
-                elif n != size:
-                    f.fail(f"{_show(rel)}: read {n} bytes, {MANIFEST} says {size}")
-        if self.on_bytes is not None:
-            self.on_bytes(self.bytes)
 
     # -- streams ----------------------------------------------------------------------------------
     def stream_entries(self) -> dict[str, dict[str, Any]]:
@@ -421,11 +120,11 @@ class TakeCheck:
         out = {}
         for name, entry in streams.items():
             if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
-                self.f.fail(f"{MANIFEST}: stream name {_show(repr(name))[:80]} is not a safe file name")
+                self.f.fail(f"{MANIFEST}: stream name {show(repr(name))[:80]} is not a safe file name")
                 continue
-            kind = _dict(entry).get("kind")
+            kind = mapping(entry).get("kind")
             if kind not in _KINDS:
-                self.f.fail(f"{name}: unknown kind {_show(repr(kind))[:40]}")
+                self.f.fail(f"{name}: unknown kind {show(repr(kind))[:40]}")
                 continue
             out[name] = entry
             self.kinds[name] = kind
@@ -450,7 +149,7 @@ class TakeCheck:
         try:
             return nominal_rate(self.manifest, name)
         except Exception:
-            value = _num(entry.get("nominal_rate"))
+            value = number(entry.get("nominal_rate"))
             if value is None or value <= 0:
                 raise ValueError(f"{name}: no nominal rate") from None
             return value
@@ -458,7 +157,7 @@ class TakeCheck:
     def report_drops(self, name: str, entry: dict[str, Any], seen: int, how: str) -> int:
         """WARN about drops: the manifest's count and what the media show (`how`); returns the drops."""
         unit = _UNIT[self.kinds[name]]
-        recorded = _int(entry.get("dropped"))
+        recorded = integer(entry.get("dropped"))
         drops = max(seen, recorded or 0)
         if recorded is None and self.manifest.get("status") != "repaired":
             self.f.warn(f"{name}: no dropped count in {MANIFEST}; {how} show {seen} {unit} missing")
@@ -466,7 +165,7 @@ class TakeCheck:
             parts = [f"{name}: {drops} {unit} dropped"]
             if recorded is not None:
                 detail = [f"{k.removeprefix('dropped_').replace('_', ' ')} {entry[k]}"
-                          for k in ("dropped_by_device", "dropped_in_queue") if _int(entry.get(k))]
+                          for k in ("dropped_by_device", "dropped_in_queue") if integer(entry.get(k))]
                 parts.append(f"{MANIFEST}: {recorded}" + (f" ({', '.join(detail)})" if detail else ""))
             parts.append(f"{how}: {seen}")
             if recorded is not None and recorded != seen:
@@ -499,12 +198,12 @@ class TakeCheck:
         table = read_table(self.take / rel_csv, columns=("index", "t_ns", "device_ns", "host_ns", "pts"))
         self.tables[name] = table
         t_ns, rows = table["t_ns"], len(table["t_ns"])
-        count = _int(entry.get("count"))
+        count = integer(entry.get("count"))
         pts, error = count_packets(self.take / rel_mkv)
         out = self.streams[name]
         out.update(rows=rows, packets=len(pts))
         if error is not None:
-            self.f.fail(f"{rel_mkv}: demuxing stopped after {len(pts)} packets: {_show(error)}")
+            self.f.fail(f"{rel_mkv}: demuxing stopped after {len(pts)} packets: {show(error)}")
             self.broken.add(name)
         if not (rows == len(pts) == count):
             self.f.fail(f"{name}: {rel_csv} has {rows} rows, {rel_mkv} {len(pts)} packets, {MANIFEST} count {count}")
@@ -531,7 +230,7 @@ class TakeCheck:
         out = self.streams[name]
         frames, first, t_ns = blocks["frames"], blocks["first_sample"], blocks["t_ns"]
         total = int(frames.sum())
-        count = _int(entry.get("count"))
+        count = integer(entry.get("count"))
         out.update(rows=len(t_ns), samples=int(info["frames"]), samples_on_disk=int(info["frames_on_disk"]))
         if not info["header_complete"]:
             self.f.fail(f"{rel_wav}: header declares {info['frames']} sample frames, {info['frames_on_disk']} "
@@ -549,8 +248,8 @@ class TakeCheck:
         if int(info["samplerate"]) != int(round(nominal)):
             self.f.fail(f"{rel_wav}: {info['samplerate']} Hz, the stream's rate is {nominal:g} Hz")
         self.increasing(name, rel_csv, t_ns)
-        clock = _dict(entry.get("clock"))
-        effective = _num(clock.get("effective_rate")) or nominal
+        clock = mapping(entry.get("clock"))
+        effective = number(clock.get("effective_rate")) or nominal
         out["effective_rate"] = effective
         out["rate_ppm"] = _r((effective / nominal - 1) * 1e6, 2)
         missing = 0
@@ -578,7 +277,7 @@ class TakeCheck:
         table = stream_table(self.take, name, kind, time_only=time_only)
         self.tables[name] = table
         t_ns, counter = table["t_ns"], table["counter"]
-        rows, count = len(t_ns), _int(entry.get("count"))
+        rows, count = len(t_ns), integer(entry.get("count"))
         out = self.streams[name]
         out["rows"] = rows
         if rows != count:
@@ -586,9 +285,9 @@ class TakeCheck:
         if not np.array_equal(table["index"], np.arange(rows)):
             self.f.fail(f"{rel}: index column is not 0…{rows - 1} (rows removed or reordered)")
         self.increasing(name, rel, t_ns)
-        stats = _dict(entry.get("device_stats"))
-        errors = {k: stats[k] for k in ("crc_errors", "parse_errors") if _int(stats.get(k))}
-        out.update({k: _int(stats.get(k)) for k in ("crc_errors", "parse_errors")})
+        stats = mapping(entry.get("device_stats"))
+        errors = {k: stats[k] for k in ("crc_errors", "parse_errors") if integer(stats.get(k))}
+        out.update({k: integer(stats.get(k)) for k in ("crc_errors", "parse_errors")})
         if errors:
             self.f.warn(f"{name}: serial line errors: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in errors.items()))
         step = (np.diff(counter) % (1 << 32)) if rows > 1 else np.zeros(0, np.int64)
@@ -613,31 +312,31 @@ class TakeCheck:
         out = self.streams[name]
         out["pulses_missed"] = missing
         out["drops"] = self.report_drops(name, entry, missing, "pulse count gaps")
-        nominal = _num(entry.get("nominal_rate")) or 0.0  # 0: the box sent no trigger pulses
+        nominal = number(entry.get("nominal_rate")) or 0.0  # 0: the box sent no trigger pulses
         if nominal > 0:
             out["measured_rate"] = _r(self.check_rate(name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
                                                       nominal), 4)
         trips = read_table(self.take / f"{name}.roundtrips.csv", columns=("host_send_ns", "host_recv_ns"))
         rtt = trips["host_recv_ns"] - trips["host_send_ns"]
         out["round_trips"] = len(rtt)
-        clock = _dict(entry.get("clock"))
+        clock = mapping(entry.get("clock"))
         if not len(rtt):
             self.f.fail(f"{name}: {name}.roundtrips.csv has no round trips: the box's clock cannot be fitted")
-        elif clock.get("domain") != "roundtrip" or _num(clock.get("offset_ns")) is None:
+        elif clock.get("domain") != "roundtrip" or number(clock.get("offset_ns")) is None:
             self.f.fail(f"{name}: no round-trip clock fit in {MANIFEST}")
         else:
             out["rtt_median_ms"] = _r(float(np.median(rtt)) / 1e6, 4)
         self.intervals(name, t_ns)
 
     def clock(self, name: str, entry: dict[str, Any]) -> None:
-        clock = _dict(entry.get("clock"))
+        clock = mapping(entry.get("clock"))
         out = self.streams[name]
         domain = clock.get("domain")
         out["clock_domain"] = domain if isinstance(domain, str) else None
-        drift, p99 = _num(clock.get("drift_ppm")), _num(clock.get("residual_p99_ns"))
+        drift, p99 = number(clock.get("drift_ppm")), number(clock.get("residual_p99_ns"))
         out["drift_ppm"] = _r(drift, 3)
         out["residual_p99_ms"] = _r(p99 / 1e6 if p99 is not None else None, 4)
-        resets = _int(clock.get("resets")) or 0
+        resets = integer(clock.get("resets")) or 0
         out["resets"] = resets
         rows = out.get("rows") or 0
         if domain in ("device", "roundtrip") and rows >= 2:
@@ -654,7 +353,7 @@ class TakeCheck:
         table = self.tables.get(name)
         if table is None or not len(table["t_ns"]):
             return
-        latency = _num(clock.get("latency_ns")) or 0.0
+        latency = number(clock.get("latency_ns")) or 0.0
         late = table["host_ns"] - table["t_ns"] - latency
         if self.kinds[name] == "audio":  # arrivals were fitted against each block's end
             late = late - table["frames"] * (1e9 / (out.get("effective_rate") or self.rate(name, entry)))
@@ -680,7 +379,7 @@ class TakeCheck:
                 continue  # its media failed already (a search would only repeat that), or it has none
             with self.f.check(f"{name}: slate detection"):
                 kind, t_ns = self.kinds[name], table["t_ns"]
-                entry = _dict(self.manifest["streams"][name])
+                entry = mapping(self.manifest["streams"][name])
                 period = 1e9 / self.rate(name, entry)
                 onsets = self.detect(name, kind, period)
                 allowed = {"camera": (-1e6, period + 1e6), "audio": (-tol, tol),
@@ -724,7 +423,7 @@ class TakeCheck:
         if kind == "audio":
             windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
             return detect_audio(self.take / f"{name}.wav", self.take / f"{name}.blocks.csv",
-                                self.rate(name, _dict(self.manifest["streams"][name])), windows=windows)
+                                self.rate(name, mapping(self.manifest["streams"][name])), windows=windows)
         windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
         return detect_mocap(self.take / f"{name}.csv", windows=windows, table=self.tables[name])
 
@@ -734,7 +433,7 @@ class TakeCheck:
             if SYNC_CSV not in self.listing.links:
                 self.f.fail(f"{SYNC_CSV} missing")
             return
-        rig = _dict(self.manifest.get("rig"))
+        rig = mapping(self.manifest.get("rig"))
         specs = [s for s in rig.get("streams", []) if isinstance(s, dict)] if isinstance(rig.get("streams"), list) else []
         master = rig.get("master")
         inputs: list[StreamInput] = []
@@ -749,7 +448,7 @@ class TakeCheck:
             inputs.append((name, kind, nominal_rate(self.manifest, name), cols))
         if master is not None:
             if master not in self.tables:
-                self.f.fail(f"{SYNC_CSV}: the master camera {_show(master)} has no readable frames.csv")
+                self.f.fail(f"{SYNC_CSV}: the master camera {show(master)} has no readable frames.csv")
                 return
             ticks, tick_t_ns = self.tables[master]["index"], self.tables[master]["t_ns"]
             master_rate = nominal_rate(self.manifest, master)
@@ -765,7 +464,7 @@ class TakeCheck:
         expected = sync_table(ticks, tick_t_ns, inputs, master_rate=master_rate)
         stored = read_table(path, dtype=np.float64)
         if list(stored) != list(expected):
-            self.f.fail(f"{SYNC_CSV}: columns {','.join(map(_show, stored))[:200]} are not the expected "
+            self.f.fail(f"{SYNC_CSV}: columns {','.join(map(show, stored))[:200]} are not the expected "
                         f"{','.join(expected)}")
             return
         n = len(expected["tick"])
@@ -815,7 +514,7 @@ class TakeCheck:
                 self.f.warn("no performers recorded")
         for e in entries:
             if e.get("revoked") is True:
-                self.f.fail(f"performer {_show(e['id'])} is recorded with revoked consent")
+                self.f.fail(f"performer {show(e['id'])} is recorded with revoked consent")
         summary: dict[str, Any] = {}
         with self.f.check("consent summary"):
             summary = consent_summary([{**e, "allowed": e.get("allowed", []), "denied": e.get("denied", [])}
@@ -825,7 +524,7 @@ class TakeCheck:
             if RECORD_FILE not in self.listing.links:
                 self.f.fail(f"{RECORD_FILE} missing: consent record not in the take")
             return ids, summary
-        data = _read_small(record, MAX_RECORD_BYTES)
+        data = read_small(record, MAX_RECORD_BYTES)
         digest = hashlib.sha256(data).hexdigest()
         expected = None
         with self.f.check("consent record"):
@@ -833,22 +532,22 @@ class TakeCheck:
         if expected is not None and (data != expected or digest != self.manifest.get("performers_sha256")):
             self.f.fail(f"consent record altered: {RECORD_FILE} (sha256 {digest[:12]}…) is not the record of "
                         f"{MANIFEST} performers (performers_sha256 "
-                        f"{_show(str(self.manifest.get('performers_sha256')))[:12]}…)")
+                        f"{show(str(self.manifest.get('performers_sha256')))[:12]}…)")
         return ids, summary
 
     def check_faults(self, entries: Mapping[str, dict[str, Any]]) -> None:
         faults = self.manifest.get("faults")
         named = set()
         for fault in faults if isinstance(faults, list) else []:
-            fault = _dict(fault)
+            fault = mapping(fault)
             stream, detail = fault.get("stream") or "", fault.get("detail")
-            t = _num(fault.get("t_ns"))
+            t = number(fault.get("t_ns"))
             named.add(stream)
             at = f" at {t / 1e9:.3f} s" if t is not None else ""
-            self.f.fail(f"fault{at}{' in ' + _show(stream) if stream else ''}: {_show(detail)}")
+            self.f.fail(f"fault{at}{' in ' + show(stream) if stream else ''}: {show(detail)}")
         for name, entry in entries.items():
             if entry.get("state") == "failed" and name not in named:
-                self.f.fail(f"{name}: stream failed: {_show(entry.get('fault'))}")
+                self.f.fail(f"{name}: stream failed: {show(entry.get('fault'))}")
 
     # -- all --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -856,7 +555,7 @@ class TakeCheck:
         if not self.take.is_dir():
             f.fail("not a folder")
             return self.result([], {})
-        self.listing = _walk(self.take)
+        self.listing = walk(self.take)
         self.check_folder()
         if not self.load_manifest():
             return self.result([], {})
@@ -874,6 +573,7 @@ class TakeCheck:
         with ThreadPoolExecutor(1, thread_name_prefix="improvcap-verify-hash") as pool:
             if listed is not None:
                 self.check_unlisted(self.listed)
+            if listed is not None and self.hashes:
                 # hashing reads and sha256 release the GIL: it overlaps the checks below
                 hasher = pool.submit(self.hash_listed, listed)
             entries: dict[str, dict[str, Any]] = {}
@@ -882,8 +582,8 @@ class TakeCheck:
                 self.check_faults(entries)
             for name, entry in entries.items():
                 kind = self.kinds[name]
-                self.streams[name] = {"kind": kind, "count": _int(entry.get("count")),
-                                      "nominal_rate": _num(entry.get("nominal_rate")), "unit": _UNIT[kind]}
+                self.streams[name] = {"kind": kind, "count": integer(entry.get("count")),
+                                      "nominal_rate": number(entry.get("nominal_rate")), "unit": _UNIT[kind]}
                 if not self.stream_files(name, entry):
                     self.unreadable.add(name)
                     continue
@@ -910,7 +610,7 @@ class TakeCheck:
 
     def failure(self, text: str) -> dict[str, Any]:
         """The result of a take whose verification itself failed (`text` says how)."""
-        self.f.fail(_show(text))
+        self.f.fail(show(text))
         return self.result([], {})
 
     def result(self, ids: list[str], consent: dict[str, Any]) -> dict[str, Any]:
@@ -924,8 +624,8 @@ class TakeCheck:
         return {
             "take": str(self.take), "verdict": self.f.verdict, "reasons": self.f.reasons(),
             "status": text(m.get("status")), "session": text(m.get("session")), "scene": text(m.get("scene")),
-            "take_number": _int(m.get("take")), "t0_utc": text(m.get("t0_utc")),
-            "duration_s": _num(m.get("duration_s")), "streams": self.streams,
+            "take_number": integer(m.get("take")), "t0_utc": text(m.get("t0_utc")),
+            "duration_s": number(m.get("duration_s")), "streams": self.streams,
             "slates_s": [round(s / 1e9, 6) for s in self.slates],
             "worst_drift_ppm": max(drifts, key=abs) if drifts else None,
             "worst_slate_offset_ms": worst[1] if worst else None,

@@ -32,22 +32,20 @@ series for plots (at most PLOT_POINTS points, the maximum of each bucket so that
 """
 from __future__ import annotations
 
-import json
+import importlib
 import multiprocessing
 import os
-import queue as _queue
-import stat
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import UsageError
 from .take import MANIFEST
-from .takecheck import MAX_MANIFEST_BYTES, PLOT_POINTS, PROGRESS_EVERY, TakeCheck, count_packets, hash_file
+from .takefiles import PROGRESS_EVERY, TakeFiles, hash_file
 
-__all__ = ["PLOT_POINTS", "PROGRESS_EVERY", "Limits", "count_packets", "find_takes", "hash_file", "manifest_bytes",
-           "summary_rows", "verify_paths", "verify_take"]
+__all__ = ["PROGRESS_EVERY", "Limits", "find_takes", "hash_file", "summary_rows", "verify_paths", "verify_take"]
 
 
 @dataclass(frozen=True)
@@ -83,26 +81,14 @@ def find_takes(paths: Sequence[Path]) -> list[Path]:
     return sorted(found)
 
 
-def manifest_bytes(take: Path) -> int:
-    """The bytes a take's manifest lists (what verifying it will hash); 0 when it cannot tell."""
-    try:
-        path = Path(take) / MANIFEST
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST_BYTES:
-            return 0
-        files = json.loads(path.read_bytes()).get("files")
-        sizes = [e.get("bytes") for e in files.values() if isinstance(e, dict)]
-        return sum(n for n in sizes if isinstance(n, int) and not isinstance(n, bool) and n > 0)
-    except Exception:
-        return 0
-
-
 def verify_take(take: Path, limits: Limits = Limits(), *, on_bytes: Callable[[int], None] | None = None,
                 ) -> dict[str, Any]:
     """Check one take folder, reading only; never raises on what it finds (see the module docstring).
 
     `on_bytes(bytes_hashed_so_far)` is called from a worker thread every PROGRESS_EVERY bytes and at the end.
     """
+    from .takecheck import TakeCheck
+
     check = TakeCheck(Path(take), limits, on_bytes)
     try:
         return check.run()
@@ -112,97 +98,138 @@ def verify_take(take: Path, limits: Limits = Limits(), *, on_bytes: Callable[[in
 
 # --- many takes ---------------------------------------------------------------------------------------
 
-_progress_queue: Any = None
+def _check_without_hashes(take: Path, limits: Limits) -> dict[str, Any]:
+    """Everything but hashing (verify_paths hashes every take's files from one pool). Top level: it runs in
+    worker processes, forked or spawned."""
+    from .takecheck import TakeCheck  # numpy and PyAV: imported while the first files are hashed
 
-
-def _init_worker(q: Any) -> None:
-    global _progress_queue
-    _progress_queue = q
-
-
-def _verify_in_worker(index: int, take: Path, limits: Limits) -> dict[str, Any]:
-    """Process-pool entry point (top level: works with the spawn start method)."""
-    q = _progress_queue
-    return verify_take(take, limits, on_bytes=None if q is None else (lambda n: q.put((index, n))))
+    check = TakeCheck(Path(take), limits, hashes=False)
+    try:
+        return check.run()
+    except Exception as e:
+        return check.failure(f"verify failed: {type(e).__name__}: {e}")
 
 
 def _ready() -> None:
-    """A first task that makes a worker process start (and import) before there is work for it."""
+    """A first task that makes a worker process start and import the checks before there is work for it."""
+    importlib.import_module("improvcap.takecheck")
 
 
 def _crashed(take: Path, error: BaseException) -> dict[str, Any]:
-    return TakeCheck(Path(take), Limits(), None).failure(f"verify crashed: {type(error).__name__}: {error}")
+    from .takecheck import TakeCheck
+
+    return TakeCheck(Path(take), Limits(), hashes=False).failure(
+        f"verify crashed: {type(error).__name__}: {error}")
+
+
+class _Hashing:
+    """Every listed file of every take hashed by `threads` threads of this process, largest file first.
+
+    hashlib and file reads release the GIL, so the threads run on all cores; one queue over all takes keeps
+    every core busy to the end (per-take hashing would leave one idle while the last big take finishes).
+    """
+
+    def __init__(self, plans: Sequence[TakeFiles], threads: int) -> None:
+        self.plans = plans
+        self.files = [plan.hash_plan() for plan in plans]
+        self.pending = [len(files) for files in self.files]
+        self.outcomes: list[dict[str, tuple[str, int] | BaseException]] = [{} for _ in plans]
+        self.total = sum(size for files in self.files for _, size, _ in files)
+        self.read = 0
+        self._lock = threading.Lock()
+        jobs = sorted(((size, i, rel) for i, files in enumerate(self.files) for rel, size, _ in files),
+                      key=lambda job: -job[0])
+        self.threads = max(1, threads)
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="improvcap-hash")
+        self.futures = [self.pool.submit(self._hash, i, rel) for _, i, rel in jobs]
+        self._first = 0
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.read += n
+
+    def _hash(self, i: int, rel: str) -> int:
+        try:
+            outcome: tuple[str, int] | BaseException = hash_file(self.plans[i].take / rel, self._count)
+        except Exception as e:  # a reason of that take (the file changed or went away since the walk)
+            outcome = e
+        with self._lock:
+            self.outcomes[i][rel] = outcome
+            self.pending[i] -= 1
+        return i
+
+    def in_progress(self) -> list[Future]:
+        """The files being hashed now (the pool takes them in order: the first ones not done)."""
+        while self._first < len(self.futures) and self.futures[self._first].done():
+            self._first += 1
+        return self.futures[self._first:self._first + self.threads]
+
+    def done(self, i: int) -> bool:
+        return self.pending[i] == 0
+
+    def merged(self, i: int, checked: dict[str, Any]) -> dict[str, Any]:
+        """Take i's result: `checked` (everything but hashing) with its hashing reasons, in file order."""
+        plan = self.plans[i]
+        for rel, size, digest in self.files[i]:
+            plan.hashed(rel, size, digest, self.outcomes[i][rel])
+        self.outcomes[i].clear()
+        return plan.with_hashes(checked)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1,
                  progress: Callable[[int, int, int, int], None] | None = None) -> list[dict[str, Any]]:
     """Verify every take under `paths`; results in take order (find_takes).
 
-    `jobs` takes are verified at a time: one on a thread of this process (it starts at once) and the others
-    in `jobs - 1` worker processes (spawned: safe whatever threads the caller runs), each handed the next
-    take as it frees up. `progress(done_takes, total_takes, bytes_done, bytes_total)` is called from the
-    caller's thread, at every finished take and while hashing; bytes_total is what the manifests list.
+    `jobs` threads of this process hash every file from one queue over all takes (_Hashing); the other
+    checks of the takes run beside them in `jobs - 1` worker processes (forked when this is the only thread,
+    else spawned), or on one more thread when `jobs` is 1. Checks in this process would slow the hashing
+    down: each one holds the GIL that every hashed piece briefly needs. `progress(done_takes, total_takes,
+    bytes_hashed, bytes_total)` is called from the caller's thread, at every finished take and while hashing.
     """
     takes = find_takes(paths)
-    processes = max(0, min(int(jobs), len(takes)) - 1)
-    remote: ProcessPoolExecutor | None = None
-    remote_q: Any = None
-    if processes:
-        # started first: the workers import while the manifests are read
-        ctx = multiprocessing.get_context("spawn")
-        remote_q = ctx.Queue()
-        remote = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker, initargs=(remote_q,))
-        for _ in range(processes):
-            remote.submit(_ready)
-    local = ThreadPoolExecutor(1, thread_name_prefix="improvcap-verify")
-    local_q: Any = _queue.SimpleQueue()
+    workers = min(int(jobs) - 1, len(takes))
+    checks: Executor
+    if workers > 0:
+        # Started first, so that the workers import the checks while this process starts hashing. Forked
+        # (no new interpreter) only while this is the only thread: a lock held by another thread would stay
+        # held in the child. The CLI starts its progress bar (a thread) at the first progress call.
+        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
+            else "spawn"
+        checks = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        for _ in range(workers):
+            checks.submit(_ready)  # forks now (3.11 starts every worker of a fork pool at the first task)
+    else:
+        checks = ThreadPoolExecutor(1, thread_name_prefix="improvcap-verify")
+    hashing: _Hashing | None = None
     try:
-        sizes = [manifest_bytes(t) for t in takes]
-        total_bytes = sum(sizes)
+        hashing = _Hashing([TakeFiles(t) for t in takes], jobs)
+        running = {checks.submit(_check_without_hashes, take, limits): i for i, take in enumerate(takes)}
+        checked: dict[int, dict[str, Any]] = {}   # checked, waiting for its files' hashes
         results: list[dict[str, Any] | None] = [None] * len(takes)
-        partial: dict[int, int] = {}
-
-        def report(done: int) -> None:
-            if progress is not None:
-                finished = sum(sizes[i] for i, r in enumerate(results) if r is not None)
-                running = sum(min(n, sizes[i]) for i, n in partial.items() if results[i] is None)
-                progress(done, len(takes), finished + running, total_bytes)
-
-        report(0)
-        running: dict[Future, tuple[int, bool]] = {}   # future -> (take index, on a worker process)
-        next_take = done = 0
+        done = 0
+        if progress is not None:
+            progress(0, len(takes), 0, hashing.total)
         while done < len(takes):
-            # keep every slot busy: one local, `processes` remote
-            while next_take < len(takes) and sum(not r for _, r in running.values()) < 1:
-                i = next_take
-                running[local.submit(verify_take, takes[i], limits,
-                                     on_bytes=lambda n, i=i: local_q.put((i, n)))] = (i, False)
-                next_take += 1
-            while remote is not None and next_take < len(takes) and sum(r for _, r in running.values()) < processes:
-                running[remote.submit(_verify_in_worker, next_take, takes[next_take], limits)] = (next_take, True)
-                next_take += 1
-            finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-            for q in (local_q, remote_q):
-                while q is not None:
-                    try:
-                        i, n = q.get_nowait()
-                    except (_queue.Empty, OSError, ValueError):
-                        break
-                    partial[i] = n
-            for fut in finished:
-                i, _ = running.pop(fut)
+            # with no check running, the next thing to come is a hashed file
+            finished, _ = wait(running or hashing.in_progress(), timeout=0.2, return_when=FIRST_COMPLETED)
+            for fut in finished & running.keys():
+                i = running.pop(fut)
                 try:
-                    results[i] = fut.result()
+                    checked[i] = fut.result()
                 except Exception as e:  # a worker process died (out of memory, killed)
-                    results[i] = _crashed(takes[i], e)
+                    checked[i] = _crashed(takes[i], e)
+            for i in [i for i in checked if hashing.done(i)]:
+                results[i] = hashing.merged(i, checked.pop(i))
                 done += 1
-            report(done)
+            if progress is not None:
+                progress(done, len(takes), hashing.read, hashing.total)
     finally:
-        local.shutdown(wait=True, cancel_futures=True)
-        if remote is not None:
-            remote.shutdown(wait=True, cancel_futures=True)
-            remote_q.close()
-            remote_q.join_thread()
+        checks.shutdown(wait=True, cancel_futures=True)
+        if hashing is not None:
+            hashing.close()
     return [r for r in results if r is not None]
 
 

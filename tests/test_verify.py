@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from improvcap.errors import UsageError
-from improvcap.takecheck import MAX_MANIFEST_BYTES
+from improvcap.takefiles import MAX_MANIFEST_BYTES
 from improvcap.verify import Limits, find_takes, hash_file, summary_rows, verify_paths, verify_take
 
 pytestmark = pytest.mark.slow  # the day takes about 15 s to record; each check after that is fast
@@ -480,8 +481,17 @@ def test_verify_writes_nothing_and_jobs_give_the_same_results(day):
     calls: list[tuple[int, int, int, int]] = []
     serial = verify_paths([root], RELAXED, jobs=1, progress=lambda *a: calls.append(a))
     parallel = verify_paths([root], RELAXED, jobs=2)
+    # with another thread running, the worker is spawned instead of forked
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        spawned = verify_paths([root], RELAXED, jobs=3)
+    finally:
+        stop.set()
+        other.join()
     assert snapshot(root) == before
-    assert json.dumps(serial) == json.dumps(parallel)
+    assert json.dumps(serial) == json.dumps(parallel) == json.dumps(spawned)
     takes = find_takes([root])
     assert [r["take"] for r in serial] == [str(t) for t in takes]
     total = calls[-1][3]
