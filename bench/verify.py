@@ -8,7 +8,10 @@ process over the same files. Reported: wall time, throughput (bytes/s), their ra
 least 1.5 × openssl with --jobs 2 on 2 cores), and verify's peak memory (largest process) against the
 largest file.
 
-    python bench/verify.py [--gb 2] [--takes 2] [--seconds 20] [--jobs 2] [--repeats 3]
+    python bench/verify.py [--gb 2] [--takes 2] [--seconds 20] [--jobs 2] [--repeats 3] [--day DIR]
+
+`--day DIR` times an existing folder of takes (a real shoot day, or one recorded earlier) instead of
+recording one.
 """
 from __future__ import annotations
 
@@ -89,10 +92,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--day", type=Path, help="an existing day to time (nothing is recorded)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="improvcap-verify-", dir=os.environ.get("BENCH_DIR")) as tmp:
         root = Path(tmp)
-        day, size, largest = make_day(root, args.takes, args.seconds, args.gb)
+        if args.day is not None:
+            day = args.day.resolve()
+            sizes = [f.stat().st_size for p in day.iterdir() if p.is_dir() for f in p.iterdir()]
+            size, largest = sum(sizes), max(sizes)
+        else:
+            day, size, largest = make_day(root, args.takes, args.seconds, args.gb)
         files = all_files(day)
         takes = len([p for p in day.iterdir() if (p / "take.json").exists()])
         for _ in range(2):  # warm the page cache: both tools then read from memory

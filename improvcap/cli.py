@@ -286,7 +286,7 @@ def verify(
     paths: Annotated[list[Path], typer.Argument(help="Takes, sessions or whole folders of them.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print every take's result as JSON.")] = False,
     report: Annotated[Optional[Path], typer.Option("--report", help="Also write a self-contained HTML report.")] = None,
-    jobs: Annotated[int, typer.Option(help="Verify this many takes at once (processes).")] = 1,
+    jobs: Annotated[int, typer.Option(help="Cores to use: threads hashing files, worker processes checking takes.")] = 1,
     require_consent: Annotated[bool, typer.Option("--require-consent", help="A take with no performers fails.")] = False,
     max_drift_ppm: Annotated[float, typer.Option(help="Largest clock drift allowed.")] = 500.0,
     max_residual_ms: Annotated[float, typer.Option(help="Largest p99 arrival delay above the clock fit.")] = 100.0,

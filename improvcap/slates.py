@@ -256,15 +256,17 @@ def _detect_video_windows(mkv: Path, rows: dict[str, np.ndarray], windows: Seque
 
 
 def detect_video(mkv: Path, frames_csv: Path, *, threads: int = 0,
-                 windows: Sequence[tuple[int, int]] | None = None) -> list[Onset]:
+                 windows: Sequence[tuple[int, int]] | None = None,
+                 table: dict[str, np.ndarray] | None = None) -> list[Onset]:
     """Flash onsets in a camera stream; t_ns is the flash frame's t_ns from frames.csv.
 
     `windows`: (start, end) t_ns ranges to search instead of the whole file (each needs about
     VIDEO_HISTORY frames of lead-in before a flash). Only frames from the keyframe before each window to
-    its end are decoded, found through the container pts that frames.csv records.
+    its end are decoded, found through the container pts that frames.csv records. `table`: frames.csv's
+    columns, when the caller has read them already.
     """
     mkv, frames_csv = Path(mkv), Path(frames_csv)
-    rows = read_table(frames_csv)
+    rows = read_table(frames_csv) if table is None else table
     if windows is not None and "pts" in rows and "t_ns" in rows and len(np.unique(rows["pts"])) == len(rows["pts"]):
         return _detect_video_windows(mkv, rows, windows, threads)
     frame_pts, luma = video_luma(mkv, threads)

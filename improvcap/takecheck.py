@@ -410,11 +410,13 @@ class TakeCheck(TakeFiles):
         history = (VIDEO_HISTORY + 2) * period  # the detector's history before a flash
         on_time = (-1e6, period + 1e6)
         narrow = [(int(s - history + on_time[0]), int(s + on_time[1])) for s in self.slates]
-        onsets = detect_video(mkv, frames_csv, threads=1, windows=narrow)
+        table = self.tables[name]
+        onsets = detect_video(mkv, frames_csv, threads=1, windows=narrow, table=table)
         late = [s for s in self.slates if not any(on_time[0] <= o.t_ns - s <= on_time[1] for o in onsets)]
         if late:
             wide = [(int(s - SLATE_BEFORE_NS - history), int(s + SLATE_AFTER_NS)) for s in late]
-            onsets = sorted({*onsets, *detect_video(mkv, frames_csv, threads=1, windows=wide)}, key=lambda o: o.t_ns)
+            onsets = sorted({*onsets, *detect_video(mkv, frames_csv, threads=1, windows=wide, table=table)},
+                            key=lambda o: o.t_ns)
         return onsets
 
     def detect(self, name: str, kind: str, period: float) -> list[Onset]:
