@@ -494,6 +494,8 @@ def test_verify_writes_nothing_and_jobs_give_the_same_results(day):
     assert json.dumps(serial) == json.dumps(parallel) == json.dumps(spawned)
     takes = find_takes([root])
     assert [r["take"] for r in serial] == [str(t) for t in takes]
+    # one take on its own (hashed inside its check) gives what the day's shared hashing pool gives
+    assert json.dumps([verify_take(t, RELAXED) for t in takes]) == json.dumps(serial)
     total = calls[-1][3]
     assert calls[0] == (0, len(takes), 0, total) and calls[-1] == (len(takes), len(takes), total, total)
     assert all(a[2] <= b[2] for a, b in zip(calls, calls[1:]))
