@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import queue as _queue
 import os
 import threading
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -129,26 +130,26 @@ class _Hashing:
     every core busy to the end (per-take hashing would leave one idle while the last big take finishes).
     """
 
-    def __init__(self, plans: Sequence[TakeFiles], threads: int) -> None:
+    def __init__(self, plans: Sequence[TakeFiles], threads: int, on_hashed: Callable[[int], None]) -> None:
         self.plans = plans
         self.files = [plan.hash_plan() for plan in plans]
         self.pending = [len(files) for files in self.files]
         self.outcomes: list[dict[str, tuple[str, int] | BaseException]] = [{} for _ in plans]
         self.total = sum(size for files in self.files for _, size, _ in files)
         self.read = 0
+        self.on_hashed = on_hashed  # called with a take's index after each of its files
         self._lock = threading.Lock()
         jobs = sorted(((size, i, rel) for i, files in enumerate(self.files) for rel, size, _ in files),
                       key=lambda job: -job[0])
-        self.threads = max(1, threads)
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="improvcap-hash")
-        self.futures = [self.pool.submit(self._hash, i, rel) for _, i, rel in jobs]
-        self._first = 0
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="improvcap-hash")
+        for _, i, rel in jobs:
+            self.pool.submit(self._hash, i, rel)
 
     def _count(self, n: int) -> None:
         with self._lock:
             self.read += n
 
-    def _hash(self, i: int, rel: str) -> int:
+    def _hash(self, i: int, rel: str) -> None:
         try:
             outcome: tuple[str, int] | BaseException = hash_file(self.plans[i].take / rel, self._count)
         except Exception as e:  # a reason of that take (the file changed or went away since the walk)
@@ -156,13 +157,7 @@ class _Hashing:
         with self._lock:
             self.outcomes[i][rel] = outcome
             self.pending[i] -= 1
-        return i
-
-    def in_progress(self) -> list[Future]:
-        """The files being hashed now (the pool takes them in order: the first ones not done)."""
-        while self._first < len(self.futures) and self.futures[self._first].done():
-            self._first += 1
-        return self.futures[self._first:self._first + self.threads]
+        self.on_hashed(i)
 
     def done(self, i: int) -> bool:
         return self.pending[i] == 0
@@ -204,26 +199,39 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
     else:
         checks = ThreadPoolExecutor(1, thread_name_prefix="improvcap-verify")
     hashing: _Hashing | None = None
+    events: _queue.SimpleQueue = _queue.SimpleQueue()  # finished checks (futures), hashed files (take index)
     try:
-        hashing = _Hashing([TakeFiles(t) for t in takes], jobs)
-        running = {checks.submit(_check_without_hashes, take, limits): i for i, take in enumerate(takes)}
+        hashing = _Hashing([TakeFiles(t) for t in takes], jobs, events.put)
+        running: dict[Future, int] = {}
+        for i, take in enumerate(takes):
+            future = checks.submit(_check_without_hashes, take, limits)
+            running[future] = i
+            future.add_done_callback(events.put)
         checked: dict[int, dict[str, Any]] = {}   # checked, waiting for its files' hashes
         results: list[dict[str, Any] | None] = [None] * len(takes)
         done = 0
         if progress is not None:
             progress(0, len(takes), 0, hashing.total)
         while done < len(takes):
-            # with no check running, the next thing to come is a hashed file
-            finished, _ = wait(running or hashing.in_progress(), timeout=0.2, return_when=FIRST_COMPLETED)
-            for fut in finished & running.keys():
-                i = running.pop(fut)
-                try:
-                    checked[i] = fut.result()
-                except Exception as e:  # a worker process died (out of memory, killed)
-                    checked[i] = _crashed(takes[i], e)
-            for i in [i for i in checked if hashing.done(i)]:
-                results[i] = hashing.merged(i, checked.pop(i))
-                done += 1
+            news = []
+            try:
+                news.append(events.get(timeout=0.2))
+                while True:
+                    news.append(events.get_nowait())
+            except _queue.Empty:
+                pass  # none (a progress update only), or all there were
+            for event in news:
+                if isinstance(event, Future):
+                    i = running.pop(event)
+                    try:
+                        checked[i] = event.result()
+                    except Exception as e:  # a worker process died (out of memory, killed)
+                        checked[i] = _crashed(takes[i], e)
+                else:
+                    i = event
+                if i in checked and hashing.done(i):
+                    results[i] = hashing.merged(i, checked.pop(i))
+                    done += 1
             if progress is not None:
                 progress(done, len(takes), hashing.read, hashing.total)
     finally:
