@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .performers import RECORD_FILE, consent_record, consent_summary
-from .slates import VIDEO_HISTORY, Onset, detect_audio, detect_mocap, detect_video
+from .slates import VIDEO_HISTORY, Onset, detect_audio, detect_mocap, detect_video, open_video
 from .sync import SYNC_CSV, SYNTHETIC_RATE, StreamInput, nominal_rate, sync_table
 from .take import MANIFEST
 from .takefiles import MAX_MANIFEST_BYTES, TakeFiles, integer, mapping, number, read_small, show, walk
@@ -56,24 +56,19 @@ def _downsample(t_s: np.ndarray, values: np.ndarray, points: int = PLOT_POINTS) 
     return np.round(t_s[ok], 4).tolist(), np.round(values[ok], 4).tolist()
 
 
-def count_packets(mkv: Path) -> tuple[np.ndarray, str | None]:
+def count_packets(mkv: Path, container: Any) -> tuple[np.ndarray, str | None]:
     """pts of every packet of the file's first video stream, by demuxing only (no decoding), and the
-    error that stopped the demuxer early (None when it read to the end)."""
+    error that stopped the demuxer early (None when it read to the end). `container`: open_video(mkv)."""
     pts: list[int] = []
+    if not container.streams.video:
+        raise ValueError(f"{mkv.name}: no video stream")
+    stream = container.streams.video[0]
     try:
-        container = av.open(str(mkv))
+        for packet in container.demux(stream):
+            if packet.size:  # the demuxer ends with an empty flush packet
+                pts.append(-1 if packet.pts is None else int(packet.pts))
     except av.FFmpegError as e:
-        raise ValueError(f"{mkv.name}: not a readable video ({getattr(e, 'strerror', None) or e})") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{mkv.name}: no video stream")
-        stream = container.streams.video[0]
-        try:
-            for packet in container.demux(stream):
-                if packet.size:  # the demuxer ends with an empty flush packet
-                    pts.append(-1 if packet.pts is None else int(packet.pts))
-        except av.FFmpegError as e:
-            return np.asarray(pts, np.int64), str(e)
+        return np.asarray(pts, np.int64), str(e)
     return np.asarray(pts, np.int64), None
 
 
@@ -109,6 +104,7 @@ class TakeCheck(TakeFiles):
         self.slates: list[int] = []
         self.unreadable: set[str] = set()  # streams whose tables could not be read (reported already)
         self.broken: set[str] = set()      # streams whose media could not be read through: no slate search
+        self.videos: dict[str, Any] = {}   # camera -> its mkv, open from the packet count to the slate search
 
     # -- streams ----------------------------------------------------------------------------------
     def stream_entries(self) -> dict[str, dict[str, Any]]:
@@ -199,7 +195,11 @@ class TakeCheck(TakeFiles):
         self.tables[name] = table
         t_ns, rows = table["t_ns"], len(table["t_ns"])
         count = integer(entry.get("count"))
-        pts, error = count_packets(self.take / rel_mkv)
+        try:
+            container = self.videos[name] = open_video(self.take / rel_mkv)
+        except av.FFmpegError as e:
+            raise ValueError(f"{rel_mkv}: not a readable video ({getattr(e, 'strerror', None) or e})") from None
+        pts, error = count_packets(self.take / rel_mkv, container)
         out = self.streams[name]
         out.update(rows=rows, packets=len(pts))
         if error is not None:
@@ -373,17 +373,14 @@ class TakeCheck(TakeFiles):
         if not self.slates:
             self.f.warn("no slates: sync not verified in the media")
             return
-        tol = self.limits.slate_tolerance_ms * 1e6
         for name, table in self.tables.items():
             if name in self.broken or self.kinds[name] == "sync":
                 continue  # its media failed already (a search would only repeat that), or it has none
             with self.f.check(f"{name}: slate detection"):
                 kind, t_ns = self.kinds[name], table["t_ns"]
-                entry = mapping(self.manifest["streams"][name])
-                period = 1e9 / self.rate(name, entry)
+                period = 1e9 / self.rate(name, mapping(self.manifest["streams"][name]))
+                allowed = self.on_time(kind, period)
                 onsets = self.detect(name, kind, period)
-                allowed = {"camera": (-1e6, period + 1e6), "audio": (-tol, tol),
-                           "mocap": (-tol, period + tol)}[kind]
                 offsets: list[float | None] = []
                 for s in self.slates:
                     if not len(t_ns) or not (t_ns[0] <= s <= t_ns[-1]):
@@ -401,32 +398,37 @@ class TakeCheck(TakeFiles):
                                     f"(allowed {allowed[0] / 1e6:+.3f} … {allowed[1] / 1e6:+.3f} ms)")
                 self.streams[name]["slate_offsets_ms"] = offsets
 
-    def detect_video(self, name: str, period: float) -> list[Onset]:
-        """Flash onsets around each slate. Decoding is most of a take's check: first only the frames where
-        an on-time flash lies (one period after the slate, with the detector's history before), then the
-        whole search window for the slates whose flash was not there. The onsets kept are the ones a
-        whole-window search finds closest to each slate whenever a flash is on time."""
-        mkv, frames_csv = self.take / f"{name}.mkv", self.take / f"{name}.frames.csv"
-        history = (VIDEO_HISTORY + 2) * period  # the detector's history before a flash
-        on_time = (-1e6, period + 1e6)
-        narrow = [(int(s - history + on_time[0]), int(s + on_time[1])) for s in self.slates]
-        table = self.tables[name]
-        onsets = detect_video(mkv, frames_csv, threads=1, windows=narrow, table=table)
-        late = [s for s in self.slates if not any(on_time[0] <= o.t_ns - s <= on_time[1] for o in onsets)]
-        if late:
-            wide = [(int(s - SLATE_BEFORE_NS - history), int(s + SLATE_AFTER_NS)) for s in late]
-            onsets = sorted({*onsets, *detect_video(mkv, frames_csv, threads=1, windows=wide, table=table)},
-                            key=lambda o: o.t_ns)
-        return onsets
+    def on_time(self, kind: str, period: float) -> tuple[float, float]:
+        """The offsets (ns) of a slate's onset from the slate that pass: video within the frame period after
+        it, audio within the tolerance, mocap within the tolerance of the row period after it."""
+        tol = self.limits.slate_tolerance_ms * 1e6
+        return {"camera": (-1e6, period + 1e6), "audio": (-tol, tol), "mocap": (-tol, period + tol)}[kind]
 
     def detect(self, name: str, kind: str, period: float) -> list[Onset]:
+        """Onsets around each slate. Reading and decoding the media is most of a take's check: first only
+        where an on-time onset lies (with the detector's lead-in before: VIDEO_HISTORY frames for video, a
+        few ms for audio, whose background the search reads by itself), then the whole search window for
+        the slates with no onset there. An on-time onset found first is the one a whole-window search finds
+        closest to its slate, unless an earlier onset lies less than slates.MERGE_NS before it (a clap
+        before the slate): the first search reports the on-time one, which is what sync is checked by."""
+        # audio: its hops rise up to a hop after the onset, which is refined back to the sample
+        lead, lag = {"camera": ((VIDEO_HISTORY + 2) * period, 0), "audio": (5e6, 5e6), "mocap": (period, 0)}[kind]
+        lo, hi = self.on_time(kind, period)
+        onsets = self.search(name, kind, [(int(s + lo - lead), int(s + hi + lag)) for s in self.slates])
+        late = [s for s in self.slates if not any(lo <= o.t_ns - s <= hi for o in onsets)]
+        if late:
+            lead = lead if kind == "camera" else 0
+            wide = [(int(s - SLATE_BEFORE_NS - lead), int(s + SLATE_AFTER_NS)) for s in late]
+            onsets = sorted({*onsets, *self.search(name, kind, wide)}, key=lambda o: o.t_ns)
+        return onsets
+
+    def search(self, name: str, kind: str, windows: list[tuple[int, int]]) -> list[Onset]:
         if kind == "camera":
-            return self.detect_video(name, period)
+            return detect_video(self.take / f"{name}.mkv", self.take / f"{name}.frames.csv", threads=1,
+                                windows=windows, table=self.tables[name], container=self.videos[name])
         if kind == "audio":
-            windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
             return detect_audio(self.take / f"{name}.wav", self.take / f"{name}.blocks.csv",
                                 self.rate(name, mapping(self.manifest["streams"][name])), windows=windows)
-        windows = [(s - SLATE_BEFORE_NS, s + SLATE_AFTER_NS) for s in self.slates]
         return detect_mocap(self.take / f"{name}.csv", windows=windows, table=self.tables[name])
 
     def check_sync_csv(self) -> None:
@@ -553,6 +555,14 @@ class TakeCheck(TakeFiles):
 
     # -- all --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        try:
+            return self.run_checks()
+        finally:
+            for container in self.videos.values():
+                container.close()
+            self.videos.clear()
+
+    def run_checks(self) -> dict[str, Any]:
         f = self.f
         if not self.take.is_dir():
             f.fail("not a folder")
