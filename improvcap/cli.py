@@ -4,21 +4,21 @@ Exit status: 0 ok, 1 a check failed, 2 bad input. Every ImprovcapError becomes o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional, Sequence
 
 import typer
-from rich.table import Table
 
 from . import take as takefmt
 from .errors import CheckFailed, ImprovcapError, UsageError
 from .cli_support import (CalibrationOption, OutOption, PerformerOption, PerformersFileOption, SessionOption,
-                          err, one_line_errors, out, print_json, warn)
+                          err, new_table, one_line_errors, out, print_json, warn)
 from .cli_calibrate import calibrate_app
 from .rig import load_rig
 
@@ -242,7 +242,7 @@ def ctl(
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['take']}  ({summary['duration_s']:.1f} s, {summary['status']})")
+    table = new_table(f"{summary['take']}  ({summary['duration_s']:.1f} s, {summary['status']})")
     for col in ("stream", "kind", "count", "rate", "nominal", "dropped", "state"):
         table.add_column(col)
     for name, s in summary["streams"].items():
@@ -269,7 +269,7 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         if not items:
             out.print(f"{kind}: none found", highlight=False)
             continue
-        table = Table(title=f"{kind} ({len(items)})", title_justify="left")
+        table = new_table(f"{kind} ({len(items)})", title_justify="left")
         keys = sorted({k for item in items for k in item}, key=lambda k: (k != "device", k != "name", k))
         for k in keys:
             table.add_column(k)
@@ -278,6 +278,29 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         out.print(table)
     for note in found.get("notes", []):
         err.print(f"note: {note}", highlight=False)
+
+
+@contextlib.contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[[int, int, int, int], None] | None]:
+    """verify_paths' progress callback drawing a bar over takes and bytes on a terminal (None elsewhere: a
+    transient bar shows nothing in a log, and rich's progress module is not imported for it)."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
+    task = bar.add_task(what, total=None)
+
+    def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
+        # started here, not before: verify_paths forks its workers while it is the only thread
+        bar.start()
+        bar.update(task, completed=bytes_done, total=bytes_total, description=f"{what} take {done}/{total}")
+
+    try:
+        yield progress
+    finally:
+        bar.stop()
 
 
 @app.command()
@@ -296,8 +319,6 @@ def verify(
     """Check every take under the paths (reading only): files, drops, clocks, sync, consent. Exit 1 on a FAIL."""
     import dataclasses
 
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
     from .verify import Limits, summary_rows, verify_paths
 
     if jobs < 1:
@@ -306,18 +327,8 @@ def verify(
         raise UsageError(f"{report}: already exists; choose another report file")
     limits = Limits(max_drift_ppm=max_drift_ppm, max_residual_ms=max_residual_ms,
                     slate_tolerance_ms=slate_tolerance_ms, max_skew_ms=max_skew_ms, require_consent=require_consent)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
-    task = bar.add_task("verifying", total=None)
-
-    def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
-        # started here, not before: verify_paths forks its workers while it is the only thread
-        bar.start()
-        bar.update(task, completed=bytes_done, total=bytes_total, description=f"verifying take {done}/{total}")
-
-    try:
+    with _progress_bar("verifying") as progress:
         results = verify_paths(paths, limits, jobs=jobs, progress=progress)
-    finally:
-        bar.stop()
     if report is not None:
         from .report import write_report
 
@@ -326,7 +337,7 @@ def verify(
     if as_json:
         print_json({"limits": dataclasses.asdict(limits), "takes": results})
     else:
-        table = Table(title=f"{len(results)} takes")
+        table = new_table(f"{len(results)} takes")
         for col in ("take", "s", "streams", "drops", "drift ppm", "slate ms", "verdict"):
             table.add_column(col, no_wrap=True)
         table.add_column("reasons", ratio=1)
@@ -396,7 +407,7 @@ def rig_check(
     if as_json:
         print_json({"rig": spec.name, "ok": not failed, "streams": results})
     else:
-        table = Table(title=f"rig {spec.name}: {'OK' if not failed else 'MISMATCH'}")
+        table = new_table(f"rig {spec.name}: {'OK' if not failed else 'MISMATCH'}")
         for col in ("stream", "kind", "measured", "nominal", "peak dBFS", "verdict"):
             table.add_column(col)
         for r in results:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 
 from .calibrate import store
-from .cli_support import CalibrationOption, JsonOption, OutOption, err, one_line_errors, out, print_json, warn
+from .cli_support import CalibrationOption, JsonOption, OutOption, err, new_table, one_line_errors, out, print_json, warn
 from .errors import CheckFailed, UsageError
 from .rig import load_rig
 
@@ -94,7 +93,7 @@ def calibrate_cameras_command(
     if as_json:
         print_json({"file": str(path), **result})
     else:
-        table = Table(title=f"camera calibration of {spec.name} → {path}")
+        table = new_table(f"camera calibration of {spec.name} → {path}")
         for col in ("camera", "fx", "fy", "cx", "cy", "RMS px", "views", "coverage"):
             table.add_column(col)
         for key, cam in result.items():
@@ -153,7 +152,7 @@ def calibrate_sync(
     if as_json:
         print_json({"file": str(path), **result})
         return
-    table = Table(title=f"sync calibration of {spec.name} → {path}")
+    table = new_table(f"sync calibration of {spec.name} → {path}")
     for col in ("stream", "latency ms", "correction ms", "± ms", "spread ms", "slates"):
         table.add_column(col)
     for name, s in result["streams"].items():
@@ -213,7 +212,7 @@ def calibrate_audio(
     if as_json:
         print_json({"file": str(path), **result})
     else:
-        table = Table(title=f"audio levels of {spec.name} → {path}")
+        table = new_table(f"audio levels of {spec.name} → {path}")
         for col in ("stream", "ch", "peak dBFS", "RMS dBFS", "floor dBFS", "DC", "clipped", "verdict"):
             table.add_column(col)
         db = lambda v: "-inf" if v is None else f"{v:.1f}"  # noqa: E731

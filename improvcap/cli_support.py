@@ -5,12 +5,15 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
 
 from .errors import ImprovcapError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 err = Console(stderr=True)
 out = Console()
@@ -39,9 +42,20 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """One JSON document on stdout: indented for a person at a terminal, compact for a pipe or a file
+    (Python's compact encoder is the C one: a day's `verify --json`, megabytes of plot series, is written
+    in a third of the time)."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(data, indent=indent, default=str, separators=None if indent else (",", ":")) + "\n")
     sys.stdout.flush()
 
 
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def new_table(title: str, **options: Any) -> "Table":
+    """A rich table; rich.table is imported here, not at start (a third of rich's import time)."""
+    from rich.table import Table
+
+    return Table(title=title, **options)

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .performers import RECORD_FILE, consent_record, consent_summary
-from .slates import VIDEO_HISTORY, Onset, detect_audio, detect_mocap, detect_video, open_video
+from .slates import VIDEO_HISTORY, VIDEO_MIN_HISTORY, Onset, detect_audio, detect_mocap, detect_video, open_video
 from .sync import SYNC_CSV, SYNTHETIC_RATE, StreamInput, nominal_rate, sync_table
 from .take import MANIFEST
 from .takefiles import MAX_MANIFEST_BYTES, TakeFiles, integer, mapping, number, read_small, show, walk
@@ -406,18 +406,22 @@ class TakeCheck(TakeFiles):
 
     def detect(self, name: str, kind: str, period: float) -> list[Onset]:
         """Onsets around each slate. Reading and decoding the media is most of a take's check: first only
-        where an on-time onset lies (with the detector's lead-in before: VIDEO_HISTORY frames for video, a
-        few ms for audio, whose background the search reads by itself), then the whole search window for
-        the slates with no onset there. An on-time onset found first is the one a whole-window search finds
-        closest to its slate, unless an earlier onset lies less than slates.MERGE_NS before it (a clap
-        before the slate): the first search reports the on-time one, which is what sync is checked by."""
-        # audio: its hops rise up to a hop after the onset, which is refined back to the sample
-        lead, lag = {"camera": ((VIDEO_HISTORY + 2) * period, 0), "audio": (5e6, 5e6), "mocap": (period, 0)}[kind]
+        where an on-time onset lies, then the whole search window for the slates with no onset there.
+
+        The first search has a short lead-in: video judges a flash against the VIDEO_MIN_HISTORY + 1 frames
+        before it (not VIDEO_HISTORY: decoding starts at the keyframe before the lead-in, so each frame of
+        lead-in costs a decoded frame per slate; a full-frame flash stands out against a few frames), audio
+        reads its background by itself, and its hops rise up to a hop after the onset that is then refined
+        to the sample. An on-time onset found first is the one a whole-window search finds closest to its
+        slate, unless an earlier onset lies less than slates.MERGE_NS before it (a clap before the slate):
+        the first search reports the on-time one, which is what sync is checked by."""
+        lead, lag = {"camera": ((VIDEO_MIN_HISTORY + 1) * period, 0), "audio": (5e6, 5e6),
+                     "mocap": (period, 0)}[kind]
         lo, hi = self.on_time(kind, period)
         onsets = self.search(name, kind, [(int(s + lo - lead), int(s + hi + lag)) for s in self.slates])
         late = [s for s in self.slates if not any(lo <= o.t_ns - s <= hi for o in onsets)]
         if late:
-            lead = lead if kind == "camera" else 0
+            lead = (VIDEO_HISTORY + 2) * period if kind == "camera" else 0  # the detector's whole history
             wide = [(int(s - SLATE_BEFORE_NS - lead), int(s + SLATE_AFTER_NS)) for s in late]
             onsets = sorted({*onsets, *self.search(name, kind, wide)}, key=lambda o: o.t_ns)
         return onsets
