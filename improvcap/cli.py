@@ -338,18 +338,27 @@ def verify(
         print_json({"limits": dataclasses.asdict(limits), "takes": results})
     else:
         table = new_table(f"{len(results)} takes")
+        # a narrow terminal lists the reasons under the table: a column there would be a few letters wide
+        inline = out.width >= 120
         for col in ("take", "s", "streams", "drops", "drift ppm", "slate ms", "verdict"):
             table.add_column(col, no_wrap=True)
-        table.add_column("reasons", ratio=1)
+        if inline:
+            table.add_column("reasons", ratio=1)
         style = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
         fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+        below = []
         for row in summary_rows(results):
             verdict = row["verdict"]
             name = "/".join(Path(str(row["take"])).parts[-2:])  # session/take
-            table.add_row(name, fmt(row["duration_s"], ".1f"), str(row["streams"]), row["drops"] or "0",
-                          fmt(row["worst_drift_ppm"], ".1f"), fmt(row["worst_slate_offset_ms"], ".2f"),
-                          f"[{style.get(verdict, 'red')}]{verdict}[/]", "\n".join(row["reasons"]))
+            cells = [name, fmt(row["duration_s"], ".1f"), str(row["streams"]), row["drops"] or "0",
+                     fmt(row["worst_drift_ppm"], ".1f"), fmt(row["worst_slate_offset_ms"], ".2f"),
+                     f"[{style.get(verdict, 'red')}]{verdict}[/]"]
+            table.add_row(*cells, *(["\n".join(row["reasons"])] if inline else []))
+            below += [f"{name}  {reason}" for reason in row["reasons"]]
         out.print(table)
+        if not inline:
+            for line in below:
+                out.print(line, highlight=False, markup=False, soft_wrap=True)
         if report is not None:
             out.print(f"report: {report}", highlight=False)
     if failed:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -137,3 +138,28 @@ def test_verify_a_shoot_day(day: Path):
     text = " ".join(parser.text)
     assert all(name in text for name in takes) and "<script" not in page.lower()
     assert page.count("<svg") >= 7
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_verify_table_shows_every_reason(day: Path, columns: int):
+    """The table a technician reads: at 80 columns the reasons are listed under it (a column would be a few
+    letters wide), from 120 on they are its last column."""
+    env = {**os.environ, "COLUMNS": str(columns)}
+    shown = subprocess.run([sys.executable, "-m", "improvcap", "verify", "out/day"], cwd=day, capture_output=True,
+                           text=True, timeout=300, env=env)
+    as_json = subprocess.run([sys.executable, "-m", "improvcap", "verify", "out/day", "--json"], cwd=day,
+                             capture_output=True, text=True, timeout=300)
+    assert shown.returncode == as_json.returncode == 1, shown.stderr
+    takes = json.loads(as_json.stdout)["takes"]
+    lines = shown.stdout.splitlines()
+    assert all(len(line) <= columns for line in lines if line[:1] in "┏┃┡│└")  # the table fits
+    header = next(line for line in lines if "verdict" in line)
+    if columns == 80:
+        assert "reasons" not in header
+        for r in takes:
+            name = "/".join(Path(r["take"]).parts[-2:])
+            assert all(f"{name}  {reason}" in lines for reason in r["reasons"]), (name, shown.stdout)
+    else:
+        assert "reasons" in header
+        bare = next(line for line in lines if "bare_t001" in line)
+        assert "WARN: no performers recorded" in bare
