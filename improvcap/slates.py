@@ -124,19 +124,6 @@ def _luma_mean(frame: av.VideoFrame, step: int = VIDEO_SUBSAMPLE) -> float:
     return float(rows[:small.height, :small.width].mean())
 
 
-def video_luma(mkv: Path, threads: int = 0, window: tuple[int, int] | None = None,
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(pts, mean luma) of every decodable frame of the file's first video stream, in output order.
-
-    `threads`: decoder threads (frame and slice threads; 0 = FFmpeg's choice, 1 = none). Several cameras
-    decoded side by side are faster with one thread each than with threads in each (measured on 2 cores).
-    `window`: (first_pts, last_pts) in the stream's time base: seek to the keyframe at or before first_pts
-    and stop after last_pts; frames outside are decoded (later frames need them) but not measured, and
-    frames without a pts are left out.
-    """
-    return video_luma_windows(mkv, threads, [window] if window is not None else None)[0]
-
-
 def open_video(mkv: Path) -> Any:
     """The file opened for reading with a short probe. FFmpeg's default probe decodes about seven frames
     (to guess H.264's reorder delay, which the decoder finds by itself) and reads a second of packets for a
@@ -147,9 +134,16 @@ def open_video(mkv: Path) -> Any:
 
 def video_luma_windows(mkv: Path, threads: int = 0, windows: Sequence[tuple[int, int]] | None = None,
                        container: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """video_luma for each of several pts windows (or the whole file when None), opening the file once.
+    """(pts, mean luma) of every decodable frame of the file's first video stream, in output order: in each
+    of several pts windows, or in the whole file when `windows` is None; the file is opened once.
 
-    `container`: the file already opened by open_video and not decoded from yet (left open)."""
+    `threads`: decoder threads (frame and slice threads; 0 = FFmpeg's choice, 1 = none). Several cameras
+    decoded side by side are faster with one thread each than with threads in each (measured on 2 cores).
+    A window is (first_pts, last_pts) in the stream's time base: seek to the keyframe at or before
+    first_pts and stop after last_pts; frames outside are decoded (later frames need them) but not
+    measured, and frames without a pts are left out. `container`: the file opened by open_video, left open
+    (it may have been demuxed or searched before).
+    """
     mkv = Path(mkv)
     empty = (np.zeros(0, np.int64), np.zeros(0))
     count = 1 if windows is None else len(windows)

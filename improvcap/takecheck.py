@@ -412,9 +412,9 @@ class TakeCheck(TakeFiles):
         before it (not VIDEO_HISTORY: decoding starts at the keyframe before the lead-in, so each frame of
         lead-in costs a decoded frame per slate; a full-frame flash stands out against a few frames), audio
         reads its background by itself, and its hops rise up to a hop after the onset that is then refined
-        to the sample. An on-time onset found first is the one a whole-window search finds closest to its
-        slate, unless an earlier onset lies less than slates.MERGE_NS before it (a clap before the slate):
-        the first search reports the on-time one, which is what sync is checked by."""
+        to the sample. An on-time onset found first decides its slate, even where a whole-window search
+        would report another (an earlier onset less than slates.MERGE_NS before it, such as a clap before
+        the slate, or a flash judged against a longer history): sync is checked by the on-time one."""
         lead, lag = {"camera": ((VIDEO_MIN_HISTORY + 1) * period, 0), "audio": (5e6, 5e6),
                      "mocap": (period, 0)}[kind]
         lo, hi = self.on_time(kind, period)

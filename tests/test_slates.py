@@ -18,7 +18,7 @@ from improvcap.errors import TakeError, UsageError
 from improvcap.recorder import Recorder
 from improvcap.rig import load_rig
 from improvcap.slates import (AUDIO_CHUNK_BLOCKS, Onset, detect_audio, detect_mocap, detect_take, detect_video,
-                              luma_onsets, match_slates, slate_offsets, spike_fraction)
+                              luma_onsets, match_slates, open_video, slate_offsets, spike_fraction)
 from improvcap.timeline import read_table
 from improvcap.writers.wav import WavWriter
 
@@ -301,13 +301,14 @@ LUMA = np.array([80.0] * 10 + [235.0] * 3 + [80.0] * 17 + [235.0] + [80.0] * 9 +
 # onsets: the three-frame flash at 10 and the single white frame at 30; the fade from 40 is gradual
 
 
-def write_video(folder: Path, codec: str, pix_fmt: str, luma: np.ndarray = LUMA) -> tuple[Path, Path]:
+def write_video(folder: Path, codec: str, pix_fmt: str, luma: np.ndarray = LUMA,
+                options: dict[str, str] | None = None) -> tuple[Path, Path]:
     """A small clip whose frames have the given mean luma (plus texture), and its frames.csv."""
     mkv, rows = folder / "cam.mkv", folder / "cam.frames.csv"
     w, h = 160, 120
     texture = np.random.default_rng(0).integers(-12, 13, (h, w))
     with av.open(str(mkv), "w", format="matroska") as out:
-        stream = out.add_stream(codec, rate=30)
+        stream = out.add_stream(codec, rate=30, options=options or {})
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         stream.codec_context.time_base = Fraction(1, 1000)
         out.start_encoding()  # the header, even for a clip with no frames
@@ -338,6 +339,26 @@ def test_video_flash_frames_in_every_pixel_layout(tmp_path: Path, codec: str, pi
     assert [o.index for o in onsets] == [10, 30]
     assert [o.t_ns for o in onsets] == [1_000_000 + 10 * 33_333_333, 1_000_000 + 30 * 33_333_333]
     assert all(o.stream == "cam" and 120 < o.strength < 190 for o in onsets)  # full range: larger
+
+
+@pytest.mark.parametrize("codec, pix_fmt, options", [
+    ("libx264", "yuv420p", {"bf": "3", "g": "12"}),    # B-frames: a reorder delay the probe does not guess
+    ("libx264", "yuv420p", {"qp": "0", "g": "30"}),    # lossless, as the demo cameras write
+    ("libx265", "yuv420p", {"x265-params": "bframes=4:log-level=error"}),
+    ("mjpeg", "yuvj422p", {}),
+])
+def test_the_short_probe_decodes_the_frames_a_default_open_does(tmp_path: Path, codec: str, pix_fmt: str,
+                                                                  options: dict[str, str]):
+    mkv, _ = write_video(tmp_path, codec, pix_fmt, options=options)
+
+    def frames(container) -> list[tuple[int, bytes]]:
+        with container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_count = 1
+            return [(f.pts, bytes(f.planes[0])) for p in container.demux(stream) for f in p.decode()]
+
+    default = frames(av.open(str(mkv)))
+    assert len(default) == len(LUMA) and frames(open_video(mkv)) == default
 
 
 def test_luma_onsets_rearm_only_after_the_picture_falls_back():
