@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,3 +164,27 @@ def test_verify_table_shows_every_reason(day: Path, columns: int):
         assert "reasons" in header
         bare = next(line for line in lines if "bare_t001" in line)
         assert "WARN: no performers recorded" in bare
+
+
+def test_verify_shows_a_progress_bar_on_a_terminal(day: Path):
+    """On a terminal, a bar counts takes and bytes while verify runs (and is cleared at the end); in a pipe
+    nothing but the table is printed (the other tests)."""
+    main, sub = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "verify", "out/day", "--jobs", "2"], cwd=day,
+                            stdin=sub, stdout=sub, stderr=sub, env={**os.environ, "COLUMNS": "100"})
+    os.close(sub)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(main)
+    assert proc.wait(timeout=300) == 1
+    text = shown.decode("utf-8", "replace")
+    assert "verifying take 0/7" in text and "verifying take 7/7" in text
+    assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? [kMG]B", text)  # bytes hashed of all
+    assert "good_t001" in text and "FAIL" in text
