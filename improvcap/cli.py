@@ -341,7 +341,7 @@ def verify(
         # a narrow terminal lists the reasons under the table: a column there would be a few letters wide
         inline = out.width >= 120
         for col in ("take", "s", "streams", "drops", "drift ppm", "slate ms", "verdict"):
-            table.add_column(col, no_wrap=True)
+            table.add_column(col, no_wrap=col in ("take", "verdict"))  # the figures' headers may wrap
         if inline:
             table.add_column("reasons", ratio=1)
         style = {"OK": "green", "WARN": "yellow", "FAIL": "red"}
