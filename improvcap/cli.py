@@ -319,6 +319,8 @@ def verify(
     """Check every take under the paths (reading only): files, drops, clocks, sync, consent. Exit 1 on a FAIL."""
     import dataclasses
 
+    from rich.markup import escape
+
     from .verify import Limits, summary_rows, verify_paths
 
     if jobs < 1:
@@ -350,10 +352,11 @@ def verify(
         for row in summary_rows(results):
             verdict = row["verdict"]
             name = "/".join(Path(str(row["take"])).parts[-2:])  # session/take
-            cells = [name, fmt(row["duration_s"], ".1f"), str(row["streams"]), row["drops"] or "0",
+            cells = [escape(name), fmt(row["duration_s"], ".1f"), str(row["streams"]), escape(row["drops"] or "0"),
                      fmt(row["worst_drift_ppm"], ".1f"), fmt(row["worst_slate_offset_ms"], ".2f"),
-                     f"[{style.get(verdict, 'red')}]{verdict}[/]"]
-            table.add_row(*cells, *(["\n".join(row["reasons"])] if inline else []))
+                     f"[{style.get(verdict, 'red')}]{escape(str(verdict))}[/]"]
+            # names and reasons come from the disk: shown as they are, never read as rich markup
+            table.add_row(*cells, *([escape("\n".join(row["reasons"]))] if inline else []))
             below += [f"{name}  {reason}" for reason in row["reasons"]]
         out.print(table)
         if not inline:

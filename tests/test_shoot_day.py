@@ -188,3 +188,12 @@ def test_verify_shows_a_progress_bar_on_a_terminal(day: Path):
     assert "verifying take 0/7" in text and "verifying take 7/7" in text
     assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? [kMG]B", text)  # bytes hashed of all
     assert "good_t001" in text and "FAIL" in text
+
+
+def test_verify_table_shows_names_as_they_are(day: Path, tmp_path: Path):
+    """A folder name that looks like rich markup is printed as it is, not read as markup."""
+    shutil.copytree(day / "out" / "day" / "good_t001", tmp_path / "[red]day" / "good[bold]_t001")
+    shown = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(tmp_path)], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "[red]day/good[bold]_t001" in shown.stdout
