@@ -354,10 +354,11 @@ def verify(
             name = "/".join(Path(str(row["take"])).parts[-2:])  # session/take
             cells = [escape(name), fmt(row["duration_s"], ".1f"), str(row["streams"]), escape(row["drops"] or "0"),
                      fmt(row["worst_drift_ppm"], ".1f"), fmt(row["worst_slate_offset_ms"], ".2f"),
-                     f"[{style.get(verdict, 'red')}]{escape(str(verdict))}[/]"]
+                     f"[{style.get(verdict, 'red')}]{verdict}[/]"]
             # names and reasons come from the disk: shown as they are, never read as rich markup
             table.add_row(*cells, *([escape("\n".join(row["reasons"]))] if inline else []))
-            below += [f"{name}  {reason}" for reason in row["reasons"]]
+            if not inline:
+                below += [f"{name}  {reason}" for reason in row["reasons"]]
         out.print(table)
         if not inline:
             for line in below:

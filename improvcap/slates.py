@@ -385,14 +385,17 @@ def refine_onset(wav: Path, hop_index: int, samplerate: float, total: int) -> in
 
 
 def detect_audio(wav: Path, blocks_csv: Path, samplerate: float,
-                 windows: Sequence[tuple[int, int]] | None = None) -> list[Onset]:
+                 windows: Sequence[tuple[int, int]] | None = None,
+                 table: dict[str, np.ndarray] | None = None) -> list[Onset]:
     """Sharp onsets (claps, beeps) in an audio stream, to the sample; t_ns through the stream's blocks.
 
     `windows`: (start, end) t_ns ranges to search instead of the whole file (only those are read, with
-    the 200 ms of background before each).
+    the 200 ms of background before each). `table`: blocks.csv's first_sample, t_ns and frames columns,
+    when the caller has read them already.
     """
     wav, blocks_csv = Path(wav), Path(blocks_csv)
-    blocks = read_table(blocks_csv, columns=("first_sample", "t_ns", "frames"))  # fast: adc_ns is often empty
+    # fast: adc_ns is often empty
+    blocks = read_table(blocks_csv, columns=("first_sample", "t_ns", "frames")) if table is None else table
     try:
         total = int(wav_info(wav)["frames"])
         if not len(blocks.get("first_sample", ())) or total < 2:

@@ -432,7 +432,8 @@ class TakeCheck(TakeFiles):
                                 windows=windows, table=self.tables[name], container=self.videos[name])
         if kind == "audio":
             return detect_audio(self.take / f"{name}.wav", self.take / f"{name}.blocks.csv",
-                                self.rate(name, mapping(self.manifest["streams"][name])), windows=windows)
+                                self.rate(name, mapping(self.manifest["streams"][name])), windows=windows,
+                                table=self.tables[name])
         return detect_mocap(self.take / f"{name}.csv", windows=windows, table=self.tables[name])
 
     def check_sync_csv(self) -> None:
