@@ -23,7 +23,7 @@ from pathlib import Path
 
 from improvcap.devices.mocap_emulator import BOOT_NS, MocapEmulator, make_codec
 from improvcap.devices.mocap_serial import SerialMocap
-from improvcap.devices.serial_protocols import make_parser
+from improvcap.protocols import make_parser
 from improvcap.rig import StreamSpec, parse_rig
 
 PROTOCOLS = ("binary", "csv", "xsens", "vectornav")

@@ -26,8 +26,8 @@ from improvcap.clockfit import fit_clock
 from improvcap.recorder import Recorder
 from improvcap.rig import parse_rig
 from improvcap.slates import detect_take
-from improvcap.sync import format_sync_csv, sync_table
-from improvcap.timeline import read_table, stream_table
+from improvcap.take.sync import format_sync_csv, sync_table
+from improvcap.take.tables import read_table, stream_table
 
 DRIFT_PPM = {"cam0": 150.0, "cam1": -200.0, "room": 200.0, "suit": -120.0}
 JITTER_MS, TRANSPORT_MS = 5.0, 20.0

@@ -12,6 +12,6 @@ __all__ = ["ImprovcapError", "__version__", "open_take"]
 def __getattr__(name: str) -> Any:
     # the reader pulls in numpy and PyAV: imported when first used, so that the CLI starts quickly
     if name == "open_take":
-        from .reader import open_take
+        from .take.reader import open_take
         return open_take
     raise AttributeError(f"module 'improvcap' has no attribute {name!r}")

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional, 
 
 import typer
 
-from . import take as takefmt
+from .take import folder as take_folder
+from .take.space import DEFAULT_FLOOR_MINUTES, room_line
 from .errors import CheckFailed, ImprovcapError, UsageError
-from .cli_support import (CalibrationOption, OutOption, PerformerOption, PerformersFileOption, SessionOption,
-                          err, new_table, one_line_errors, out, print_json, warn)
+from .cli_support import (CalibrationOption, GroupOption, MinFreeOption, OutOption, PerformerOption,
+                          PerformersFileOption, SessionOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json, warn)
+from . import __version__
 from .cli_calibrate import calibrate_app
 from .rig import load_rig
 
@@ -27,31 +29,33 @@ if TYPE_CHECKING:  # the recording stack is imported by the commands that record
     from .recorder import Recorder, Status
     from .session import TakeControl
 
+SLATE_LEAD_S = 0.2  # record --slate: the opening slate this long after the start ...
+SLATE_TAIL_S = 0.5  # ... and the closing one this long before the end, for every stream to show it
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Shared-clock capture of cameras, microphones and serial motion capture.")
 rig_app = typer.Typer(no_args_is_help=True, help="Check rig files and their devices.")
 app.add_typer(rig_app, name="rig")
 app.add_typer(calibrate_app, name="calibrate")
 
-class _StopRequest:
-    """Ctrl-C and SIGTERM end a take cleanly: they only set a flag the main loop polls."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"improvcap {__version__}", highlight=False, markup=False)
+        raise typer.Exit()
 
-    def __enter__(self) -> "_StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Shared-clock capture of cameras, microphones and serial motion capture."""
 
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
+def _check_out(out_dir: Path, session: str) -> None:
+    """`--out` and its session must be folders (or not exist yet): refused before any device opens."""
+    for folder in (out_dir, out_dir / session):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder}: not a folder (--out names the folder that holds the sessions)")
 
 @app.command()
 @one_line_errors
@@ -61,23 +65,30 @@ def record(
     session: SessionOption = None,
     scene: Annotated[str, typer.Option(help="Scene name; takes number themselves within it.")] = "scene",
     duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
-    slate: Annotated[bool, typer.Option("--slate", help="Slate right after the start and right before the stop.")] = False,
+    slate: Annotated[bool, typer.Option("--slate", help=f"Slate {SLATE_LEAD_S:g} s after the start and {SLATE_TAIL_S:g} s "
+                                        "before the end (within --duration).")] = False,
     performer: PerformerOption = None,
     performers_file: PerformersFileOption = None,
     calibration: CalibrationOption = None,
+    group: GroupOption = None,
+    min_free_minutes: MinFreeOption = DEFAULT_FLOOR_MINUTES,
     as_json: Annotated[bool, typer.Option("--json", help="Print the take path and summary as JSON.")] = False,
 ) -> None:
     """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
     from . import dashboard
+    from .control import refuse_if_driven
     from .recorder import RunState
     from .session import TakeControl
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
-    recorder, warnings = _calibrated_recorder(rig, calibration)
-    control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
+    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes)
+    control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
                           performers=performer or (), performers_file=performers_file, single_take=True)
+    _check_out(out_dir, control.session)
     control.resolve_performers(control.performers)  # refuse unknown or revoked performers before anything
-    with _StopRequest() as stop:
+    refuse_if_driven(control.session_dir)  # a second recorder on a session is refused before any device opens
+    recorder.room.check(out_dir)  # so is a take on a disk without room for it
+    with StopRequest() as stop:
         _open_devices(recorder, warnings)
         server: ControlServer | None = None
         try:
@@ -85,13 +96,16 @@ def record(
             started = time.monotonic()
             server = _serve_quietly(control)
             if slate:
-                recorder.slate(0.2)
+                recorder.slate(SLATE_LEAD_S)
+            # --duration is the whole take: the closing slate and the tail after it come out of it
+            tail = min(SLATE_TAIL_S, duration / 2) if slate and duration is not None else SLATE_TAIL_S
+            until = None if duration is None else duration - (tail if slate else 0.0)
             done = lambda: (stop.requested or control.quit.is_set()  # noqa: E731
-                            or (duration is not None and time.monotonic() - started >= duration))
+                            or (until is not None and time.monotonic() - started >= until))
             dashboard.watch(recorder, done, title=str(take_dir), console=err)
             if slate and recorder.state is RunState.RECORDING:
                 recorder.slate(0.0)
-                time.sleep(0.5)
+                time.sleep(tail)
             _finalise(control)
         finally:
             if server is not None:
@@ -103,16 +117,29 @@ def record(
         print_json(summary)
     else:
         _print_summary(summary)
+    if recorder.disk_full:
+        raise CheckFailed(f"{summary['take']}: stopped after {summary['duration_s']:.1f} s: {recorder.disk_full}; "
+                          "the take keeps what reached the disk")
+    if faults := summary["faults"]:  # the take is complete, and someone must look at what went wrong
+        first = faults[0]
+        raise CheckFailed(f"{summary['take']}: recorded with {len(faults)} fault{'s' if len(faults) > 1 else ''}; "
+                          f"{first['stream'] or 'take'}: {first['detail']}")
 
 
-def _calibrated_recorder(rig_arg: str, calibration: Path | None) -> tuple[Recorder, list[str]]:
+def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | None = None,
+                         min_free_minutes: float = DEFAULT_FLOOR_MINUTES) -> tuple[Recorder, list[str]]:
     """A recorder for the rig with its current calibration applied, and what that calibration lacks."""
     from .recorder import Recorder
     from .calibrate.store import applied, calibration_dir
 
     rig = load_rig(rig_arg)
     rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
-    return Recorder(rig, calibration=entry), warnings
+    if not (min_free_minutes >= 0 and math.isfinite(min_free_minutes)):
+        raise UsageError(f"--min-free-minutes must be 0 or more, got {min_free_minutes}")
+    recorder = Recorder(rig, calibration=entry, group=group, min_free_minutes=min_free_minutes)
+    if recorder.group is not None:
+        take_folder.group_id(recorder.group)  # an unknown group is refused before any device opens
+    return recorder, warnings
 
 
 def _open_devices(recorder: Recorder, warnings: Sequence[str] = ()) -> None:
@@ -129,7 +156,7 @@ def _finalise(control: TakeControl) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if control.recorder.state is RunState.RECORDING:
         with err.status("finalising take…"):
-            control.stop()
+            control.end_take()
 
 
 def _serve_quietly(control: TakeControl) -> ControlServer | None:
@@ -154,20 +181,23 @@ def session_command(
     performer: PerformerOption = None,
     performers_file: PerformersFileOption = None,
     calibration: CalibrationOption = None,
+    group: GroupOption = None,
+    min_free_minutes: MinFreeOption = DEFAULT_FLOOR_MINUTES,
 ) -> None:
     """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
     from . import dashboard
     from .control import ControlServer
     from .keyboard import HELP, KeyBindings, KeyReader
     from .session import TakeControl
-    recorder, warnings = _calibrated_recorder(rig, calibration)
+    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes)
     spec = recorder.rig
-    control = TakeControl(recorder, out_dir, session or takefmt.default_session(), scene,
+    control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
                           performers=performer or (), performers_file=performers_file)
+    _check_out(out_dir, control.session)
     control.resolve_performers(control.performers)
-    takefmt.session_folder(out_dir, control.session, spec.name)
+    take_folder.session_folder(out_dir, control.session, spec.name, recorder.group)
     server = ControlServer(control.session_dir, control.handle)
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         server.start()  # refuses when another recorder already drives this session
         try:
             _open_devices(recorder, warnings)
@@ -176,7 +206,7 @@ def session_command(
             title = lambda: _session_title(control)  # noqa: E731
             footer = lambda: [_last_take_line(control.last_take), keys.line, HELP if interactive else ""]  # noqa: E731
             done = lambda: stop.requested or control.quit.is_set()  # noqa: E731
-            err.print(f"session {control.session}: control socket {server.path}", highlight=False)
+            err.print(f"session {control.session}: control socket {server.path}", highlight=False, markup=False)
             if interactive:
                 with KeyReader(sys.stdin.fileno(), keys.press):
                     dashboard.watch(recorder, done, title=title, console=err, footer=footer)
@@ -225,7 +255,7 @@ def ctl(
         payload["performers"] = performer
     if force:
         payload["force"] = True
-    session_dir = out_dir / takefmt.check_name(session or takefmt.default_session(), "session")
+    session_dir = out_dir / take_folder.check_name(session or take_folder.default_session(), "session")
     reply = control_request(session_dir, payload)
     if not reply.get("ok"):
         raise UsageError(str(reply.get("error", "the recorder refused")))
@@ -233,16 +263,41 @@ def ctl(
         print_json(reply)
     elif command == "status":
         out.print(f"{reply['state']}  session {reply['session']}  scene {reply['scene']}"
-                  + (f"  {reply['take']}  {reply['elapsed_s']:.1f} s" if reply["take"] else ""), highlight=False)
+                  + (f"  {reply['take']}  {reply['elapsed_s']:.1f} s" if reply["take"] else "")
+                  + f"  {room_line(reply['disk_free_bytes'], reply['disk_minutes_left'], reply['disk_low'])}",
+                  highlight=False, markup=False, soft_wrap=True)
         for st in reply["streams"]:
             out.print(f"  {st['name']:<12} {st['kind']:<7} {st['rate']:>10.1f}/s  n={st['count']}  "
-                      f"drops={st['dropped']}" + (f"  FAULT {st['fault']}" if st["fault"] else ""), highlight=False)
+                      f"drops={st['dropped']}" + (f"  FAULT {st['fault']}" if st["fault"] else ""), highlight=False,
+                      markup=False, soft_wrap=True)
     else:
-        sys.stdout.write(json.dumps({k: v for k, v in reply.items() if k != "ok"}, default=str) + "\n")
+        out.print(reply_line(command, reply), highlight=False, markup=False, soft_wrap=True)
+
+
+def reply_line(command: str, reply: dict[str, Any]) -> str:
+    """A control reply other than status, in words (the JSON of --json has every field)."""
+    if command == "start":
+        return f"recording {reply['take']}  (scene {reply['scene']}, take {reply['number']})"
+    if command == "stop":
+        faults = reply.get("faults") or []
+        return (f"stopped {reply['take']}  ({reply['duration_s']:.1f} s, {reply['status']}"
+                + (f", {len(faults)} fault{'s' if len(faults) != 1 else ''}: "
+                   + "; ".join(f"{f['stream']}: {f['detail']}" for f in faults) if faults else "") + ")")
+    if command == "slate":
+        return f"slate at {reply['t_ns'] / 1e9:.3f} s" if reply["recording"] else "slate (no take recording)"
+    if command in ("mark", "note"):
+        where = "after the stop of" if reply["after_stop"] else "in"
+        return f"{command} at {reply['t_ns'] / 1e9:.3f} s {where} {reply['take']}"
+    if command == "scene":
+        return f"next scene {reply['scene']}"
+    return "the recorder is quitting" if reply.get("quitting") else json.dumps(reply, default=str)
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    table = new_table(f"{summary['take']}  ({summary['duration_s']:.1f} s, {summary['status']})")
+    # the take's path on a line of its own, never wrapped (a table title wraps at the table's width)
+    out.print(f"{summary['take']}  ({summary['duration_s']:.1f} s, {summary['status']})", markup=False,
+              highlight=False, soft_wrap=True)
+    table = new_table("")
     for col in ("stream", "kind", "count", "rate", "nominal", "dropped", "state"):
         table.add_column(col)
     for name, s in summary["streams"].items():
@@ -250,7 +305,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       f"{s['nominal_rate']:g}", str(s["dropped"]), s["state"])
     out.print(table)
     for fault in summary["faults"]:
-        err.print(f"[red]fault[/] {fault['stream']}: {fault['detail']}", highlight=False)
+        err.print(f"[red]fault[/] {escape(str(fault['stream']))}: {escape(str(fault['detail']))}", highlight=False)
 
 
 @app.command()
@@ -267,17 +322,17 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         if kind == "notes":
             continue
         if not items:
-            out.print(f"{kind}: none found", highlight=False)
+            out.print(f"{kind}: none found", highlight=False, markup=False)
             continue
         table = new_table(f"{kind} ({len(items)})", title_justify="left")
         keys = sorted({k for item in items for k in item}, key=lambda k: (k != "device", k != "name", k))
         for k in keys:
             table.add_column(k)
         for item in items:
-            table.add_row(*(str(item.get(k, "")) for k in keys))
+            table.add_row(*(escape("" if item.get(k) is None else str(item[k])) for k in keys))  # OS names as text
         out.print(table)
     for note in found.get("notes", []):
-        err.print(f"note: {note}", highlight=False)
+        err.print(f"note: {note}", highlight=False, markup=False)
 
 
 @contextlib.contextmanager
@@ -313,15 +368,15 @@ def verify(
     require_consent: Annotated[bool, typer.Option("--require-consent", help="A take with no performers fails.")] = False,
     max_drift_ppm: Annotated[float, typer.Option(help="Largest clock drift allowed.")] = 500.0,
     max_residual_ms: Annotated[float, typer.Option(help="Largest p99 arrival delay above the clock fit.")] = 100.0,
-    slate_tolerance_ms: Annotated[float, typer.Option(help="Audio and mocap slate offset allowed (video: a frame).")] = 2.0,
+    slate_tolerance_ms: Annotated[float, typer.Option(
+        min=0.0, help="Slate offset allowed beyond an audio sample or a mocap row period (video: a frame).")] = 2.0,
     max_skew_ms: Annotated[float, typer.Option(help="Largest start/end skew between streams.")] = 100.0,
 ) -> None:
     """Check every take under the paths (reading only): files, drops, clocks, sync, consent. Exit 1 on a FAIL."""
     import dataclasses
 
-    from rich.markup import escape
-
     from .verify import Limits, summary_rows, verify_paths
+    from .verify.findings import takes
 
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
@@ -331,15 +386,17 @@ def verify(
                     slate_tolerance_ms=slate_tolerance_ms, max_skew_ms=max_skew_ms, require_consent=require_consent)
     with _progress_bar("verifying") as progress:
         results = verify_paths(paths, limits, jobs=jobs, progress=progress)
+    if not results:  # the wrong drive, or a typo: bad input, not a clean day
+        raise UsageError(f"no takes under {', '.join(map(str, paths))} (no folder holding a take.json)")
     if report is not None:
-        from .report import write_report
+        from .verify.report import write_report
 
         write_report(results, report, limits=dataclasses.asdict(limits))
     failed = sum(r["verdict"] == "FAIL" for r in results)
     if as_json:
         print_json({"limits": dataclasses.asdict(limits), "takes": results})
     else:
-        table = new_table(f"{len(results)} takes")
+        table = new_table(takes(len(results)))
         # a narrow terminal lists the reasons under the table: a column there would be a few letters wide
         inline = out.width >= 120
         for col in ("take", "s", "streams", "drops", "drift ppm", "slate ms", "verdict"):
@@ -364,9 +421,9 @@ def verify(
             for line in below:
                 out.print(line, highlight=False, markup=False, soft_wrap=True)
         if report is not None:
-            out.print(f"report: {report}", highlight=False)
+            out.print(f"report: {report}", highlight=False, markup=False)
     if failed:
-        raise CheckFailed(f"{failed} of {len(results)} takes failed verification")
+        raise CheckFailed(f"{failed} of {takes(len(results))} failed verification")
 
 
 @app.command()
@@ -385,11 +442,11 @@ def repair(
     if as_json:
         print_json({"take": str(take.resolve()), "status": manifest["status"], "repair": record})
         return
-    out.print(f"{take}: {manifest['status']} ({manifest['duration_s']:.1f} s)", highlight=False)
+    out.print(f"{take}: {manifest['status']} ({manifest['duration_s']:.1f} s)", highlight=False, markup=False)
     for name, lost in record.get("lost", {}).items():
-        out.print(f"  {name}: {lost.get('summary', lost)}", highlight=False)
+        out.print(f"  {name}: {lost.get('summary', lost)}", highlight=False, markup=False)
     for action in record.get("actions", []):
-        out.print(f"  · {action}", highlight=False)
+        out.print(f"  · {action}", highlight=False, markup=False)
     for fault in record.get("faults", []):
         warn(f"{fault}")
 
@@ -426,7 +483,7 @@ def rig_check(
         for r in results:
             table.add_row(r["stream"], r["kind"], f"{r['measured_rate']:.2f}", f"{r['nominal_rate']:g}",
                           " ".join("-inf" if p is None else f"{p:.0f}" for p in r["peak_dbfs"]),
-                          "[green]ok[/]" if r["ok"] else f"[red]{'; '.join(r['problems'])}[/]")
+                          "[green]ok[/]" if r["ok"] else f"[red]{escape('; '.join(r['problems']))}[/]")
         out.print(table)
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(results)} streams do not match the rig file")

@@ -9,9 +9,13 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .calibrate import store
-from .cli_support import CalibrationOption, JsonOption, OutOption, err, new_table, one_line_errors, out, print_json, warn
+from .cli_support import (CalibrationOption, JsonOption, OutOption, StopRequest, err, escape, new_table, one_line_errors, out,
+                          print_json, warn)
 from .errors import CheckFailed, UsageError
-from .rig import load_rig
+from .rig import Rig, load_rig
+from .take.layout import MANIFEST
+
+SLATING_SESSION = "calibration"  # the session folder of the takes calibrate sync records
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate a rig: cameras, stream latencies, audio levels.")
 
@@ -36,7 +40,7 @@ def calibrate_board(
     w, h = spec.page_mm
     out.print(f"{png}  ({w:.0f} x {h:.0f} mm at {dpi} dpi; print at 100 %"
               + (f" on {' or '.join(papers)})" if papers else ")"), highlight=False)
-    out.print(f"{toml}  (the board's spec: give it to calibrate cameras --board)", highlight=False)
+    out.print(f"{toml}  (the board's spec: give it to calibrate cameras --board)", highlight=False, markup=False)
     if not papers:
         warn("the page is larger than A4 and US letter")
 
@@ -65,8 +69,8 @@ def calibrate_cameras_command(
         raise UsageError("give either --take TAKE or --images NAME=DIR (one per camera)")
     board_spec = BoardSpec.from_toml(board) if board is not None else BoardSpec()
     if take is not None:
-        if not (take / "take.json").is_file():
-            raise UsageError(f"{take}: not a take folder (no take.json)")
+        if not (take / MANIFEST).is_file():
+            raise UsageError(f"{take}: not a take folder (no {MANIFEST})")
         views = views_from_take(take, cameras)
     else:
         folders = {}
@@ -88,6 +92,7 @@ def calibrate_cameras_command(
 
         result = calibrate_cameras(views, board_spec, progress=progress, threshold_px=threshold)
     result["metadata"]["rig"] = spec.name
+    result["metadata"]["rig_sha256"] = spec.sha256  # what `record` compares to tell a changed rig file
     path = store.write(store.calibration_dir(spec.name, calibration), "cameras", result)
     meta = result["metadata"]
     if as_json:
@@ -112,54 +117,96 @@ def calibrate_cameras_command(
         warn(f"the board covered less than half the image of {', '.join(low)}: the lens model is extrapolated there")
 
 
+DEFAULT_MAX_SLATES = 300  # --until without --record: about three minutes of slates
+
+
 @calibrate_app.command("sync")
 @one_line_errors
 def calibrate_sync(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
-    take: Annotated[Optional[Path], typer.Option("--take", help="A take with slates, recorded with the rig.")] = None,
+    take: Annotated[Optional[list[Path]], typer.Option(
+        "--take", help="A take with slates, recorded with the rig (repeatable: the slates of all are pooled; "
+                       "the takes must have been recorded with the same latencies).")] = None,
     record: Annotated[Optional[int], typer.Option(
-        "--record", help="Record a take with this many host-timed slates first (devices that render slates).")] = None,
+        "--record", help="Record host-timed slates first (devices that render slates, or a sync box), about "
+                         "0.6 s each: one take of N slates; with --until, at most N slates in all.")] = None,
+    until: Annotated[Optional[float], typer.Option(
+        "--until", metavar="MS", help="Record slates, in takes of their own, until every stream's latency "
+                                      f"uncertainty is below MS milliseconds, at most --record N slates (default "
+                                      f"{DEFAULT_MAX_SLATES}). Not reached: the calibration is written all the "
+                                      "same and the exit status is 1.")] = None,
     out_dir: OutOption = Path("takes"),
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Each stream's latency from the slates of a take (found in the media), applied from then on."""
-    from .calibrate.latency import latency_from_take, record_slated_take
-    from .recorder import Recorder
+    """Each stream's latency from the slates of takes (found in the media), applied from then on.
+
+    Warns, and lists under "warnings" in --json, when a stream's uncertainty exceeds one frame period or is unknown,
+    and when a latency is negative by more than its uncertainty.
+    The frame period is a camera's own; for audio and mocap, a frame of the master camera (no camera: 1/30 s)."""
+    from .calibrate.latency import latency_from_takes, measure_take, short_of
 
     spec = load_rig(rig)
-    if (take is None) == (record is None):
-        raise UsageError("give either --take TAKE or --record N")
-    if record is not None:
-        if record < 3:
-            raise UsageError(f"--record needs at least 3 slates, got {record}")
-        recorder = Recorder(spec)
-        with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
-            recorder.open()
-        try:
-            master = spec.stream(spec.master) if spec.master else None
-            with err.status(f"recording {record} slates…"):
-                take = record_slated_take(recorder, out_dir, "calibration", record,
-                                          1.0 / (master["fps"] if master else 30.0))
-        finally:
-            recorder.close()
-    assert take is not None
-    if not (take / "take.json").is_file():
-        raise UsageError(f"{take}: not a take folder (no take.json)")
-    with err.status("finding slates in the media…"):
-        result = {"rig": spec.name, "kind": "sync", **latency_from_take(take)}
+    recording = record is not None or until is not None
+    if bool(take) == recording:
+        raise UsageError("give either --take TAKE (repeatable) or --record N and/or --until MS")
+    if record is not None and record < 3:
+        raise UsageError(f"--record needs at least 3 slates, got {record}")
+    if until is not None and not (until > 0 and math.isfinite(until)):
+        raise UsageError(f"--until must be a positive number of milliseconds, got {until:g}")
+    if recording:
+        result = _record_slates(spec, out_dir, record or DEFAULT_MAX_SLATES, until)
+    else:
+        for t in take or []:
+            if not (t / MANIFEST).is_file():
+                raise UsageError(f"{t}: not a take folder (no {MANIFEST})")
+        with err.status("finding slates in the media…"):
+            result = latency_from_takes([measure_take(t) for t in take or []], spec)
+    result = {"rig": spec.name, "kind": "sync", **({} if until is None else {"until_ms": until}), **result}
+    short = {} if until is None else short_of(result, until)
     path = store.write(store.calibration_dir(spec.name, calibration), "sync", result)
     if as_json:
         print_json({"file": str(path), **result})
-        return
-    table = new_table(f"sync calibration of {spec.name} → {path}")
-    for col in ("stream", "latency ms", "correction ms", "± ms", "spread ms", "slates"):
-        table.add_column(col)
-    for name, s in result["streams"].items():
-        table.add_row(name, f"{s['latency_ms']:.3f}", f"{s['correction_ms']:+.3f}",
-                      "" if s.get("uncertainty_ms") is None else f"{s['uncertainty_ms']:.3f}",
-                      f"{s['spread_ms']:.3f}", str(s["slates"]))
-    out.print(table)
+    else:
+        table = new_table(escape(f"sync calibration of {spec.name} → {path}"))
+        for col in ("stream", "latency ms", "correction ms", "± ms", "spread ms", "slates"):
+            table.add_column(col)
+        for name, s in result["streams"].items():
+            table.add_row(escape(name), f"{s['latency_ms']:.3f}", f"{s['correction_ms']:+.3f}",
+                          "?" if s.get("uncertainty_ms") is None else f"{s['uncertainty_ms']:.3f}",
+                          f"{s['spread_ms']:.3f}", str(s["slates"]))
+        out.print(table)
+    for line in result["warnings"]:
+        warn(line)
+    if short:
+        slates = max(s["slates"] for s in result["streams"].values())
+        reached = ", ".join(f"{name} {'unknown' if u is None else f'±{u:.3f} ms'}" for name, u in short.items())
+        raise CheckFailed(f"after {slates} slates not below ±{until:g} ms: {reached} (written all the same; "
+                          "raise --record N for more slates)")
+
+
+def _record_slates(spec: Rig, out_dir: Path, max_slates: int, until_ms: float | None) -> dict[str, Any]:
+    """Open the rig, record slated takes (`SlatingRounds`) and measure them. Ctrl-C, SIGTERM or SIGHUP end
+    the take being recorded cleanly and write no calibration; the takes stay."""
+    from .calibrate.latency import SlatingRounds
+    from .recorder import Recorder
+
+    recorder = Recorder(spec)
+    rounds = SlatingRounds(recorder, spec, out_dir, SLATING_SESSION, max_slates, until_ms)
+    try:
+        with StopRequest(interrupt=True):  # SIGTERM and SIGHUP end it as Ctrl-C does
+            with err.status(f"opening {len(spec.streams)} devices of rig {spec.name}…"):
+                recorder.open()
+            with err.status("recording slates…") as status:
+                return rounds.run(status.update)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.close()
+    err.print(escape(f"interrupted: no calibration written; the slated takes are kept in "
+                     f"{out_dir / SLATING_SESSION} (calibrate sync {spec.name} --take TAKE... pools them)"),
+              highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 @calibrate_app.command("audio")
@@ -191,7 +238,8 @@ def calibrate_audio(
             raise UsageError(f"--loopback needs a portaudio audio stream{f' named {stream}' if stream else ''} "
                              f"in rig {spec.name}")
         looped = candidates[0]
-    result: dict[str, Any] = {"rig": spec.name, "kind": "audio", "seconds": seconds, "streams": {}}
+    result: dict[str, Any] = {"rig": spec.name, "rig_sha256": spec.sha256, "kind": "audio", "seconds": seconds,
+                              "streams": {}}
     for s in inputs:
         device = make_device(s)
         try:
@@ -212,7 +260,7 @@ def calibrate_audio(
     if as_json:
         print_json({"file": str(path), **result})
     else:
-        table = new_table(f"audio levels of {spec.name} → {path}")
+        table = new_table(escape(f"audio levels of {spec.name} → {path}"))
         for col in ("stream", "ch", "peak dBFS", "RMS dBFS", "floor dBFS", "DC", "clipped", "verdict"):
             table.add_column(col)
         db = lambda v: "-inf" if v is None else f"{v:.1f}"  # noqa: E731
@@ -223,7 +271,8 @@ def calibrate_audio(
                               c["verdict"] if c["verdict"] == "good" else f"[red]{c['verdict']}[/]")
             if r.get("loopback"):
                 lb = r["loopback"]
-                out.print(f"{name}: loopback latency {lb['latency_ms']:.2f} ms (spread {lb['spread_ms']:.2f} ms)")
+                out.print(f"{name}: loopback latency {lb['latency_ms']:.2f} ms (spread {lb['spread_ms']:.2f} ms)",
+                          highlight=False, markup=False)
         out.print(table)
     if bad:
         raise CheckFailed(f"{len(bad)} channels not good: " + ", ".join(f"{n} ch{c['channel']} {c['verdict']}"
@@ -250,8 +299,9 @@ def calibrate_show(
         age_s = time.time() - path.stat().st_mtime
         report["kinds"][kind] = {
             "file": str(path), "age_hours": round(age_s / 3600, 2),
-            "older_than_rig_file": path.stat().st_mtime < spec.path.stat().st_mtime,
-            "history": len(list(folder.glob(f"{kind}-*.toml"))),
+            "made_for_another_rig_file": (stale := store.stale(path, spec)),
+            "older_than_rig_file": stale,  # its former name, kept for scripts
+            "history": len(store.history(folder, kind)),
             "summary": _summary(kind, data),
         }
     if as_json:
@@ -259,13 +309,14 @@ def calibrate_show(
         return
     for kind, entry in report["kinds"].items():
         if entry is None:
-            out.print(f"[yellow]{kind}[/]: none in {folder}", highlight=False)
+            out.print(f"[yellow]{kind}[/]: none in {escape(str(folder))}", highlight=False)
             continue
-        stale = " [yellow](older than the rig file)[/]" if entry["older_than_rig_file"] else ""
-        out.print(f"[bold]{kind}[/]: {Path(entry['file']).name}, {_age(entry['age_hours'])} old, "
+        stale = " [yellow](made for another version of the rig file)[/]" if entry["made_for_another_rig_file"] \
+            else ""
+        out.print(f"[bold]{kind}[/]: {escape(Path(entry['file']).name)}, {_age(entry['age_hours'])} old, "
                   f"{entry['history']} in history{stale}", highlight=False)
         for line in entry["summary"]:
-            out.print(f"  {line}", highlight=False)
+            out.print(f"  {line}", highlight=False, markup=False)
 
 
 def _age(hours: float) -> str:
@@ -274,8 +325,10 @@ def _age(hours: float) -> str:
 
 def _summary(kind: str, data: dict[str, Any]) -> list[str]:
     if kind == "sync":
-        return [f"{name}: latency {s.get('latency_ms', 0):.3f} ms, spread {s.get('spread_ms', 0):.3f} ms, "
-                f"{s.get('slates', 0)} slates" for name, s in data.get("streams", {}).items()]
+        return [f"{name}: latency {s.get('latency_ms', 0):.3f} ms"
+                + ("" if s.get("uncertainty_ms") is None else f" ± {s['uncertainty_ms']:.3f} ms")
+                + f", spread {s.get('spread_ms', 0):.3f} ms, {s.get('slates', 0)} slates"
+                for name, s in data.get("streams", {}).items()] + [f"warning: {w}" for w in data.get("warnings", [])]
     if kind == "cameras":
         meta = data.get("metadata", {})
         flag = " FLAGGED" if meta.get("flagged") else ""

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import ImprovcapError
 
@@ -27,6 +30,13 @@ PerformersFileOption = Annotated[Optional[Path], typer.Option(
 CalibrationOption = Annotated[Optional[Path], typer.Option(
     "--calibration", help="Folder holding <rig>/ calibrations (default: ./calibration).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+MinFreeOption = Annotated[float, typer.Option(
+    "--min-free-minutes", help="Start a take only with room on the disk for this many minutes of the rig's data "
+                               "(measured by the last take, else estimated from the rig); the live view warns "
+                               "below twice that.")]
+GroupOption = Annotated[Optional[str], typer.Option(
+    "--group", help="The studio's group: the session's takes belong to it (default: the rig's group; files "
+                    "are never readable by other users).")]
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -36,7 +46,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except ImprovcapError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
     return wrapper
 
@@ -51,7 +61,7 @@ def print_json(data: Any) -> None:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def new_table(title: str, **options: Any) -> "Table":
@@ -59,3 +69,41 @@ def new_table(title: str, **options: Any) -> "Table":
     from rich.table import Table
 
     return Table(title=title, **options)
+
+
+class StopRequest:
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal or ssh session closed) end a take cleanly: they only set a
+    flag the main loop polls, or with `interrupt` raise KeyboardInterrupt as Ctrl-C does (for loops that
+    already end cleanly on it). After SIGHUP the terminal is gone: what would be drawn on it goes nowhere,
+    so that finalising the take never fails on a write to it."""
+
+    def __init__(self, *, interrupt: bool = False) -> None:
+        self.requested = False
+        self._interrupt = interrupt
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if signum == signal.SIGHUP:
+            detach_from_terminal()
+        if self._interrupt:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def detach_from_terminal() -> None:
+    """Point stdin, stdout and stderr at /dev/null (the terminal they were on has closed)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    finally:
+        os.close(null)

@@ -6,10 +6,40 @@ own clocks onto it is `clockfit`'s work.
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import time
 from dataclasses import dataclass
 
 now_ns = time.monotonic_ns
+
+
+class ClockDomain(enum.StrEnum):
+    """Where a stream's `device_ns` comes from (a device's `describe()["clock"]`, stored in take.json).
+
+    DEVICE: the device's own clock, fitted to host arrivals; HOST: its stamps already are the host's
+    monotonic clock (V4L2 buffer times); ARRIVAL: no clock, stamped on arrival; ROUNDTRIP: a sync box's
+    clock, fitted from the round trips of its timing queries; LSL: an LSL sender's local_clock, fitted from
+    liblsl's time-correction offsets (improvcap.lslclock). A StrEnum: stored and printed as its value.
+    """
+
+    DEVICE = "device"
+    HOST = "host"
+    ARRIVAL = "arrival"
+    ROUNDTRIP = "roundtrip"
+    LSL = "lsl"
+
+    @classmethod
+    def named(cls, value: object) -> "ClockDomain | None":
+        """The domain named by `value` (a stored string), None when it names none."""
+        try:
+            return cls(value) if isinstance(value, str) else None
+        except ValueError:
+            return None
+
+    @classmethod
+    def of(cls, value: object, default: "ClockDomain") -> "ClockDomain":
+        """The domain named by `value`, else `default`."""
+        return cls.named(value) or default
 
 
 @dataclass(frozen=True, slots=True)

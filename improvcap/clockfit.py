@@ -35,7 +35,10 @@ import numpy as np
 
 METHOD = "window-min-lower-envelope"
 _MIN_POINTS = 6  # fewer points in a segment: no drift, offset from the minimum delay
-_MIN_WINDOWS = 4  # a segment spanning fewer windows is split into this many smaller windows
+# A segment spanning less device time gets no drift either: over a second, 1 ms of arrival jitter left in
+# the window minima would already be a 1000 ppm slope
+MIN_DRIFT_SPAN_NS = 1_000_000_000
+_MIN_WINDOWS = 8  # a segment spanning fewer windows is split into this many smaller windows
 _RESET_SPAN_NS = 5_000_000_000  # device time either side of a suspected reset used to confirm it
 _BACK_RISE_NS = 10_000_000  # a backward step is a reset if the delay envelope rises by more than this
 _EARLY_MIN = 8  # fewer window minima: none can be told to be too early
@@ -80,6 +83,7 @@ class Segment(DeviceLine):
     offset_ns: int  # host - device at ref_device_ns, on the lower envelope
     drift_ppm: float  # device clock rate error: > 0 runs fast
     ref_device_ns: int
+    span_ns: int = 0  # device time from its first row to its last
 
     def as_dict(self) -> dict:
         return {"start": self.start, "stop": self.stop, "offset_ns": self.offset_ns,
@@ -134,6 +138,14 @@ class ClockFit:
             raise ValueError("an empty clock fit maps nothing")
         return self.segments[segment].map_one(device_ns)
 
+    def _offset_only(self) -> str | None:
+        """Why the main segment has no drift, when it spans too little device time to fit one."""
+        main = self.main
+        if main is None or main.drift_ppm != 0.0 or main.span_ns >= MIN_DRIFT_SPAN_NS:
+            return None
+        return (f"offset only: {main.span_ns / 1e9:.1f} s of device time is too short to fit a drift "
+                f"(at least {MIN_DRIFT_SPAN_NS / 1e9:g} s)")
+
     def effective_rate(self, nominal: float) -> float:
         """Samples per host second of a device clocked at `nominal` per device second: nominal * (1 + drift).
 
@@ -144,7 +156,9 @@ class ClockFit:
     def as_dict(self) -> dict:
         """The per-stream clock entry of take.json; offset/drift are the main (longest) segment's."""
         main = self.main
+        short = self._offset_only()
         return {
+            **({"note": short} if short else {}),
             "method": METHOD,
             "offset_ns": main.offset_ns if main else None,
             "ref_device_ns": main.ref_device_ns if main else None,
@@ -189,7 +203,7 @@ def fit_clock(device_ns: np.ndarray, host_ns: np.ndarray, *, window_ns: int = 1_
     envelopes are the third-smallest delay over about 5 s of device time either side, so one glitched
     timestamp is not a reset. Resets closer together than that may be missed. Wrapping counters must go
     through `unwrap_counter` first. A segment with fewer than 6 points gets drift 0 and the minimum delay
-    as offset; one spanning fewer than 4 windows is cut into 4 smaller windows instead.
+    as offset; one spanning fewer than 8 windows is cut into 8 smaller windows instead.
     """
     d = _as_ns(device_ns, "device_ns")
     h = _as_ns(host_ns, "host_ns")
@@ -258,17 +272,18 @@ def _fit_segment(d: np.ndarray, h: np.ndarray, window: float, start: int) -> tup
     y_int = (h - d) - c0  # delay relative to the first point's: small, exact in float64
     x = x_int.astype(np.float64)
     span = float(x.max() - x.min())
-    if d.size < _MIN_POINTS or span <= 0:
-        return Segment(start, start + d.size, c0 + int(y_int.min()), 0.0, ref_d), 0
+    if d.size < _MIN_POINTS or span < MIN_DRIFT_SPAN_NS:
+        return Segment(start, start + d.size, c0 + int(y_int.min()), 0.0, ref_d, int(span)), 0
     if span < _MIN_WINDOWS * window:
         window = span / _MIN_WINDOWS
     idx = _window_minima(x, y_int, window)
     xm, ym = x[idx], y_int[idx].astype(np.float64)
     if xm.size < 3:
-        return Segment(start, start + d.size, c0 + int(y_int.min()), 0.0, ref_d), 0
+        return Segment(start, start + d.size, c0 + int(y_int.min()), 0.0, ref_d, int(span)), 0
     a, b, kept = _robust_line(xm, ym)
     drift = -b / (1.0 + b)
-    return Segment(start, start + d.size, c0 + int(round(a)), float(drift * 1e6), ref_d), int(xm.size - kept)
+    return Segment(start, start + d.size, c0 + int(round(a)), float(drift * 1e6), ref_d, int(span)), \
+        int(xm.size - kept)
 
 
 def _window_minima(x: np.ndarray, y: np.ndarray, window: float) -> np.ndarray:

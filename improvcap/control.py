@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ImprovcapError, UsageError
+from .take.layout import CONTROL_SOCKET
 
-SOCKET_NAME = "control.sock"
+SOCKET_NAME = CONTROL_SOCKET
 MAX_LINE = 64 * 1024
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -34,11 +35,23 @@ def _peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members, refused when a key repeats: `{"cmd":"status","cmd":"stop"}` must not stop."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def decode_request(line: bytes) -> dict[str, Any]:
     """A request line as a dict with a string `cmd`; anything else is an ImprovcapError."""
     try:
-        request = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        request = json.loads(line, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise UsageError("malformed request: nested too deeply") from None
+    except ValueError as e:  # not UTF-8, not JSON, a repeated key
         raise UsageError(f"malformed request: {e}") from None
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
         raise UsageError('malformed request: expected a JSON object with a "cmd" string')
@@ -81,6 +94,7 @@ class _Connection(socketserver.StreamRequestHandler):
 
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
+    request_queue_size = socket.SOMAXCONN  # connections waiting to be accepted: a burst of clients is served
     handler: Handler
 
 
@@ -124,6 +138,12 @@ class ControlServer:
                 self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+def refuse_if_driven(session_dir: Path) -> None:
+    """UsageError (one line) when a live recorder serves this session's control socket; a socket left by a
+    crashed recorder is removed."""
+    _clear_stale(socket_path(session_dir))
 
 
 def _clear_stale(path: Path) -> None:

@@ -15,18 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .recorder import Recorder, Status, StreamStatus
+from .take.space import room_line
 
 PLAIN_INTERVAL_S = 5.0
 
 
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+def disk_line(status: Status) -> str:
+    return room_line(status.disk_free_bytes, status.disk_minutes_left, status.disk_low)
 
 
 def _peaks(s: StreamStatus) -> str:
@@ -46,7 +41,7 @@ def render(status: Status, title: str = "", footer: Sequence[str] = ()) -> Group
         (f"{status.state.value.upper()}", "bold red" if status.state.value == "recording" else "bold"),
         f"  {title}" if title else "",
         f"  {status.elapsed_s:7.1f} s" if status.state.value == "recording" else "",
-        f"  disk free {_bytes(status.disk_free_bytes)}",
+        (f"  {disk_line(status)}", "bold red" if status.disk_low else ""),
     )
     table = Table(expand=False, pad_edge=False)
     for col, justify in (("stream", "left"), ("kind", "left"), ("rate/s", "right"), ("nominal", "right"),
@@ -68,7 +63,7 @@ def render(status: Status, title: str = "", footer: Sequence[str] = ()) -> Group
 
 
 def plain_line(status: Status) -> str:
-    parts = [f"{status.state.value} {status.elapsed_s:.1f}s"]
+    parts = [f"{status.state.value} {status.elapsed_s:.1f}s"] + ([disk_line(status)] if status.disk_low else [])
     for s in status.streams:
         part = f"{s.name} {s.rate:.1f}/s n={s.count} drops={s.dropped}"
         if s.fault:

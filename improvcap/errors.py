@@ -1,6 +1,9 @@
 """One domain exception base; the CLI turns any of these into one line and an exit status."""
 from __future__ import annotations
 
+import difflib
+from typing import Iterable
+
 
 class ImprovcapError(Exception):
     """Base of every error improvcap reports to a user. `exit_code` is the CLI's exit status."""
@@ -32,3 +35,9 @@ class CheckFailed(ImprovcapError):
     """A check ran and found a problem (exit status 1)."""
 
     exit_code = 1
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the choice closest to a misspelt `word`, else ``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

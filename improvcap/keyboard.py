@@ -1,7 +1,8 @@
 """Keys of the session dashboard: a terminal key reader and the bindings it drives.
 
-Space or Enter starts/stops a take, `s` slates, `m` marks (then type an optional note and Enter; Esc
-keeps the mark without a note), `n` moves to the next scene, `q` quits (asking first while recording).
+Space or Enter starts/stops a take, `s` slates, `m` marks the moment (then type an optional note for it
+and Enter; Esc keeps the mark without a note: one mark either way, at the moment `m` was pressed), `n`
+moves to the next scene, `q` quits (asking first while recording).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import threading
 import tty
 from typing import Callable
 
+from .clock import now_ns
 from .errors import ImprovcapError
 from .recorder import RunState
 from .session import TakeControl
@@ -26,7 +28,8 @@ class KeyBindings:
         self.control = control
         self.prompt = ""            # what the keys are being typed into, shown under the table
         self.message = ""           # the outcome of the last command
-        self._note: str | None = None
+        self._note: str | None = None   # the note being typed for a mark
+        self._mark_ns = 0               # when `m` was pressed: the mark's time
         self._confirm_quit = False
 
     def press(self, key: str) -> None:
@@ -56,7 +59,7 @@ class KeyBindings:
             self.control.slate()
             self.message = "slate"
         elif key == "m":
-            self.control.annotate("mark", "")
+            self._mark_ns = now_ns()
             self._note = ""
             self.prompt = "note for the mark (Enter to save, Esc to skip): "
         elif key == "n":
@@ -70,13 +73,11 @@ class KeyBindings:
 
     def _note_key(self, key: str) -> None:
         assert self._note is not None
-        if key in ("\r", "\n"):
-            note, self._note, self.prompt = self._note.strip(), None, ""
-            if note:
-                self.control.annotate("note", note)
+        if key in ("\r", "\n", "\x1b"):
+            note = self._note.strip() if key != "\x1b" else ""
+            self._note, self.prompt = None, ""
+            self.control.annotate("mark", note, self._mark_ns)
             self.message = f"mark{': ' + note if note else ''}"
-        elif key == "\x1b":
-            self._note, self.prompt, self.message = None, "", "mark"
         elif key in ("\x7f", "\b"):
             self._note = self._note[:-1]
         elif key.isprintable():

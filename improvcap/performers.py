@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import PerformersError
+from .errors import PerformersError, did_you_mean
 
 DEFAULT_FILE = "performers.toml"
-RECORD_FILE = "performers.json"  # the canonical consent record inside a take folder
 RECORD_FORMAT = "improvcap.performers"
 RECORD_VERSION = 1
 
@@ -102,7 +101,8 @@ def parse_performers(doc: dict[str, Any], path: Path, *, today: _dt.date) -> dic
 
     for key in doc:
         if key != "performers":
-            raise fail(key, "unknown key (a performers file holds only [performers.<id>] tables)")
+            raise fail(key, f"unknown key{did_you_mean(key, ['performers'])} "
+                            "(a performers file holds only [performers.<id>] tables)")
     tables = doc.get("performers", {})
     if not isinstance(tables, dict):
         raise fail("performers", "expected [performers.<id>] tables")
@@ -121,7 +121,7 @@ def _parse_performer(pid: str, t: dict[str, Any], label: str, today: _dt.date,
                      fail: Callable[[str, str], PerformersError]) -> Performer:
     for key in t:
         if key not in _KEYS:
-            raise fail(f"{label}.{_toml_key(key)}", f"unknown key (expected {', '.join(_KEYS)})")
+            raise fail(f"{label}.{_toml_key(key)}", f"unknown key{did_you_mean(key, _KEYS)} (expected {', '.join(_KEYS)})")
     for key in _REQUIRED:
         if key not in t:
             raise fail(f"{label}.{key}", "missing")

@@ -7,10 +7,12 @@ knows no screen: the CLI and the dashboard read `status()` snapshots.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import math
+import os
 import queue
-import shutil
 import threading
 import time
 from collections import deque
@@ -20,15 +22,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import take as takefmt
-from .clock import TakeOrigin, now_ns
+from .clock import ClockDomain, TakeOrigin, now_ns
 from .clockfit import LiveClock
 from .devices import Device, make_device
-from .devices.base import StreamEnded
-from .errors import DeviceError, ImprovcapError
+from .devices.base import SILENCE_S, FiresSlate, MapsToHost, StreamEnded
+from .errors import DeviceError, ImprovcapError, TakeError
 from .records import AudioBlock, Event, Record, Sample, full_scale
-from .retime import refit_take
 from .rig import Rig, StreamSpec
+from .take import counters, space
+from .take import folder as take_folder
+from .take.atomic import Folder, create_take_file, write_json_atomic
+from .take.hashing import file_entries
+from .take.layout import (EVENT_COLUMNS, EVENTS, FORMAT, MANIFEST, TRUTH_COLUMNS, VERSION, table_file, truth_file,
+                          unit)
+from .take.events import append_event
+from .take.refit import refit_take
+from .take.syncing import FolderSyncer
 from .writers import make_writer
 from .writers.base import CsvLog, Writer
 
@@ -36,6 +45,11 @@ READ_TIMEOUT = 0.2
 FLUSH_INTERVAL = 0.5          # writers flush at least twice a second (contract: once a second)
 STOP_GRACE_S = 0.3            # data stamped before stop may still be in transport when stop is asked
 WARMUP_TIMEOUT_S = 10.0
+BEHIND_MIN = 5                # frames short of the nominal rate that are still timing, not loss
+BEHIND_SHARE = 0.03           # ... or this share of the take's expected frames
+BEHIND_FAULT_SHARE = 0.10     # short by more than this share: the device or machine cannot keep up (a fault)
+SILENCE_MARGIN_S = 0.5
+STALE_NS = 1_000_000_000      # after a silence, data this much later than its device time is left out
 DEFAULT_QUEUE_S = 2.0         # writer queue depth in seconds of data, unless the rig says `queue`
 
 
@@ -68,6 +82,10 @@ class Status:
     elapsed_s: float
     streams: tuple[StreamStatus, ...]
     disk_free_bytes: int | None
+    disk_minutes_left: float | None = None
+    """Free room at the rig's data rate (measured by the last take, else estimated from the rig)."""
+    disk_low: bool = False
+    """Less room left than LOW_FACTOR floors: the technician should make room before the next take."""
 
 
 def _queue_depth(spec: StreamSpec) -> int:
@@ -115,7 +133,7 @@ class _TakeStream:
     """One stream's part of a take: its writer thread, bounded queue and counters."""
 
     def __init__(self, spec: StreamSpec, open_files: Callable[[], tuple[Writer, CsvLog | None]], t0_ns: int,
-                 depth: int, on_event: Callable[[Event], None]) -> None:
+                 depth: int, on_event: Callable[[Event], None], on_disk_full: Callable[[str], None]) -> None:
         self.spec = spec
         # Files are opened on the writer thread: the take accepts data from t0 on while the encoder and
         # files are still being set up, so no stream starts late.
@@ -125,18 +143,23 @@ class _TakeStream:
         self.t0_ns = t0_ns
         self.stop_ns: int | None = None
         self.queue: queue.Queue[Record | None] = queue.Queue(depth)
-        self.index = 0                 # frames/rows written so far; for audio, samples
+        self.index = 0                 # frames/rows queued so far; for audio, samples
+        self.written = 0               # of those, handed to the writer without an error
+        self.discard = False           # the disk is full: queued records are dropped, the files only closed
         self.received = 0
         self.queue_drops = 0
         self.gaps = 0                  # frames/samples the device numbered but never delivered
+        self.stale = 0                 # frames/samples delivered long after a silence, left out
+        self.short = 0                 # frames never delivered at the nominal rate (counted at the stop)
         self.first_t_ns: int | None = None
         self.last_t_ns: int | None = None
-        self._next_seq: int | None = None
+        self._last_seq: int | None = None
         self._next_device_ns: int | None = None
         self._last_drop_event = 0
         self.failed: str | None = None
         self.first_written_ns: int | None = None  # host time the first record reached the writer's files
         self._on_event = on_event
+        self._on_disk_full = on_disk_full
         self._thread = threading.Thread(target=self._run, name=f"writer-{spec.name}", daemon=True)
         self._thread.start()
 
@@ -145,8 +168,8 @@ class _TakeStream:
         """Queue one sample mapped to host time `t_host_ns`. False once the take no longer wants data."""
         if t_host_ns < self.t0_ns:
             return True
-        if self.stop_ns is not None and t_host_ns > self.stop_ns:
-            return False
+        if (self.stop_ns is not None and t_host_ns > self.stop_ns) or self.failed or self.discard:
+            return False  # a failed writer writes nothing more: neither are its frames counted
         self._count_gaps(sample)
         t_ns = t_host_ns - self.t0_ns
         record = Record(self.spec.name, self.index, t_ns, sample.device_ns, sample.host_ns - self.t0_ns,
@@ -169,12 +192,10 @@ class _TakeStream:
 
     def _count_gaps(self, sample: Sample) -> None:
         if sample.seq is not None:
-            # counters wrap (mocap frames carry a u32); a backwards jump is a reset, not a loss
-            if self._next_seq is not None:
-                ahead = (sample.seq - self._next_seq) % (1 << 32)
-                if ahead < (1 << 31):
-                    self.gaps += ahead
-            self._next_seq = (sample.seq + 1) % (1 << 32)
+            # counters wrap (mocap frames carry a u32); a step back is a reset, not a loss
+            if self._last_seq is not None:
+                self.gaps += counters.skipped(counters.step(self._last_seq, sample.seq))
+            self._last_seq = sample.seq
         elif self.spec.kind == "audio":
             # audio device time is the sample counter: a jump is a lost block
             period = 1e9 / self.spec["samplerate"]
@@ -196,11 +217,12 @@ class _TakeStream:
                 record = False  # type: ignore[assignment]
             if record is None:
                 break
-            if self.failed is None:
+            if self.failed is None and not (record and self.discard):
                 try:
                     if record:
                         assert self.writer is not None
                         self.writer.write(record)
+                        self.written += record.count
                         if self.first_written_ns is None:
                             self.first_written_ns = now_ns()
                         if self.truth is not None and record.true_ns is not None:
@@ -212,6 +234,8 @@ class _TakeStream:
                         last_flush = time.monotonic()
                 except Exception as e:  # a failing writer marks the take; the other streams go on
                     self._fail(f"writer failed: {type(e).__name__}: {e}", record.t_ns if record else 0)
+                    if space.is_disk_full(e):  # ... unless the disk is full: then the whole take ends
+                        self._on_disk_full(self.spec.name)
         self._close()
 
     def _fail(self, detail: str, t_ns: int) -> None:
@@ -227,10 +251,27 @@ class _TakeStream:
             except Exception as e:
                 if self.failed is None:
                     self._fail(f"closing failed: {type(e).__name__}: {e}", self.last_t_ns or 0)
+                    if space.is_disk_full(e):
+                        self._on_disk_full(self.spec.name)
+
+    def behind(self, stop_ns: int, nominal: float) -> int:
+        """Frames or rows a camera or mocap stream never delivered at its nominal rate between t0 and the stop,
+        beyond those already counted (a starved or slow device numbers every frame it makes, but makes too
+        few); 0 within BEHIND_MIN frames and BEHIND_SHARE of the expected count. Audio devices keep their
+        sample clock (a starved one overflows, which the device counts), and a failed stream has its fault."""
+        if self.spec.kind == "audio" or nominal <= 0 or self.failed:
+            return 0
+        expected = nominal * (stop_ns - self.t0_ns) / 1e9
+        short = int(expected - (self.received + self.gaps + self.stale))
+        return short if short > max(BEHIND_MIN, BEHIND_SHARE * expected) else 0
 
     def finish(self, timeout: float = 30.0) -> None:
         self.queue.put(None)
         self._thread.join(timeout)
+
+    @property
+    def dropped(self) -> int:
+        return self.queue_drops + self.gaps + self.stale + self.short
 
     @property
     def files(self) -> list[Path]:
@@ -256,22 +297,34 @@ class _StreamRunner:
         self._thread = threading.Thread(target=self._pump, name=f"pump-{spec.name}", daemon=True)
         nominal = spec.nominal_rate
         self._device_period_ns = 1e9 / nominal if spec.kind == "audio" else 0.0
+        self._silence_ns = _silence_ns(spec)
+        self._last_data_ns = 0
+        self._silent = False
+        self._stale_told, self._stale_until = False, 0  # a decoder's flush: only what comes at once after a silence
+        # audio: a signal that turns into exact digital zero for SILENCE_S is a source replaced or muted
+        self._zero_limit = int(SILENCE_S * nominal) if spec.kind == "audio" else 0
+        self._had_signal, self._zeros = False, 0
 
     def start(self) -> None:
         self.device.start()
         self.info = self.device.describe()
+        if self.spec.kind == "lsl" and self.spec.nominal_rate <= 0 < (self.info.get("rate") or 0):
+            # no rate in the rig: the LSL stream's own, as its sender described it
+            self.spec = dataclasses.replace(self.spec, settings={**self.spec.settings, "rate": float(self.info["rate"])})
+            self._silence_ns = _silence_ns(self.spec)
         self._thread.start()
 
     @property
-    def domain(self) -> str:
-        """Where device_ns comes from: the device's own clock, the host clock, or arrival (see retime)."""
-        return self.info.get("clock", "device")
+    def domain(self) -> ClockDomain:
+        """Where device_ns comes from (see improvcap.take.refit); a device that does not say has its own clock."""
+        return ClockDomain.of(self.info.get("clock"), ClockDomain.DEVICE)
 
     def _pump(self) -> None:
         device, clock, latency = self.device, self.clock, self.spec.latency_ns
-        own_clock, stamped_on_host = self.domain == "device", self.domain == "host"
-        # a sync box maps its own stamps, with the fit of its query round trips
-        fitted = getattr(device, "to_host") if self.domain == "roundtrip" else None
+        own_clock, stamped_on_host = self.domain is ClockDomain.DEVICE, self.domain is ClockDomain.HOST
+        # a sync box maps its own stamps with the fit of its query round trips, an LSL inlet with liblsl's offsets
+        fitted = device.to_host if self.domain in (ClockDomain.ROUNDTRIP, ClockDomain.LSL) \
+            and isinstance(device, MapsToHost) else None
         while not self._stop.is_set():
             try:
                 sample = device.read(READ_TIMEOUT)
@@ -282,12 +335,18 @@ class _StreamRunner:
                 self._failed(f"{type(e).__name__}: {e}")
                 return
             if sample is None:
+                self._watch_silence()
                 continue
+            quiet = self._silent or (self._last_data_ns and sample.host_ns - self._last_data_ns > STALE_NS)
+            if quiet and own_clock and self.spec.kind == "camera" and self._is_stale(sample):
+                self._stale(sample)  # held back in the device during its silence: kept out of the take and fit
+                continue
+            self._heard(sample.host_ns)
             if fitted is not None:
                 t_host = fitted(sample.device_ns)
             elif own_clock:
                 # Audio blocks arrive after their last sample: pair the arrival with the block's end.
-                clock.observe(sample.device_ns + round(sample.count * self._device_period_ns), sample.host_ns)
+                clock.observe(self._block_end(sample), sample.host_ns)
                 t_host = clock.to_host(sample.device_ns)
             else:
                 t_host = sample.device_ns if stamped_on_host else sample.host_ns
@@ -295,11 +354,71 @@ class _StreamRunner:
             if isinstance(sample.payload, AudioBlock):
                 data = sample.payload.data
                 peak = np.max(np.abs(data), axis=0) / full_scale(data)
+                self._watch_zeros(bool(peak.any()), sample)
             self.meter.add(sample.host_ns, sample.count, peak)
             self.first_sample.set()
             take = self.take
             if take is not None and not take.offer(sample, t_host - latency):
-                self.take = None
+                self.last_take, self.take = take, None
+
+    def _watch_silence(self) -> None:
+        """A fault, once, when a take's stream has had no data for its silence limit."""
+        take = self.take
+        if take is None or self._silent or not self._silence_ns:
+            return
+        quiet = now_ns() - max(self._last_data_ns, take.t0_ns)
+        if quiet > self._silence_ns:
+            self._silent = True
+            self._on_event(Event(now_ns() - take.t0_ns, "fault", self.spec.name,
+                                 f"no {unit(self.spec.kind)} for {quiet / 1e9:.1f} s: the device stopped sending "
+                                 "(switched off, unplugged, its sender gone or hung)"))
+
+    def _watch_zeros(self, signal: bool, sample: Sample) -> None:
+        """A fault, once, when audio that had a signal turns into exact digital zero for SILENCE_S (a real
+        microphone always has a noise floor): PulseAudio, for one, silently moves a recording to another
+        source when its own disappears. A note when the signal comes back."""
+        take = self.take
+        if signal:
+            if self._zeros >= self._zero_limit and self._had_signal and take is not None:
+                self._on_event(Event(sample.host_ns - take.t0_ns, "note", self.spec.name,
+                                     f"signal again after {self._zeros / self.spec.nominal_rate:.1f} s of digital silence"))
+            self._had_signal, self._zeros = True, 0
+            return
+        before, self._zeros = self._zeros, self._zeros + sample.count
+        if self._had_signal and take is not None and before < self._zero_limit <= self._zeros:
+            self._on_event(Event(sample.host_ns - take.t0_ns, "fault", self.spec.name,
+                                 f"digital silence for {SILENCE_S:g} s after a signal: the source was replaced, "
+                                 "muted or disconnected (every sample exactly zero)"))
+
+    def _heard(self, host_ns: int) -> None:
+        take = self.take
+        if self._silent and take is not None:
+            self._on_event(Event(host_ns - take.t0_ns, "note", self.spec.name,
+                                 f"data again after {(host_ns - self._last_data_ns) / 1e9:.1f} s of silence"))
+        self._silent, self._stale_told, self._stale_until = False, False, 0
+        self._last_data_ns = host_ns
+
+    def _block_end(self, sample: Sample) -> int:
+        return sample.device_ns + round(sample.count * self._device_period_ns)
+
+    def _is_stale(self, sample: Sample) -> bool:
+        """Whether a sample arriving after a silence is far later than the device clock says it was taken:
+        what a decoder or driver held during the silence and flushed when it gave up."""
+        if self._stale_until and sample.host_ns > self._stale_until:
+            return False  # a stream that goes on after a silence is back, whatever its clock did meanwhile
+        return self.clock.observations > 0 and sample.host_ns - self.clock.to_host(self._block_end(sample)) > STALE_NS
+
+    def _stale(self, sample: Sample) -> None:
+        """Leave a stale sample out (counted as dropped): its timing cannot be trusted, and it would skew the fit."""
+        take = self.take
+        if take is None:
+            return
+        take.stale += sample.count
+        if not self._stale_told:
+            self._stale_told, self._stale_until = True, sample.host_ns + STALE_NS
+            self._on_event(Event(sample.host_ns - take.t0_ns, "drop", self.spec.name,
+                                 f"{unit(self.spec.kind)} delivered over {STALE_NS / 1e9:g} s late after the "
+                                 "silence are left out (stale)"))
 
     def _failed(self, detail: str) -> None:
         self.fault = detail
@@ -320,9 +439,42 @@ class _StreamRunner:
         return StreamStatus(
             name=self.spec.name, kind=self.spec.kind, driver=self.spec.driver, rate=self.meter.rate(),
             nominal=self.spec.nominal_rate, count=take.index if take else 0,
-            dropped=(take.queue_drops + take.gaps) if take else 0, peak_dbfs=self.meter.peak_dbfs(),
+            dropped=take.dropped if take else 0, peak_dbfs=self.meter.peak_dbfs(),
             device=self.device.stats(), fault=self.fault or (take.failed if take else None),
         )
+
+
+def _silence_ns(spec: StreamSpec) -> int:
+    """How long a stream may be silent during a take before that is a fault (0: never, a stream that may
+    send nothing: a sync box without pulses, an irregular LSL stream): SILENCE_S, or three frame periods,
+    a little past it, so that a driver that watches its own transport says it first, in its words; an
+    LSL stream's own timeout_s."""
+    nominal = spec.nominal_rate
+    if nominal <= 0:
+        return 0
+    limit = spec["timeout_s"] if spec.kind == "lsl" else max(SILENCE_S, 3.0 / nominal)
+    return int((limit + SILENCE_MARGIN_S) * 1e9)
+
+
+def _all_or_none(steps: list[Callable[[], None]], what: str) -> None:
+    """Run every step; when devices failed, one DeviceError naming each of them (a technician fixing the
+    rig should not find the missing devices one run at a time)."""
+    failed: list[str] = []
+    for step in steps:
+        try:
+            step()
+        except DeviceError as e:
+            failed.append(str(e))
+    if len(failed) == 1:
+        raise DeviceError(failed[0])
+    if failed:
+        raise DeviceError(f"{what} {len(failed)} devices: " + "; ".join(failed))
+
+
+def _first_data(runner: "_StreamRunner", deadline: float, timeout: float) -> None:
+    if not runner.first_sample.wait(max(0.0, deadline - time.monotonic())):
+        detail = runner.fault or f"no data within {timeout:g} s"
+        raise DeviceError(f"{runner.spec.name}: {runner.spec.kind} delivers no data: {detail}")
 
 
 class Recorder:
@@ -332,11 +484,16 @@ class Recorder:
     cannot be opened; faults during a take become events and manifest entries instead.
     """
 
-    def __init__(self, rig: Rig, calibration: dict[str, Any] | None = None) -> None:
-        """`calibration`: the take.json entry of the calibration applied to `rig` (calibrate.store.applied)."""
+    def __init__(self, rig: Rig, calibration: dict[str, Any] | None = None, group: str | None = None,
+                 min_free_minutes: float = space.DEFAULT_FLOOR_MINUTES) -> None:
+        """`calibration`: the take.json entry of the calibration applied to `rig` (calibrate.store.applied);
+        `group`: the studio's group that takes belong to (default: the rig's, else none); `min_free_minutes`:
+        a take starts only with room for this many minutes of the rig's data."""
         self.rig = rig
         self.calibration = calibration
+        self.group = group or rig.group
         self.state = RunState.CLOSED
+        self.settled = threading.Event()  # set once open() has finished, well or not: a start may then be judged
         self.runners: list[_StreamRunner] = []
         self.take_dir: Path | None = None
         self.origin: TakeOrigin | None = None
@@ -344,27 +501,35 @@ class Recorder:
         self._events: CsvLog | None = None
         self._event_lock = threading.Lock()
         self._faults: list[dict[str, Any]] = []
+        self._syncer: FolderSyncer | None = None
+        self._folder: Folder | None = None   # the last take's folder, open from its start to the next (late notes)
+        self._takes: list[tuple[_StreamRunner, _TakeStream]] = []
         self.start_request_ns = 0
+        self.out: Path | None = None         # where takes go: watched for room before the first take too
+        self.room = space.DiskRoom(rig.streams, min_free_minutes)
+        self._reserve: space.Reserve | None = None
+        self.disk_full: str | None = None    # set when the disk filled during the take being recorded
+        self.on_end: Callable[[str], None] | None = None  # told (from a writer thread) when a take must end
 
     # devices --------------------------------------------------------------------------------------
     def open(self, warmup_timeout: float = WARMUP_TIMEOUT_S) -> None:
         """Open and start every device, then wait until each has delivered data."""
         try:
-            for spec in self.rig.streams:
-                runner = _StreamRunner(spec, self._event)
-                self.runners.append(runner)
-                runner.device.open()
+            self.runners.extend(_StreamRunner(spec, self._event) for spec in self.rig.streams)
+            _all_or_none([r.device.open for r in self.runners], "cannot open")
             for runner in self.runners:
                 runner.start()
             deadline = time.monotonic() + warmup_timeout
-            for runner in self.runners:
-                if not runner.first_sample.wait(max(0.0, deadline - time.monotonic())):
-                    detail = runner.fault or f"no data within {warmup_timeout:g} s"
-                    raise DeviceError(f"{runner.spec.name}: {runner.spec.kind} delivers no data: {detail}")
+            _all_or_none([functools.partial(_first_data, r, deadline, warmup_timeout) for r in self.runners],
+                         "no data from")
+            # what the devices said the rig left open (an LSL stream's rate) goes into every take's snapshot
+            self.rig = dataclasses.replace(self.rig, streams=tuple(r.spec for r in self.runners))
         except BaseException:
             self.close()
+            self.settled.set()
             raise
         self.state = RunState.IDLE
+        self.settled.set()
 
     def close(self) -> None:
         if self.state is RunState.RECORDING:
@@ -379,6 +544,8 @@ class Recorder:
             except Exception:
                 pass
         self.runners = []
+        if self._folder is not None:
+            self._folder.close()
         self.state = RunState.CLOSED
 
     # takes ----------------------------------------------------------------------------------------
@@ -389,45 +556,59 @@ class Recorder:
         if self.state is not RunState.IDLE:
             raise ImprovcapError(f"cannot start a take while {self.state.value}")
         self.start_request_ns = now_ns()
-        session_dir = takefmt.session_folder(out, session, self.rig.name)
-        take_dir, number = takefmt.next_take_folder(session_dir, scene)
-        for name, data in (attachments or {}).items():
-            with open(take_dir / name, "xb") as fh:
-                fh.write(data)
-        self._events = CsvLog(take_dir / "events.csv", ("t_ns", "kind", "stream", "detail"))
+        self.out = out
+        self.room.check(out)
+        session_dir = take_folder.session_folder(out, session, self.rig.name, self.group)
+        take_dir, number = take_folder.next_take_folder(session_dir, scene)
+        folder, self._reserve, events = _open_take(take_dir, attachments or {})
+        if self._folder is not None:
+            self._folder.close()
+        self._folder, self._events, self.disk_full = folder, events, None
         origin = TakeOrigin.now()
         self.take_dir, self.origin, self._faults = take_dir, origin, []
-        master = self.rig.stream(self.rig.master) if self.rig.master else None
-        self.manifest = {
-            "format": takefmt.FORMAT, "version": takefmt.VERSION, "status": "recording",
-            "session": session, "scene": scene, "take": number,
-            "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns, "timecode": origin.timecode(master["fps"] if master else 30),
-            "duration_s": None, "rig": self.rig.snapshot(), "rig_sha256": self.rig.sha256,
-            "calibration": self.calibration,
-            "calibration_sha256": (self.calibration or {}).get("sha256"), "performers": [],
-            **(extra or {}),
-            "streams": {}, "faults": [], "files": {},
-        }
+        self.manifest = _new_manifest(self.rig, self.calibration, session, scene, number, origin, extra or {})
         # Attach first, then write the manifest: every stream takes data from t0 on.
+        self._takes = []
         for runner in self.runners:
             runner.last_take = None
-            runner.take = self._attach(runner, take_dir, origin)
+            runner.take = self._attach(runner, folder, origin)
+            self._takes.append((runner, runner.take))
         self.state = RunState.RECORDING
-        takefmt.write_json_atomic(take_dir / takefmt.MANIFEST, self.manifest)
+        write_json_atomic(take_dir / MANIFEST, self.manifest, folder=folder)
+        # the take reaches the disk at least once a second
+        self._syncer = FolderSyncer(take_dir, dir_fd=folder.fd).start()
         return take_dir
 
-    def _attach(self, runner: _StreamRunner, take_dir: Path, origin: TakeOrigin) -> _TakeStream:
-        spec = runner.spec
+    def _attach(self, runner: _StreamRunner, folder: Folder, origin: TakeOrigin) -> _TakeStream:
+        spec, take_dir = runner.spec, folder.path
         info = {k: v for k, v in runner.info.items()}
         info["timecode"] = self.manifest["timecode"]
         if spec.kind == "audio":
             info["time_reference"] = origin.samples_since_midnight(spec["samplerate"])
 
         def open_files() -> tuple[Writer, CsvLog | None]:
-            truth = CsvLog(take_dir / f"{spec.name}.truth.csv", ("index", "true_t_ns")) if spec.get("truth") else None
-            return make_writer(take_dir, spec, info), truth
+            truth = (CsvLog(take_dir / truth_file(spec.name), TRUTH_COLUMNS, folder=folder)
+                     if spec.get("truth") else None)
+            return make_writer(take_dir, spec, info, folder), truth
 
-        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event)
+        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event, self._disk_filled)
+
+    def _disk_filled(self, stream: str) -> None:
+        """A writer met a full disk: every stream stops writing, the reserve is given back (for the files'
+        ends and the manifest) and the take is ended (on_end)."""
+        with self._event_lock:
+            if self.disk_full is not None or self.state is not RunState.RECORDING or self.origin is None:
+                return
+            free = space.free_bytes(self.take_dir) if self.take_dir else None
+            self.disk_full = f"disk full ({stream} could not write; {space.human_bytes(free or 0)} free)"
+            for _, t in self._takes:
+                t.discard = True
+        if self._reserve is not None:
+            self._reserve.release()
+        self._event(Event(now_ns() - self.origin.t0_ns, "fault", "",
+                          f"{self.disk_full}: every stream stopped; the take keeps what reached the disk"))
+        if self.on_end is not None:
+            self.on_end(self.disk_full)
 
     def slate(self, delay_s: float = 0.0) -> int:
         """Slate `delay_s` from now; returns its t_ns (or host ns when idle).
@@ -437,124 +618,217 @@ class Recorder:
         events.csv (stream = the box) and for every other device's slate() (demo twins render it).
         Without a box, or when it does not confirm (a fault), every device renders a slate at that host time.
         """
-        box = next((r for r in self.runners if r.spec.kind == "sync" and r.fault is None), None)
-        if box is not None:
-            time.sleep(max(0.0, delay_s))
-            delay_s = 0.0
-            try:
-                fire = box.device.fire_slate()  # type: ignore[attr-defined]
-            except DeviceError as e:
-                t = now_ns() - (self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else 0)
-                self._event(Event(t, "fault", box.spec.name, f"slate not fired: {e}"))
-            else:
-                at = fire.host_ns - box.spec.latency_ns
-                for runner in self.runners:
-                    if runner is not box:
-                        runner.device.slate(at)
-                t = at - self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else at
-                self._event(Event(t, "slate", box.spec.name, f"box ticks={fire.ticks} id={fire.id}"))
-                return t
-        at = now_ns() + int(delay_s * 1e9)
-        for runner in self.runners:
-            runner.device.slate(at)
-        t = at - self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else at
-        self._event(Event(t, "slate", "", "requested"))
+        origin = self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else 0
+        t, events = _fire_slate(self.runners, delay_s, origin)
+        for event in events:
+            self._event(event)
         return t
 
-    def annotate(self, kind: str, text: str = "") -> dict[str, Any]:
-        """A mark or note: in the take being recorded, else appended to the last take (its manifest's
-        hash of events.csv is updated). Returns where it went."""
+    def annotate(self, kind: str, text: str = "", at_ns: int | None = None) -> dict[str, Any]:
+        """A mark or note at host time `at_ns` (default: now): in the take being recorded, else appended to
+        the last take (its manifest's hash of events.csv is updated). Returns where it went."""
         if self.take_dir is None or self.origin is None:
             raise ImprovcapError(f"no take to {kind}: record one first")
-        event = Event(now_ns() - self.origin.t0_ns, kind, "", text)
+        event = Event((now_ns() if at_ns is None else at_ns) - self.origin.t0_ns, kind, "", text)
         if self.state is RunState.RECORDING:
             self._event(event)
             return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
-        events = self.take_dir / "events.csv"
-        log = CsvLog(events, header=None)
-        log.row((event.t_ns, event.kind, event.stream, event.detail))
-        log.close()
-        self.manifest["files"]["events.csv"] = takefmt.file_entry(events)
-        takefmt.write_json_atomic(self.take_dir / takefmt.MANIFEST, self.manifest)
+        append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder)
         return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
 
     def wait_live(self, timeout: float = 2.0) -> dict[str, float | None]:
         """Wait until every stream of the take has written its first record; ms from the start request."""
-        deadline = time.monotonic() + timeout
-        takes = {r.spec.name: r.take or r.last_take for r in self.runners}
-        while time.monotonic() < deadline and any(t is not None and t.first_written_ns is None and not t.failed
-                                                 for t in takes.values()):
-            time.sleep(0.002)
-        return {name: None if t is None or t.first_written_ns is None
-                else round((t.first_written_ns - self.start_request_ns) / 1e6, 2) for name, t in takes.items()}
+        return _first_records_ms({r.spec.name: r.take or r.last_take for r in self.runners}, self.start_request_ns,
+                                 timeout)
 
     def stop_take(self) -> dict[str, Any]:
-        """Finish the take: drain writers, hash files, write the manifest atomically. Returns it."""
+        """Finish the take: drain writers, hash files, write the manifest atomically. Returns it. After a full
+        disk too (with the reserve given back); whatever fails, the recorder is idle afterwards."""
         if self.state is not RunState.RECORDING or self.take_dir is None or self.origin is None:
             raise ImprovcapError("no take is recording")
         stop_ns = now_ns()
-        takes = [(r, r.take) for r in self.runners if r.take is not None]
+        takes = self._takes
         for _, t in takes:
             t.stop_ns = stop_ns
         # Data stamped before the stop may still be on its way; give it the transport grace.
-        time.sleep(STOP_GRACE_S)
+        if self.disk_full is None:
+            time.sleep(STOP_GRACE_S)
         for runner, t in takes:
             runner.take = None
             runner.last_take = t
+        try:
+            return self._finish(takes, stop_ns)
+        finally:
+            self.state = RunState.IDLE
+            self._takes = []
+
+    def _finish(self, takes: list[tuple[_StreamRunner, _TakeStream]], stop_ns: int) -> dict[str, Any]:
+        assert self.take_dir is not None and self.origin is not None and self._folder is not None
+        folder = self._folder
         for _, t in takes:
             t.finish()
-        self.manifest["streams"] = {runner.spec.name: self._stream_summary(runner, t) for runner, t in takes}
-        try:
-            # the whole take's clock fit replaces the live estimates in every t_ns column; sync.csv
-            failed = refit_take(self.take_dir, self.manifest)
-        except Exception as e:  # the raw columns are on disk: `repair` can refit later
-            failed = {"": f"{type(e).__name__}: {e}"}
-        for name, reason in failed.items():
-            self._event(Event(stop_ns - self.origin.t0_ns, "fault", name, f"final clock fit failed: {reason}"))
-        self._event(Event(stop_ns - self.origin.t0_ns, "stop", "", ""))
-        assert self._events is not None
+        if self._syncer is not None:
+            self._syncer.stop()
+        if self._reserve is not None:
+            self._reserve.release()  # the room kept back is for what follows
+        self._syncer = self._reserve = None
+        t_stop = stop_ns - self.origin.t0_ns
+        for runner, t in takes:
+            if (fault := _shortfall(runner, t, stop_ns)) is not None:
+                self._event(Event(t_stop, "fault", runner.spec.name, fault))
+        self.manifest["streams"] = {r.spec.name: _stream_summary(self.take_dir, r, t) for r, t in takes}
+        for event in _final_refit(folder, self.manifest, t_stop):
+            self._event(event)
+        self._event(Event(t_stop, "stop", "", ""))
         with self._event_lock:
-            self._events.close()
-            self._events = None
+            events, self._events = self._events, None
+        try:
+            if events is not None:
+                events.close()
+        except OSError as e:  # the manifest still lists every fault
+            self._faults.append({"t_ns": t_stop, "stream": "", "detail": f"events.csv not closed: {e}"})
         self.manifest.update({
             "status": "complete", "duration_s": round((stop_ns - self.origin.t0_ns) / 1e9, 6),
-            "faults": self._faults, "files": takefmt.file_entries(self.take_dir),
+            "faults": self._faults, "files": file_entries(folder.anchored),
         })
-        takefmt.write_json_atomic(self.take_dir / takefmt.MANIFEST, self.manifest)
-        self.state = RunState.IDLE
+        try:
+            write_json_atomic(self.take_dir / MANIFEST, self.manifest, folder=folder)
+        except OSError as e:
+            raise TakeError(f"{self.take_dir}: the take's files are kept but its manifest could not be "
+                            f"finalised ({e.strerror or e}): make room, then `improvcap repair "
+                            f"{self.take_dir}`") from e
+        if self.disk_full is None:
+            self.room.measured(self.manifest["files"], self.manifest["duration_s"])
         return self.manifest
-
-    def _stream_summary(self, runner: _StreamRunner, t: _TakeStream) -> dict[str, Any]:
-        """What the recorder knows of a stream; refit_take adds the final clock, rates and first/last t_ns."""
-        spec = runner.spec
-        return {
-            "kind": spec.kind, "driver": spec.driver,
-            "device": {k: v for k, v in runner.info.items() if not k.startswith("_")},
-            "files": [str(p.relative_to(self.take_dir)) for p in t.files if self.take_dir],
-            "nominal_rate": spec.nominal_rate, "measured_rate": None,
-            "count": t.index, "dropped": t.queue_drops + t.gaps,
-            "dropped_in_queue": t.queue_drops, "dropped_by_device": t.gaps,
-            "device_stats": runner.device.stats(),
-            "latency_ms": spec["latency_ms"],
-            "clock": {"domain": runner.domain, "live_offset_ns": runner.clock.offset_ns},
-            "first_t_ns": t.first_t_ns, "last_t_ns": t.last_t_ns,
-            "state": "failed" if (runner.fault or t.failed) else "ok",
-            "fault": runner.fault or t.failed,
-        }
 
     def _event(self, event: Event) -> None:
         if event.kind == "fault":
             self._faults.append({"t_ns": event.t_ns, "stream": event.stream, "detail": event.detail})
         with self._event_lock:
             if self._events is not None:
-                self._events.row((event.t_ns, event.kind, event.stream, event.detail))
-                self._events.flush()
+                try:
+                    self._events.row((event.t_ns, event.kind, event.stream, event.detail))
+                    self._events.flush()
+                except OSError:  # a full disk: the row stays buffered until there is room (and the manifest has faults)
+                    pass
 
     # observation ----------------------------------------------------------------------------------
     def status(self) -> Status:
         elapsed = (now_ns() - self.origin.t0_ns) / 1e9 if self.state is RunState.RECORDING and self.origin else 0.0
+        return Status(self.state, self.take_dir, elapsed, tuple(r.status() for r in self.runners),
+                      *self.room.left(self.take_dir or self.out))
+
+
+def _stream_summary(take_dir: Path, runner: _StreamRunner, t: _TakeStream) -> dict[str, Any]:
+    """What the recorder knows of a stream; refit_take adds the final clock, rates and first/last t_ns."""
+    spec = runner.spec
+    return {
+        "kind": spec.kind, "driver": spec.driver,
+        "device": {k: v for k, v in runner.info.items() if not k.startswith("_")},
+        "files": [str(p.relative_to(take_dir)) for p in t.files],
+        "nominal_rate": spec.nominal_rate, "measured_rate": None,
+        "count": t.written, "dropped": t.dropped,
+        "dropped_in_queue": t.queue_drops, "dropped_by_device": t.gaps, "dropped_stale": t.stale,
+        "dropped_behind_rate": t.short,
+        "device_stats": runner.device.stats(),
+        "latency_ms": spec["latency_ms"],
+        "clock": {"domain": runner.domain, "live_offset_ns": runner.clock.offset_ns},
+        "first_t_ns": t.first_t_ns, "last_t_ns": t.last_t_ns,
+        "state": "failed" if (runner.fault or t.failed) else "ok",
+        "fault": runner.fault or t.failed,
+    }
+
+
+def _shortfall(runner: _StreamRunner, t: _TakeStream, stop_ns: int) -> str | None:
+    """Count what a stream never delivered at its nominal rate (t.short); a fault's text past BEHIND_FAULT_SHARE."""
+    spec = runner.spec
+    t.short = t.behind(stop_ns, spec.nominal_rate)
+    expected = spec.nominal_rate * (stop_ns - t.t0_ns) / 1e9
+    if t.short <= BEHIND_FAULT_SHARE * expected or runner.fault:
+        return None
+    return (f"delivered {t.received} of the {expected:.0f} {unit(spec.kind)} expected at {spec.nominal_rate:g}/s: "
+            "the device or this machine cannot keep up")
+
+
+def _fire_slate(runners: list[_StreamRunner], delay_s: float, origin_ns: int) -> tuple[int, list[Event]]:
+    """Recorder.slate's work: the slate's t (host ns minus origin_ns) and the events it makes."""
+    box = next((r for r in runners if isinstance(r.device, FiresSlate) and r.fault is None), None)
+    events = []
+    if box is not None:
+        time.sleep(max(0.0, delay_s))
+        delay_s = 0.0
         try:
-            free = shutil.disk_usage(self.take_dir).free if self.take_dir else None
-        except OSError:
-            free = None
-        return Status(self.state, self.take_dir, elapsed, tuple(r.status() for r in self.runners), free)
+            assert isinstance(box.device, FiresSlate)
+            fire = box.device.fire_slate()
+        except DeviceError as e:
+            events.append(Event(now_ns() - origin_ns, "fault", box.spec.name, f"slate not fired: {e}"))
+        else:
+            at = fire.host_ns - box.spec.latency_ns
+            for runner in runners:
+                if runner is not box:
+                    runner.device.slate(at)
+            return at - origin_ns, [Event(at - origin_ns, "slate", box.spec.name, f"box ticks={fire.ticks} id={fire.id}")]
+    at = now_ns() + int(delay_s * 1e9)
+    for runner in runners:
+        runner.device.slate(at)
+    return at - origin_ns, events + [Event(at - origin_ns, "slate", "", "requested")]
+
+
+def _open_take(take_dir: Path, attachments: dict[str, bytes]) -> tuple[Folder, space.Reserve, CsvLog]:
+    """The take folder just made, opened for the take's life (every file of the take is made through it: a
+    folder renamed and replaced by a link meanwhile is never written through), with its reserve, its
+    attachments and events.csv."""
+    folder = Folder(take_dir, follow=False)
+    try:
+        reserve = space.Reserve.in_new_take(take_dir, folder)
+        for name, data in attachments.items():
+            with open(create_take_file(take_dir / name, folder), "wb") as fh:
+                fh.write(data)
+                os.fsync(fh.fileno())
+        return folder, reserve, CsvLog(take_dir / EVENTS, EVENT_COLUMNS, folder=folder)
+    except BaseException:
+        folder.close()
+        raise
+
+
+def _new_manifest(rig: Rig, calibration: dict[str, Any] | None, session: str, scene: str, number: int,
+                  origin: TakeOrigin, extra: dict[str, Any]) -> dict[str, Any]:
+    """take.json as a take starts (status recording); its stop fills in the streams, faults and files."""
+    master = rig.stream(rig.master) if rig.master else None
+    return {
+        "format": FORMAT, "version": VERSION, "status": "recording",
+        "session": session, "scene": scene, "take": number,
+        "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns, "timecode": origin.timecode(master["fps"] if master else 30),
+        "duration_s": None, "rig": rig.snapshot(), "rig_sha256": rig.sha256,
+        "calibration": calibration,
+        "calibration_sha256": (calibration or {}).get("sha256"), "performers": [],
+        **extra,
+        "streams": {}, "faults": [], "files": {},
+    }
+
+
+def _final_refit(folder: Folder, manifest: dict[str, Any], t_stop: int) -> list[Event]:
+    """The whole take's clock fit replaces the live estimates in every t_ns column, and sync.csv is built;
+    the faults of what could not be done (the raw columns stay on disk: `repair --force` can refit later).
+    Tables are read through `folder.anchored` and rewritten in `folder`: the take's own, whatever its name holds now."""
+    streams = manifest["streams"]
+    rows = max((s["count"] for s in streams.values() if s["kind"] != "audio"), default=0)
+    take_dir = folder.anchored
+    tables = [take_dir / table_file(n, s["kind"]) for n, s in streams.items()]
+    if (short := space.refit_room_short(take_dir, tables, rows, len(streams))) is not None:
+        return [Event(t_stop, "fault", "", f"final clock fit not run: {short}; make room, then "
+                                           f"`improvcap repair --force {folder.path}`")]
+    try:
+        failed = refit_take(take_dir, manifest, folder)
+    except Exception as e:
+        failed = {"": f"{type(e).__name__}: {e}"}
+    return [Event(t_stop, "fault", name, f"final clock fit failed: {reason}") for name, reason in failed.items()]
+
+
+def _first_records_ms(takes: dict[str, _TakeStream | None], since_ns: int, timeout: float) -> dict[str, float | None]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(t is not None and t.first_written_ns is None and not t.failed
+                                             for t in takes.values()):
+        time.sleep(0.002)
+    return {name: None if t is None or t.first_written_ns is None
+            else round((t.first_written_ns - since_ns) / 1e6, 2) for name, t in takes.items()}

@@ -13,24 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import RigError
+from . import registry
+from .errors import RigError, did_you_mean
+from .take.layout import KINDS, nominal_rate
 
 SHIPPED_RIGS = Path(__file__).parent / "rigs"
-KINDS = ("camera", "audio", "mocap", "sync")
-SERIAL_PROTOCOLS = ("binary", "csv", "xsens", "vectornav")  # devices.serial_protocols.PROTOCOLS
-DRIVERS = {
-    "camera": ("demo", "opencv", "ffmpeg"),
-    "audio": ("demo", "portaudio"),
-    "mocap": ("demo", "serial"),
-    "sync": ("demo", "serial"),
-}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-RATE_KEY = {"camera": "fps", "audio": "samplerate", "mocap": "rate", "sync": "trigger_fps"}  # sync: 0 = no pulses
-
-
-def nominal_rate(kind: str, settings: dict[str, Any]) -> float:
-    """Frames (cameras, mocap) or samples (audio) per second that the rig file promises."""
-    return float(settings[RATE_KEY[kind]])
 
 
 @dataclass(frozen=True)
@@ -64,6 +52,8 @@ class Rig:
     streams: tuple[StreamSpec, ...]
     path: Path
     text: str = field(repr=False)
+    group: str | None = None
+    """The studio's group: its takes belong to it (readable by its members, never by other users)."""
 
     @property
     def sha256(self) -> str:
@@ -80,6 +70,7 @@ class Rig:
         return {
             "name": self.name,
             "master": self.master,
+            **({"group": self.group} if self.group else {}),
             "path": str(self.path),
             "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **s.settings} for s in self.streams],
         }
@@ -140,6 +131,46 @@ def _strings() -> Check:
     return check
 
 
+def _both(first: Check, second: Check) -> Check:
+    def check(v: Any) -> str | None:
+        return first(v) or second(v)
+    return check
+
+
+def lsl_query_problem(query: str) -> str | None:
+    """Why `query` cannot be an LSL predicate (an XPath 1.0 condition on a stream's info), if it plainly
+    cannot: liblsl itself finds nothing for a malformed one, which would read as a sender not running."""
+    if not query.strip():
+        return "an empty stream query"
+    depth, quote = 0, ""
+    for ch in query:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                break
+    if quote:
+        return f"unclosed quote {quote} in the stream query {query!r}"
+    if depth:
+        return f"unbalanced brackets in the stream query {query!r}"
+    if not any(op in query for op in ("=", "contains(", "starts-with(")):
+        return f"the stream query {query!r} compares nothing (e.g. name='ShimmerGSR')"
+    return None
+
+
+def _lsl_query(v: Any) -> str | None:
+    return lsl_query_problem(v) if v else None  # "" is checked against the driver in _parse_stream
+
+
+# a rate must be positive, and one a device can have: no frame period longer than 1000 s
+_RATE_FLOOR = 0.001
+
+
 def _string_or_int(v: Any) -> str | None:
     return None if isinstance(v, (str, int)) and not isinstance(v, bool) else f"expected a string or an integer, got {v!r}"
 
@@ -170,6 +201,8 @@ _DEMO_CAMERA: dict[str, tuple[Check, Any]] = {
     "pose": (_numbers(6, -1e6, 1e6), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # rx ry rz (Rodrigues), tx ty tz (mm)
     "center_offset_px": (_numbers(2, -100_000, 100_000), [0.0, 0.0]),  # principal point from the image centre
 }
+_DEMO_LSL = ("offset_ms", "drift_ppm", "jitter_ms", "truth")
+DEMO_LSL_RATE = 32.0  # the demo LSL sender's heart rate and skin conductance, per second
 # A demo mocap device can start its counter and clock anywhere, e.g. just before they wrap.
 _DEMO_MOCAP: dict[str, tuple[Check, Any]] = {
     "first_counter": (_number(0, 2**63, integer=True), 0),  # the counter of the first frame
@@ -177,11 +210,11 @@ _DEMO_MOCAP: dict[str, tuple[Check, Any]] = {
 }
 _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     "camera": {
-        "driver": (_string(DRIVERS["camera"]), REQUIRED),
+        "driver": (_string(registry.drivers("camera")), REQUIRED),
         "source": (_string_or_int, ""),
         "width": (_number(16, 16384, integer=True), 1280),
         "height": (_number(16, 16384, integer=True), 720),
-        "fps": (_number(0, 1000, lo_open=True), 30.0),
+        "fps": (_both(_number(0, 1000, lo_open=True), _number(_RATE_FLOOR)), 30.0),
         "codec": (_string(), "libx264"),
         "preset": (_string(), "ultrafast"),
         "crf": (_number(0, 51, integer=True), 23),
@@ -190,7 +223,7 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "loop": (_boolean, False),          # ffmpeg files: start again at the end
     },
     "audio": {
-        "driver": (_string(DRIVERS["audio"]), REQUIRED),
+        "driver": (_string(registry.drivers("audio")), REQUIRED),
         "device": (_string_or_int, "default"),
         "channels": (_number(1, 64, integer=True), 2),
         "samplerate": (_number(8000, 384_000, integer=True), 48000),
@@ -199,23 +232,44 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "tone_hz": (_number(1, 20000), 440.0),
     },
     "mocap": {
-        "driver": (_string(DRIVERS["mocap"]), REQUIRED),
+        "driver": (_string(registry.drivers("mocap")), REQUIRED),
         "port": (_string(), ""),
         "baudrate": (_number(50, 20_000_000, integer=True), 921600),
-        "protocol": (_string(SERIAL_PROTOCOLS), "binary"),
-        "rate": (_number(0, 100_000, lo_open=True), 240.0),
+        "protocol": (_string(tuple(registry.PROTOCOLS)), "binary"),
+        "rate": (_both(_number(0, 100_000, lo_open=True), _number(_RATE_FLOOR)), 240.0),
         "channels": (_number(1, 255, integer=True), 24),    # binary, csv; the others' come from `outputs`
         "outputs": (_strings(), []),        # xsens, vectornav: the data fields each frame carries, in order
         "configure": (_boolean, False),     # xsens: set the device's outputs and rate on open
     },
-    "sync": {  # a sync box (devices.protocol_syncbox): trigger pulses, LED + beep slates, clock queries
-        "driver": (_string(DRIVERS["sync"]), REQUIRED),
+    "lsl": {  # a Lab Streaming Layer inlet (devices.lsl_inlet); channels and rate, when given, are checked
+        "driver": (_string(registry.drivers("lsl")), REQUIRED),
+        "stream": (_both(_string(), _lsl_query), ""),        # an LSL predicate: name='ShimmerGSR', type='EEG', ...
+        "channels": (_number(1, 65536, integer=True), None),
+        "rate": (_number(0, 1_000_000), None),               # 0: an irregular stream (markers)
+        "timeout_s": (_number(0, 3600, lo_open=True), 5.0),  # to find the stream at open; silence after it is a fault
+    },
+    "sync": {  # a sync box (protocols.syncbox): trigger pulses, LED + beep slates, clock queries
+        "driver": (_string(registry.drivers("sync")), REQUIRED),
         "port": (_string(), ""),
         "baudrate": (_number(50, 20_000_000, integer=True), 115200),
         "trigger_fps": (_number(0, 10_000), 0.0),            # camera trigger pulses per second; 0: none
         "query_hz": (_number(1, 1000), 20.0),                # clock round trips per second
     },
 }
+
+
+def stored_settings_problem(kind: str, settings: dict[str, Any]) -> tuple[str, str] | None:
+    """(key, problem) for the first setting of a stored stream (a take's rig snapshot, or what its device
+    described) that a rig file could not have given; None when every known key holds a possible value.
+    The stream's name and driver are not judged here (a take names its own; drivers come and go)."""
+    schema = {**_COMMON, **_DEMO, **_DEMO_CAMERA, **_DEMO_MOCAP, **_SCHEMA.get(kind, {})}
+    for key, value in settings.items():
+        if key in ("name", "driver", "kind") or key not in schema:
+            continue
+        check, default = schema[key]
+        if value != default and (problem := check(value)):  # a default may mean "automatic" (queue = 0)
+            return key, problem
+    return None
 
 
 def find_rig(arg: str | Path, cwd: Path | None = None) -> Path:
@@ -254,12 +308,17 @@ def parse_rig(text: str, path: Path) -> Rig:
 
     unknown = set(doc) - {"rig", *KINDS}
     if unknown:
-        raise fail(sorted(unknown)[0], f"unknown table (expected [rig], {', '.join(f'[[{k}]]' for k in KINDS)})")
+        key = sorted(unknown)[0]
+        raise fail(key, f"unknown table{did_you_mean(key, ['rig', *KINDS])} "
+                        f"(expected [rig], {', '.join(f'[[{k}]]' for k in KINDS)})")
     head = doc.get("rig")
     if not isinstance(head, dict):
         raise fail("rig", "missing [rig] table")
-    for key in set(head) - {"name", "master"}:
-        raise fail(f"rig.{key}", "unknown key (expected name, master)")
+    for key in set(head) - {"name", "master", "group"}:
+        raise fail(f"rig.{key}", f"unknown key{did_you_mean(key, ['name', 'master', 'group'])} "
+                                 "(expected name, master, group)")
+    if "group" in head and (problem := _string(pattern=NAME_RE)(head["group"])):
+        raise fail("rig.group", problem)
     if "name" not in head:
         raise fail("rig.name", "missing")
     if problem := _string(pattern=NAME_RE)(head["name"]):
@@ -280,7 +339,7 @@ def parse_rig(text: str, path: Path) -> Rig:
             seen[spec.name] = kind
             streams.append(spec)
     if not streams:
-        raise fail("rig", "no streams: add at least one [[camera]], [[audio]] or [[mocap]]")
+        raise fail("rig", "no streams: add at least one [[camera]], [[audio]], [[mocap]] or [[lsl]]")
 
     cameras = [s.name for s in streams if s.kind == "camera"]
     master = head.get("master", cameras[0] if cameras else None)
@@ -289,13 +348,15 @@ def parse_rig(text: str, path: Path) -> Rig:
             raise fail("rig.master", problem)
         if master not in cameras:
             raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
-    return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text)
+    return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text,
+               group=head.get("group"))
 
 
 def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError]) -> StreamSpec:
     schema = {**_COMMON, **_SCHEMA[kind]}
     if table.get("driver") == "demo":
-        schema.update(_DEMO)
+        # the demo LSL sender is a process of its own: its clock and jitter, no transport or faults
+        schema.update({k: _DEMO[k] for k in _DEMO_LSL} if kind == "lsl" else _DEMO)
         if kind == "camera":
             schema.update(_DEMO_CAMERA)
         elif kind == "mocap":
@@ -303,7 +364,11 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
     label = f"{kind}[{i}]"
     for key in table:
         if key not in schema:
-            raise fail(f"{label}.{key}", f"unknown key for a {table.get('driver', '')} {kind}".replace("  ", " "))
+            driver = table.get("driver")
+            what = f"{'an' if str(driver)[:1] in 'aeiou' else 'a'} {driver} {kind}" if isinstance(driver, str) \
+                else f"a {kind}"
+            raise fail(f"{label}.{key}", f"unknown key for {what}"
+                       + (did_you_mean(key, schema) or f" (expected {', '.join(sorted(schema))})"))
     settings: dict[str, Any] = {}
     for key, (check, default) in schema.items():
         if key not in table:
@@ -324,9 +389,22 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
         _check_protocol(settings, table, label, fail)
     if kind == "sync":
         _check_sync(settings, label, fail)
+    if kind == "lsl":
+        _check_lsl(settings, driver, label, fail)
     if kind == "camera" and driver in ("opencv", "ffmpeg") and settings["source"] == "":
         raise fail(f"{label}.source", f"missing (the {driver} driver needs a device, file or URL)")
     return StreamSpec(kind=kind, name=name, driver=driver, settings=settings)
+
+
+def _check_lsl(settings: dict[str, Any], driver: str, label: str, fail: Callable[[str, str], RigError]) -> None:
+    if driver == "demo":
+        if settings["stream"]:
+            raise fail(f"{label}.stream", "a demo LSL stream is its own sender's (leave stream out)")
+        settings["rate"] = DEMO_LSL_RATE if settings["rate"] is None else settings["rate"]
+    elif not settings["stream"]:
+        raise fail(f"{label}.stream", "missing (an LSL query such as name='ShimmerGSR' or type='EDA')")
+    if settings["rate"] is not None:
+        settings["rate"] = float(settings["rate"])
 
 
 def _check_sync(settings: dict[str, Any], label: str, fail: Callable[[str, str], RigError]) -> None:
@@ -334,7 +412,7 @@ def _check_sync(settings: dict[str, Any], label: str, fail: Callable[[str, str],
     fps = settings["trigger_fps"]
     if 0 < fps < 0.001:
         raise fail(f"{label}.trigger_fps", f"must be 0 (no pulses) or at least 0.001, got {fps!r}")
-    # box → host, 8N1: a pulse message is 17 bytes, a query's reply 19 (devices.protocol_syncbox)
+    # box → host, 8N1: a pulse message is 17 bytes, a query's reply 19 (protocols.syncbox)
     need = fps * 17 + settings["query_hz"] * 19
     carries = settings["baudrate"] / 10
     if need > 0.8 * carries:
@@ -346,7 +424,7 @@ def _check_sync(settings: dict[str, Any], label: str, fail: Callable[[str, str],
 def _check_protocol(settings: dict[str, Any], table: dict[str, Any], label: str,
                     fail: Callable[[str, str], RigError]) -> None:
     """The protocol's own checks (its outputs); `channels` follows from the outputs where it has them."""
-    from .devices.serial_protocols import channel_names, protocol_module
+    from .protocols import channel_names, protocol_module
 
     protocol = settings["protocol"]
     if protocol in ("binary", "csv"):

@@ -18,15 +18,14 @@ Conventions are those of `clockfit`: `drift_ppm` > 0 means the device clock runs
 host minus device time at `ref_device_ns`; host ns per device ns is 1 + beta = 1 / (1 + drift).
 
 `RoundTripClock` is the live twin (thread-safe: round trips come from a reader thread, mappings are asked
-from the recorder's pump); `fit_roundtrips` is the final fit over a whole take, from `<stream>.roundtrips.csv`
-(ROUNDTRIP_COLUMNS, host times in ns since the take's t0).
+from the recorder's pump); `fit_roundtrips` is the final fit over a whole take, from the columns of its
+`<stream>.roundtrips.csv` (improvcap.take.refit reads them; host times in ns since the take's t0).
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +37,6 @@ MIN_WINDOWS = 4            # a shorter span is cut into this many windows
 REJECT_SIGMAS = 5.0        # minima this many robust spreads off the first line are refitted without
 REJECT_FLOOR_NS = 100_000  # ... and never those closer than this
 SIGMA_FLOOR_NS = 25_000    # a round trip this much slower than the fastest is trusted about as much
-ROUNDTRIP_COLUMNS = ("id", "host_send_ns", "host_recv_ns", "box_ns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,18 +158,6 @@ def fit_roundtrips(host_send_ns: np.ndarray, host_recv_ns: np.ndarray, box_ns: n
     p50, p99 = np.percentile(residual, [50, 99])
     return RoundTripFit(fit.offset_ns, fit.ref_device_ns, fit.drift_ppm, fit.n, fit.used, fit.rejected,
                         fit.window_ns, fit.rtt_min_ns, fit.rtt_median_ns, fit.half_rtt_ns, float(p50), float(p99))
-
-
-def read_roundtrips(path: Path) -> dict[str, np.ndarray]:
-    """The columns of a `<stream>.roundtrips.csv` (int64)."""
-    from .timeline import read_table
-
-    return read_table(path, columns=ROUNDTRIP_COLUMNS)
-
-
-def fit_roundtrips_file(path: Path, window_ns: int = WINDOW_NS) -> RoundTripFit:
-    rt = read_roundtrips(path)
-    return fit_roundtrips(rt["host_send_ns"], rt["host_recv_ns"], rt["box_ns"], window_ns=window_ns)
 
 
 class RoundTripClock:

@@ -11,10 +11,11 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import take as takefmt
 from .errors import UsageError
-from .performers import RECORD_FILE, consent_digest, consent_record, default_path, take_performers
+from .performers import consent_digest, consent_record, default_path, take_performers
 from .recorder import Recorder, RunState
+from .take import folder as take_folder
+from .take.layout import PERFORMERS_RECORD
 
 
 def next_scene_name(scene: str) -> str:
@@ -26,14 +27,17 @@ def next_scene_name(scene: str) -> str:
     return f"{m.group(1)}{int(digits) + 1:0{len(digits)}d}"
 
 
+OPEN_WAIT_S = 30.0  # how long a start waits for the devices to finish opening
+
+
 class TakeControl:
     def __init__(self, recorder: Recorder, out: Path, session: str, scene: str, *,
                  performers: Sequence[str] = (), performers_file: Path | None = None,
                  single_take: bool = False) -> None:
         self.recorder = recorder
         self.out = out
-        self.session = takefmt.check_name(session, "session")
-        self.scene = takefmt.check_name(scene, "scene")
+        self.session = take_folder.check_name(session, "session")
+        self.scene = take_folder.check_name(scene, "scene")
         self.session_dir = out / session
         self.performers_file = performers_file
         self.performers = list(performers)
@@ -41,6 +45,8 @@ class TakeControl:
         self.last_take: dict[str, Any] | None = None
         self.quit = threading.Event()
         self._lock = threading.RLock()
+        recorder.out = out  # its room is watched from now on, not only once a take has a folder
+        recorder.on_end = self._end_soon
 
     # --- performers --------------------------------------------------------------------------------
     def resolve_performers(self, ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -50,21 +56,24 @@ class TakeControl:
 
     # --- commands ----------------------------------------------------------------------------------
     def start(self, scene: str | None = None, performers: Sequence[str] | None = None) -> dict[str, Any]:
+        # a request that arrives while the devices are still opening waits for them, not fails
+        if self.recorder.state is RunState.CLOSED and not self.recorder.settled.wait(OPEN_WAIT_S):
+            raise UsageError(f"the devices are still opening after {OPEN_WAIT_S:g} s; try again")
         with self._lock:
             if self.recorder.state is RunState.RECORDING:
                 raise UsageError(f"already recording {self.recorder.take_dir}")
             if self.single_take and self.last_take is not None:
                 raise UsageError("this recorder records one take; use `improvcap session` for more")
-            if scene is not None:
-                self.scene = takefmt.check_name(scene, "scene")
-            if performers is not None:
-                self.performers = list(dict.fromkeys(performers))
-            entries = self.resolve_performers(self.performers)
+            # a refused start changes nothing: the scene and performers become the session's once the take runs
+            new_scene = self.scene if scene is None else take_folder.check_name(scene, "scene")
+            new_performers = self.performers if performers is None else list(dict.fromkeys(performers))
+            entries = self.resolve_performers(new_performers)
             extra = {"performers": entries, "performers_sha256": consent_digest(entries)}
-            take_dir = self.recorder.start_take(self.out, self.session, self.scene, extra=extra,
-                                                attachments={RECORD_FILE: consent_record(entries)})
+            take_dir = self.recorder.start_take(self.out, self.session, new_scene, extra=extra,
+                                                attachments={PERFORMERS_RECORD: consent_record(entries)})
+            self.scene, self.performers = new_scene, new_performers
             live = self.recorder.wait_live()
-            takefmt.add_session_performers(self.session_dir, entries)
+            take_folder.add_session_performers(self.session_dir, entries)
             return {"take": str(take_dir.resolve()), "scene": self.scene, "number": self.recorder.manifest["take"],
                     "first_record_ms": live}
 
@@ -79,6 +88,15 @@ class TakeControl:
                 self.quit.set()
             return self.last_take
 
+    def end_take(self) -> dict[str, Any] | None:
+        """Stop the take if one is recording (the recorder asked for it, or the program is ending)."""
+        with self._lock:
+            return self.stop() if self.recorder.state is RunState.RECORDING else None
+
+    def _end_soon(self, reason: str) -> None:
+        # called from a writer thread, which must not wait for the take's end (it is part of it)
+        threading.Thread(target=self.end_take, name="improvcap-end", daemon=True).start()
+
     def toggle(self) -> dict[str, Any]:
         with self._lock:
             return self.stop() if self.recorder.state is RunState.RECORDING else self.start()
@@ -87,13 +105,13 @@ class TakeControl:
         with self._lock:
             return {"t_ns": self.recorder.slate(0.0), "recording": self.recorder.state is RunState.RECORDING}
 
-    def annotate(self, kind: str, text: str) -> dict[str, Any]:
+    def annotate(self, kind: str, text: str, at_ns: int | None = None) -> dict[str, Any]:
         with self._lock:
-            return self.recorder.annotate(kind, text)
+            return self.recorder.annotate(kind, text, at_ns)
 
     def next_scene(self, scene: str | None = None) -> dict[str, Any]:
         with self._lock:
-            self.scene = takefmt.check_name(scene, "scene") if scene else next_scene_name(self.scene)
+            self.scene = take_folder.check_name(scene, "scene") if scene else next_scene_name(self.scene)
             return {"scene": self.scene}
 
     def status(self) -> dict[str, Any]:
@@ -103,7 +121,8 @@ class TakeControl:
             "take": str(status.take) if status.take else None,
             "number": self.recorder.manifest.get("take") if status.take else None,
             "elapsed_s": round(status.elapsed_s, 3), "performers": self.performers,
-            "disk_free_bytes": status.disk_free_bytes,
+            "disk_free_bytes": status.disk_free_bytes, "disk_minutes_left": status.disk_minutes_left,
+            "disk_low": status.disk_low,
             "streams": [{"name": s.name, "kind": s.kind, "rate": round(s.rate, 3), "nominal": s.nominal,
                          "count": s.count, "dropped": s.dropped, "fault": s.fault,
                          "peak_dbfs": [p if p > -1e9 else None for p in s.peak_dbfs]} for s in status.streams],

@@ -19,7 +19,6 @@ Onsets closer than MERGE_NS in one stream are one slate (the earliest is kept).
 """
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,8 +30,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import TakeError, UsageError
-from .timeline import AudioTimeline, read_table, stream_table
-from .writers.wav import read_wav, wav_info
+from .take.layout import MANIFEST, MOCAP, media_file, stream_of_table, table_file
+from .take.manifest import LOAD_ERRORS, load_json
+from .take.mkv import open_video
+from .take.tables import read_table, stream_table
+from .take.timeline import AudioTimeline
+from .take.wav import read_wav, wav_info
 
 MERGE_NS = 500_000_000
 
@@ -53,10 +56,11 @@ AUDIO_REFINE_POST_S = 0.005
 AUDIO_REFINE_FRACTION = 0.15  # threshold: this far from the background's peak to the event's peak
 
 MOCAP_HISTORY = 16         # rows of the rolling median and MAD
+MOCAP_MIN_HISTORY = 6      # ... fewer for the first rows of a take, down to this many
 MOCAP_Z = 8.0              # deviation in robust standard deviations
 MOCAP_FRACTION = 0.75      # of the channels, at the same row
 MOCAP_CHUNK_ROWS = 8192    # rows per rolling-median pass (about 25 MB for 24 channels)
-MOCAP_TIME_COLUMNS = ("index", "t_ns", "device_ns", "host_ns", "counter")
+MOCAP_TIME_COLUMNS = MOCAP.time_columns
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,6 @@ def _merge(onsets: list[Onset], merge_ns: int = MERGE_NS) -> list[Onset]:
 # CPU on deblocked streams). No frame is ever skipped: each may be the flash.
 _DECODER_OPTIONS = {"mjpeg": {"lowres": "2"}, "h264": {"skip_loop_filter": "all"},
                     "hevc": {"skip_loop_filter": "all"}}
-_PROBE_OPTIONS = {"probesize": "32", "fpsprobesize": "0"}
 
 
 def _luma_mean(frame: av.VideoFrame, step: int = VIDEO_SUBSAMPLE) -> float:
@@ -122,14 +125,6 @@ def _luma_mean(frame: av.VideoFrame, step: int = VIDEO_SUBSAMPLE) -> float:
     plane = small.planes[0]
     rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
     return float(rows[:small.height, :small.width].mean())
-
-
-def open_video(mkv: Path) -> Any:
-    """The file opened for reading with a short probe. FFmpeg's default probe decodes about seven frames
-    (to guess H.264's reorder delay, which the decoder finds by itself) and reads a second of packets for a
-    frame rate nothing here uses; the first packet gives the decoder all it needs (the same frames decode:
-    tested). Per open of a 720p lossless file, 13 ms → 6 ms of CPU."""
-    return av.open(str(mkv), options=_PROBE_OPTIONS)
 
 
 def video_luma_windows(mkv: Path, threads: int = 0, windows: Sequence[tuple[int, int]] | None = None,
@@ -435,11 +430,23 @@ def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = 
     n, channels = values.shape
     frac = np.zeros(n)
     zmed = np.zeros(n)
-    if n <= history or channels == 0:
+    if n <= MOCAP_MIN_HISTORY or channels == 0:
         return frac, zmed
     with np.errstate(invalid="ignore"):
         floor = np.maximum(np.nanmean(np.abs(np.diff(values, axis=0)), axis=0), 1e-9)
     floor = np.nan_to_num(floor, nan=1e-9)
+    # the first rows are judged against every row before them: a slow stream (a 32 Hz LSL sensor) has
+    # only a few rows before a slate just after the start
+    wanted = [(0, n)] if rows is None else list(rows)
+    for k in range(MOCAP_MIN_HISTORY, min(history, n)):
+        if any(a <= k < b for a, b in wanted):
+            before = values[:k]
+            med = np.median(before, axis=0)
+            scale = np.maximum(1.4826 * np.median(np.abs(before - med), axis=0), floor)
+            dev = np.abs(values[k] - med) / scale
+            frac[k], zmed[k] = (dev > z).sum() / channels, float(np.median(np.nan_to_num(dev)))
+    if n <= history:
+        return frac, zmed
     ranges = [(history, n)] if rows is None else [(max(history, a), min(n, b)) for a, b in merge_windows(rows)]
     chunks = [(start, min(b, start + MOCAP_CHUNK_ROWS)) for a, b in ranges for start in range(a, b, MOCAP_CHUNK_ROWS)]
     for start, end in chunks:
@@ -463,7 +470,7 @@ def detect_mocap(csv: Path, *, windows: Sequence[tuple[int, int]] | None = None,
     """
     csv = Path(csv)
     if table is None:
-        table = stream_table(csv.parent, csv.name.removesuffix(".csv"), "mocap")
+        table = stream_table(csv.parent, stream_of_table(csv.name), "mocap")
     names = [k for k in table if k not in MOCAP_TIME_COLUMNS]
     if not names or not len(table.get("t_ns", ())):
         return []
@@ -484,12 +491,12 @@ def detect_mocap(csv: Path, *, windows: Sequence[tuple[int, int]] | None = None,
 # --- takes ----------------------------------------------------------------------------------------
 
 def _manifest(take_dir: Path) -> dict[str, Any]:
-    path = take_dir / "take.json"
+    path = take_dir / MANIFEST
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return load_json(path)
     except OSError as e:
         raise TakeError(f"{path}: cannot read: {e.strerror or e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except LOAD_ERRORS as e:
         raise TakeError(f"{path}: not a take manifest: {e}") from None
 
 
@@ -511,13 +518,14 @@ def detect_take(take_dir: Path) -> dict[str, list[Onset]]:
     threads = max(1, cpus // max(1, cameras))
 
     def detect(name: str, kind: str) -> list[Onset]:
+        table = take_dir / table_file(name, kind)
         if kind == "camera":
-            return detect_video(take_dir / f"{name}.mkv", take_dir / f"{name}.frames.csv", threads=threads)
+            return detect_video(take_dir / media_file(name, kind), table, threads=threads)
         if kind == "audio":
-            wav = take_dir / f"{name}.wav"
+            wav = take_dir / media_file(name, kind)
             rate = settings.get(name, {}).get("samplerate") or wav_info(wav)["samplerate"]
-            return detect_audio(wav, take_dir / f"{name}.blocks.csv", float(rate))
-        return detect_mocap(take_dir / f"{name}.csv")
+            return detect_audio(wav, table, float(rate))
+        return detect_mocap(table)
 
     known = {name: kind for name, kind in streams.items() if kind in ("camera", "audio", "mocap")}
     # cameras first: they take longest

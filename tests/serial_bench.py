@@ -1,11 +1,10 @@
 """A serial device emulator on a pseudo-terminal read by the real `serial` driver, for the serial tests.
 
-`from serial_bench import bench, collect, drain` in a test module: `bench(device_spec, host_spec=None,
-codec=None, **emulator_options)` makes a `Bench` that is always closed after the test.
+A pytest plugin (conftest's `pytest_plugins`): the fixture `bench(device_spec, host_spec=None, codec=None,
+**emulator_options)` makes a `Bench` that is always closed after the test.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Iterator
 
 import pytest
@@ -15,21 +14,7 @@ from improvcap.devices.mocap_serial import SerialMocap
 from improvcap.records import Sample
 from improvcap.rig import StreamSpec
 
-
-def collect(device: Any, seconds: float) -> list[Sample]:
-    out: list[Sample] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if (s := device.read(0.1)) is not None:
-            out.append(s)
-    return out
-
-
-def drain(device: Any, quiet: float = 0.3) -> list[Sample]:
-    out: list[Sample] = []
-    while (s := device.read(quiet)) is not None:
-        out.append(s)
-    return out
+from helpers import collect, drain
 
 
 class Bench:

@@ -11,34 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from improvcap.devices import REGISTRY, Device, driver_class
+from improvcap.devices import Device, driver_class
 from improvcap.devices.audio_demo import DemoAudio
 from improvcap.devices.audio_portaudio import PortAudioInput, list_audio_inputs
 from improvcap.errors import DeviceError
 from improvcap.records import Record, Sample
-from improvcap.rig import StreamSpec, parse_rig
+from improvcap.registry import DRIVERS
+from improvcap.rig import StreamSpec
 from improvcap.writers.audio import AudioWriter
-from improvcap.writers.wav import WavWriter, read_wav, repair_wav_header, wav_info
+from improvcap.take.wav import WavWriter, read_wav, repair_wav_header, wav_info
+
+from helpers import audio_spec, collect_frames
 
 
 SR = 48000
-
-
-def audio_spec(driver: str, name: str = "room", **settings: object) -> StreamSpec:
-    """A spec exactly as a rig file gives it (schema defaults filled in)."""
-    lines = [f'{k} = {json.dumps(v)}' for k, v in {"name": name, "driver": driver, **settings}.items()]
-    rig = parse_rig("[rig]\nname = \"t\"\n[[audio]]\n" + "\n".join(lines) + "\n", Path("t.toml"))
-    return rig.streams[0]
-
-
-def collect(device: Device, frames: int, timeout: float) -> list[Sample]:
-    got: list[Sample] = []
-    deadline = time.monotonic() + timeout
-    while sum(s.count for s in got) < frames and time.monotonic() < deadline:
-        s = device.read(0.2)
-        if s is not None:
-            got.append(s)
-    return got
 
 
 def write_take(tmp_path: Path, spec: StreamSpec, info: dict, samples: list[Sample]) -> AudioWriter:
@@ -70,7 +56,7 @@ def peak_hz(x: np.ndarray, rate: int) -> float:
 
 
 def test_audio_drivers_implement_the_device_protocol():
-    for (kind, driver) in [k for k in REGISTRY if k[0] == "audio"]:
+    for (kind, driver) in [k for k in DRIVERS if k[0] == "audio"]:
         dev = driver_class(kind, driver)(audio_spec(driver))
         assert isinstance(dev, Device)
 
@@ -93,7 +79,7 @@ def test_portaudio_records_the_sine_source_into_a_bwf(pulse_server, tmp_path: Pa
         info = dev.describe()
         dev.start()
         # module-sine-source hands over ~2 s at once, then pauses ~2 s
-        samples = collect(dev, 2 * SR, timeout=8.0)
+        samples = collect_frames(dev, 2 * SR, timeout=8.0)
         dev.stop()
     finally:
         dev.close()
@@ -155,7 +141,7 @@ def test_portaudio_sample_formats(pulse_server, tmp_path: Path, sample_format: s
     dev.open()
     try:
         dev.start()
-        samples = collect(dev, SR // 2, timeout=8.0)
+        samples = collect_frames(dev, SR // 2, timeout=8.0)
     finally:
         dev.close()
     assert samples[0].payload.data.dtype == {"s16": np.int16, "f32": np.float32}[sample_format]
@@ -174,7 +160,7 @@ def test_demo_delivers_blocks_in_real_time_cheaply():
     cpu0, wall0 = time.process_time(), time.monotonic()
     dev.start()
     try:
-        samples = collect(dev, SR, timeout=3.0)
+        samples = collect_frames(dev, SR, timeout=3.0)
     finally:
         dev.stop()
         dev.close()
@@ -200,7 +186,7 @@ def test_demo_slate_beeps_at_the_exact_sample():
     try:
         at = time.monotonic_ns() + 300_000_000
         dev.slate(at)
-        samples = collect(dev, SR // 2 + 4800, timeout=3.0)
+        samples = collect_frames(dev, SR // 2 + 4800, timeout=3.0)
     finally:
         dev.close()
     origin = samples[0].true_ns  # sample 0 was captured at the device's origin
@@ -225,7 +211,7 @@ def test_demo_drops_leave_a_gap_in_the_counter_not_in_the_file(tmp_path: Path):
     dev.open()
     dev.start()
     try:
-        samples = collect(dev, SR // 2, timeout=3.0)
+        samples = collect_frames(dev, SR // 2, timeout=3.0)
     finally:
         dev.close()
     firsts = [round(s.device_ns * SR / 1e9) for s in samples]

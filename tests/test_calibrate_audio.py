@@ -7,7 +7,6 @@ import math
 import shutil
 import subprocess
 import tracemalloc
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -19,15 +18,11 @@ from improvcap.calibrate.audio import (
 from improvcap.devices.audio_demo import DemoAudio
 from improvcap.devices.audio_portaudio import PortAudioInput
 from improvcap.errors import DeviceError
-from improvcap.rig import StreamSpec, parse_rig
+
+from helpers import audio_spec
 
 SR = 48000
 FULL_SINE_RMS_DB = 20 * math.log10(math.sqrt(0.5))   # −3.01: RMS of a sine relative to its peak
-
-
-def audio_spec(driver: str, name: str = "room", **settings: object) -> StreamSpec:
-    lines = [f"{k} = {json.dumps(v)}" for k, v in {"name": name, "driver": driver, **settings}.items()]
-    return parse_rig("[rig]\nname = \"t\"\n[[audio]]\n" + "\n".join(lines) + "\n", Path("t.toml")).streams[0]
 
 
 def tone(dbfs: float, seconds: float = 2.0, hz: float = 997.0, channels: int = 1, phase: float = 0.3) -> np.ndarray:

@@ -89,7 +89,7 @@ def test_board_png_and_toml_round_trip_and_the_print_is_detected(tmp_path: Path)
     (None, "board spec not found"),
     ("[board\n", "not valid TOML"),
     ("squares_x = 7\n", "board: missing [board] table"),
-    ("[board]\nsquares = 7\n", "board.squares: unknown key"),
+    ("[board]\nsquare_x = 7\n", "board.square_x: unknown key (did you mean 'squares_x'?)"),
     ("[board]\nsquare_mm = 20\nmarker_mm = 26\n", "board.marker_mm: must be smaller than square_mm"),
     ("[board]\ndictionary = \"DICT_9X9\"\n", "board.dictionary: unknown ArUco dictionary"),
     ("[board]\nsquares_x = 12\nsquares_y = 10\ndictionary = \"DICT_4X4_50\"\n", "board.dictionary: DICT_4X4_50 has 50"),
@@ -131,6 +131,7 @@ def test_intrinsics_of_a_camera_with_distortion() -> None:
     assert abs(error["cx_px"]) < 2 and abs(error["cy_px"]) < 2
     assert result["metadata"]["error"] < 0.5 and not result["metadata"]["flagged"]
     assert result["metadata"]["views_used"]["cam0"] >= 58
+    assert result["metadata"]["still_only"] is False  # every view a new pose: none is still, all are used
 
 
 def test_three_camera_rig(rig_views: dict[str, list[np.ndarray | None]]) -> None:
@@ -296,7 +297,7 @@ def test_demo_camera_keys_are_validated() -> None:
         text = f'[rig]\nname = "r"\n[[camera]]\nname = "c"\ndriver = "demo"\n{bad}\n'
         with pytest.raises(RigError, match=problem):
             parse_rig(text, Path("r.toml"))
-    with pytest.raises(RigError, match="camera.0..board: unknown key for a opencv camera"):
+    with pytest.raises(RigError, match="camera.0..board: unknown key for an opencv camera"):
         parse_rig('[rig]\nname = "r"\n[[camera]]\nname = "c"\ndriver = "opencv"\nsource = 0\nboard = true\n',
                   Path("r.toml"))
 
@@ -373,5 +374,7 @@ def test_demo_take_calibrates_to_its_truth(tmp_path: Path, cli) -> None:
     assert errors["cam1"]["rotation_deg"] < 1.0 and errors["cam1"]["translation_pct"] < 2.0, errors
     assert result["metadata"]["error"] < 0.5
     assert result["metadata"]["board_found"]["cam0"] >= 250
+    # The board is held at each pose: only those still frames are used, so no gliding view needs dropping.
+    assert result["metadata"]["still_only"] and result["metadata"]["views_used"]["cam0"] < 250
     with pytest.raises(CalibrationError, match="no camera 'nope' in this take"):
         views_from_take(take, ["nope"])

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from improvcap.timeline import read_table, stream_table
+from improvcap.take.tables import read_table, stream_table
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +38,11 @@ def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=180)
 
 
+def events(take: Path, kind: str) -> list[str]:
+    table = read_table(take / "events.csv", dtype=str)
+    return [t for t, k in zip(table["t_ns"], table["kind"]) if k == kind]
+
+
 def truth_error_ms(take: Path, name: str, kind: str) -> np.ndarray:
     table = stream_table(take, name, kind, time_only=True)
     truth = read_table(take / f"{name}.truth.csv")
@@ -51,13 +58,16 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def test_calibrated_latencies_make_the_next_take_match_the_truth(workdir: Path):
-    # records its own take with 36 host-timed slates, then calibrates from the slates found in the media
-    result = cli(workdir, "calibrate", "sync", "off", "--record", "36", "--out", "out", "--json")
+    # records its own takes with host-timed slates until every stream is known to ±1 ms, then calibrates
+    # from the slates found in the media
+    result = cli(workdir, "calibrate", "sync", "off", "--until", "1", "--out", "out", "--json")
     assert result.returncode == 0, result.stderr
     calibration = json.loads(result.stdout)
-    slated = Path(calibration["take"])
+    slated = Path(calibration["takes"][0]["path"])
     assert np.median(truth_error_ms(slated, "mic", "audio")) > 15  # uncalibrated: late by offset + transport
-    assert all(s["slates"] == 36 for s in calibration["streams"].values())
+    slates = sum(len(events(Path(t["path"]), "slate")) for t in calibration["takes"])
+    assert all(s["slates"] == slates and s["uncertainty_ms"] < 1 for s in calibration["streams"].values())
+    assert calibration["until_ms"] == 1 and calibration["warnings"] == []
     for name, offset in OFFSET_MS.items():
         got = calibration["streams"][name]["latency_ms"]
         tolerance = 1.0 if name.startswith("cam") else 0.3
@@ -93,3 +103,101 @@ def test_missing_calibration_warns_and_a_take_without_slates_is_refused(workdir:
     assert not (tmp_path / "calibration" / "off").exists() or not list((tmp_path / "calibration" / "off").iterdir())
     nothing = cli(tmp_path, "calibrate", "sync", "off", "--take", str(tmp_path))
     assert nothing.returncode == 2 and "not a take folder" in nothing.stderr
+
+
+def drift_rig(mic_offset_ms: float) -> str:
+    """cam1 stamps 40 ms early (its latency is negative); the microphone's offset is the test's to change."""
+    return ('[rig]\nname = "drift"\nmaster = "cam0"\n\n'
+            '[[camera]]\nname = "cam0"\ndriver = "demo"\nwidth = 320\nheight = 240\n\n'
+            '[[camera]]\nname = "cam1"\ndriver = "demo"\nwidth = 320\nheight = 240\noffset_ms = -40\n\n'
+            f'[[audio]]\nname = "mic"\ndriver = "demo"\nchannels = 2\noffset_ms = {mic_offset_ms}\n')
+
+
+def test_uncertain_or_negative_latencies_are_warned_and_takes_pool(tmp_path: Path):
+    (tmp_path / "rigs").mkdir()
+    rig = tmp_path / "rigs" / "drift.toml"
+    rig.write_text(drift_rig(0))
+    first = cli(tmp_path, "calibrate", "sync", "drift", "--record", "3", "--out", "out", "--json")
+    assert first.returncode == 0, first.stderr
+    warnings = json.loads(first.stdout)["warnings"]
+    # three slates time every stream to well within a frame; cam1's -40 ms is below zero beyond its ±
+    assert not [w for w in warnings if "exceeds" in w], warnings
+    assert [w for w in warnings if w.startswith("cam1: latency -") and "negative beyond its uncertainty" in w]
+    assert [line for line in first.stderr.splitlines() if line.startswith("warning: cam1: latency -")]
+
+    rig.write_text(drift_rig(100))  # the microphone now runs 100 ms later, its latency setting unchanged
+    second = cli(tmp_path, "calibrate", "sync", "drift", "--record", "3", "--out", "out", "--json")
+    assert second.returncode == 0, second.stderr
+    takes = [json.loads(r.stdout)["takes"][0]["path"] for r in (first, second)]
+    pooled = cli(tmp_path, "calibrate", "sync", "drift", "--take", takes[0], "--take", takes[1], "--json")
+    assert pooled.returncode == 0, pooled.stderr
+    result = json.loads(pooled.stdout)
+    assert [t["path"] for t in result["takes"]] == takes
+    assert result["streams"]["cam1"]["slates"] == 6 and result["streams"]["cam1"]["consistent"]
+    mic = result["streams"]["mic"]
+    # two sets of slates 100 ms apart do not intersect: the median's ± is far wider than a frame
+    assert not mic["consistent"] and mic["uncertainty_ms"] > 1000 / 30
+    exceeds = "exceeds a frame of the master camera cam0 (33.333 ms)"
+    assert [w for w in result["warnings"] if w.startswith("mic: latency uncertainty ±") and exceeds in w]
+    show = cli(tmp_path, "calibrate", "show", "drift")
+    assert show.returncode == 0 and "warning: mic: latency uncertainty" in show.stdout, show.stdout
+
+    (tmp_path / "rigs" / "other.toml").write_text(drift_rig(0).replace('name = "drift"', 'name = "other"'))
+    other = cli(tmp_path, "calibrate", "sync", "other", "--take", takes[0])
+    assert other.returncode == 2 and "recorded with rig drift, not other" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1 and not (tmp_path / "calibration" / "other").exists()
+
+
+def test_until_stops_at_the_cap_with_what_it_reached(workdir: Path):
+    # ±0.2 ms needs about 90 slates on a 30 fps camera: 40 stop it after a first round of 34 and one of 6
+    result = cli(workdir, "calibrate", "sync", "off", "--until", "0.2", "--record", "40", "--out", "capped",
+                 "--json")
+    assert result.returncode == 1, result.stderr
+    calibration = json.loads(result.stdout)
+    takes = [Path(t["path"]) for t in calibration["takes"]]
+    assert [t.name for t in takes] == ["sync-calibration_t001", "sync-calibration_t002"]
+    assert [len(events(t, "slate")) for t in takes] == [34, 6]
+    assert all(json.loads((t / "take.json").read_text())["status"] == "complete" for t in takes)
+    assert Path(calibration["file"]).is_file()  # written all the same
+    short = {n: s["uncertainty_ms"] for n, s in calibration["streams"].items() if s["uncertainty_ms"] >= 0.2}
+    line = result.stderr.strip().splitlines()[-1]
+    assert short and line.startswith("error: after 40 slates not below ±0.2 ms: ")
+    assert all(f"{name} ±{u:.3f} ms" in line for name, u in short.items()), (line, short)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_while_slating_keeps_the_take_and_writes_nothing(workdir: Path, sig: signal.Signals):
+    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) all end the slated take cleanly."""
+    out = workdir / f"interrupted-{sig.name}"
+    before = sorted((workdir / "calibration").glob("*/*"))
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "calibrate", "sync", "off", "--record", "40",
+                             "--out", str(out)], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    manifest = out / "calibration" / "sync-calibration_t001" / "take.json"
+    deadline = time.monotonic() + 60
+    while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    if sig != signal.SIGHUP:  # after SIGHUP the terminal is gone: nothing is said
+        assert "interrupted: no calibration written" in stderr
+    assert json.loads(manifest.read_text())["status"] == "complete"
+    assert sorted((workdir / "calibration").glob("*/*")) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "give either --take TAKE"),
+    (("--take", "x", "--until", "1"), "give either --take TAKE"),
+    (("--until", "0"), "--until must be a positive number of milliseconds"),
+    (("--until", "nan"), "--until must be a positive number of milliseconds"),
+    (("--until", "-1"), "--until must be a positive number of milliseconds"),
+    (("--until", "1", "--record", "2"), "--record needs at least 3 slates"),
+    (("--take", "nowhere"), "nowhere: not a take folder"),
+])
+def test_bad_sync_arguments_get_one_line(workdir: Path, args: tuple[str, ...], message: str):
+    result = cli(workdir, "calibrate", "sync", "off", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

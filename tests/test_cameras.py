@@ -16,39 +16,22 @@ import av
 import numpy as np
 import pytest
 
-from improvcap.devices import REGISTRY, Device, StreamEnded, driver_class
+from improvcap.devices import Device, driver_class
+from improvcap.devices.base import StreamEnded
 from improvcap.devices.camera_demo import DemoCamera
 from improvcap.devices.camera_ffmpeg import FfmpegCamera, list_cameras
 from improvcap.devices.camera_opencv import OpenCVCamera
 from improvcap.errors import DeviceError, TakeError
 from improvcap.records import Record, Sample
-from improvcap.rig import StreamSpec, parse_rig
+from improvcap.registry import DRIVERS
+from improvcap.rig import StreamSpec
 from improvcap.writers.video import VideoWriter
+
+from helpers import camera_spec, collect_frames
 
 REPO = Path(__file__).resolve().parents[1]
 LAVFI = "lavfi:testsrc2=size=320x240:rate=30"
 TIMECODE = "01:02:03:04"
-
-
-def camera_spec(driver: str, name: str = "cam0", **settings: object) -> StreamSpec:
-    """A spec exactly as a rig file gives it (schema defaults filled in)."""
-    lines = [f"{k} = {json.dumps(v)}" for k, v in {"name": name, "driver": driver, **settings}.items()]
-    rig = parse_rig('[rig]\nname = "t"\n[[camera]]\n' + "\n".join(lines) + "\n", Path("t.toml"))
-    return rig.streams[0]
-
-
-def collect(device: Device, frames: int, timeout: float) -> list[Sample]:
-    """Read up to `frames` samples; stops early at the end of a file."""
-    got: list[Sample] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(got) < frames and time.monotonic() < deadline:
-            s = device.read(0.2)
-            if s is not None:
-                got.append(s)
-    except StreamEnded:
-        pass
-    return got
 
 
 def opened(device: Device) -> Device:
@@ -66,7 +49,7 @@ def record(take: Path, spec: StreamSpec, device: Device, frames: int, timeout: f
     json.dumps({k: v for k, v in info.items() if not k.startswith("_")})  # take.json must hold the rest
     writer = VideoWriter(take, spec, {**info, "timecode": TIMECODE})
     try:
-        samples = collect(device, frames, timeout)
+        samples = collect_frames(device, frames, timeout)
     finally:
         device.close()
     t0, offset = samples[0].host_ns, samples[0].host_ns - samples[0].device_ns
@@ -130,7 +113,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # --- the protocol ------------------------------------------------------------------------------------
 
 def test_camera_drivers_implement_the_device_protocol():
-    for (kind, driver), _ in REGISTRY.items():
+    for (kind, driver), _ in DRIVERS.items():
         if kind == "camera":
             cls = driver_class(kind, driver)
             assert isinstance(cls(camera_spec(driver, source=LAVFI)), Device)
@@ -141,7 +124,7 @@ def test_camera_drivers_implement_the_device_protocol():
 def test_ffmpeg_lavfi_frames_arrive_at_30_fps_with_rising_pts():
     cam = opened(FfmpegCamera(camera_spec("ffmpeg", source=LAVFI)))
     try:
-        got = collect(cam, 31, timeout=3)
+        got = collect_frames(cam, 31, timeout=3)
     finally:
         cam.close()
     assert len(got) == 31
@@ -176,7 +159,7 @@ def test_ffmpeg_file_decodes_every_frame_then_ends(clips: dict[str, Path], clip:
 def test_ffmpeg_file_is_paced_in_real_time(clips: dict[str, Path]):
     cam = opened(FfmpegCamera(camera_spec("ffmpeg", source=str(clips["mjpeg"]))))
     try:
-        got = collect(cam, 16, timeout=3)
+        got = collect_frames(cam, 16, timeout=3)
     finally:
         cam.close()
     span = (got[-1].host_ns - got[0].host_ns) / 1e9
@@ -187,13 +170,13 @@ def test_ffmpeg_file_loops_with_device_time_running_on(clips: dict[str, Path]):
     cam = opened(FfmpegCamera(camera_spec("ffmpeg", source=str(clips["mjpeg"]), realtime=False, loop=True,
                                           codec="copy")))
     try:
-        got = collect(cam, 40, timeout=5)
+        got = collect_frames(cam, 40, timeout=5)
         time.sleep(0.2)  # the reader is now waiting with a frame in hand
         cam.stop()  # between takes: the device stays open and carries on where it was
         while (s := cam.read(0.1)) is not None:
             got.append(s)
         cam.start()
-        got += collect(cam, 150 - len(got), timeout=10)
+        got += collect_frames(cam, 150 - len(got), timeout=10)
     finally:
         cam.close()
     assert len(got) == 150 and cam.stats()["loops"] >= 2 and cam.stats()["overflows"] == 0
@@ -350,11 +333,11 @@ def test_demo_camera_rate_sequence_and_clock(tmp_path: Path):
 def test_demo_camera_kept_open_between_takes_runs_on():
     cam = opened(DemoCamera(camera_spec("demo", width=320, height=240)))
     try:
-        first = collect(cam, 5, timeout=2)
+        first = collect_frames(cam, 5, timeout=2)
         cam.stop()
         time.sleep(0.3)
         cam.start()
-        second = collect(cam, 5, timeout=2)
+        second = collect_frames(cam, 5, timeout=2)
     finally:
         cam.close()
     # the counter and clock ran on while nobody read: about 9 frames were never exposed to a reader
@@ -367,7 +350,7 @@ def test_demo_camera_kept_open_between_takes_runs_on():
 def test_demo_camera_drops_skip_frames_but_not_the_counter():
     cam = opened(DemoCamera(camera_spec("demo", width=320, height=240, fps=60, drop_rate=0.25)))
     try:
-        got = collect(cam, 60, timeout=4)
+        got = collect_frames(cam, 60, timeout=4)
     finally:
         cam.close()
     seqs = [s.seq for s in got]
@@ -381,7 +364,7 @@ def test_demo_camera_slate_flashes_three_frames():
     try:
         at = time.monotonic_ns() + 400_000_000
         cam.slate(at)
-        got = collect(cam, 30, timeout=3)
+        got = collect_frames(cam, 30, timeout=3)
     finally:
         cam.close()
     lumas = [luma(s.payload) for s in got]
@@ -396,7 +379,7 @@ def test_demo_cameras_are_cheap():
     cams = [opened(DemoCamera(camera_spec("demo", name=f"cam{i}"))) for i in range(2)]
     try:
         for cam in cams:
-            collect(cam, 3, timeout=2)
+            collect_frames(cam, 3, timeout=2)
         before = os.times()
         started = time.monotonic()
         counts = [0, 0]

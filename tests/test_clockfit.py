@@ -278,3 +278,18 @@ def test_live_clock_has_the_online_clock_interface():
     assert clock.offset_ns == 49_000 and clock.to_host(2_000) == 51_000 and clock.drift_ppm == 0.0
     clock.observe(2_000, 50_500)  # a smaller delay: the minimum so far is the offset
     assert clock.offset_ns == 48_500 and clock.observations == 2
+
+
+def test_a_span_too_short_for_a_drift_is_fitted_by_its_offset_alone():
+    rng = np.random.default_rng(7)
+    # 0.3 s of a 240 Hz device, arrivals jittered by up to 3 ms: any slope through them is noise
+    device = np.arange(72, dtype=np.int64) * 4_166_667 + 10**12
+    host = device + 5_000_000 + rng.integers(0, 3_000_000, device.size)
+    fit = fit_clock(device, host)
+    assert fit.drift_ppm == 0.0
+    entry = fit.as_dict()
+    assert entry["drift_ppm"] == 0.0 and "offset only" in entry["note"] and "0.3 s" in entry["note"]
+    assert 5_000_000 <= entry["offset_ns"] <= 5_100_000  # the lowest arrivals
+    long = np.arange(2400, dtype=np.int64) * 4_166_667 + 10**12  # 10 s: the drift is fitted
+    fitted = fit_clock(long, long + np.rint(long * 1e-4).astype(np.int64) + 5_000_000)
+    assert "note" not in fitted.as_dict() and abs(fitted.drift_ppm + 100) < 1

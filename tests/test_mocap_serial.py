@@ -15,25 +15,13 @@ from improvcap.clock import now_ns
 from improvcap.devices import Device
 from improvcap.devices.mocap_demo import DemoMocap
 from improvcap.devices.mocap_emulator import BOOT_NS, SPIKE, MocapEmulator
-from improvcap.devices.mocap_serial import SerialMocap, list_serial_ports, probe_protocol
+from improvcap.devices.mocap_serial import SerialMocap
+from improvcap.devices.serial_port import list_serial_ports, probe_protocol
 from improvcap.errors import DeviceError
 from improvcap.records import Record
-from improvcap.rig import StreamSpec, parse_rig
 from improvcap.writers.mocap_csv import MocapWriter
 
-from serial_bench import collect, drain
-
-
-def mocap_spec(driver: str = "demo", **keys: object) -> StreamSpec:
-    # binary and csv frames carry `channels` values; the other protocols' channels follow from their outputs
-    own_channels = keys.get("protocol", "binary") in ("binary", "csv")
-    keys = {"rate": 240, **({"channels": 24} if own_channels else {}), **keys}
-    if driver == "serial":
-        keys.setdefault("port", "/dev/null")
-    body = "\n".join(f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
-                     for k, v in keys.items())
-    text = f'[rig]\nname = "t"\n[[mocap]]\nname = "suit"\ndriver = "{driver}"\n{body}\n'
-    return parse_rig(text, Path("test.toml")).streams[0]
+from helpers import collect, mocap_spec, run_for
 
 
 def test_pty_passes_every_byte_unaltered() -> None:
@@ -132,16 +120,7 @@ def test_demo_mocap_slate_spikes_every_channel_at_the_slate_time() -> None:
 
 
 def test_demo_mocap_drops_show_as_counter_gaps() -> None:
-    device = DemoMocap(mocap_spec(drop_rate=0.05))
-    try:
-        device.open()
-        device.start()
-        samples = collect(device, 1.0)
-        device.stop()
-        samples += drain(device)
-        stats = device.stats()
-    finally:
-        device.close()
+    samples, stats = run_for(DemoMocap(mocap_spec(drop_rate=0.05)), 1.0)
     counters = [s.seq for s in samples]
     missing = counters[-1] - counters[0] + 1 - len(counters)
     assert missing > 0

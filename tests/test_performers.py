@@ -111,7 +111,7 @@ def _ana(**changes: str) -> str:
 @pytest.mark.parametrize("text, key, problem", [
     ("[performers.ana\n", None, "not valid TOML"),
     ('title = "x"\n' + _ana(), "title", "unknown key (a performers file holds only [performers.<id>] tables)"),
-    ("[performer.ana]\nname = 'x'\n", "performer", "unknown key"),
+    ("[performer.ana]\nname = 'x'\n", "performer", "unknown key (did you mean 'performers'?)"),
     ("performers = [1]\n", "performers", "expected [performers.<id>] tables"),
     ("[performers]\nana = 'Ana'\n", "performers.ana", "expected a table [performers.ana], got 'Ana'"),
     ('[performers."ana smith"]\nname = "x"\n', 'performers."ana smith"', "performer id must be letters"),
@@ -147,7 +147,8 @@ def _ana(**changes: str) -> str:
      "2026-11-19 is before signed (2026-11-20)"),
     (_ana(revoked="true", revoked_on="2026-12-01"), "performers.ana.revoked_on", "is in the future"),
     (_ana(notes="[1]"), "performers.ana.notes", "expected a string, got [1]"),
-    (_ana(consent="true"), "performers.ana.consent", "unknown key (expected name, consent_form,"),
+    (_ana(consent="true"), "performers.ana.consent",
+     "unknown key (did you mean 'consent_form'?) (expected name, consent_form,"),
     (_ana(**{'"my key"': '"x"'}), 'performers.ana."my key"', "unknown key"),
 ])
 def test_every_problem_is_one_line_naming_file_and_key(tmp_path, text, key, problem):

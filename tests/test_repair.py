@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 
 from improvcap.errors import ImprovcapError, TakeError, UsageError
-from improvcap.repair import ebml_torn, repair_take
-from improvcap.writers.wav import read_wav, wav_info
+from improvcap.repair import repair_take
+from improvcap.take.mkv import ebml_torn
+from improvcap.take.wav import read_wav, wav_info
 
 pytestmark = pytest.mark.slow
 
@@ -188,15 +190,12 @@ def test_killed_take_is_repaired_with_its_loss_stated(take: Path):
     assert record["end_t_ns"] >= max(s["last_t_ns"] for s in manifest["streams"].values())
 
     mic = manifest["streams"]["mic"]
-    assert mic["count"] <= wav_before and abs(mic["measured_rate"] - 48000) < 48
-    if mic["count"] < wav_before:  # samples without a block row: cut from mic.wav, kept in the original
-        original = take / "mic.wav.orig"
-        assert wav_info(original)["frames"] == wav_before
-        assert record["lost"]["mic"]["untimed_in_orig"] == wav_before - mic["count"]
-        assert "mic.wav.orig" in mic["files"] and "mic.wav.orig" in manifest["files"]
-        assert np.array_equal(read_wav(take / "mic.wav"), read_wav(original, 0, mic["count"]))
-    assert manifest["duration_s"] == pytest.approx(max(s["last_t_ns"] for s in manifest["streams"].values()) / 1e9,
-                                                   abs=0.05)
+    # every whole sample on disk is kept (those after the last block row timed by the sample counter)
+    assert mic["count"] == wav_before and abs(mic["measured_rate"] - 48000) < 48
+    assert record["lost"]["mic"]["untimed_in_orig"] == 0 and not (take / "mic.wav.orig").exists()
+    last_block_s = int(table(take / "mic.blocks.csv")[-1]["frames"]) / 48000
+    ends = [s["last_t_ns"] / 1e9 + (last_block_s if name == "mic" else 0) for name, s in manifest["streams"].items()]
+    assert manifest["duration_s"] == pytest.approx(max(ends), abs=0.05)
     assert 2.5 < manifest["duration_s"] < 8
 
     # ground truth keeps only rows of records that are still there
@@ -334,15 +333,20 @@ def test_media_without_timing_rows_is_kept_in_the_original(take: Path):
     lost = manifest["repair"]["lost"]
     assert lost["cam0"]["untimed_in_orig"] == untimed and "cam0.mkv.orig" in lost["cam0"]["summary"]
 
+    # every whole sample on disk is kept: those after the last complete block are timed by the sample counter
     mic = manifest["streams"]["mic"]
-    assert mic["count"] == first and wav_info(wav)["frames"] == first
+    assert mic["count"] == half and wav_info(wav)["frames"] == half
     assert lost["mic"]["rows_dropped"] == len(blocks) - len(blocks) // 2 + torn_before
-    assert lost["mic"]["untimed_in_orig"] == frames // 2
-    original = take / "mic.wav.orig"
-    assert wav_info(original)["header_complete"] and wav_info(original)["frames"] == half
-    assert np.array_equal(read_wav(original), cut_data)
-    assert np.array_equal(read_wav(wav), cut_data[:first])
-    assert any("mic.blocks.csv: dropped" in a for a in manifest["repair"]["actions"])
+    assert lost["mic"]["untimed_in_orig"] == 0 and not (take / "mic.wav.orig").exists()
+    assert np.array_equal(read_wav(wav), cut_data)
+    rows = table(take / "mic.blocks.csv")
+    assert (int(rows[-1]["first_sample"]), int(rows[-1]["frames"])) == (first, frames // 2)
+    step = int(rows[-2]["frames"]) * 1e9 / 48000
+    assert abs(int(rows[-1]["device_ns"]) - int(rows[-2]["device_ns"]) - step) <= 1
+    assert 0 < int(rows[-1]["t_ns"]) - int(rows[-2]["t_ns"]) < 2 * step  # refitted on the take's clock
+    actions = manifest["repair"]["actions"]
+    assert any("mic.blocks.csv: dropped" in a for a in actions)
+    assert any("timed by the sample counter" in a for a in actions)
 
 
 def test_unreadable_stream_is_marked_and_the_others_repaired(take: Path):
@@ -397,3 +401,100 @@ def test_not_a_take_is_one_line_error(tmp_path: Path, content: str | None):
 def test_missing_folder_is_one_line_error(tmp_path: Path):
     with pytest.raises(TakeError, match="not a folder"):
         repair_take(tmp_path / "nowhere")
+
+
+# --- hostile takes: no write outside the take --------------------------------------------------------
+
+def _surroundings(root: Path, take: Path) -> dict[str, tuple[str, str]]:
+    """Every entry under `root` outside `take`: its kind and, for a file, its sha256 (links not followed)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path == take or take in path.parents:
+            continue
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = ("link", str(path.readlink()))
+        elif path.is_file():
+            out[str(path.relative_to(root))] = ("file", sha256(path))
+        else:
+            out[str(path.relative_to(root))] = ("dir", "")
+    return out
+
+
+def test_planted_links_never_make_repair_write_outside_the_take(take: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = {}
+    # every temporary name repair and the refit write through, as links to files of the user's elsewhere
+    for i, name in enumerate([".cam0.frames.csv.repair", ".room.blocks.csv.repair", ".room.wav.repair",
+                              ".cam0.mkv.repair", ".cam0.frames.csv.retime", ".suit.csv.retime",
+                              f".take.json.{os.getpid()}.tmp", f".sync.csv.{os.getpid()}.tmp"]):
+        victim = outside / f"victim{i}"
+        victim.write_text(f"precious {i}\n")
+        (take / name).symlink_to(victim)
+        victims[name] = victim
+    (take / ".mic.blocks.csv.repair").symlink_to(outside / "not-yet")  # a dangling link: must not be created
+    before = _surroundings(tmp_path, take)
+    manifest = repair_take(take)
+    assert _surroundings(tmp_path, take) == before
+    assert not (outside / "not-yet").exists()
+    assert manifest["status"] == "repaired"
+    assert not [p.name for p in take.iterdir() if p.is_symlink()]  # planted links removed, none put in place
+    assert all(p.is_file() for p in take.iterdir())
+    removed = [a for a in manifest["repair"]["actions"] if a.startswith("removed")]
+    assert len([a for a in removed if "symbolic link" in a]) == len(victims) + 1
+    assert "removed the unfinished temporary file .reserve" in removed  # the killed recorder's room for its end
+    assert_consistent(take, manifest)
+
+
+def test_a_take_folder_that_is_a_link_is_refused(take: Path, tmp_path: Path):
+    link = tmp_path / "link-to-take"
+    link.symlink_to(take)
+    listing = {p.name: sha256(p) for p in take.iterdir()}
+    with pytest.raises(TakeError) as failed:
+        repair_take(link)
+    assert failed.value.exit_code == 2 and "\n" not in str(failed.value)
+    assert "symbolic link" in str(failed.value) and str(link) in str(failed.value)
+    assert {p.name: sha256(p) for p in take.iterdir()} == listing
+
+
+def test_a_manifest_that_is_a_link_is_refused(take: Path, tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere.json"
+    shutil.move(take / "take.json", elsewhere)
+    (take / "take.json").symlink_to(elsewhere)
+    listing = {p.name: sha256(p) for p in take.iterdir() if not p.is_symlink()}
+    with pytest.raises(TakeError) as failed:
+        repair_take(take)
+    assert failed.value.exit_code == 2 and "\n" not in str(failed.value)
+    assert "take.json is a symbolic link" in str(failed.value)
+    assert {p.name: sha256(p) for p in take.iterdir() if not p.is_symlink()} == listing
+
+
+def test_a_huge_or_deep_manifest_is_one_line_error(tmp_path: Path):
+    folder = tmp_path / "t"
+    folder.mkdir()
+    with open(folder / "take.json", "wb") as fh:
+        fh.truncate(2 << 30)  # 2 GB, sparse: reading it whole would take 2 GB of RAM
+    with pytest.raises(TakeError, match="not a take manifest|unreadable") as failed:
+        repair_take(folder)
+    assert "\n" not in str(failed.value) and failed.value.exit_code == 2
+    (folder / "take.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(TakeError) as failed:
+        repair_take(folder)
+    assert "\n" not in str(failed.value) and "Recursion" not in type(failed.value).__name__
+
+
+def test_repaired_videos_have_a_proper_end(take: Path):
+    unfinished = [p.name for p in sorted(take.glob("*.mkv")) if _ffprobe_duration(p) is None]
+    assert unfinished, "a killed take's videos were never finished"
+    manifest = repair_take(take)
+    for mkv in sorted(take.glob("*.mkv")):
+        duration = _ffprobe_duration(mkv)
+        assert duration is not None and duration > 1.0, (mkv.name, duration)
+        assert (take / f"{mkv.name}.orig").exists()  # the untouched original is kept
+    assert_consistent(take, manifest)
+
+
+def _ffprobe_duration(path: Path) -> float | None:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return None if out in ("", "N/A") else float(out)

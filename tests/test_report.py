@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from improvcap.clockfit import fit_clock
 from improvcap.errors import UsageError
 from improvcap.performers import consent_summary
-from improvcap.report import nice_ticks, reduce_points, render_report, write_report
+from improvcap.verify.report import nice_ticks, reduce_points, render_report, write_report
 from improvcap.slates import detect_take, match_slates
-from improvcap.timeline import stream_table
+from improvcap.take.tables import stream_table
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_ATTR = '"><img src=x onerror=alert(2)>'

@@ -66,6 +66,11 @@ def test_defaults_filled_and_snapshot():
     (lambda t: t.replace('master = "cam0"', 'master = "cam9"'), "rig.master", "not a camera"),
     (lambda t: t.replace('master = "cam0"', 'master = "mic"'), "rig.master", "not a camera"),
     (lambda t: t.replace("fps = 30", "fps = 30\nframerate = 30"), "camera[0].framerate", "unknown key"),
+    (lambda t: t.replace("fps = 30", "fsp = 30"), "camera[0].fsp", "unknown key for a demo camera (did you mean 'fps'?)"),
+    (lambda t: t.replace('master = "cam0"', 'mastr = "cam0"'), "rig.mastr", "unknown key (did you mean 'master'?)"),
+    (lambda t: t.replace("[[audio]]", "[[audios]]"), "audios", "unknown table (did you mean 'audio'?)"),
+    (lambda t: t.replace("fps = 30", "fps = 30\nexposure_compensation = 1"), "camera[0].exposure_compensation",
+     "unknown key for a demo camera (expected"),
     (lambda t: t.replace('port = "/dev/ttyUSB0"\n', ""), "mocap[0].port", "missing"),
     (lambda t: t.replace("channels = 2", "channels = 0"), "audio[0].channels", "must be >= 1"),
     (lambda t: t.replace('name = "cam0"', 'name = "../x"'), "camera[0].name", "must be letters"),
@@ -102,3 +107,15 @@ def test_cli_bad_rig_exit_2_one_line(cli, tmp_path: Path):
     assert "bad.toml: camera[0].fps: must be > 0" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "takes").exists()
+
+
+def test_square_brackets_in_errors_are_printed_as_they_are(cli, tmp_path: Path):
+    folder = tmp_path / "[copy]"
+    folder.mkdir()
+    bad = folder / "typo.toml"
+    bad.write_text(GOOD + "\n[cameras]\nname = 'x'\n")
+    result = cli("rig", "check", str(bad))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line, line
+    assert f"{bad}: cameras: unknown table (did you mean 'camera'?) (expected [rig], [[camera]], [[audio]], [[mocap]], [[sync]], [[lsl]])" in line, line

@@ -7,20 +7,16 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from improvcap.devices.serial_protocols import (
-    MAGIC, BinaryParser, CsvParser, Frame, binary_frame_size, crc16_ccitt, encode_binary, encode_csv,
-    make_parser,
-)
+from improvcap.protocols import Frame, make_parser
+from improvcap.protocols.binary import MAGIC, BinaryParser, binary_frame_size, crc16_ccitt, encode_binary
+from improvcap.protocols.csv_lines import CsvParser, encode_csv
+
+from helpers import crc16_bitwise
 
 
 def crc_bitwise(data: bytes) -> int:
     """CRC-16/CCITT-FALSE straight from its definition, to check the fast one against."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    return crc16_bitwise(data, 0xFFFF)
 
 
 def f32(x: float) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import pty
 import select
@@ -68,10 +69,10 @@ def wait_ready(session_dir: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
-def ctl(workdir: Path, *args: str, session: str = "day") -> subprocess.CompletedProcess[str]:
+def ctl(workdir: Path, *args: str, session: str = "day", as_json: bool = True) -> subprocess.CompletedProcess[str]:
     """`improvcap ctl ...` from another process, as a second terminal or a script would."""
     return subprocess.run([sys.executable, "-m", "improvcap", "ctl", *args, "--out", "out", "--session", session,
-                           "--json"], cwd=workdir, capture_output=True, text=True, timeout=60)
+                           *(["--json"] if as_json else [])], cwd=workdir, capture_output=True, text=True, timeout=60)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> dict:
@@ -88,6 +89,28 @@ def quit_session(workdir: Path, proc: subprocess.Popen[str], session: str = "day
     ok(ctl(workdir, "quit", session=session))
     proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_ctl_replies_read_as_words_without_json(workdir: Path):
+    proc = start_session(workdir, "--scene", "words", session="words")
+    try:
+        def said(*args: str) -> str:
+            result = ctl(workdir, *args, session="words", as_json=False)
+            assert result.returncode == 0, result.stderr
+            assert not result.stdout.lstrip().startswith("{"), result.stdout
+            return result.stdout.strip()
+        take = workdir / "out" / "words" / "words_t001"
+        assert said("start") == f"recording {take}  (scene words, take 1)"
+        time.sleep(0.5)
+        assert re.fullmatch(r"slate at \d+\.\d{3} s", said("slate"))
+        assert re.fullmatch(rf"mark at \d+\.\d{{3}} s in {re.escape(str(take))}", said("mark", "laugh"))
+        assert re.fullmatch(rf"stopped {re.escape(str(take))}  \(\d+\.\d s, complete\)", said("stop"))
+        assert re.fullmatch(rf"note at \d+\.\d{{3}} s after the stop of {re.escape(str(take))}", said("note", "ok"))
+        assert said("slate") == "slate (no take recording)"
+        assert said("scene") == "next scene words2"
+    finally:
+        assert ctl(workdir, "quit", session="words", as_json=False).stdout.strip() == "the recorder is quitting"
+        proc.communicate(timeout=60)
 
 
 def test_session_over_the_control_socket(workdir: Path):
@@ -263,8 +286,10 @@ def test_session_keys_through_a_terminal(workdir: Path):
     text = screen.decode("utf-8", "replace")
     assert "recording" in text.lower() and "stop it and quit" in text
     first = events(session_dir / "k1_t001")
-    assert [e["kind"] for e in first if e["kind"] != "stop"] == ["slate", "mark", "note"]
-    assert first[2]["detail"] == "great take"
+    assert [e["kind"] for e in first if e["kind"] != "stop"] == ["slate", "mark"]  # one mark carrying its note
+    assert first[1]["detail"] == "great take"
+    # the mark is when m was pressed (0.8 s after the slate), not when its note was saved (0.8 s later)
+    assert int(first[0]["t_ns"]) < int(first[1]["t_ns"]) < int(first[0]["t_ns"]) + 1_450_000_000
     for take in ("k1_t001", "k2_t001"):
         assert json.loads((session_dir / take / "take.json").read_text())["status"] == "complete"
 
@@ -328,3 +353,57 @@ def test_performers_refused_or_recorded_with_consent(workdir: Path):
     (workdir / "forms" / "ana.pdf").write_bytes(b"%PDF edited")
     tampered = record("--performer", "ana")
     assert tampered.returncode == 2 and "does not match consent_sha256" in tampered.stderr
+
+
+def test_a_refused_start_changes_nothing(workdir: Path):
+    import hashlib
+
+    (workdir / "forms").mkdir()
+    (workdir / "forms" / "ana.pdf").write_bytes(b"%PDF signed by ana")
+    ana_sha = hashlib.sha256(b"%PDF signed by ana").hexdigest()
+    (workdir / "people.toml").write_text(PERFORMERS.format(ana_sha=ana_sha, cam_sha="c" * 64))
+    proc = start_session(workdir, "--performers", "people.toml", "--performer", "ana", "--scene", "intro")
+    try:
+        refused = ctl(workdir, "start", "--performer", "nobody", "--scene", "elsewhere")
+        assert refused.returncode == 2 and "unknown performer 'nobody'" in refused.stderr, refused.stderr
+        status = ok(ctl(workdir, "status"))
+        assert status["performers"] == ["ana"] and status["scene"] == "intro" and status["state"] == "idle"
+        take = Path(ok(ctl(workdir, "start"))["take"])
+        assert take.name == "intro_t001"
+        ok(ctl(workdir, "stop"))
+        manifest = json.loads((take / "take.json").read_text())
+        assert [p["id"] for p in manifest["performers"]] == ["ana"]
+    finally:
+        quit_session(workdir, proc)
+
+
+def test_record_is_refused_on_a_session_another_recorder_drives(workdir: Path):
+    proc = start_session(workdir)
+    try:
+        second = subprocess.run([sys.executable, "-m", "improvcap", "record", "small", "--out", "out", "--session",
+                                 "day", "--duration", "1"], cwd=workdir, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert "already running in this session" in second.stderr and "\n" not in second.stderr.strip()
+        assert not list((workdir / "out" / "day").glob("*_t*"))   # nothing recorded
+    finally:
+        quit_session(workdir, proc)
+
+
+def test_a_start_while_the_devices_open_waits_for_them(workdir: Path):
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "session", "small", "--out", "out", "--session",
+                             "day"], cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    session_dir = workdir / "out" / "day"
+    try:
+        deadline = time.monotonic() + 60
+        while not (session_dir / "control.sock").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        started = request(session_dir, {"cmd": "start"}, timeout=60)  # at once: the devices are still opening
+        assert started["ok"], started
+        time.sleep(1.0)
+        assert request(session_dir, {"cmd": "stop"})["ok"]
+        manifest = json.loads((Path(started["take"]) / "take.json").read_text())
+        assert manifest["status"] == "complete" and manifest["streams"]["cam0"]["count"] > 10
+    finally:
+        quit_session(workdir, proc)

@@ -10,7 +10,7 @@ import pytest
 
 from improvcap.recorder import Recorder
 from improvcap.rig import parse_rig
-from improvcap.timeline import read_table, stream_table
+from improvcap.take.tables import read_table, stream_table
 
 pytestmark = pytest.mark.slow
 

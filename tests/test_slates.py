@@ -19,8 +19,8 @@ from improvcap.recorder import Recorder
 from improvcap.rig import load_rig
 from improvcap.slates import (AUDIO_CHUNK_BLOCKS, Onset, detect_audio, detect_mocap, detect_take, detect_video,
                               luma_onsets, match_slates, open_video, slate_offsets, spike_fraction)
-from improvcap.timeline import read_table
-from improvcap.writers.wav import WavWriter
+from improvcap.take.tables import read_table
+from improvcap.take.wav import WavWriter
 
 RATE = 48000
 SAMPLE_NS = 1e9 / RATE

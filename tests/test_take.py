@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from improvcap import take
+from improvcap.take import folder as take
+from improvcap.take.atomic import write_json_atomic
+from improvcap.take.hashing import file_entries
 from improvcap.errors import UsageError
 
 
@@ -56,11 +58,11 @@ def test_concurrent_take_creation_gets_distinct_folders(tmp_path: Path):
 
 def test_manifest_written_atomically_and_files_hashed(tmp_path: Path):
     (tmp_path / "a.csv").write_text("x\n1\n")
-    take.write_json_atomic(tmp_path / "take.json", {"status": "recording"})
-    take.write_json_atomic(tmp_path / "take.json", {"status": "complete"})
+    write_json_atomic(tmp_path / "take.json", {"status": "recording"})
+    write_json_atomic(tmp_path / "take.json", {"status": "complete"})
     assert json.loads((tmp_path / "take.json").read_text()) == {"status": "complete"}
     assert not list(tmp_path.glob(".*.tmp"))
-    files = take.file_entries(tmp_path)
+    files = file_entries(tmp_path)
     assert list(files) == ["a.csv"]
     assert files["a.csv"]["bytes"] == 4
     assert files["a.csv"]["sha256"] == "daff832f802000e645771a60983c76c963f6ee602a6230e45237bd360e91cc1a"

@@ -20,28 +20,23 @@ from hypothesis import given, settings, strategies as st
 from improvcap.clock import now_ns
 from improvcap.devices.mocap_demo import DemoMocap
 from improvcap.devices.mocap_emulator import BOOT_NS, SPIKE, MocapEmulator
-from improvcap.devices.protocol_vectornav import (
+from improvcap.errors import RigError
+from improvcap.protocols import Frame, make_parser
+from improvcap.protocols.vectornav import (
     COMMON_FIELDS, DEFAULT_OUTPUTS, FIELD_SIZES, MAX_LINE, MAX_PACKET, MODEL, OUTPUTS, PROBE, TRIGGER_HZ,
     VectorNavCodec, VectorNavParser, ascii_message, channel_names, check_settings, crc16, encode_common,
     encode_packet, packet_size, probe, trigger,
 )
-from improvcap.devices.serial_protocols import Frame, make_parser
-from improvcap.errors import RigError
-from improvcap.rig import StreamSpec, parse_rig
+from improvcap.rig import StreamSpec
 
-from serial_bench import collect, drain
+from helpers import collect, crc16_bitwise, mocap_spec, run_for
 
 SYNC_CHANNELS = ("sync_in_count", "time_sync_in_ns")
 
 
 def crc_bitwise(data: bytes) -> int:
     """CRC-16/XMODEM straight from its definition."""
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    return crc16_bitwise(data, 0)
 
 
 def xor_checksum(body: bytes) -> int:
@@ -66,13 +61,7 @@ def feed_chunked(parser: VectorNavParser, data: bytes, rng: random.Random) -> li
 
 
 def vn_spec(driver: str = "demo", **keys: object) -> StreamSpec:
-    keys = {"rate": 240, "protocol": "vectornav", **keys}
-    if driver == "serial":
-        keys.setdefault("port", "/dev/null")
-    body = "\n".join(f"{k} = {v!r}".replace("'", '"').replace("True", "true").replace("False", "false")
-                     for k, v in keys.items())
-    text = f'[rig]\nname = "t"\n[[mocap]]\nname = "imu"\ndriver = "{driver}"\n{body}\n'
-    return parse_rig(text, Path("test.toml")).streams[0]
+    return mocap_spec(driver, name="imu", **{"protocol": "vectornav", **keys})
 
 
 # --- packets and their CRC -------------------------------------------------------------------------
@@ -570,16 +559,7 @@ def test_demo_twin_ground_truth_and_slate() -> None:
 
 
 def test_demo_drops_show_as_gaps_of_the_derived_counter() -> None:
-    device = DemoMocap(vn_spec(drop_rate=0.05))
-    try:
-        device.open()
-        device.start()
-        samples = collect(device, 1.0)
-        device.stop()
-        samples += drain(device)
-        stats = device.stats()
-    finally:
-        device.close()
+    samples, stats = run_for(DemoMocap(vn_spec(drop_rate=0.05)), 1.0)
     counters = [s.seq for s in samples]
     missing = counters[-1] - counters[0] + 1 - len(counters)
     assert counters == sorted(set(counters)) and missing > 0

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from improvcap.errors import UsageError
-from improvcap.takefiles import MAX_MANIFEST_BYTES
-from improvcap.verify import Limits, find_takes, hash_file, summary_rows, verify_paths, verify_take
+from improvcap.take.hashing import hash_file
+from improvcap.take.manifest import MAX_MANIFEST_BYTES
+from improvcap.verify import Limits, find_takes, summary_rows, verify_paths, verify_take
 
 pytestmark = pytest.mark.slow  # the day takes about 15 s to record; each check after that is fast
 
@@ -201,6 +202,27 @@ def test_limits_decide(day):
     assert any(r.startswith("FAIL: room: slate at") for r in
                verify_take(take, replace(RELAXED, slate_tolerance_ms=0.001))["reasons"])
     assert any("start skew" in r for r in warns(verify_take(take, replace(RELAXED, max_skew_ms=0.001))))
+
+
+def test_slate_tolerance_decides_for_mocap_and_reads_for_audio(day):
+    """A slate falls between two rows: the suit's onset is on time anywhere in the row period after it,
+    give or take the tolerance; audio's window is the tolerance and a sample, said as such."""
+    take = damaged(day, "late-suit")
+    path = take / "suit.csv"
+    header, *rows = path.read_text().splitlines()
+    col = header.split(",").index("t_ns")
+    path.write_text("\n".join([header, *(",".join(str(int(v) + 6_000_000) if i == col else v
+                                                   for i, v in enumerate(r.split(","))) for r in rows)]) + "\n")
+    def suit_late(tolerance_ms: float) -> list[str]:
+        return [r for r in fails(verify_take(take, replace(RELAXED, slate_tolerance_ms=tolerance_ms)))
+                if r.startswith("FAIL: suit: slate at")]
+    late = suit_late(0.5)   # 6 ms late plus up to a row (4.2 ms): beyond a row period + 0.5 ms
+    assert len(late) == 2 and all("(allowed -0.500 … +4.667 ms: a row period + 0.5 ms on either side)" in r
+                                  for r in late), late
+    assert suit_late(7.0) == []
+    room = [r for r in fails(verify_take(day["good"], replace(RELAXED, slate_tolerance_ms=0.0)))
+            if r.startswith("FAIL: room: slate at")]
+    assert room and all(r.endswith("(allowed ±0.021 ms: the tolerance and a sample)") for r in room), room
 
 
 def test_take_without_performers_warns_or_fails_when_consent_is_required(day):
@@ -559,3 +581,82 @@ def test_windowed_slate_search_finds_what_the_whole_search_finds(day):
     whole = detect_mocap(take / "suit.csv")
     assert len(whole) == 2 and detect_mocap(take / "suit.csv", windows=windows) == inside(whole)
     assert detect_mocap(take / "suit.csv", windows=windows[:1]) == whole[:1]
+
+
+def test_a_table_line_beyond_the_bound_fails_in_bounded_memory(day):
+    take = damaged(day, "endless_line")
+    with open(take / "suit.csv", "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) + (1 << 30))  # a 1 GB last "line" (sparse NULs, no line end)
+    # the peak is the process's own (VmHWM): getrusage's ru_maxrss keeps the parent's peak across exec
+    code = ("import json, re, sys; from improvcap.verify import Limits, verify_take; "
+            "r = verify_take(sys.argv[1], Limits(max_residual_ms=5000.0, max_skew_ms=2000.0)); "
+            "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); "
+            "print(json.dumps([r['reasons'], hwm]))")
+    run = subprocess.run([sys.executable, "-c", code, str(take)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    reasons, peak_kib = json.loads(run.stdout)
+    assert any(r.startswith("FAIL: mocap suit: suit.csv: a line longer than") for r in reasons), reasons
+    assert peak_kib < 400 * 1024, f"peak RSS {peak_kib / 1024:.0f} MB for a 1 GB line"
+
+
+@pytest.mark.parametrize("where, value, reason", [
+    (("rig", "streams", "cam0", "fps"), 1e308, "FAIL: take.json: rig snapshot: cam0.fps: must be <= 1000"),
+    (("rig", "streams", "room", "samplerate"), 1e308, "FAIL: take.json: rig snapshot: room.samplerate: expected an"),
+    (("rig", "streams", "suit", "rate"), 1e-300, "FAIL: take.json: rig snapshot: suit.rate: must be >= 0.001"),
+    (("rig", "streams", "room", "channels"), 0, "FAIL: take.json: rig snapshot: room.channels: must be >= 1"),
+    (("t0_host_ns",), 10**400, "FAIL: take.json: t0_host_ns is not a monotonic clock time in ns"),
+    (("streams", "cam0", "device", "fps"), 1e308, "FAIL: take.json: cam0: device fps 1e+308 outside"),
+])
+def test_values_outside_a_physical_range_fail(day, where, value, reason):
+    take = damaged(day, "range_" + "_".join(map(str, where)))
+    manifest = json.loads((take / "take.json").read_text())
+    node = manifest
+    for key in where[:-1]:
+        node = next(s for s in node if s["name"] == key) if isinstance(node, list) else node[key]
+    node[where[-1]] = value
+    (take / "take.json").write_text(json.dumps(manifest))
+    result = verify_take(take, RELAXED)
+    assert result["verdict"] == "FAIL" and handled(result), result["reasons"]
+    assert any(r.startswith(reason) for r in result["reasons"]), result["reasons"]
+
+
+def test_a_wav_with_no_channels_is_a_reason_not_a_crash(day):
+    take = damaged(day, "zero_channels")
+    with open(take / "room.wav", "r+b") as fh:
+        data = fh.read(4096)
+        at = data.index(b"fmt ") + 8
+        fh.seek(at + 2)
+        fh.write(b"\0\0")      # channels
+        fh.seek(at + 12)
+        fh.write(b"\0\0")      # block align
+    result = verify_take(take, RELAXED)
+    assert result["verdict"] == "FAIL" and handled(result)
+    assert not any("division" in r for r in result["reasons"]), result["reasons"]
+    assert any(r.startswith("FAIL: audio room: ") and "0 channels" in r for r in result["reasons"]), result["reasons"]
+
+
+def test_no_takes_under_the_paths_is_bad_input(tmp_path):
+    empty = tmp_path / "wrong-drive"
+    empty.mkdir()
+    (empty / "holiday.jpg").write_bytes(b"\xff\xd8")
+    run = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(empty)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"no takes under {empty}" in run.stderr and "\n" not in run.stderr.strip()
+
+
+def test_a_take_named_twice_is_verified_once(day, tmp_path):
+    out = day["good"].parents[2] / "out"
+    relative = Path(os.path.relpath(day["good"]))
+    takes = find_takes([out])
+    assert find_takes([out, relative, day["good"] / ".." / day["good"].name]) == takes
+
+
+@pytest.mark.slow
+def test_a_samplerate_other_than_the_default_is_one_a_device_can_have(tmp_path: Path, cli) -> None:
+    (tmp_path / "r.toml").write_text(rig("cd").replace("samplerate = 48000", "samplerate = 44100"))
+    done = cli("record", "r.toml", "--out", "out", "--duration", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    checked = cli("verify", json.loads(done.stdout)["take"], "--json")
+    result = json.loads(checked.stdout)["takes"][0]
+    assert not [f for f in fails(result) if "nominal rate" in f or "room" in f], fails(result)

@@ -17,15 +17,15 @@ from hypothesis import given, settings, strategies as st
 from improvcap.devices.mocap_demo import DemoMocap
 from improvcap.devices.mocap_emulator import SPIKE, MocapEmulator
 from improvcap.devices.mocap_serial import SerialMocap
-from improvcap.devices.protocol_xsens import (
+from improvcap.errors import DeviceError, RigError
+from improvcap.protocols import Frame, make_parser
+from improvcap.protocols.xsens import (
     MAX_BUFFER, MAX_DATA, MAX_MESSAGE, OUTPUTS, XsensCodec, XsensParser, channel_names, check_settings,
     encode_message, output_configuration, probe, request,
 )
-from improvcap.devices.serial_protocols import Frame, make_parser
-from improvcap.errors import DeviceError, RigError
-from improvcap.rig import StreamSpec, parse_rig
+from improvcap.rig import StreamSpec
 
-from serial_bench import collect
+from helpers import collect, mocap_spec
 
 NAN = math.nan
 WRAP_TICKS = 1 << 32
@@ -33,12 +33,7 @@ WRAP_NS = WRAP_TICKS * 100_000
 
 
 def spec(driver: str = "demo", **keys: object) -> StreamSpec:
-    keys = {"protocol": "xsens", "rate": 400, **keys}
-    if driver == "serial":
-        keys.setdefault("port", "/dev/null")
-    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in keys.items())
-    return parse_rig(f'[rig]\nname = "t"\n[[mocap]]\nname = "imu"\ndriver = "{driver}"\n{body}\n',
-                     Path("t.toml")).streams[0]
+    return mocap_spec(driver, name="imu", **{"protocol": "xsens", "rate": 400, **keys})
 
 
 def item(did: int, fmt: str, *values: object) -> bytes:
@@ -539,7 +534,8 @@ def test_demo_twin_renders_a_slate_on_every_channel() -> None:
 
 @pytest.mark.slow
 def test_recorded_take_counts_through_both_wraps(cli, tmp_path: Path) -> None:
-    # the counter wraps 0.59 s and SampleTimeFine 0.73 s after the device starts streaming
+    # the counter wraps 1.34 s and SampleTimeFine 1.23 s after the device starts streaming (room for a slow start
+    # on a loaded machine: the take must begin before both)
     rig = tmp_path / "xsens-rig.toml"
     rig.write_text("""
 [rig]
@@ -559,26 +555,27 @@ protocol = "xsens"
 rate = 400
 configure = true
 outputs = ["quaternion", "acceleration", "rate_of_turn"]
-first_counter = 65300
-uptime_s = 429496.0
+first_counter = 65000
+uptime_s = 429495.5
 drift_ppm = 80.0
 transport_ms = 2.0
 jitter_ms = 0.2
 truth = true
 """)
-    result = cli("record", str(rig), "--out", "out", "--duration", "2", "--json")
+    # 4 s: long enough for the drift fit to hold under a loaded machine's scheduling delays
+    result = cli("record", str(rig), "--out", "out", "--duration", "4", "--json")
     assert result.returncode == 0, result.stderr
     take = Path(json.loads(result.stdout)["take"])
     manifest = json.loads((take / "take.json").read_text())
     assert manifest["status"] == "complete" and manifest["faults"] == []
     imu = manifest["streams"]["imu"]
-    assert imu["device"]["channel_names"][0] == "quat_w" and imu["device"]["device_boot_ns"] == 429496 * 10**9
+    assert imu["device"]["channel_names"][0] == "quat_w" and imu["device"]["device_boot_ns"] == 4294955 * 10**8
     stats = imu["device_stats"]
     assert (stats["crc_errors"], stats["parse_errors"], stats["counter_gaps"]) == (0, 0, 0)
 
     with open(take / "imu.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert abs(len(rows) - 800) < 30
+    assert abs(len(rows) - 1600) < 40
     counters = [int(r["counter"]) for r in rows]
     assert counters == list(range(counters[0], counters[0] + len(rows)))
     assert counters[0] < 65536 < counters[-1]  # running through the u16 wrap

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..errors import did_you_mean
 from .store import CalibrationError, dump_toml
 
 PAPERS_MM = {"A4": (297.0, 210.0), "letter": (279.4, 215.9)}  # landscape
@@ -46,10 +47,6 @@ class BoardSpec:
             raise CalibrationError(f"board spec: {problem}")
 
     # --- geometry -------------------------------------------------------------------------------
-
-    @property
-    def marker_count(self) -> int:
-        return self.squares_x * self.squares_y // 2
 
     @property
     def corner_count(self) -> int:
@@ -87,7 +84,8 @@ class BoardSpec:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in data:
             if key not in fields:
-                raise CalibrationError(f"{where}.{key}: unknown key (expected {', '.join(fields)})")
+                raise CalibrationError(f"{where}.{key}: unknown key{did_you_mean(key, fields)} "
+                                       f"(expected {', '.join(fields)})")
         values = {k: float(v) if fields[k].type == "float" and isinstance(v, int) and not isinstance(v, bool) else v
                   for k, v in data.items()}
         if problem := _problem({**{k: f.default for k, f in fields.items()}, **values}):

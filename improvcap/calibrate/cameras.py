@@ -13,6 +13,10 @@
    `cv2.projectPoints` chained through `cv2.composeRT`. Points far off after a round (a board that moved
    between two cameras' exposures) are dropped and the adjustment repeated.
 
+When the board was held still often enough (a technician pausing at each pose), only the still frames are
+used: a moving board is seen by two cameras a few milliseconds apart, blurred and rolling-shuttered, and
+those views bias the extrinsics more than the outlier test can catch.
+
 The result is a plain dict in aniposelib's layout ([cam_0] name, size, matrix, distortions, rotation,
 translation; rotation/translation map first-camera coordinates in mm into each camera) plus [metadata].
 """
@@ -23,13 +27,14 @@ import os
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from ..take.layout import SYNC
 from .board import BoardSpec, cv_board
 from .store import CalibrationError
 
@@ -39,6 +44,8 @@ FLAG_RMS_PX = 1.0        # a calibration above this RMS reprojection error is wr
 MAX_VIEWS = 300          # frames kept for the bundle adjustment (evenly spread) when there are more
 INIT_VIEWS = 40          # views per camera for the first intrinsic estimate
 OUTLIER_FLOOR_PX = 1.5   # a point is an outlier above max(this, 5 x the median residual)
+STILL_PX = 0.5           # a board whose corners moved less than this since the camera's previous frame is still
+MIN_STILL_VIEWS = 30     # per camera (and per linked pair): enough still views to calibrate from them alone
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
@@ -121,7 +128,7 @@ def views_from_lists(images: Mapping[str, Sequence[np.ndarray | None]]) -> Views
 
 def views_from_take(take_dir: str | Path, cameras: Sequence[str] | None = None) -> Views:
     """The cameras of a take (default: all), decoded as grey frames aligned along sync.csv."""
-    from ..reader import open_take  # the reader pulls in PyAV; only needed here
+    from ..take.reader import open_take  # the reader pulls in PyAV; only needed here
 
     take = open_take(take_dir)
     have = [n for n, s in take.streams.items() if s.kind == "camera"]
@@ -132,7 +139,7 @@ def views_from_take(take_dir: str | Path, cameras: Sequence[str] | None = None) 
                                    f"(cameras: {', '.join(have) or 'none'})")
     if not names:
         raise CalibrationError(f"{take_dir}: the take has no camera")
-    with open(take.path / "sync.csv", "rb") as fh:
+    with open(take.path / SYNC, "rb") as fh:
         total = max(0, sum(1 for _ in fh) - 1)
 
     def frames() -> Iterator[Frame]:
@@ -295,6 +302,8 @@ def solve(cams: Mapping[str, CameraViews], spec: BoardSpec, *, threshold_px: flo
     if not names:
         raise CalibrationError("no cameras to calibrate")
     _check_views(cams, spec)
+    all_found = {n: len(cams[n].detections) for n in names}
+    cams = _still_views(cams) or cams
     board = cv_board(spec)
     points = board.getChessboardCorners().astype(np.float64)
 
@@ -331,7 +340,34 @@ def solve(cams: Mapping[str, CameraViews], spec: BoardSpec, *, threshold_px: flo
         dropped += removed
         if not removed:
             break
-    return _result(names, cams, adjust, spec, shared, threshold_px, dropped, model)
+    return _result(names, cams, adjust, spec, shared, threshold_px, dropped, model, all_found)
+
+
+def _motion_px(cam: CameraViews, frame: int) -> float:
+    """How far the board's corners moved since the camera's previous frame (inf: not seen there)."""
+    now, before = cam.detections[frame], cam.detections.get(frame - 1)
+    if before is None:
+        return float("inf")
+    _, a, b = np.intersect1d(now.ids, before.ids, return_indices=True)
+    if len(a) < MIN_CORNERS:
+        return float("inf")
+    return float(np.max(np.linalg.norm(now.corners[a] - before.corners[b], axis=-1)))
+
+
+def _still_views(cams: Mapping[str, CameraViews]) -> dict[str, CameraViews] | None:
+    """The cameras' views restricted to frames where the board was still, or None when there are too few
+    of them for every camera and every pair of cameras that shares views."""
+    still = {}
+    for name, cam in cams.items():
+        keep = {f: d for f, d in cam.detections.items() if _motion_px(cam, f) < STILL_PX}
+        if len(keep) < MIN_STILL_VIEWS:
+            return None
+        still[name] = replace(cam, detections=keep)
+    names = list(cams)
+    for (a, b), count in _shared_counts(names, cams).items():
+        if count and _shared_counts([names[a], names[b]], still)[(0, 1)] < MIN_STILL_VIEWS:
+            return None
+    return still
 
 
 def _check_views(cams: Mapping[str, CameraViews], spec: BoardSpec) -> None:
@@ -645,7 +681,8 @@ def coverage_grid(cam: CameraViews, cols: int = 8, rows: int = 6) -> np.ndarray:
 
 
 def _result(names: list[str], cams: Mapping[str, CameraViews], adjust: _BundleAdjustment, spec: BoardSpec,
-            shared: dict[tuple[int, int], int], threshold_px: float, dropped: int, model: str) -> dict[str, Any]:
+            shared: dict[tuple[int, int], int], threshold_px: float, dropped: int, model: str,
+            found: Mapping[str, int]) -> dict[str, Any]:
     errors = adjust.point_errors()
     per_cam: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for (c, _, _, _), e in zip(adjust.obs, errors):
@@ -665,7 +702,9 @@ def _result(names: list[str], cams: Mapping[str, CameraViews], adjust: _BundleAd
         "per_camera_error": rms,
         "views_used": {n: len(per_cam[n]) for n in names},
         "frames": {n: cams[n].frames for n in names},
-        "board_found": {n: len(cams[n].detections) for n in names},
+        "board_found": dict(found),
+        # frames used: those where the board was still when there were enough of them, else all
+        "still_only": any(len(cams[n].detections) < found[n] for n in names),
         "shared_views": {f"{names[a]}-{names[b]}": c for (a, b), c in shared.items()},
         # fraction of an 8 x 6 grid over the image that the board's corners reached: the lens model is
         # extrapolated elsewhere (low coverage: film the board in the image corners too)

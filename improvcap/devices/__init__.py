@@ -1,37 +1,34 @@
-"""Device drivers and their demo twins, picked by the rig file's (kind, driver)."""
+"""Device drivers, their demo twins and emulators, picked by the rig file's (kind, driver).
+
+The table of drivers is `improvcap.registry.DRIVERS`; a driver's module is imported only when a rig uses
+it, so that `rig check` of a camera rig needs no audio stack. Importing this package loads the device
+protocol (`base`) and the registry: no driver, and not `improvcap.rig` (which reads the registry too).
+"""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from ..rig import StreamSpec
-from .base import Device, DeviceError, SampleBuffer, StreamEnded
+from ..registry import DRIVERS
+from .base import Device
 
-# (kind, driver) -> "module:Class"; imported on use so that `rig check` of a camera rig needs no audio stack
-REGISTRY: dict[tuple[str, str], str] = {
-    ("camera", "demo"): "improvcap.devices.camera_demo:DemoCamera",
-    ("camera", "ffmpeg"): "improvcap.devices.camera_ffmpeg:FfmpegCamera",
-    ("camera", "opencv"): "improvcap.devices.camera_opencv:OpenCVCamera",
-    ("audio", "demo"): "improvcap.devices.audio_demo:DemoAudio",
-    ("audio", "portaudio"): "improvcap.devices.audio_portaudio:PortAudioInput",
-    ("mocap", "demo"): "improvcap.devices.mocap_demo:DemoMocap",
-    ("mocap", "serial"): "improvcap.devices.mocap_serial:SerialMocap",
-    ("sync", "demo"): "improvcap.devices.sync_box_demo:DemoSyncBox",
-    ("sync", "serial"): "improvcap.devices.sync_box:SerialSyncBox",
-}
+if TYPE_CHECKING:
+    from ..rig import StreamSpec
 
 
 def driver_class(kind: str, driver: str) -> type:
-    module, _, cls = REGISTRY[(kind, driver)].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    module, _, cls = DRIVERS[(kind, driver)].partition(":")
+    found: type = getattr(importlib.import_module(module), cls)
+    return found
 
 
 def make_device(spec: StreamSpec) -> Device:
     """An unopened device for one rig stream."""
-    device = driver_class(spec.kind, spec.driver)(spec)
+    device: Device = driver_class(spec.kind, spec.driver)(spec)
     if spec.get("fail_after_s"):
-        from .scripted_fault import FailAfter
-        return FailAfter(device, spec["fail_after_s"])  # type: ignore[return-value]
+        from .scripted_fault import fail_after
+        return fail_after(device, spec["fail_after_s"])
     return device
 
 
-__all__ = ["Device", "DeviceError", "SampleBuffer", "StreamEnded", "REGISTRY", "driver_class", "make_device"]
+__all__ = ["Device", "driver_class", "make_device"]

@@ -1,20 +1,33 @@
-"""The device protocol every driver and demo twin implements, and helpers they share.
+"""The device protocol every driver and demo twin implements, its optional capabilities, and helpers.
 
 Life cycle: open() → start() → read()… → stop() → close(). `read` blocks up to `timeout` seconds and
 returns one `Sample` (or None on timeout); the recorder calls it from one pump thread per device. Drivers
 whose data arrive on a callback or a reader thread of their own put them into a `SampleBuffer`, so the
 real-time side only copies and returns.
+
+Two capabilities beyond the protocol, which the recorder asks for with `isinstance`: `FiresSlate`, a
+device that fires a slate in hardware (a sync box's LED and beep) and says when, and `MapsToHost`, a
+device that maps its own stamps onto the host clock (a sync box's round-trip fit).
 """
 from __future__ import annotations
 
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..errors import DeviceError
 from ..records import Sample
-from ..rig import StreamSpec
+
+SILENCE_S = 2.0
+"""A streaming device that delivers nothing for this long has stopped (a sender gone, a cable pulled, a
+device hung): every driver that can wait on its transport gives up after it, and the recorder says so
+for any stream that goes this long without data during a take."""
+NETWORK_OPEN_TIMEOUT_S = 5.0
+"""Connecting to a network camera may take longer than a silence: a dead one still fails at open in seconds."""
+
+if TYPE_CHECKING:
+    from ..rig import StreamSpec
 
 
 class StreamEnded(DeviceError):
@@ -48,6 +61,28 @@ class Device(Protocol):
 
     def slate(self, host_ns: int) -> None:
         """Render a slate at host time `host_ns` (demo twins); real devices ignore it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlateFire:
+    """A slate the box confirmed: its id, the tick it fired at, that in box ns and on the host clock."""
+
+    id: int
+    ticks: int
+    box_ns: int
+    host_ns: int
+
+
+@runtime_checkable
+class FiresSlate(Protocol):
+    def fire_slate(self, timeout: float = ...) -> SlateFire:
+        """Fire the slate now; return once the device has confirmed when it fired (DeviceError if not)."""
+
+
+@runtime_checkable
+class MapsToHost(Protocol):
+    def to_host(self, device_ns: int) -> int:
+        """A stamp of the device's own clock on the host's monotonic clock, by the device's own fit."""
 
 
 @dataclass

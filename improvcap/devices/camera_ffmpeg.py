@@ -28,13 +28,11 @@ from typing import Any, Iterator, Sequence
 import av
 import av.logging
 
-from ..clock import now_ns
+from ..clock import ClockDomain, now_ns
 from ..records import Sample
 from ..rig import StreamSpec
-from .base import DeviceError, StreamEnded, ThreadedDevice
+from .base import NETWORK_OPEN_TIMEOUT_S, SILENCE_S, DeviceError, StreamEnded, ThreadedDevice
 
-NETWORK_TIMEOUT_S = 5.0
-"""Open and read timeout for network sources: a dead camera fails this fast instead of hanging a take."""
 BEHIND_NS = 500_000_000
 """Paced sources that fall this far behind (a slow disk, a busy CPU) start pacing afresh instead of bursting."""
 _NONE = av.video.frame.PictureType.NONE
@@ -65,10 +63,10 @@ def _open_args(spec: StreamSpec, kind: str, source: str) -> dict[str, Any]:
             options["input_format"] = spec["input_format"]
         return {"file": source, "format": "video4linux2", "options": options}
     if kind == "rtsp":
-        return {"file": source, "options": {"rtsp_transport": "tcp", "timeout": str(int(NETWORK_TIMEOUT_S * 1e6))},
-                "timeout": (NETWORK_TIMEOUT_S, NETWORK_TIMEOUT_S)}
+        return {"file": source, "options": {"rtsp_transport": "tcp", "timeout": str(int(SILENCE_S * 1e6))},
+                "timeout": (NETWORK_OPEN_TIMEOUT_S, SILENCE_S)}
     if kind == "http":
-        return {"file": source, "timeout": (NETWORK_TIMEOUT_S, NETWORK_TIMEOUT_S)}
+        return {"file": source, "timeout": (NETWORK_OPEN_TIMEOUT_S, SILENCE_S)}
     return {"file": source}
 
 
@@ -224,6 +222,11 @@ class FfmpegCamera(ThreadedDevice):
                     self._frames += 1
                     if stop.is_set():
                         return
+            except av.error.ExitError:  # FFmpeg's read timeout on a network source
+                if stop.is_set():
+                    return
+                raise DeviceError(f"{name}: no data from {self.source} for {SILENCE_S:g} s: the sender stopped "
+                                  "(camera off or crashed, or the network cut)") from None
             except (av.FFmpegError, OSError) as e:
                 raise DeviceError(f"{name}: {self.source}: {_reason(e)}") from None
             if stop.is_set():
@@ -246,7 +249,7 @@ class FfmpegCamera(ThreadedDevice):
         info: dict[str, Any] = {"driver": "ffmpeg", "source": self.source, "input": self.kind,
                                 "fps": float(self.spec["fps"]), "copy": self.copy, **self._format,
                                 # V4L2 buffer times are CLOCK_MONOTONIC, the host clock itself
-                                "clock": "host" if self.kind == "v4l2" else "device"}
+                                "clock": ClockDomain.HOST if self.kind == "v4l2" else ClockDomain.DEVICE}
         if self.copy and self._stream is not None:
             info["_template"] = self._stream
         return info

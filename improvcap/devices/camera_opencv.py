@@ -15,12 +15,11 @@ from typing import Any
 import av
 import cv2
 
-from ..clock import now_ns
+from ..clock import ClockDomain, now_ns
 from ..records import Sample
 from ..rig import StreamSpec
-from .base import DeviceError, StreamEnded, ThreadedDevice
+from .base import NETWORK_OPEN_TIMEOUT_S, SILENCE_S, DeviceError, StreamEnded, ThreadedDevice
 
-NETWORK_TIMEOUT_S = 5.0
 BEHIND_NS = 500_000_000
 """A paced file that falls this far behind starts pacing afresh instead of bursting."""
 
@@ -64,9 +63,9 @@ class OpenCVCamera(ThreadedDevice):
             elif self.is_file:
                 cap = cv2.VideoCapture(label)
             else:  # a dead network camera must fail in seconds, not hang the take
-                ms = int(NETWORK_TIMEOUT_S * 1000)
-                cap = cv2.VideoCapture(label, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+                cap = cv2.VideoCapture(label, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                                                           int(NETWORK_OPEN_TIMEOUT_S * 1000),
+                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(SILENCE_S * 1000)])
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
@@ -140,7 +139,7 @@ class OpenCVCamera(ThreadedDevice):
                 # what device_ns holds: file position, V4L2 buffer time, or (no clock seen yet) host arrival
                 "device_time": "position" if self.is_file else "buffer" if self._device_clock else "arrival",
                 # V4L2 buffer times and arrival times are both on the host's monotonic clock
-                "clock": "device" if self.is_file else "host"}
+                "clock": ClockDomain.DEVICE if self.is_file else ClockDomain.HOST}
 
     def stats(self) -> dict[str, int]:
         return {"frames": self._frames, "overflows": self._buffer.overflows, "repaced": self._repaced}

@@ -9,7 +9,7 @@ a frame lost in transport is not written, but the counter moves on.
 Device time: the device clock counts since its own boot, which happened `BOOT_NS` before streaming
 started (100 s: more than any demo `offset_ms`, so the time never goes negative; the rig's `uptime_s`
 sets it, to run a device clock into its wrap). What goes on the wire is the protocol's business: an
-`EmulatorCodec` (serial_protocols) encodes each frame, damages one for the fault options, makes junk, and
+`EmulatorCodec` (improvcap.protocols) encodes each frame, damages one for the fault options, makes junk, and
 answers what the host sends (configuration commands, probes) — from the moment the pty exists, as a
 powered device does, not only once it streams.
 """
@@ -22,10 +22,13 @@ import zlib
 from typing import Any, Sequence
 
 from ..clock import now_ns
+from ..protocols import EmulatorCodec, channel_names, protocol_module
+from ..protocols.binary import encode_binary
+from ..protocols.csv_lines import encode_csv
+from ..protocols.parsing import COUNTER_MOD
 from ..rig import StreamSpec
 from .demo_timing import DemoTiming
 from .pty_port import PtyPort
-from .serial_protocols import COUNTER_MOD, EmulatorCodec, channel_names, encode_binary, encode_csv, protocol_module
 
 BOOT_NS = 100_000_000_000
 SPIKE = 1000.0
@@ -34,7 +37,7 @@ _JUNK = b"\x00\x01\x5a\x7f\xff\x0d\x0aQZ"  # binary garbage: never 0xA5, so it f
 
 
 class BinaryCodec:
-    """The binary frame format of serial_protocols."""
+    """The frames of protocols.binary."""
 
     has_counter = True
 
@@ -53,7 +56,7 @@ class BinaryCodec:
 
 
 class CsvCodec:
-    """The csv line format of serial_protocols."""
+    """The lines of protocols.csv_lines."""
 
     has_counter = True
 

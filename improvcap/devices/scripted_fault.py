@@ -6,7 +6,7 @@ from typing import Any
 from ..clock import now_ns
 from ..errors import DeviceError
 from ..records import Sample
-from .base import Device
+from .base import Device, FiresSlate, MapsToHost, SlateFire
 
 
 class FailAfter:
@@ -29,3 +29,25 @@ class FailAfter:
 
     def __getattr__(self, name: str) -> Any:  # open, stop, close, describe, stats, slate
         return getattr(self._device, name)
+
+
+class FailAfterBox(FailAfter):
+    """A failing sync box: until it fails it still fires slates and maps its clock (the capabilities are
+    spelled out, so that `isinstance` finds them without looking through `__getattr__`)."""
+
+    def fire_slate(self, timeout: float | None = None) -> SlateFire:
+        device: Any = self._device
+        fire: SlateFire = device.fire_slate() if timeout is None else device.fire_slate(timeout)
+        return fire
+
+    def to_host(self, device_ns: int) -> int:
+        device: Any = self._device
+        host: int = device.to_host(device_ns)
+        return host
+
+
+def fail_after(device: Device, seconds: float) -> Device:
+    """`device` wrapped to fail `seconds` after it starts, with the optional capabilities it has."""
+    if isinstance(device, FiresSlate) and isinstance(device, MapsToHost):
+        return FailAfterBox(device, seconds)  # type: ignore[return-value]
+    return FailAfter(device, seconds)  # type: ignore[return-value]

@@ -6,7 +6,7 @@ counter every five days; the shared clock needs device time that keeps counting.
 """
 from __future__ import annotations
 
-from .serial_protocols import Frame, FrameParser
+from ..protocols import Frame, FrameParser
 
 
 class Unwrapper:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rig import StreamSpec
+from ..take.atomic import Folder
 from .base import Writer
 
 # kind -> "module:Class"; imported on use, like the device registry
@@ -14,9 +15,11 @@ WRITERS = {
     "audio": "improvcap.writers.audio:AudioWriter",
     "mocap": "improvcap.writers.mocap_csv:MocapWriter",
     "sync": "improvcap.writers.sync_csv:SyncWriter",
+    "lsl": "improvcap.writers.lsl_csv:LslWriter",
 }
 
 
-def make_writer(take_dir: Path, spec: StreamSpec, info: dict[str, Any]) -> Writer:
+def make_writer(take_dir: Path, spec: StreamSpec, info: dict[str, Any], folder: Folder | None = None) -> Writer:
+    """The writer of `spec`'s kind; `folder`: `take_dir` already open, which every file is made in."""
     module, _, cls = WRITERS[spec.kind].partition(":")
-    return getattr(importlib.import_module(module), cls)(take_dir, spec, info)
+    return getattr(importlib.import_module(module), cls)(take_dir, spec, info, folder=folder)

@@ -7,10 +7,10 @@ from typing import Any
 
 from ..records import Record
 from ..rig import StreamSpec
+from ..take.atomic import Folder
+from ..take.layout import AUDIO, media_file, table_file
+from ..take.wav import WavWriter
 from .base import CsvLog
-from .wav import WavWriter
-
-BLOCKS_HEADER = ("first_sample", "t_ns", "device_ns", "host_ns", "frames", "adc_ns")
 
 
 class AudioWriter:
@@ -20,7 +20,8 @@ class AudioWriter:
     the device lost leave no hole in the file, and their absence shows as a jump in `device_ns`.
     """
 
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any]) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
+                 ) -> None:
         self.spec = spec
         channels = int(info.get("channels", spec["channels"]))
         samplerate = int(round(info.get("samplerate", spec["samplerate"])))
@@ -32,17 +33,17 @@ class AudioWriter:
         if time_reference:
             midnight = origination.replace(hour=0, minute=0, second=0, microsecond=0)
             origination = midnight + _dt.timedelta(seconds=time_reference / samplerate)
-        self.wav_path = take_dir / f"{spec.name}.wav"
-        self.csv_path = take_dir / f"{spec.name}.blocks.csv"
+        self.wav_path = take_dir / media_file(spec.name, "audio")
+        self.csv_path = take_dir / table_file(spec.name, "audio")
         self.files: list[Path] = []
         self._wav = WavWriter(
             self.wav_path, channels, samplerate, sample_format,
             description=f"improvcap take {take_dir.name}, stream {spec.name}: {device} ({spec.driver}, {channels} ch)",
             originator_reference=f"{take_dir.name}/{spec.name}", origination=origination,
-            time_reference=time_reference)
+            time_reference=time_reference, folder=folder)
         self.files.append(self.wav_path)
         try:
-            self._csv = CsvLog(self.csv_path, BLOCKS_HEADER)
+            self._csv = CsvLog(self.csv_path, AUDIO.columns, folder=folder)
         except BaseException:
             self._wav.close()
             raise

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from ..records import Record
+from ..take.atomic import Folder, create_take_file, reopen_take_file
 
 
 class Writer(Protocol):
@@ -28,11 +29,14 @@ class Writer(Protocol):
 class CsvLog:
     """A CSV file written row by row, flushed to the OS at least once a second, fsynced on close."""
 
-    def __init__(self, path: Path, header: Iterable[str] | None, flush_interval: float = 1.0) -> None:
-        """A new log with `header`; `header=None` reopens an existing log to add rows (a late note)."""
+    def __init__(self, path: Path, header: Iterable[str] | None, flush_interval: float = 1.0, *,
+                 folder: Folder | None = None) -> None:
+        """A new log with `header`; `header=None` reopens an existing log to add rows (a late note).
+        `folder`: the take's opened folder, which the file is made in."""
         self.path = path
-        # exclusive create: a take's files are never overwritten
-        self._fh = open(path, "x" if header is not None else "a", newline="", encoding="utf-8")
+        # exclusive create (never through a link): a take's files are never overwritten
+        fd = create_take_file(path, folder) if header is not None else reopen_take_file(path, folder)
+        self._fh = open(fd, "w" if header is not None else "a", newline="", encoding="utf-8")
         self._csv = csv.writer(self._fh, lineterminator="\n")
         if header is not None:
             self._csv.writerow(header)

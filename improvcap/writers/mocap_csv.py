@@ -6,6 +6,8 @@ from typing import Any
 
 from ..records import MocapFrame, Record
 from ..rig import StreamSpec
+from ..take.atomic import Folder
+from ..take.layout import MOCAP, table_file
 from .base import CsvLog
 
 
@@ -13,10 +15,11 @@ class MocapWriter:
     """Rows `index,t_ns,device_ns,host_ns,counter,<channel>...`; values as '%.9g', the precision of a
     float32, so that a binary device's values survive the round trip to text exactly."""
 
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any]) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
+                 ) -> None:
         names = info.get("channel_names") or [f"ch{i:02d}" for i in range(spec.settings["channels"])]
-        self.path = Path(take_dir) / f"{spec.name}.csv"
-        self._log = CsvLog(self.path, ["index", "t_ns", "device_ns", "host_ns", "counter", *names])
+        self.path = Path(take_dir) / table_file(spec.name, "mocap")
+        self._log = CsvLog(self.path, [*MOCAP.columns, *names], folder=folder)
         self.files: list[Path] = [self.path]
 
     def write(self, record: Record) -> None:

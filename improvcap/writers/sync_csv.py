@@ -7,22 +7,23 @@ from typing import Any
 
 from ..records import MocapFrame, Record
 from ..rig import StreamSpec
-from ..roundtrip import ROUNDTRIP_COLUMNS, RoundTrip
+from ..roundtrip import RoundTrip
+from ..take.atomic import Folder
+from ..take.layout import ROUNDTRIP_COLUMNS, SYNC_BOX, roundtrips_file, table_file
 from .base import CsvLog
-
-PULSE_COLUMNS = ("index", "t_ns", "device_ns", "host_ns", "counter")
 
 
 class SyncWriter:
     """Pulses: `index,t_ns,device_ns,host_ns,counter` (a mocap CSV without channels; counter = the box's
     pulse count). Round trips: `id,host_send_ns,host_recv_ns,box_ns`, host times in ns since t0."""
 
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any]) -> None:
-        self.path = Path(take_dir) / f"{spec.name}.csv"
-        self.roundtrips_path = Path(take_dir) / f"{spec.name}.roundtrips.csv"
-        self._pulses = CsvLog(self.path, PULSE_COLUMNS)
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
+                 ) -> None:
+        self.path = Path(take_dir) / table_file(spec.name, "sync")
+        self.roundtrips_path = Path(take_dir) / roundtrips_file(spec.name)
+        self._pulses = CsvLog(self.path, SYNC_BOX.columns, folder=folder)
         try:
-            self._roundtrips = CsvLog(self.roundtrips_path, ROUNDTRIP_COLUMNS)
+            self._roundtrips = CsvLog(self.roundtrips_path, ROUNDTRIP_COLUMNS, folder=folder)
         except BaseException:
             self._pulses.close()
             raise

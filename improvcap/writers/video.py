@@ -18,35 +18,53 @@ import av
 from ..errors import ImprovcapError, TakeError
 from ..records import Record
 from ..rig import StreamSpec
+from ..take.atomic import Folder, create_take_file, fd_path
+from ..take.layout import CAMERA, media_file, table_file
 from .base import CsvLog
 
 TIME_BASE = Fraction(1, 1000)
 NS_PER_TICK = 1_000_000
 MKV_OPTIONS = {"flush_packets": "1", "cluster_time_limit": "1000"}
-CSV_HEADER = ("index", "t_ns", "device_ns", "host_ns", "seq", "pts")
 _X26X = ("libx264", "libx265")
 FAST_PRESETS = ("ultrafast", "superfast", "veryfast")
 ONE_THREAD_PIXEL_RATE = 1920 * 1080 * 30
 
 
 class VideoWriter:
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any]) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
+                 ) -> None:
+        """`folder`: `take_dir` already open, which the files are made in."""
         self.spec = spec
         self.copy = spec["codec"] == "copy"
-        self.mkv = take_dir / f"{spec.name}.mkv"
+        self.mkv = take_dir / media_file(spec.name, "camera")
         self.files: list[Path] = []
         template = info.get("_template")
         if self.copy and template is None:
             raise ImprovcapError(f"{spec.name}: codec = \"copy\" needs a camera that hands over its compressed "
                                  "stream (the ffmpeg driver)")
         try:
-            # Reserve the name atomically (never overwrite), then let FFmpeg write it with its own file I/O.
-            os.close(os.open(self.mkv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            # Created exclusively (never overwritten, never through a link); FFmpeg then writes it with its
+            # own file I/O through a path to this very file, never to whatever holds its name later.
+            self._fd = create_take_file(self.mkv, folder)
         except OSError as e:
             raise TakeError(f"{spec.name}: cannot create {self.mkv}: {e.strerror}") from None
         self.files.append(self.mkv)
         try:
-            self._out = av.open(str(self.mkv), "w", format="matroska", options=MKV_OPTIONS)
+            self._open(info, template)
+            self.csv = CsvLog(take_dir / table_file(spec.name, "camera"), CAMERA.columns, folder=folder)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.files.append(self.csv.path)
+        self._last_pts = -1
+        self._last_dts = -1
+        self._closed = False
+
+    def _open(self, info: dict[str, Any], template: Any) -> None:
+        """The Matroska muxer and its stream, the header written."""
+        spec = self.spec
+        try:
+            self._out = av.open(fd_path(self._fd, self.mkv), "w", format="matroska", options=MKV_OPTIONS)
             self._out.metadata["title"] = spec.name
             if self.copy:
                 self._stream = self._out.add_stream_from_template(template)
@@ -59,11 +77,6 @@ class VideoWriter:
             self._out.start_encoding()  # header on disk now; an encoder that cannot open fails here, not mid-take
         except (av.FFmpegError, ValueError) as e:
             raise TakeError(f"{spec.name}: cannot set up {self.mkv.name}: {e}") from None
-        self.csv = CsvLog(take_dir / f"{spec.name}.frames.csv", CSV_HEADER)
-        self.files.append(self.csv.path)
-        self._last_pts = -1
-        self._last_dts = -1
-        self._closed = False
 
     def _encoder_stream(self, info: dict[str, Any]) -> av.video.stream.VideoStream:
         spec = self.spec
@@ -150,12 +163,10 @@ class VideoWriter:
                 error = error or e
             self.csv.close()
         try:
-            fd = os.open(self.mkv, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            os.fsync(self._fd)
         except OSError as e:
             error = error or e
+        finally:
+            os.close(self._fd)
         if error is not None:
             raise TakeError(f"{self.spec.name}: cannot finish {self.mkv.name}: {error}") from None

@@ -1,0 +1,132 @@
+"""The take folder's names (DESIGN section 5): per stream kind its files, table columns, unit and rate key.
+
+Every module that builds a take path or reads a take table gets the names from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+FORMAT = "improvcap.take"
+VERSION = 1
+MANIFEST = "take.json"
+SESSION_FILE = "session.json"          # in the session folder: the day's performers, rig, created
+CONTROL_SOCKET = "control.sock"        # in the session folder: the running recorder's control socket
+EVENTS = "events.csv"
+SYNC = "sync.csv"
+PERFORMERS_RECORD = "performers.json"  # the canonical consent record of the take's performers
+RESERVE = ".reserve"                   # room kept back for the take's end while it records (take.space)
+ORIGINAL = ".orig"                     # repair keeps an untouched original as <file>.orig, .orig2, ...
+
+EVENT_COLUMNS = ("t_ns", "kind", "stream", "detail")
+TRUTH_SUFFIX, TRUTH_COLUMNS = ".truth.csv", ("index", "true_t_ns")  # demo devices' ground truth
+ROUNDTRIPS_SUFFIX = ".roundtrips.csv"
+ROUNDTRIP_COLUMNS = ("id", "host_send_ns", "host_recv_ns", "box_ns")
+SYNC_LEAD_COLUMNS = ("tick", "t_ns")
+# sync.csv's columns per other stream: camera/mocap `<name>_index,<name>_offset_ns`, audio `<name>_sample`
+SYNC_INDEX, SYNC_OFFSET, SYNC_SAMPLE = "_index", "_offset_ns", "_sample"
+MEDIA_SUFFIXES = (".mkv", ".wav", ".csv")  # an unlisted file with one of these is media out of the manifest
+# Performers' data and media are for the owner and the studio's group, never the world: every take file is
+# created with FILE_MODE and every session and take folder with FOLDER_MODE (a group-owned session folder
+# also has the setgid bit, so that its takes and their files get that group).
+FILE_MODE = 0o640
+FOLDER_MODE = 0o750
+
+
+@dataclass(frozen=True)
+class KindLayout:
+    """What one stream kind writes: `<name><media>` (if any), `<name><table>` and any `extra` files."""
+
+    kind: str
+    media: str | None
+    table: str
+    extra: tuple[str, ...]
+    columns: tuple[str, ...]        # the table's columns (mocap: then one per channel)
+    time_columns: tuple[str, ...]   # the ones every timing computation reads
+    unit: str                       # what `count` and drops count
+    rate_key: str                   # the rig setting that holds the nominal rate
+
+    def files(self, name: str) -> tuple[str, ...]:
+        """The stream's files, media first."""
+        return tuple(name + s for s in (self.media, self.table, *self.extra) if s is not None)
+
+
+CAMERA = KindLayout("camera", ".mkv", ".frames.csv", (), ("index", "t_ns", "device_ns", "host_ns", "seq", "pts"),
+                    ("index", "t_ns", "device_ns", "host_ns"), "frames", "fps")
+AUDIO = KindLayout("audio", ".wav", ".blocks.csv", (),
+                   ("first_sample", "t_ns", "device_ns", "host_ns", "frames", "adc_ns"),
+                   ("first_sample", "t_ns", "device_ns", "host_ns", "frames"), "samples", "samplerate")
+MOCAP = KindLayout("mocap", None, ".csv", (), ("index", "t_ns", "device_ns", "host_ns", "counter"),
+                   ("index", "t_ns", "device_ns", "host_ns", "counter"), "rows", "rate")
+# a sync box: one row per trigger pulse (a mocap table without channels) and its timing round trips;
+# its rate is trigger_fps, 0 when it sends no pulses
+SYNC_BOX = KindLayout("sync", None, ".csv", (ROUNDTRIPS_SUFFIX,), ("index", "t_ns", "device_ns", "host_ns", "counter"),
+                      ("index", "t_ns", "device_ns", "host_ns", "counter"), "pulses", "trigger_fps")
+# an LSL inlet: one row per sample (then one column per channel) and liblsl's clock offsets (lslclock);
+# its rate is the stream's nominal rate, 0 for an irregular one
+LSL_CLOCK_SUFFIX = ".clock.csv"
+LSL_CLOCK_COLUMNS = ("host_ns", "remote_ns", "offset_ns", "rtt_ns")
+LSL = KindLayout("lsl", None, ".csv", (LSL_CLOCK_SUFFIX,), ("index", "t_ns", "device_ns", "host_ns"),
+                 ("index", "t_ns", "device_ns", "host_ns"), "samples", "rate")
+LAYOUTS: dict[str, KindLayout] = {k.kind: k for k in (CAMERA, AUDIO, MOCAP, SYNC_BOX, LSL)}
+ROW_KINDS = ("mocap", "lsl")  # kinds whose table is their data: a row per frame or sample, then its channels
+KINDS = tuple(LAYOUTS)
+
+
+def layout(kind: str) -> KindLayout:
+    return LAYOUTS[kind]
+
+
+def table_file(name: str, kind: str) -> str:
+    """The stream's timing table: frames.csv, blocks.csv, or the mocap/pulse CSV."""
+    return name + LAYOUTS[kind].table
+
+
+def media_file(name: str, kind: str) -> str:
+    """The stream's media file (cameras: .mkv, audio: .wav); ValueError for a kind whose table is its data."""
+    suffix = LAYOUTS[kind].media
+    if suffix is None:
+        raise ValueError(f"a {kind} stream has no media file")
+    return name + suffix
+
+
+def truth_file(name: str) -> str:
+    return name + TRUTH_SUFFIX
+
+
+def roundtrips_file(name: str) -> str:
+    return name + ROUNDTRIPS_SUFFIX
+
+
+def lsl_clock_file(name: str) -> str:
+    return name + LSL_CLOCK_SUFFIX
+
+
+def stream_of_table(filename: str) -> str:
+    """The stream name of a mocap or pulse table's file name."""
+    return filename.removesuffix(MOCAP.table)
+
+
+def unit(kind: str) -> str:
+    return LAYOUTS[kind].unit
+
+
+def rate_key(kind: str) -> str:
+    return LAYOUTS[kind].rate_key
+
+
+def nominal_rate(kind: str, settings: Mapping[str, Any]) -> float:
+    """Frames (cameras, mocap), samples (audio, LSL) or pulses (sync) per second that the rig file promises;
+    0 where it promises none (an LSL stream whose rate is the sender's own, known once it is open)."""
+    value = settings.get(LAYOUTS[kind].rate_key)
+    return 0.0 if value is None else float(value)
+
+
+def original_name(filename: str, n: int = 1) -> str:
+    """`<file>.orig`, then `.orig2`, ...: where repair keeps an original it replaced."""
+    return f"{filename}{ORIGINAL}" if n == 1 else f"{filename}{ORIGINAL}{n}"
+
+
+def is_original_of(filename: str, candidate: str) -> bool:
+    rest = candidate[len(filename):] if candidate.startswith(filename) else ""
+    return rest == ORIGINAL or (rest.startswith(ORIGINAL) and rest[len(ORIGINAL):].isdigit())

@@ -1,0 +1,120 @@
+"""What the tests share: streams and rig files as a technician writes them, and reading a device.
+
+`from helpers import camera_spec, collect, ...` in a test module. A spec is parsed from rig text by
+`parse_rig`, so it holds exactly what a rig file gives (schema defaults filled in, checks applied); a
+rig error names the file `t.toml`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from improvcap.devices.base import StreamEnded
+from improvcap.records import Sample
+from improvcap.rig import StreamSpec, parse_rig
+
+SERIAL_PLACEHOLDER = "/dev/null"  # the port of a serial stream that is never opened
+
+
+def table(kind: str, **keys: object) -> str:
+    """One `[[kind]]` table of a rig file; values are written as TOML (strings, numbers, booleans, lists)."""
+    return f"[[{kind}]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+
+
+def rig_text(name: str, *tables: str) -> str:
+    """A rig file named `name` with the given stream tables."""
+    return f"[rig]\nname = {json.dumps(name)}\n" + "".join(tables)
+
+
+def stream_spec(kind: str, driver: str, name: str, **keys: object) -> StreamSpec:
+    """The spec of one stream of `kind`, as a rig file gives it. A serial stream without a port gets a
+    placeholder (nothing is opened until open())."""
+    if driver == "serial":
+        keys.setdefault("port", SERIAL_PLACEHOLDER)
+    return parse_rig(rig_text("t", table(kind, name=name, driver=driver, **keys)), Path("t.toml")).streams[0]
+
+
+def camera_spec(driver: str, name: str = "cam0", **settings: object) -> StreamSpec:
+    return stream_spec("camera", driver, name, **settings)
+
+
+def audio_spec(driver: str, name: str = "room", **settings: object) -> StreamSpec:
+    return stream_spec("audio", driver, name, **settings)
+
+
+def mocap_spec(driver: str = "demo", name: str = "suit", **keys: object) -> StreamSpec:
+    """A mocap stream at 240 Hz; binary and csv frames carry 24 values unless `channels` says otherwise (the
+    other protocols' channels follow from their outputs)."""
+    own_channels = keys.get("protocol", "binary") in ("binary", "csv")
+    return stream_spec("mocap", driver, name, **{"rate": 240, **({"channels": 24} if own_channels else {}), **keys})
+
+
+def sync_spec(driver: str = "demo", name: str = "box", **keys: object) -> StreamSpec:
+    return stream_spec("sync", driver, name, **keys)
+
+
+def write_rig(folder: Path, name: str, body: str) -> Path:
+    """`folder/rigs/<name>.toml`, a rig named `name` with `body` (its stream tables)."""
+    (folder / "rigs").mkdir(exist_ok=True)
+    path = folder / "rigs" / f"{name}.toml"
+    path.write_text(f'[rig]\nname = "{name}"\n{body}')
+    return path
+
+
+def collect(device: Any, seconds: float) -> list[Sample]:
+    """Every sample `device` delivers in the next `seconds`."""
+    out: list[Sample] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if (s := device.read(0.1)) is not None:
+            out.append(s)
+    return out
+
+
+def collect_frames(device: Any, frames: int, timeout: float) -> list[Sample]:
+    """Samples until they hold `frames` frames (an audio block holds many, a video frame one), `timeout`
+    s pass or the source ends (a file)."""
+    got: list[Sample] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while sum(s.count for s in got) < frames and time.monotonic() < deadline:
+            if (s := device.read(0.2)) is not None:
+                got.append(s)
+    except StreamEnded:
+        pass
+    return got
+
+
+def drain(device: Any, quiet: float = 0.3) -> list[Sample]:
+    """The samples still coming, until `device` stays quiet for `quiet` s."""
+    out: list[Sample] = []
+    while (s := device.read(quiet)) is not None:
+        out.append(s)
+    return out
+
+
+def run_for(device: Any, seconds: float) -> tuple[list[Sample], dict[str, int]]:
+    """Open and start `device`, collect for `seconds`, stop it and take what is still coming: the samples
+    and the device's stats at the end. The device is closed whatever happens."""
+    try:
+        device.open()
+        device.start()
+        samples = collect(device, seconds)
+        device.stop()
+        samples += drain(device)
+        return samples, device.stats()
+    finally:
+        device.close()
+
+
+def crc16_bitwise(data: bytes, init: int) -> int:
+    """CRC-16 with polynomial 0x1021, unreflected, straight from its definition (init 0xFFFF: CCITT-FALSE,
+    init 0: XMODEM), to check the fast implementations against."""
+    crc = init
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc

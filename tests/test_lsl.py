@@ -1,0 +1,408 @@
+"""LSL inlets on real liblsl: senders in child processes (one in a time namespace of its own, one whose
+clock drifts under libfaketime), read by the `lsl` driver, and the clock fit against their ground truth."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from improvcap.errors import DeviceError
+from improvcap.lslclock import ClockOffset, dejitter, fit_lsl, fit_offsets
+from improvcap.rig import StreamSpec
+
+pytest.importorskip("pylsl")
+
+
+def lsl_spec(stream: str, **settings) -> StreamSpec:
+    return StreamSpec("lsl", "wrist", settings.pop("driver", "lsl"),
+                      {"name": "wrist", "stream": stream, "timeout_s": 5.0, "channels": None, "rate": None,
+                       "latency_ms": 0.0, "drift_ppm": 0.0, "offset_ms": 0.0, "jitter_ms": 0.0, "truth": True,
+                       **settings})
+
+
+# --- the fit, on synthetic clocks -----------------------------------------------------------------
+
+def synthetic(drift_ppm: float, offset_s: float, seconds: float, jitter_ns: float, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    true = (np.arange(0, seconds, 1 / 32) * 1e9 + 1e12).astype(np.int64)
+    stamps = (true * (1 + drift_ppm * 1e-6) + offset_s * 1e9 + rng.normal(0, jitter_ns, len(true))).astype(np.int64)
+    arrival = true + 3_000_000
+    at = np.arange(1e12, 1e12 + seconds * 1e9, 2e9).astype(np.int64)
+    rtt = (60e3 + rng.exponential(30e3, len(at))).astype(np.int64)
+    remote = (at * (1 + drift_ppm * 1e-6) + offset_s * 1e9).astype(np.int64)
+    offset = (at - remote + rng.normal(0, 1, len(at)) * rtt / 4).astype(np.int64)
+    return true, stamps, arrival, {"host_ns": at, "remote_ns": remote, "offset_ns": offset, "rtt_ns": rtt}
+
+
+def test_fit_recovers_offset_and_drift_and_dejitters():
+    true, stamps, arrival, clock = synthetic(100.0, 500.0, 120.0, 2e6)
+    host, fit = fit_lsl(stamps, arrival, clock, 32.0)
+    err = np.abs(host - true)
+    assert np.percentile(err, 99) < 200_000, np.percentile(err, 99)  # 2 ms of stamp jitter, dejittered
+    assert fit.as_dict()["drift_ppm"] == pytest.approx(100.0, abs=2.0)
+    assert fit.resets == 0 and fit.dejittered
+    raw, _ = fit_lsl(stamps, arrival, clock, 0.0)  # an irregular stream keeps its stamps as they are
+    assert np.percentile(np.abs(raw - true), 99) > 3_000_000
+
+
+def test_a_clock_step_splits_the_fit_and_each_part_keeps_its_own_line():
+    true, stamps, arrival, clock = synthetic(50.0, 10.0, 60.0, 0.0)
+    step = 7_000_000_000  # the sender restarted with its clock 7 s on, 30 s into the take
+    late = true >= true[0] + 30_000_000_000
+    stamps = stamps + np.where(late, step, 0)
+    clock["remote_ns"] = clock["remote_ns"] + np.where(clock["host_ns"] >= true[0] + 30_000_000_000, step, 0)
+    clock["offset_ns"] = clock["host_ns"] - clock["remote_ns"]
+    host, fit = fit_lsl(stamps, arrival, clock, 32.0)
+    assert fit.resets == 1
+    assert np.abs(host - true).max() < 100_000
+
+
+def test_short_span_fits_the_offset_only_and_says_so():
+    true, stamps, arrival, clock = synthetic(300.0, 1.0, 3.0, 0.0)
+    host, fit = fit_lsl(stamps, arrival, clock, 32.0)
+    entry = fit.as_dict()
+    assert entry["drift_ppm"] == 0.0 and entry["note"].startswith("offset only: ")
+    assert np.abs(host - true).max() < 2_000_000  # 300 ppm over 3 s, unfitted: under a millisecond
+
+
+def test_dejitter_keeps_runs_apart_at_a_gap():
+    t = np.concatenate([np.arange(100) * 31_250_000, 10_000_000_000 + np.arange(100) * 31_250_000]).astype(np.int64)
+    jittered = t + np.random.default_rng(3).normal(0, 1e6, len(t)).astype(np.int64)
+    assert np.abs(dejitter(jittered, 32.0) - t).max() < 1_000_000
+
+
+def test_offsets_weighted_by_their_round_trips():
+    at = np.arange(20) * 2_000_000_000
+    offset = np.full(20, 1_000_000, dtype=np.int64)
+    rtt = np.full(20, 50_000, dtype=np.int64)
+    offset[5], rtt[5] = 4_000_000, 8_000_000  # one slow probe, far off: hardly counts
+    (seg,) = fit_offsets(at, at - offset, offset, rtt)
+    assert abs(seg.offset_ns - 1_000_000) < 20_000 and abs(seg.drift_ppm) < 1.0
+
+
+# --- real senders ---------------------------------------------------------------------------------
+
+@dataclass
+class Sender:
+    """The demo sender in a child process, optionally in a time namespace; its truth lines collected."""
+
+    proc: subprocess.Popen[str]
+    source_id: str
+    truth: dict[int, int] = field(default_factory=dict)
+
+    def collect(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            parts = line.split()
+            if len(parts) == 3:
+                self.truth[round(float(parts[2]) * 1e6)] = int(parts[1])
+
+    def true_ns(self, device_ns: int) -> int | None:
+        key = round(device_ns / 1e3)
+        return next((self.truth[k] for k in (key, key - 1, key + 1) if k in self.truth), None)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def start_sender(*prefix: str, source_id: str | None = None, rate: float = 32.0, jitter_ms: float = 0.0) -> Sender:
+    sid = source_id or f"test-{uuid.uuid4().hex[:12]}"
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "improvcap.devices.lsl_sender", "--name", "wrist-test",
+                             "--source-id", sid, "--rate", str(rate), "--jitter-ms", str(jitter_ms)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    if not ready.startswith("ready"):
+        proc.kill()
+        err = proc.communicate()[1]
+        if prefix:
+            pytest.skip(f"cannot start a sender under {' '.join(prefix)}: {err.strip()[:200]}")
+        raise AssertionError(err)
+    sender = Sender(proc, sid)
+    threading.Thread(target=sender.collect, daemon=True).start()
+    return sender
+
+
+def record(device, seconds: float):
+    device.open()
+    device.start()
+    samples, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        s = device.read(0.2)
+        if s is not None:
+            samples.append(s)
+    device.stop()
+    return samples
+
+
+def fitted_errors(samples, truth_of, rate: float) -> tuple[np.ndarray, object]:
+    data = [s for s in samples if s.count]
+    offs = [s.payload for s in samples if isinstance(s.payload, ClockOffset)]
+    clock = {k: np.array([getattr(o, k) for o in offs], dtype=np.int64) for k in ("host_ns", "remote_ns", "offset_ns", "rtt_ns")}
+    host, fit = fit_lsl(np.array([s.device_ns for s in data]), np.array([s.host_ns for s in data]), clock, rate)
+    truth = [truth_of(s) for s in data]
+    known = np.array([t is not None for t in truth])
+    assert known.mean() > 0.95, f"{known.sum()} of {len(data)} samples matched to their truth"
+    return np.abs(host[known] - np.array([t for t in truth if t is not None])), fit
+
+
+def test_the_driver_reads_a_sender_with_its_labels_and_clock():
+    from improvcap.devices.lsl_inlet import LslInlet
+
+    sender = start_sender()
+    inlet = LslInlet(lsl_spec(f"source_id='{sender.source_id}'", channels=2, rate=32.0))
+    try:
+        samples = record(inlet, 6.0)
+        info = inlet.describe()
+    finally:
+        inlet.close()
+        sender.stop()
+    assert info["clock"] == "lsl" and info["channel_names"] == ["heart_rate", "skin_conductance"]
+    assert info["lsl"]["channel_units"] == ["bpm", "uS"] and info["lsl"]["nominal_srate"] == 32.0
+    data = [s for s in samples if s.count]
+    assert 32 * 5 <= len(data) <= 32 * 7 and all(len(s.payload) == 2 for s in data)
+    assert sum(isinstance(s.payload, ClockOffset) for s in samples) >= 2
+    err, fit = fitted_errors(samples, lambda s: sender.true_ns(s.device_ns), 32.0)
+    assert np.percentile(err, 99) < 1_000_000, np.percentile(err, [50, 99])
+    assert abs(fit.as_dict()["offset_ns"]) < 1_000_000  # the same host: the same clock
+
+
+def test_a_sender_in_its_own_time_namespace_is_fitted_within_a_millisecond():
+    from improvcap.devices.lsl_inlet import LslInlet
+
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("time namespaces need root and unshare (util-linux)")
+    sender = start_sender(unshare, "--time", "--monotonic", "500", "--fork", jitter_ms=1.0)
+    inlet = LslInlet(lsl_spec(f"source_id='{sender.source_id}'"))
+    try:
+        samples = record(inlet, 8.0)
+    finally:
+        inlet.close()
+        sender.stop()
+    err, fit = fitted_errors(samples, lambda s: sender.true_ns(s.device_ns), 32.0)
+    assert fit.as_dict()["offset_ns"] == pytest.approx(-500e9, abs=1e6)  # its clock is 500 s ahead of ours
+    assert np.percentile(err, 99) < 1_000_000, np.percentile(err, [50, 99])
+
+
+def test_the_demo_twin_drifts_through_liblsl_own_probes():
+    from improvcap.devices.lsl_demo import DemoLsl, faketime_library
+
+    if faketime_library() is None:
+        pytest.skip("the demo sender's drift needs libfaketime (Debian package libfaketime)")
+    demo = DemoLsl(lsl_spec("", driver="demo", rate=32.0, drift_ppm=200.0, offset_ms=250.0, jitter_ms=2.0))
+    try:
+        samples = record(demo, 10.0)
+    finally:
+        demo.close()
+    err, fit = fitted_errors(samples, lambda s: s.true_ns, 32.0)
+    assert fit.as_dict()["drift_ppm"] == pytest.approx(200.0, abs=20.0)
+    assert np.percentile(err, 99) < 1_000_000, np.percentile(err, [50, 99])
+
+
+def test_a_marker_stream_arrives_as_strings():
+    from improvcap.devices.lsl_inlet import LslInlet
+
+    sid = f"markers-{uuid.uuid4().hex[:12]}"
+    script = ("import pylsl, sys, time\n"
+              f"o = pylsl.StreamOutlet(pylsl.StreamInfo('cues', 'Markers', 1, 0, 'string', '{sid}'))\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(2.0)\n"
+              "for word in ('scene one', 'laugh', 'cut'):\n"
+              "    o.push_sample([word]); time.sleep(0.3)\n"
+              "time.sleep(3)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
+    refused = LslInlet(lsl_spec(f"source_id='{sid}'", rate=0.0))
+    with pytest.raises(DeviceError, match="is a string .marker. stream; takes record numeric LSL streams only"):
+        refused.open()
+    inlet = LslInlet(lsl_spec(f"source_id='{sid}'", rate=0.0), markers_ok=True)
+    try:
+        samples = record(inlet, 4.0)
+        info = inlet.describe()
+    finally:
+        inlet.close()
+        proc.kill()
+        proc.wait()
+    assert info["markers"] and info["rate"] == 0.0
+    assert [s.payload for s in samples if s.count] == ["scene one", "laugh", "cut"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"channels": 3}, "the rig says channels = 3, the LSL stream wrist-test has 2"),
+    ({"rate": 100.0}, "the rig says rate = 100, the LSL stream wrist-test sends at 32 Hz"),
+])
+def test_a_rig_that_does_not_match_the_stream_is_refused_in_one_line(settings, message):
+    from improvcap.devices.lsl_inlet import LslInlet
+
+    sender = start_sender()
+    try:
+        with pytest.raises(DeviceError) as e:
+            LslInlet(lsl_spec(f"source_id='{sender.source_id}'", **settings)).open()
+    finally:
+        sender.stop()
+    assert str(e.value) == f"wrist: {message}"
+
+
+def test_no_stream_and_a_bad_query_are_one_line_errors():
+    from improvcap.devices.lsl_inlet import LslInlet
+
+    t = time.monotonic()
+    with pytest.raises(DeviceError, match=r"wrist: no LSL stream matches source_id='nobody-here' within 1 s"):
+        LslInlet(lsl_spec("source_id='nobody-here'", timeout_s=1.0)).open()
+    assert time.monotonic() - t < 5
+    with pytest.raises(DeviceError, match=r"^wrist: unbalanced brackets in the stream query \"name='x' and \(\"$"):
+        LslInlet(lsl_spec("name='x' and (", timeout_s=1.0)).open()
+
+
+def test_a_sender_that_comes_back_is_reattached():
+    from improvcap.devices.lsl_inlet import LslInlet
+
+    first = start_sender()
+    inlet = LslInlet(lsl_spec(f"source_id='{first.source_id}'"))
+    try:
+        inlet.open()
+        inlet.start()
+        got: list = []
+
+        def pull(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                s = inlet.read(0.2)
+                if s is not None and s.count:
+                    got.append(s)
+        pull(2.0)
+        before = len(got)
+        first.stop()
+        pull(1.5)
+        second = start_sender(source_id=first.source_id)
+        try:
+            pull(6.0)
+        finally:
+            second.stop()
+    finally:
+        inlet.close()
+    again = [s for s in got[before:] if second.true_ns(s.device_ns) is not None]
+    assert before > 40 and len(again) > 32, (before, len(got), len(again))
+
+
+# --- LSL streams in takes -------------------------------------------------------------------------
+
+def run(cwd, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "improvcap", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_take_of_the_demo_lsl_rig_is_on_the_shared_clock_and_verifies(tmp_path):
+    import csv
+    import json
+
+    from improvcap.devices.lsl_demo import faketime_library
+
+    if faketime_library() is None:
+        pytest.skip("the demo-lsl rig's drifting sender needs libfaketime (Debian package libfaketime)")
+    result = run(tmp_path, "record", "demo-lsl", "--out", "out", "--session", "s", "--duration", "8", "--slate", "--json")
+    assert result.returncode == 0, result.stderr
+    take = tmp_path / "out" / "s" / "scene_t001"
+    manifest = json.loads((take / "take.json").read_text())
+    wrist = manifest["streams"]["wrist"]
+    assert wrist["kind"] == "lsl" and wrist["device"]["lsl"]["channel_labels"] == ["heart_rate", "skin_conductance"]
+    assert wrist["clock"]["domain"] == "lsl" and wrist["clock"]["drift_ppm"] == pytest.approx(100, abs=40)
+    assert {"wrist.csv", "wrist.clock.csv"} <= set(manifest["files"])
+    with open(take / "wrist.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[:6] == ["index", "t_ns", "device_ns", "host_ns", "heart_rate", "skin_conductance"]
+    with open(take / "wrist.truth.csv") as fh:
+        truth = {int(r["index"]): int(r["true_t_ns"]) for r in csv.DictReader(fh)}
+    err = np.array([abs(int(r["t_ns"]) - truth[int(r["index"])]) for r in rows if int(r["index"]) in truth])
+    assert len(err) > 0.95 * len(rows) and len(rows) == wrist["count"] > 32 * 7
+    assert np.percentile(err, 99) < 1_000_000, np.percentile(err, [50, 99])
+    checked = run(tmp_path, "verify", str(take), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)["takes"][0]
+    assert report["reasons"] == ["WARN: no performers recorded"], report["reasons"]
+    offsets = report["streams"]["wrist"]["slate_offsets_ms"]
+    assert len(offsets) == 2 and all(v is not None and -2 <= v <= 1000 / 32 + 2 for v in offsets), offsets
+
+
+def lsl_rig(path, source_id: str, extra: str = "") -> None:
+    path.write_text(f"""[rig]
+name = "lsl-test"
+master = "cam0"
+
+[[camera]]
+name = "cam0"
+driver = "demo"
+width = 320
+height = 240
+fps = 30
+
+[[lsl]]
+name = "wrist"
+driver = "lsl"
+stream = "source_id='{source_id}'"
+timeout_s = 2
+{extra}""")
+
+
+def test_rig_check_refuses_a_stream_unlike_the_rig_in_one_line(tmp_path):
+    sender = start_sender()
+    try:
+        lsl_rig(tmp_path / "rig.toml", sender.source_id, "channels = 3\n")
+        result = run(tmp_path, "rig", "check", "rig.toml", "--seconds", "1")
+    finally:
+        sender.stop()
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert line == "error: wrist: the rig says channels = 3, the LSL stream wrist-test has 2", line
+
+
+def test_a_sender_that_dies_mid_take_is_a_fault_and_the_camera_goes_on(tmp_path):
+    import json
+
+    sender = start_sender()
+    lsl_rig(tmp_path / "rig.toml", sender.source_id)
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "rig.toml", "--out", "out", "--session", "s",
+                             "--duration", "7", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    take = tmp_path / "out" / "s" / "scene_t001"
+    deadline = time.monotonic() + 60
+    while not (take / "wrist.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2.0)
+    sender.stop()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "wrist: no samples for" in err and "the device stopped sending" in err, err
+    manifest = json.loads((take / "take.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["streams"]["cam0"]["count"] >= 30 * 6.5
+    assert 32 * 1.5 <= manifest["streams"]["wrist"]["count"] <= 32 * 4
+
+
+def test_devices_lists_the_lsl_streams_on_the_network(tmp_path):
+    import json
+
+    sender = start_sender()
+    try:
+        result = run(tmp_path, "devices", "--json")
+        shown = subprocess.run([sys.executable, "-m", "improvcap", "devices"], cwd=tmp_path, capture_output=True,
+                               text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+    finally:
+        sender.stop()
+    assert result.returncode == 0, result.stderr
+    mine = [s for s in json.loads(result.stdout)["lsl_streams"] if s["source_id"] == sender.source_id]
+    assert mine == [{"name": "wrist-test", "type": "Physio", "host": os.uname().nodename, "rate": 32.0, "channels": 2,
+                     "format": "float32", "source_id": sender.source_id, "query": f"source_id='{sender.source_id}'"}]
+    assert "lsl_streams" in shown.stdout and sender.source_id in shown.stdout
