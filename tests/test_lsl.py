@@ -79,6 +79,13 @@ def test_dejitter_keeps_runs_apart_at_a_gap():
     assert np.abs(dejitter(jittered, 32.0) - t).max() < 1_000_000
 
 
+def test_dejitter_reads_a_small_step_back_as_jitter_not_a_break():
+    t = (np.arange(6000) * 10_000_000).astype(np.int64)  # 100 Hz for a minute, 3 ms of jitter
+    jittered = t + np.random.default_rng(4).normal(0, 3e6, len(t)).astype(np.int64)
+    assert (np.diff(jittered) < 0).sum() > 10  # stamps out of order, as such jitter gives
+    assert np.percentile(np.abs(dejitter(jittered, 100.0) - t), 99) < 200_000
+
+
 def test_offsets_weighted_by_their_round_trips():
     at = np.arange(20) * 2_000_000_000
     offset = np.full(20, 1_000_000, dtype=np.int64)
