@@ -12,6 +12,7 @@ p50/p99 of |t - truth| for both.
 CPU: a sender at 1 kHz x 32 channels, recorded by `improvcap record` of a rig with only that stream for
 CPU_SECONDS; CPU seconds (user + system, wait4) over the take's wall time, in percent of one core.
 
+    pip install pyxdf   # the anchor, a benchmark dependency only
     python bench/lsl_sync.py [--seconds 300] [--rate 100] [--cpu-seconds 30]
 """
 from __future__ import annotations

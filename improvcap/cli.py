@@ -5,6 +5,7 @@ Exit status: 0 ok, 1 a check failed, 2 bad input. Every ImprovcapError becomes o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -18,7 +19,7 @@ import typer
 from .take import folder as take_folder
 from .take.space import DEFAULT_FLOOR_MINUTES, room_line
 from .errors import CheckFailed, ImprovcapError, UsageError
-from .cli_support import (CalibrationOption, GroupOption, MinFreeOption, OutOption, PerformerOption,
+from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOption, OutOption, PerformerOption,
                           PerformersFileOption, SessionOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json, warn)
 from . import __version__
 from .cli_calibrate import calibrate_app
@@ -72,6 +73,7 @@ def record(
     calibration: CalibrationOption = None,
     group: GroupOption = None,
     min_free_minutes: MinFreeOption = DEFAULT_FLOOR_MINUTES,
+    lsl: LslOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the take path and summary as JSON.")] = False,
 ) -> None:
     """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
@@ -81,7 +83,7 @@ def record(
     from .session import TakeControl
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
-    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes)
+    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl)
     control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
                           performers=performer or (), performers_file=performers_file, single_take=True)
     _check_out(out_dir, control.session)
@@ -127,13 +129,17 @@ def record(
 
 
 def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | None = None,
-                         min_free_minutes: float = DEFAULT_FLOOR_MINUTES) -> tuple[Recorder, list[str]]:
-    """A recorder for the rig with its current calibration applied, and what that calibration lacks."""
+                         min_free_minutes: float = DEFAULT_FLOOR_MINUTES, lsl: bool = False,
+                         ) -> tuple[Recorder, list[str]]:
+    """A recorder for the rig with its current calibration applied, and what that calibration lacks;
+    `lsl`: publish its takes to LSL whatever the rig file says."""
     from .recorder import Recorder
     from .calibrate.store import applied, calibration_dir
 
     rig = load_rig(rig_arg)
     rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
+    if lsl:
+        rig = dataclasses.replace(rig, lsl_outlets=True)
     if not (min_free_minutes >= 0 and math.isfinite(min_free_minutes)):
         raise UsageError(f"--min-free-minutes must be 0 or more, got {min_free_minutes}")
     recorder = Recorder(rig, calibration=entry, group=group, min_free_minutes=min_free_minutes)
@@ -183,13 +189,14 @@ def session_command(
     calibration: CalibrationOption = None,
     group: GroupOption = None,
     min_free_minutes: MinFreeOption = DEFAULT_FLOOR_MINUTES,
+    lsl: LslOption = False,
 ) -> None:
     """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
     from . import dashboard
     from .control import ControlServer
     from .keyboard import HELP, KeyBindings, KeyReader
     from .session import TakeControl
-    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes)
+    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl)
     spec = recorder.rig
     control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
                           performers=performer or (), performers_file=performers_file)

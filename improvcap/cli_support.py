@@ -34,6 +34,8 @@ MinFreeOption = Annotated[float, typer.Option(
     "--min-free-minutes", help="Start a take only with room on the disk for this many minutes of the rig's data "
                                "(measured by the last take, else estimated from the rig); the live view warns "
                                "below twice that.")]
+LslOption = Annotated[bool, typer.Option(
+    "--lsl", help="Publish the takes' events and frame times as LSL streams (as [rig] lsl_outlets = true).")]
 GroupOption = Annotated[Optional[str], typer.Option(
     "--group", help="The studio's group: the session's takes belong to it (default: the rig's group; files "
                     "are never readable by other users).")]

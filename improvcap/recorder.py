@@ -40,6 +40,7 @@ from .take.refit import refit_take
 from .take.syncing import FolderSyncer
 from .writers import make_writer
 from .writers.base import CsvLog, Writer
+from .writers.lsl_outlets import LslOutlets, NoOutlets, open_outlets
 
 READ_TIMEOUT = 0.2
 FLUSH_INTERVAL = 0.5          # writers flush at least twice a second (contract: once a second)
@@ -133,7 +134,8 @@ class _TakeStream:
     """One stream's part of a take: its writer thread, bounded queue and counters."""
 
     def __init__(self, spec: StreamSpec, open_files: Callable[[], tuple[Writer, CsvLog | None]], t0_ns: int,
-                 depth: int, on_event: Callable[[Event], None], on_disk_full: Callable[[str], None]) -> None:
+                 depth: int, on_event: Callable[[Event], None], on_disk_full: Callable[[str], None],
+                 on_written: Callable[[Record], None] = lambda record: None) -> None:
         self.spec = spec
         # Files are opened on the writer thread: the take accepts data from t0 on while the encoder and
         # files are still being set up, so no stream starts late.
@@ -160,6 +162,7 @@ class _TakeStream:
         self.first_written_ns: int | None = None  # host time the first record reached the writer's files
         self._on_event = on_event
         self._on_disk_full = on_disk_full
+        self._on_written = on_written  # what was written is published (LSL frame times)
         self._thread = threading.Thread(target=self._run, name=f"writer-{spec.name}", daemon=True)
         self._thread.start()
 
@@ -223,6 +226,7 @@ class _TakeStream:
                         assert self.writer is not None
                         self.writer.write(record)
                         self.written += record.count
+                        self._on_written(record)
                         if self.first_written_ns is None:
                             self.first_written_ns = now_ns()
                         if self.truth is not None and record.true_ns is not None:
@@ -510,11 +514,13 @@ class Recorder:
         self._reserve: space.Reserve | None = None
         self.disk_full: str | None = None    # set when the disk filled during the take being recorded
         self.on_end: Callable[[str], None] | None = None  # told (from a writer thread) when a take must end
+        self.outlets: LslOutlets | NoOutlets = NoOutlets()  # the takes published to LSL (while open)
 
     # devices --------------------------------------------------------------------------------------
     def open(self, warmup_timeout: float = WARMUP_TIMEOUT_S) -> None:
         """Open and start every device, then wait until each has delivered data."""
         try:
+            self.outlets = open_outlets(self.rig)  # before the warm-up: consumers attach meanwhile
             self.runners.extend(_StreamRunner(spec, self._event) for spec in self.rig.streams)
             _all_or_none([r.device.open for r in self.runners], "cannot open")
             for runner in self.runners:
@@ -544,6 +550,7 @@ class Recorder:
             except Exception:
                 pass
         self.runners = []
+        self.outlets.close()
         if self._folder is not None:
             self._folder.close()
         self.state = RunState.CLOSED
@@ -574,6 +581,7 @@ class Recorder:
             runner.take = self._attach(runner, folder, origin)
             self._takes.append((runner, runner.take))
         self.state = RunState.RECORDING
+        self.outlets.started(f"{session_dir.name}/{take_dir.name}", number, origin.t0_ns)
         write_json_atomic(take_dir / MANIFEST, self.manifest, folder=folder)
         # the take reaches the disk at least once a second
         self._syncer = FolderSyncer(take_dir, dir_fd=folder.fd).start()
@@ -591,7 +599,8 @@ class Recorder:
                      if spec.get("truth") else None)
             return make_writer(take_dir, spec, info, folder), truth
 
-        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event, self._disk_filled)
+        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event, self._disk_filled,
+                           self.outlets.frame)
 
     def _disk_filled(self, stream: str) -> None:
         """A writer met a full disk: every stream stops writing, the reserve is given back (for the files'
@@ -634,6 +643,7 @@ class Recorder:
             self._event(event)
             return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
         append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder)
+        self.outlets.event(event)
         return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
 
     def wait_live(self, timeout: float = 2.0) -> dict[str, float | None]:
@@ -704,6 +714,7 @@ class Recorder:
     def _event(self, event: Event) -> None:
         if event.kind == "fault":
             self._faults.append({"t_ns": event.t_ns, "stream": event.stream, "detail": event.detail})
+        self.outlets.event(event)
         with self._event_lock:
             if self._events is not None:
                 try:

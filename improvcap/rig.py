@@ -54,6 +54,8 @@ class Rig:
     text: str = field(repr=False)
     group: str | None = None
     """The studio's group: its takes belong to it (readable by its members, never by other users)."""
+    lsl_outlets: bool = False
+    """Publish the takes' events and frame times as LSL streams (improvcap.lsl_outlets)."""
 
     @property
     def sha256(self) -> str:
@@ -71,6 +73,7 @@ class Rig:
             "name": self.name,
             "master": self.master,
             **({"group": self.group} if self.group else {}),
+            **({"lsl_outlets": True} if self.lsl_outlets else {}),
             "path": str(self.path),
             "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **s.settings} for s in self.streams],
         }
@@ -314,11 +317,13 @@ def parse_rig(text: str, path: Path) -> Rig:
     head = doc.get("rig")
     if not isinstance(head, dict):
         raise fail("rig", "missing [rig] table")
-    for key in set(head) - {"name", "master", "group"}:
-        raise fail(f"rig.{key}", f"unknown key{did_you_mean(key, ['name', 'master', 'group'])} "
-                                 "(expected name, master, group)")
+    head_keys = ["name", "master", "group", "lsl_outlets"]
+    for key in set(head) - set(head_keys):
+        raise fail(f"rig.{key}", f"unknown key{did_you_mean(key, head_keys)} (expected {', '.join(head_keys)})")
     if "group" in head and (problem := _string(pattern=NAME_RE)(head["group"])):
         raise fail("rig.group", problem)
+    if "lsl_outlets" in head and (problem := _boolean(head["lsl_outlets"])):
+        raise fail("rig.lsl_outlets", problem)
     if "name" not in head:
         raise fail("rig.name", "missing")
     if problem := _string(pattern=NAME_RE)(head["name"]):
@@ -349,7 +354,7 @@ def parse_rig(text: str, path: Path) -> Rig:
         if master not in cameras:
             raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
     return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text,
-               group=head.get("group"))
+               group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False))
 
 
 def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError]) -> StreamSpec:

@@ -42,7 +42,8 @@ LIBLSL_CONFIG = b"[log]\nlevel = -3\n"
 _configured = False
 
 
-def _pylsl() -> Any:
+def pylsl_module() -> Any:
+    """pylsl, its liblsl configured (once) before its first use."""
     global _configured
     try:
         import pylsl
@@ -58,7 +59,7 @@ def _pylsl() -> Any:
 def _time_correction_ex(inlet: Any, timeout: float) -> tuple[float, float, float]:
     """(offset, remote_time, uncertainty) in seconds: liblsl's latest estimate, with when (on the sender's
     clock) it was measured and the round trip of the probe it rests on. pylsl wraps only the offset."""
-    pylsl = _pylsl()
+    pylsl = pylsl_module()
     fn = pylsl.lib.lib.lsl_time_correction_ex
     if fn.restype is not ctypes.c_double:  # declared once (polled every second)
         fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double),
@@ -113,7 +114,7 @@ def resolve(query: str, timeout: float) -> list[Any]:
     """The streams matching `query`: as soon as one is found, and any other that answers soon after."""
     if problem := lsl_query_problem(query):
         raise DeviceError(problem)
-    pylsl = _pylsl()
+    pylsl = pylsl_module()
     try:
         found = list(pylsl.resolve_bypred(query, 1, timeout))
         if found:
@@ -129,7 +130,7 @@ LIST_WAIT_S = 1.0  # LSL streams answer discovery within this (on one network se
 
 def list_lsl_streams(wait_s: float = LIST_WAIT_S) -> list[dict[str, Any]]:
     """The LSL streams that answer on the network: what a rig's `stream` query can name."""
-    pylsl = _pylsl()
+    pylsl = pylsl_module()
     found = []
     for info in pylsl.resolve_streams(wait_s):
         found.append({"name": info.name(), "type": info.type(), "host": info.hostname(),
@@ -160,7 +161,7 @@ class LslInlet(ThreadedDevice):
     def open(self) -> None:
         if self._inlet is not None:
             return
-        pylsl = _pylsl()
+        pylsl = pylsl_module()
         name = self.spec.name
         try:
             found = resolve(self.query, self.timeout_s)
