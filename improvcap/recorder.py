@@ -574,6 +574,8 @@ class Recorder:
         origin = TakeOrigin.now()
         self.take_dir, self.origin, self._faults = take_dir, origin, []
         self.manifest = _new_manifest(self.rig, self.calibration, session, scene, number, origin, extra or {})
+        # before the streams: their first frames are published as this take's
+        self.outlets.started(f"{session_dir.name}/{take_dir.name}", number, origin.t0_ns)
         # Attach first, then write the manifest: every stream takes data from t0 on.
         self._takes = []
         for runner in self.runners:
@@ -581,7 +583,6 @@ class Recorder:
             runner.take = self._attach(runner, folder, origin)
             self._takes.append((runner, runner.take))
         self.state = RunState.RECORDING
-        self.outlets.started(f"{session_dir.name}/{take_dir.name}", number, origin.t0_ns)
         write_json_atomic(take_dir / MANIFEST, self.manifest, folder=folder)
         # the take reaches the disk at least once a second
         self._syncer = FolderSyncer(take_dir, dir_fd=folder.fd).start()
