@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import rig_text, table
 from improvcap.control import request
+from test_session import wait_ready
 
 pytest.importorskip("pylsl")
 from improvcap.devices.lsl_inlet import pylsl_module  # noqa: E402  (liblsl quiet in this process too)
@@ -26,21 +28,8 @@ STREAMS = ("events", "cam0", "suit")
 
 
 def rig(name: str, outlets: str = "") -> str:
-    return f"""[rig]
-name = "{name}"
-{outlets}
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-[[mocap]]
-name = "suit"
-driver = "demo"
-channels = 4
-rate = 120
-"""
+    return rig_text(name, outlets and f"{outlets}\n", table("camera", name="cam0", driver="demo", width=320, height=240, fps=30),
+                    table("mocap", name="suit", driver="demo", channels=4, rate=120))
 
 
 class Consumer(threading.Thread):
@@ -76,19 +65,6 @@ class Consumer(threading.Thread):
             inlet.close_stream()
 
 
-def wait_idle(session_dir: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if request(session_dir, {"cmd": "status"}, timeout=5)["state"] == "idle":
-                return
-        except Exception:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the session never became ready")
-
-
 def rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -104,7 +80,7 @@ def test_a_session_publishes_its_events_and_frame_times_to_lsl(tmp_path: Path):
                             stderr=subprocess.PIPE, text=True)
     session_dir = tmp_path / "out" / "s"
     try:
-        wait_idle(session_dir, proc)
+        wait_ready(session_dir, proc)
         assert consumer.attached.wait(10), "no LSL consumer attached to the outlets while the devices warmed up"
         for take in range(2):
             assert request(session_dir, {"cmd": "start"})["ok"]
@@ -152,8 +128,8 @@ def test_a_session_publishes_its_events_and_frame_times_to_lsl(tmp_path: Path):
         assert sum(1 for row in rows(take / "events.csv") if row["kind"] == "slate") >= 1
         assert f"mark laugh {number - 1}" in texts and "note a note, with a comma" in texts
         # a sample per frame and per mocap row, stamped at its t_ns
-        for stream, table in (("cam0", "cam0.frames.csv"), ("suit", "suit.csv")):
-            written = rows(take / table)
+        for stream, table_name in (("cam0", "cam0.frames.csv"), ("suit", "suit.csv")):
+            written = rows(take / table_name)
             got = {int(v[0]): stamp for stamp, v in consumer.samples[stream] if int(v[1]) == number}
             expected = [int(r["index"]) for r in written]
             missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
