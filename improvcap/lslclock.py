@@ -173,14 +173,16 @@ def fit_offsets(host_ns: np.ndarray, remote_ns: np.ndarray, offset_ns: np.ndarra
 
 
 def _segment_rows(device_ns: np.ndarray, arrival_ns: np.ndarray, segments: list[OffsetSegment],
-                  clock_host_ns: np.ndarray) -> list[int]:
+                  clock_host_ns: np.ndarray, origin_ns: int) -> list[int]:
     """Sample rows where each segment's samples begin. Between one segment's last clock row and the next
     one's first (by our arrival time, which never steps), the step is where the next segment's line
-    starts to put the samples nearer their arrivals than the previous one's."""
+    starts to put the samples nearer their arrivals than the previous one's. The lines map onto our
+    absolute clock; arrivals + `origin_ns` are on it too."""
+    arrival_ns = arrival_ns + origin_ns
     bounds = [0]
     for prev, seg in zip(segments, segments[1:]):
-        lo = int(np.searchsorted(arrival_ns, clock_host_ns[prev.stop - 1], side="left"))
-        hi = int(np.searchsorted(arrival_ns, clock_host_ns[seg.start], side="right"))
+        lo = int(np.searchsorted(arrival_ns, clock_host_ns[prev.stop - 1] + origin_ns, side="left"))
+        hi = int(np.searchsorted(arrival_ns, clock_host_ns[seg.start] + origin_ns, side="right"))
         d, a = device_ns[lo:hi], arrival_ns[lo:hi]
         nearer = np.abs(a - seg.map(d)) < np.abs(a - prev.map(d))
         bounds.append(lo + int(np.argmax(nearer)) if nearer.any() else hi)
@@ -221,7 +223,11 @@ def fit_lsl(device_ns: np.ndarray, arrival_ns: np.ndarray, clock: dict[str, np.n
     clock_host = np.asarray(clock["host_ns"], dtype=np.int64)[order]
     device = np.asarray(device_ns, dtype=np.int64)
     arrival = np.asarray(arrival_ns, dtype=np.int64)
-    rows = _segment_rows(device, arrival, segments, clock_host)
+    # clock rows and arrivals share an origin (a take's t0); a clock row's remote + offset is absolute
+    remote = np.asarray(clock["remote_ns"], dtype=np.int64)[order]
+    offset = np.asarray(clock["offset_ns"], dtype=np.int64)[order]
+    origin = int(remote[0] + offset[0] - clock_host[0])
+    rows = _segment_rows(device, arrival, segments, clock_host, origin)
     host = np.empty(len(device), dtype=np.int64)
     stamps = np.empty(len(device), dtype=np.int64)
     placed = []
@@ -230,8 +236,6 @@ def fit_lsl(device_ns: np.ndarray, arrival_ns: np.ndarray, clock: dict[str, np.n
         host[a:b] = seg.map(stamps[a:b])
         placed.append(dataclasses.replace(seg, first_row=a, last_row=b))
     # residuals: how far each measured offset lies off its segment's line
-    remote = np.asarray(clock["remote_ns"], dtype=np.int64)[order]
-    offset = np.asarray(clock["offset_ns"], dtype=np.int64)[order]
     residual = np.concatenate([np.abs(offset[s.start:s.stop] - (s.map(remote[s.start:s.stop]) - remote[s.start:s.stop]))
                                for s in segments]).astype(np.float64)
     p50, p99 = np.percentile(residual, [50, 99])

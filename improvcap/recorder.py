@@ -758,8 +758,9 @@ def _shortfall(runner: _StreamRunner, t: _TakeStream, stop_ns: int) -> str | Non
     expected = spec.nominal_rate * (stop_ns - t.t0_ns) / 1e9
     if t.short <= BEHIND_FAULT_SHARE * expected or runner.fault:
         return None
-    return (f"delivered {t.received} of the {expected:.0f} {unit(spec.kind)} expected at {spec.nominal_rate:g}/s: "
-            "the device or this machine cannot keep up")
+    why = ("the sender paused or went away meanwhile (an LSL sender's own stamps say which)" if spec.kind == "lsl"
+           else "the device or this machine cannot keep up")
+    return f"delivered {t.received} of the {expected:.0f} {unit(spec.kind)} expected at {spec.nominal_rate:g}/s: {why}"
 
 
 def _fire_slate(runners: list[_StreamRunner], delay_s: float, origin_ns: int) -> tuple[int, list[Event]]:

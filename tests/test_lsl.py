@@ -2,6 +2,7 @@
 clock drifts under libfaketime), read by the `lsl` driver, and the clock fit against their ground truth."""
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -63,6 +64,9 @@ def test_a_clock_step_splits_the_fit_and_each_part_keeps_its_own_line():
     host, fit = fit_lsl(stamps, arrival, clock, 32.0)
     assert fit.resets == 1
     assert np.abs(host - true).max() < 100_000
+    t0 = int(true[0]) - 1_000_000  # as a take stores them: arrivals and clock rows since t0
+    since_t0, _ = fit_lsl(stamps, arrival - t0, {**clock, "host_ns": clock["host_ns"] - t0}, 32.0)
+    assert np.abs(since_t0 - true).max() < 100_000
 
 
 def test_short_span_fits_the_offset_only_and_says_so():
@@ -413,3 +417,65 @@ def test_devices_lists_the_lsl_streams_on_the_network(tmp_path):
     assert mine == [{"name": "wrist-test", "type": "Physio", "host": os.uname().nodename, "rate": 32.0, "channels": 2,
                      "format": "float32", "source_id": sender.source_id, "query": f"source_id='{sender.source_id}'"}]
     assert "lsl_streams" in shown.stdout and sender.source_id in shown.stdout
+
+
+def test_a_sender_restarted_with_its_clock_stepped_is_reattached_within_the_take(tmp_path):
+    """The sender dies 3 s into the take and comes back a second later with the same source_id in a time
+    namespace (its local_clock 500 s on): liblsl re-attaches it, the take keeps both parts, and the final
+    fit splits the sender's clock into two segments that each put their samples on the truth."""
+    import json
+
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("time namespaces need root and unshare (util-linux)")
+    first = start_sender(jitter_ms=1.0)
+    lsl_rig(tmp_path / "rig.toml", first.source_id)
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "rig.toml", "--out", "out", "--session", "s",
+                             "--duration", "12", "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    take = tmp_path / "out" / "s" / "scene_t001"
+    second = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (take / "wrist.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3.0)
+        first.stop()
+        time.sleep(1.0)
+        second = start_sender(unshare, "--time", "--monotonic", "500", "--fork", source_id=first.source_id,
+                              jitter_ms=1.0)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        for sender in (first, second):
+            if sender is not None:
+                sender.stop()
+    # the second missing is the sender's loss: a fault of the stream, in those words; the camera has none
+    assert proc.returncode == 1, err
+    manifest = json.loads((take / "take.json").read_text())
+    assert [(f["stream"], f["detail"].split(": ")[-1]) for f in manifest["faults"]] == [
+        ("wrist", "the sender paused or went away meanwhile (an LSL sender's own stamps say which)")], manifest["faults"]
+    assert manifest["status"] == "complete"
+    fit = manifest["streams"]["wrist"]["clock"]
+    assert fit["resets"] == 1, fit
+    with open(take / "wrist.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    device = np.array([int(r["device_ns"]) for r in rows])
+    assert np.diff(device).max() > 490e9  # the second sender's clock, 500 s on
+    t0 = manifest["t0_host_ns"]
+    err_ms = []
+    for r in rows:
+        d = int(r["device_ns"])
+        true = first.true_ns(d) or second.true_ns(d)
+        if true is not None:
+            err_ms.append(abs(int(r["t_ns"]) + t0 - true) / 1e6)
+    before, after = (device < device[0] + 100e9).sum(), (device > device[0] + 100e9).sum()
+    assert before >= 32 * 2.5 and after >= 32 * 4, (before, after)
+    assert len(err_ms) > 0.9 * len(rows), (len(err_ms), len(rows))
+    assert np.percentile(err_ms, 99) < 1.0, np.percentile(err_ms, [50, 99, 100])
+    # verify fails the take for its fault only: no stamp gap across the clock step, the rate as sent
+    verified = run(tmp_path, "verify", str(take), "--json")
+    assert verified.returncode == 1, verified.stderr
+    result = json.loads(verified.stdout)["takes"][0]
+    assert [r for r in result["reasons"] if r.startswith("FAIL")] == [
+        f"FAIL: fault at {manifest['faults'][0]['t_ns'] / 1e9:.3f} s in wrist: {manifest['faults'][0]['detail']}"]
+    assert result["streams"]["wrist"]["drops"] < 32 * 3 and 31 < result["streams"]["wrist"]["measured_rate"] < 33

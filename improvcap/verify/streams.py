@@ -282,7 +282,14 @@ def check_lsl(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     out = c.streams[name]
     nominal = c.rate(name, entry)
     device = c.tables[name]["device_ns"]
-    missing = counters.time_gaps(device, 1e9 / nominal) if nominal > 0 else 0  # in the sender's own stamps
+    # in the sender's own stamps, within each of its clock segments (a restarted sender's clock steps)
+    segments = mapping(entry.get("clock")).get("segments")
+    rows_of = [mapping(seg).get("rows") for seg in (segments if isinstance(segments, list) else [])]
+    firsts = [integer(r[0]) for r in rows_of if isinstance(r, list) and r]
+    cuts = sorted({0, len(device), *(r for r in firsts if r is not None and 0 < r < len(device))})
+    # ... and across a step, in the refitted t_ns
+    missing = (sum(counters.time_gaps(device[a:b], 1e9 / nominal) for a, b in zip(cuts, cuts[1:]))
+               + sum(counters.time_gaps(t_ns[b - 1:b + 1], 1e9 / nominal) for b in cuts[1:-1])) if nominal > 0 else 0
     out["drops"] = report_drops(c, name, entry, missing, "sample stamp gaps")
     offsets = read_table(c.take / lsl_clock_file(name), columns=("offset_ns", "rtt_ns"))
     out["clock_offsets"] = len(offsets["offset_ns"])
