@@ -56,7 +56,11 @@ class FolderSyncer:
             os.close(self._dir)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # passes are due `interval` apart from start to start: a slow pass (a loaded disk) shortens the wait
+        # after it instead of adding to it, so the folder still reaches the disk once a second
+        due = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + self.interval, time.monotonic())
             self.sync_once()
 
     def _sync_parent(self) -> None:
