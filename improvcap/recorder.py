@@ -312,10 +312,8 @@ class _StreamRunner:
     def start(self) -> None:
         self.device.start()
         self.info = self.device.describe()
-        if self.spec.kind == "lsl" and self.spec.nominal_rate <= 0 < (self.info.get("rate") or 0):
-            # no rate in the rig: the LSL stream's own, as its sender described it
-            self.spec = dataclasses.replace(self.spec, settings={**self.spec.settings, "rate": float(self.info["rate"])})
-            self._silence_ns = _silence_ns(self.spec)
+        self.spec = _described_spec(self.spec, self.info)
+        self._silence_ns = _silence_ns(self.spec)
         self._thread.start()
 
     @property
@@ -448,6 +446,18 @@ class _StreamRunner:
         )
 
 
+def _described_spec(spec: StreamSpec, info: dict[str, Any]) -> StreamSpec:
+    """What an open LSL stream said that its rig table left open: a string stream records markers (a take
+    kind of its own), a stream given no rate has its sender's."""
+    if spec.kind != "lsl":
+        return spec
+    if info.get("markers"):
+        spec = dataclasses.replace(spec, kind="markers")
+    if spec.get("rate") is None or spec.nominal_rate <= 0:  # 0: an irregular stream
+        spec = dataclasses.replace(spec, settings={**spec.settings, "rate": float(info.get("rate") or 0.0)})
+    return spec
+
+
 def _silence_ns(spec: StreamSpec) -> int:
     """How long a stream may be silent during a take before that is a fault (0: never, a stream that may
     send nothing: a sync box without pulses, an irregular LSL stream): SILENCE_S, or three frame periods,
@@ -455,6 +465,8 @@ def _silence_ns(spec: StreamSpec) -> int:
     LSL stream's own timeout_s."""
     nominal = spec.nominal_rate
     if nominal <= 0:
+        return 0
+    if spec.kind == "markers":  # markers come when someone sends one
         return 0
     limit = spec["timeout_s"] if spec.kind == "lsl" else max(SILENCE_S, 3.0 / nominal)
     return int((limit + SILENCE_MARGIN_S) * 1e9)
@@ -648,9 +660,10 @@ class Recorder:
         return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
 
     def wait_live(self, timeout: float = 2.0) -> dict[str, float | None]:
-        """Wait until every stream of the take has written its first record; ms from the start request."""
-        return _first_records_ms({r.spec.name: r.take or r.last_take for r in self.runners}, self.start_request_ns,
-                                 timeout)
+        """Wait until every stream of the take that sends at a rate has written its first record (markers,
+        an irregular stream or a box without pulses may write none for long); ms from the start request."""
+        return _first_records_ms({r.spec.name: r.take or r.last_take for r in self.runners if r.spec.nominal_rate > 0},
+                                 self.start_request_ns, timeout)
 
     def stop_take(self) -> dict[str, Any]:
         """Finish the take: drain writers, hash files, write the manifest atomically. Returns it. After a full

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from . import registry
 from .errors import RigError, did_you_mean
-from .take.layout import KINDS, nominal_rate
+from .take.layout import RIG_KINDS, nominal_rate, rig_kind
 
 SHIPPED_RIGS = Path(__file__).parent / "rigs"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -265,7 +265,7 @@ def stored_settings_problem(kind: str, settings: dict[str, Any]) -> tuple[str, s
     """(key, problem) for the first setting of a stored stream (a take's rig snapshot, or what its device
     described) that a rig file could not have given; None when every known key holds a possible value.
     The stream's name and driver are not judged here (a take names its own; drivers come and go)."""
-    schema = {**_COMMON, **_DEMO, **_DEMO_CAMERA, **_DEMO_MOCAP, **_SCHEMA.get(kind, {})}
+    schema = {**_COMMON, **_DEMO, **_DEMO_CAMERA, **_DEMO_MOCAP, **_SCHEMA.get(rig_kind(kind), {})}
     for key, value in settings.items():
         if key in ("name", "driver", "kind") or key not in schema:
             continue
@@ -309,11 +309,11 @@ def parse_rig(text: str, path: Path) -> Rig:
     def fail(key: str, problem: str) -> RigError:
         return RigError(f"{path}: {key}: {problem}")
 
-    unknown = set(doc) - {"rig", *KINDS}
+    unknown = set(doc) - {"rig", *RIG_KINDS}
     if unknown:
         key = sorted(unknown)[0]
-        raise fail(key, f"unknown table{did_you_mean(key, ['rig', *KINDS])} "
-                        f"(expected [rig], {', '.join(f'[[{k}]]' for k in KINDS)})")
+        raise fail(key, f"unknown table{did_you_mean(key, ['rig', *RIG_KINDS])} "
+                        f"(expected [rig], {', '.join(f'[[{k}]]' for k in RIG_KINDS)})")
     head = doc.get("rig")
     if not isinstance(head, dict):
         raise fail("rig", "missing [rig] table")
@@ -331,7 +331,7 @@ def parse_rig(text: str, path: Path) -> Rig:
 
     streams: list[StreamSpec] = []
     seen: dict[str, str] = {}
-    for kind in KINDS:
+    for kind in RIG_KINDS:
         tables = doc.get(kind, [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             raise fail(kind, f"expected [[{kind}]] tables")

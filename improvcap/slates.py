@@ -527,7 +527,8 @@ def detect_take(take_dir: Path) -> dict[str, list[Onset]]:
             return detect_audio(wav, table, float(rate))
         return detect_mocap(table)
 
-    known = {name: kind for name, kind in streams.items() if kind in ("camera", "audio", "mocap")}
+    # the media a slate shows in: not a sync box (it fires them) nor markers (text)
+    known = {name: kind for name, kind in streams.items() if kind in ("camera", "audio", "mocap", "lsl")}
     # cameras first: they take longest
     order = sorted(known, key=lambda n: known[n] != "camera")
     with ThreadPoolExecutor(max_workers=max(1, min(cpus, len(order)))) as pool:

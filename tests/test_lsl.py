@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from improvcap.errors import DeviceError
+from improvcap.devices.lsl_inlet import seconds_to_ns
 from improvcap.lslclock import ClockOffset, dejitter, fit_lsl, fit_offsets
 from improvcap.rig import StreamSpec
 
@@ -235,10 +236,7 @@ def test_a_marker_stream_arrives_as_strings():
               "time.sleep(3)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
-    refused = LslInlet(lsl_spec(f"source_id='{sid}'", rate=0.0))
-    with pytest.raises(DeviceError, match="is a string .marker. stream; takes record numeric LSL streams only"):
-        refused.open()
-    inlet = LslInlet(lsl_spec(f"source_id='{sid}'", rate=0.0), markers_ok=True)
+    inlet = LslInlet(lsl_spec(f"source_id='{sid}'", rate=0.0))
     try:
         samples = record(inlet, 4.0)
         info = inlet.describe()
@@ -345,6 +343,9 @@ def test_a_take_of_the_demo_lsl_rig_is_on_the_shared_clock_and_verifies(tmp_path
     assert report["reasons"] == ["WARN: no performers recorded"], report["reasons"]
     offsets = report["streams"]["wrist"]["slate_offsets_ms"]
     assert len(offsets) == 2 and all(v is not None and -2 <= v <= 1000 / 32 + 2 for v in offsets), offsets
+    # what `calibrate sync` and `slates` search: the sensor's rows too
+    from improvcap.slates import detect_take
+    assert {name: len(found) for name, found in detect_take(take).items()} == {"cam0": 2, "room": 2, "wrist": 2}
 
 
 def lsl_rig(path, source_id: str, extra: str = "") -> None:
@@ -479,3 +480,98 @@ def test_a_sender_restarted_with_its_clock_stepped_is_reattached_within_the_take
     assert [r for r in result["reasons"] if r.startswith("FAIL")] == [
         f"FAIL: fault at {manifest['faults'][0]['t_ns'] / 1e9:.3f} s in wrist: {manifest['faults'][0]['detail']}"]
     assert result["streams"]["wrist"]["drops"] < 32 * 3 and 31 < result["streams"]["wrist"]["measured_rate"] < 33
+
+
+MARKER_TEXTS = ["scene one", "laugh, then a pause", 'she said "cut"', "line one\nline two\r\n", "back\\slash \\n",
+                "ünïcode ✓", "", "x" * 2000]
+
+
+def test_a_marker_stream_is_recorded_as_markers_one_row_each_and_read_back(tmp_path):
+    """A real string outlet in another process: every marker reaches `<name>.markers.csv`, one line per
+    row whatever its text, stamped on the shared clock; the reader, verify and repair read them back."""
+    import json
+
+    from improvcap import open_take
+
+    sid = f"cues-{uuid.uuid4().hex[:12]}"
+    script = ("import json, pylsl, sys, time\n"
+              f"o = pylsl.StreamOutlet(pylsl.StreamInfo('cues', 'Markers', 1, 0, 'string', '{sid}'))\n"
+              "print('ready', flush=True)\n"
+              "sys.stdin.readline()\n"
+              f"for text in {MARKER_TEXTS!r}:\n"
+              "    stamp = pylsl.local_clock()\n"
+              "    o.push_sample([text], stamp)\n"
+              "    print(json.dumps(stamp), flush=True)\n"
+              "    time.sleep(0.2)\n"
+              "time.sleep(30)\n")
+    sender = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    assert sender.stdout is not None and sender.stdin is not None and sender.stdout.readline().startswith("ready")
+    (tmp_path / "rig.toml").write_text(f"""[rig]
+name = "cues-test"
+master = "cam0"
+
+[[camera]]
+name = "cam0"
+driver = "demo"
+width = 320
+height = 240
+fps = 30
+
+[[lsl]]
+name = "cues"
+driver = "lsl"
+stream = "source_id='{sid}'"
+timeout_s = 2
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "rig.toml", "--out", "out", "--session", "s",
+                             "--duration", "5", "--slate", "--json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    take = tmp_path / "out" / "s" / "scene_t001"
+    try:
+        deadline = time.monotonic() + 60
+        while not (take / "cues.markers.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        sender.stdin.write("go\n")
+        sender.stdin.flush()
+        stamps = [json.loads(sender.stdout.readline()) for _ in MARKER_TEXTS]
+        out, err = proc.communicate(timeout=120)
+    finally:
+        sender.kill()
+        sender.wait()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    manifest = json.loads((take / "take.json").read_text())
+    cues = manifest["streams"]["cues"]
+    assert cues["kind"] == "markers" and cues["count"] == len(MARKER_TEXTS)
+    assert manifest["duration_s"] < 6, "the start waited for a first marker"
+    assert cues["device"]["lsl"]["channel_format"] == "string" and cues["device"]["lsl"]["type"] == "Markers"
+    assert {"cues.markers.csv", "cues.clock.csv"} <= set(manifest["files"]) and not (take / "cues.csv").exists()
+    raw = (take / "cues.markers.csv").read_text(encoding="utf-8")
+    assert raw.count("\n") == len(MARKER_TEXTS) + 1  # one line per marker, the header's first
+    assert raw.splitlines()[0] == "index,t_ns,device_ns,host_ns,value"
+    times, values = open_take(take).markers("cues")
+    assert values == MARKER_TEXTS
+    assert list(times["index"]) == list(range(len(MARKER_TEXTS)))
+    assert [seconds_to_ns(s) for s in stamps] == list(times["device_ns"])
+    # a sender on this host: its local_clock is ours, so each t_ns is its stamp (the fit within a ms of it)
+    err_ms = np.abs(times["t_ns"] + manifest["t0_host_ns"] - np.array([seconds_to_ns(s) for s in stamps])) / 1e6
+    assert err_ms.max() < 1.0, err_ms
+    assert "cues" not in manifest["sync"] and not any(c.startswith("cues") for c in
+                                                      (take / "sync.csv").read_text().splitlines()[0].split(","))
+    checked = run(tmp_path, "verify", str(take), "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    report = json.loads(checked.stdout)["takes"][0]
+    # liblsl probes a sender's clock every few seconds: a 5 s take has too few offsets to fit a drift
+    assert [r for r in report["reasons"] if "clock fitted by its offset only" not in r] == [
+        "WARN: no performers recorded"], report["reasons"]
+    assert report["streams"]["cues"]["markers"] == len(MARKER_TEXTS) and report["streams"]["cues"]["drops"] == 0
+    # a torn last row (a crash mid-write) is dropped by repair, every marker before it kept
+    with open(take / "cues.markers.csv", "a", encoding="utf-8") as fh:
+        fh.write('8,123,456,789,"half a mar')
+    repaired = run(tmp_path, "repair", str(take), "--force")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert open_take(take).markers("cues")[1] == MARKER_TEXTS
+    assert json.loads((take / "take.json").read_text())["streams"]["cues"]["count"] == len(MARKER_TEXTS)
+    assert run(tmp_path, "verify", str(take)).returncode == 0

@@ -12,8 +12,9 @@ lslclock.POLL_S, asks liblsl for its latest clock offset:
 
 The inlet recovers by itself: a sender that goes away and comes back with the same source_id (or, without
 one, the same name, type and host) is re-attached by liblsl within the take. A stream silent for its
-`timeout_s` is a fault the recorder logs (a marker stream may be silent: for it, only losing the sender's
-clock counts); data that come again afterwards are recorded and noted.
+`timeout_s` is a fault the recorder logs (a marker stream may be silent as long as it likes: its silence is
+no fault); data that come again afterwards are recorded and noted. A string stream's markers are
+recorded as the take kind `markers` (improvcap.take.layout).
 """
 from __future__ import annotations
 
@@ -144,9 +145,7 @@ def list_lsl_streams(wait_s: float = LIST_WAIT_S) -> list[dict[str, Any]]:
 class LslInlet(ThreadedDevice):
     """Device protocol for `[[lsl]] driver = "lsl"`."""
 
-    def __init__(self, spec: StreamSpec, *, markers_ok: bool = False) -> None:
-        """`markers_ok`: open a string (marker) stream too; a take does not record one yet."""
-        self._markers_ok = markers_ok
+    def __init__(self, spec: StreamSpec) -> None:
         super().__init__(spec, depth=max(1024, int(4 * max(spec.settings.get("rate") or 0, 256))))
         self.query: str = spec.settings["stream"]
         self.timeout_s: float = spec.settings["timeout_s"]
@@ -200,9 +199,6 @@ class LslInlet(ThreadedDevice):
         if s.get("rate") is not None and abs(float(s["rate"]) - info["nominal_srate"]) > 1e-6 * max(1.0, info["nominal_srate"]):
             raise DeviceError(f"{name}: the rig says rate = {s['rate']:g}, the LSL stream {info['name']} sends at "
                               f"{info['nominal_srate']:g} Hz" + (" (irregular)" if info["nominal_srate"] == 0 else ""))
-        if info["channel_format"] == "string" and not self._markers_ok:
-            raise DeviceError(f"{name}: {info['name']} is a string (marker) stream; takes record numeric LSL "
-                              "streams only so far")
         if info["channel_format"] == "string" and info["channel_count"] != 1:
             raise DeviceError(f"{name}: a string LSL stream with {info['channel_count']} channels (markers have one)")
 

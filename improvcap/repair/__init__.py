@@ -33,7 +33,7 @@ from ..errors import TakeError, UsageError
 from ..rig import NAME_RE
 from ..take import space
 from ..take.atomic import is_temporary
-from ..take.layout import FORMAT, KINDS, MANIFEST, rate_key
+from ..take.layout import FORMAT, KINDS, MANIFEST, RATELESS_KINDS, rate_key
 from ..take.manifest import LOAD_ERRORS, load_json
 from .stream import one_line, positive
 from .take_repair import TakeRepair
@@ -109,7 +109,8 @@ def load_manifest(take: Path) -> dict[str, Any]:
             raise bad(f"unsafe or duplicate stream name {name!r}")
         seen.add(name)
         key = rate_key(spec["kind"])
-        usable = positive(spec.get(key)) or (spec["kind"] == "sync" and spec.get(key) == 0)  # 0: no pulses
+        # 0: a sync box without pulses, an irregular LSL stream, markers
+        usable = positive(spec.get(key)) or (spec["kind"] in RATELESS_KINDS and spec.get(key) == 0)
         if not usable or not isinstance(spec.get("latency_ms", 0.0), (int, float)):
             raise bad(f"stream {name}: no usable {key} or latency_ms")
     if rig.get("master") is not None and rig.get("master") not in seen:

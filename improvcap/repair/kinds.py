@@ -108,7 +108,7 @@ def _counter_timed_block(table: Path, rows_kept: np.ndarray, timed: int, on_disk
 
 
 def repair_mocap(r: TakeRepair, stream: RepairStream) -> None:
-    """Mocap or LSL rows: torn rows dropped, the channels named by the header."""
+    """Mocap or LSL rows: torn rows dropped, the channels named by the header (markers have none)."""
     table = r.table(stream)
     r.drop_torn_rows(table, stream)
     with open(table, encoding="utf-8", newline="") as fh:
@@ -158,4 +158,4 @@ def repair_truth_rows(r: TakeRepair) -> None:
 
 
 KIND_REPAIRS = {"camera": repair_camera, "audio": repair_audio, "mocap": repair_mocap, "sync": repair_sync_box,
-                "lsl": repair_lsl}
+                "lsl": repair_lsl, "markers": repair_lsl}

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..clock import ClockDomain
 from ..errors import ImprovcapError
+from ..take.layout import LSL_KINDS
 
 
 class StreamFault(Exception):
@@ -33,7 +34,7 @@ def clock_domain(spec: dict[str, Any], old: dict[str, Any]) -> ClockDomain:
         return domain
     if spec["kind"] == "sync":
         return ClockDomain.ROUNDTRIP
-    if spec["kind"] == "lsl":
+    if spec["kind"] in LSL_KINDS:
         return ClockDomain.LSL
     source = str(spec.get("source", ""))
     if spec["kind"] == "camera" and spec["driver"] == "ffmpeg":

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import ImprovcapError
 from ..take.atomic import Folder, is_temporary
-from ..take.layout import EVENTS, LAYOUTS, media_file, nominal_rate, table_file
+from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, media_file, nominal_rate, table_file
 from ..take.refit import refit_stream
 from ..take.tables import read_table, stream_table
 from .counting import audio_gaps, counter_gaps, time_gaps
@@ -118,7 +118,7 @@ class TakeRepair:
             count = len(table["t_ns"])
             if stream.kind in ("mocap", "sync"):  # a sync box's counter is its pulse count
                 dropped = counter_gaps(table["counter"])
-            elif stream.kind == "lsl":  # no counter: gaps in the sender's own stamps
+            elif stream.kind in LSL_KINDS:  # no counter: gaps in the sender's own stamps
                 dropped = time_gaps(table["device_ns"], 1e9 / rate) if rate > 0 else 0
             else:
                 seq = read_table(self.table(stream), columns=("seq",))["seq"]

@@ -68,9 +68,43 @@ LSL_CLOCK_SUFFIX = ".clock.csv"
 LSL_CLOCK_COLUMNS = ("host_ns", "remote_ns", "offset_ns", "rtt_ns")
 LSL = KindLayout("lsl", None, ".csv", (LSL_CLOCK_SUFFIX,), ("index", "t_ns", "device_ns", "host_ns"),
                  ("index", "t_ns", "device_ns", "host_ns"), "samples", "rate")
-LAYOUTS: dict[str, KindLayout] = {k.kind: k for k in (CAMERA, AUDIO, MOCAP, SYNC_BOX, LSL)}
-ROW_KINDS = ("mocap", "lsl")  # kinds whose table is their data: a row per frame or sample, then its channels
+# an LSL string (marker) stream: one row per marker, its text in `value` (csv-quoted, one line per row:
+# a backslash, newline or carriage return in the text is written \\, \\n, \\r; see marker_text), and the
+# same clock offsets. A `[[lsl]]` stream becomes one when it opens: the rig cannot know a stream's format.
+MARKERS = KindLayout("markers", None, ".markers.csv", (LSL_CLOCK_SUFFIX,),
+                     ("index", "t_ns", "device_ns", "host_ns", "value"), ("index", "t_ns", "device_ns", "host_ns"),
+                     "markers", "rate")
+LAYOUTS: dict[str, KindLayout] = {k.kind: k for k in (CAMERA, AUDIO, MOCAP, SYNC_BOX, LSL, MARKERS)}
+
 KINDS = tuple(LAYOUTS)
+RIG_KINDS = ("camera", "audio", "mocap", "sync", "lsl")  # the rig file's stream tables
+LSL_KINDS = ("lsl", "markers")  # streams on an LSL sender's clock
+# kinds not matched to the master's ticks in sync.csv: a sync box's pulses are timing, markers are events
+UNSYNCED_KINDS = ("sync", "markers")
+# kinds that promise no rate: a sync box without pulses, an irregular LSL stream, markers
+RATELESS_KINDS = ("sync", *LSL_KINDS)
+
+
+def rig_kind(kind: str) -> str:
+    """The rig table a take's stream kind comes from (markers: `[[lsl]]`)."""
+    return "lsl" if kind == "markers" else kind
+
+
+def marker_text(value: str) -> str:
+    """A marker's text as its `value` cell: one line whatever it holds (read back by marker_value)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def marker_value(cell: str) -> str:
+    """The marker's text of a `value` cell."""
+    out, chars = [], iter(cell)
+    for ch in chars:
+        if ch == "\\":
+            nxt = next(chars, "")
+            out.append({"n": "\n", "r": "\r"}.get(nxt, nxt))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def layout(kind: str) -> KindLayout:

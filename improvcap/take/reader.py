@@ -18,11 +18,11 @@ import av
 import numpy as np
 
 from ..errors import TakeError
-from .layout import (FORMAT, LAYOUTS, MANIFEST, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE, media_file,
-                     table_file)
+from .layout import (FORMAT, LAYOUTS, MANIFEST, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE,
+                     UNSYNCED_KINDS, media_file, table_file)
 from .manifest import LOAD_ERRORS, load_json
 from .sync import SYNTHETIC_RATE, nominal_rate
-from .tables import read_table, stream_table
+from .tables import read_markers, read_table, stream_table
 from .timeline import AudioTimeline
 from .wav import read_wav, wav_info
 
@@ -253,6 +253,10 @@ class Take:
         float32, in the order of StreamInfo.channel_names (the stream's channel labels)."""
         return self._rows(self._stream(stream, "lsl"))
 
+    def markers(self, stream: str) -> tuple[dict[str, np.ndarray], list[str]]:
+        """An LSL marker stream's columns index, t_ns, device_ns, host_ns (int64), and each marker's text."""
+        return read_markers(self.path / table_file(stream, self._stream(stream, "markers").kind))
+
     def _rows(self, info: StreamInfo) -> dict[str, np.ndarray]:
         table = stream_table(self.path, info.name, info.kind)
         out = {k: table[k] for k in LAYOUTS[info.kind].time_columns if k in table}
@@ -288,11 +292,12 @@ class Take:
                stop_tick: int | None = None) -> Iterator[Bundle]:
         """Bundles for the ticks start_tick <= tick < stop_tick, lazily, in constant memory.
 
-        `streams` picks streams by name (default: every stream, the master camera included, but a sync box:
-        its pulses are not in sync.csv; `frame_times` gives their t_ns).
+        `streams` picks streams by name (default: every stream, the master camera included, but a sync box and
+        markers: they are not in sync.csv; `frame_times` gives their t_ns, `markers` the markers).
         `video_format` is any PyAV pixel format ("rgb24", "bgr24", "gray", ...).
         """
-        wanted = [n for n, s in self.streams.items() if s.kind != "sync"] if streams is None else list(streams)
+        wanted = [n for n, s in self.streams.items() if s.kind not in UNSYNCED_KINDS] if streams is None \
+            else list(streams)
         for name in wanted:
             self._stream(name)  # an unknown name fails here, not at the first bundle
         return self._walk(wanted, video_format, start_tick, stop_tick)

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import TakeError
 from .atomic import Folder, write_bytes_atomic
-from .layout import SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_OFFSET, SYNC_SAMPLE, rate_key, table_file
+from .layout import SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_OFFSET, SYNC_SAMPLE, UNSYNCED_KINDS, rate_key, table_file
 from .tables import stream_table
 from .timeline import AudioTimeline
 
@@ -200,7 +200,7 @@ def _inputs(take_dir: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.nd
     streams: list[StreamInput] = []
     for spec in manifest["rig"]["streams"]:
         name, kind = spec["name"], spec["kind"]
-        if name == master or kind == "sync":  # a sync box's pulses are timing, not media: not matched here
+        if name == master or kind in UNSYNCED_KINDS:  # pulses are timing, markers events: not media
             continue
         if not (take_dir / table_file(name, kind)).exists():
             continue  # a stream that never recorded has no columns

@@ -5,6 +5,7 @@ one of them reads the take folder the same way. A torn last row (a crash mid-wri
 """
 from __future__ import annotations
 
+import csv
 import io
 import os
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 
 from ..errors import TakeError
 from .hashing import open_regular
-from .layout import LAYOUTS, table_file
+from .layout import LAYOUTS, MARKERS, marker_value, table_file
 
 CHUNK_BYTES = 1 << 22
 MAX_LINE_BYTES = 1 << 20  # a mocap row of 255 channels is about 4 kB: a longer line is no take table
@@ -81,10 +82,34 @@ TIME_COLUMNS = {kind: layout.time_columns for kind, layout in LAYOUTS.items()}
 
 
 def stream_table(take_dir: Path, stream: str, kind: str, time_only: bool = False) -> dict[str, np.ndarray]:
-    """The table of one stream: frames.csv, blocks.csv or the mocap CSV (`time_only`: its time columns)."""
-    columns = TIME_COLUMNS[kind] if time_only else None
+    """The table of one stream: frames.csv, blocks.csv or the mocap CSV (`time_only`: its time columns;
+    a marker table: always, its text is read by read_markers)."""
+    columns = TIME_COLUMNS[kind] if time_only or kind == "markers" else None
     path = take_dir / table_file(stream, kind)
-    if kind in ("camera", "audio") or time_only:
+    if kind in ("camera", "audio", "markers") or time_only:
         return read_table(path, columns=columns)
     table = read_table(path, dtype=np.float64)  # mocap channel values are floats
     return {k: (v.astype(np.int64) if k in TIME_COLUMNS[kind] else v) for k, v in table.items()}
+
+
+def read_markers(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """A marker table (`<stream>.markers.csv`): its time columns (int64) and each marker's text, read with
+    the csv module (a marker may hold commas and quotes) and unescaped (layout.marker_value)."""
+    raw = read_lines(path)
+    raw = raw[: raw.rfind(b"\n") + 1]  # a row cut short by a crash
+    rows = csv.reader(raw.decode("utf-8", "replace").splitlines())
+    header = next(rows, None)
+    if header is None or tuple(header) != MARKERS.columns:
+        raise TakeError(f"{path}: not a marker table (expected {','.join(MARKERS.columns)})")
+    times: list[list[int]] = []
+    values: list[str] = []
+    for n, row in enumerate(rows, start=2):
+        try:
+            if len(row) != len(MARKERS.columns):
+                raise ValueError(f"{len(row)} cells")
+            times.append([int(c) for c in row[:4]])
+        except ValueError as e:
+            raise TakeError(f"{path}: line {n} is no marker row ({e})") from None
+        values.append(marker_value(row[4]))
+    data = np.array(times, dtype=np.int64).reshape(-1, 4)
+    return {c: data[:, i] for i, c in enumerate(MARKERS.time_columns)}, values

@@ -11,11 +11,12 @@ import av
 import numpy as np
 
 from ..clock import ClockDomain
+from ..errors import TakeError
 from ..rig import stored_settings_problem
 from ..take import counters
 from ..take.layout import CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, media_file, roundtrips_file, table_file
 from ..take.mkv import count_packets, open_video
-from ..take.tables import read_table, stream_table
+from ..take.tables import read_markers, read_table, stream_table
 from ..take.wav import wav_info
 from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
@@ -278,7 +279,7 @@ def check_sync_box(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
 def check_lsl(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     """An LSL inlet: its rows, samples missing from a regular stream's stamps (LSL numbers no samples), and
     the clock offsets its fit rests on."""
-    t_ns, rows, _, _ = counted_rows(c, name, "lsl", entry)
+    t_ns, rows, _, _ = counted_rows(c, name, c.kinds[name], entry)
     out = c.streams[name]
     nominal = c.rate(name, entry)
     device = c.tables[name]["device_ns"]
@@ -301,5 +302,17 @@ def check_lsl(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     intervals(c, name, t_ns)
 
 
+def check_markers(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
+    """An LSL marker stream: as any LSL inlet (it sends at no rate: nothing counts as missing), and every
+    row a marker whose text reads back."""
+    check_lsl(c, name, entry)
+    try:
+        _, values = read_markers(c.take / table_file(name, "markers"))
+    except TakeError as e:
+        c.f.fail(f"{name}: {e}")
+    else:
+        c.streams[name]["markers"] = len(values)
+
+
 STREAM_CHECKS = {"camera": check_camera, "audio": check_audio, "mocap": check_mocap, "sync": check_sync_box,
-                 "lsl": check_lsl}
+                 "lsl": check_lsl, "markers": check_markers}

@@ -8,7 +8,7 @@ import numpy as np
 from ..clock import ClockDomain
 from ..slates import VIDEO_HISTORY, VIDEO_MIN_HISTORY, Onset, detect_audio, detect_mocap, detect_video
 from ..take.events import read_slates
-from ..take.layout import EVENTS, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, media_file, table_file
+from ..take.layout import EVENTS, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, media_file, table_file
 from ..take.sync import SYNTHETIC_RATE, StreamInput, nominal_rate, sync_table
 from ..take.tables import read_table
 from .findings import integer, mapping, number, show
@@ -71,8 +71,10 @@ def check_slates(c: TakeCheck) -> None:
         c.f.warn("no slates: sync not verified in the media")
         return
     for name, table in c.tables.items():
-        if name in c.broken or c.kinds[name] == "sync" or c.rate(name, mapping(c.manifest["streams"][name])) <= 0:
-            continue  # its media failed already (a search would only repeat that), or it has none (an irregular stream)
+        if name in c.broken or c.kinds[name] in UNSYNCED_KINDS \
+                or c.rate(name, mapping(c.manifest["streams"][name])) <= 0:
+            continue  # its media failed already (a search would only repeat that), or it has none (pulses,
+            # markers, an irregular stream)
         with c.f.check(f"{name}: slate detection"):
             kind, t_ns = c.kinds[name], table["t_ns"]
             period = 1e9 / c.rate(name, mapping(c.manifest["streams"][name]))
@@ -161,8 +163,8 @@ def check_sync_csv(c: TakeCheck) -> None:
     inputs: list[StreamInput] = []
     for spec in specs:
         name = spec.get("name")
-        if name == master or name not in c.tables or c.kinds[name] == "sync":
-            continue  # a sync box has no sync.csv columns (improvcap.take.sync)
+        if name == master or name not in c.tables or c.kinds[name] in UNSYNCED_KINDS:
+            continue  # a sync box and markers have no sync.csv columns (improvcap.take.sync)
         table = c.tables[name]
         kind = c.kinds[name]
         cols = {"first_sample": table["first_sample"], "t_ns": table["t_ns"], "frames": table["frames"]} \
@@ -208,7 +210,10 @@ def check_sync_csv(c: TakeCheck) -> None:
 
 
 def check_skew(c: TakeCheck) -> None:
-    ends = {n: (int(t["t_ns"][0]), int(t["t_ns"][-1])) for n, t in c.tables.items() if len(t["t_ns"])}
+    """Streams that start or end far apart. Not those that send when something happens (markers, an
+    irregular stream): their first and last rows are events, not where they began and ended."""
+    ends = {n: (int(t["t_ns"][0]), int(t["t_ns"][-1])) for n, t in c.tables.items()
+            if len(t["t_ns"]) and c.kinds[n] != "markers" and c.rate(n, mapping(c.manifest["streams"][n])) > 0}
     if len(ends) < 2:
         return
     limit = c.limits.max_skew_ms

@@ -16,6 +16,7 @@ WRITERS = {
     "mocap": "improvcap.writers.mocap_csv:MocapWriter",
     "sync": "improvcap.writers.sync_csv:SyncWriter",
     "lsl": "improvcap.writers.lsl_csv:LslWriter",
+    "markers": "improvcap.writers.lsl_csv:LslWriter",
 }
 
 
