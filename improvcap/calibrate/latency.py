@@ -15,6 +15,10 @@ fall back to offsets relative to the master stream, which keeps its latency.
 Several takes recorded with the same latencies combine: their intervals (or offsets) are pooled. That is
 how `SlatingRounds` records take after take until every stream's ± is below a target.
 
+A stream whose times were mapped from another machine's clock through measured offsets (an LSL sender's)
+is known no better than that mapping: its ± is at least the clock fit's p99 residual, however narrow the
+intersection of its intervals (each interval's ends carry the mapping's error).
+
 A result warns about every stream whose ± exceeds one frame period — a camera's own, and for audio and
 mocap the master camera's (the frames the timeline is cut on; a rig without cameras: 1/30 s, the
 timecode's rate) — or is unknown, and about every latency that is negative by more than its ±.
@@ -31,11 +35,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..clock import ClockDomain
 from ..rig import Rig
 from ..slates import Onset, SlateMatch, detect_take, match_slates, slate_offsets
 from ..take.hashing import sha256_file
 from ..take.layout import EVENTS, MANIFEST
 from ..take.manifest import LOAD_ERRORS, load_json
+from ..take.sync import has_sync_columns
 from ..take.tables import read_table, stream_table
 from .store import CalibrationError
 
@@ -93,6 +99,7 @@ class StreamSlates:
     frame_ms: float                  # the frame period its uncertainty is judged against ...
     frame_of: str                    # ... in words
     intervals: list[tuple[float, float]] = field(default_factory=list)  # host-timed: (low, high] of X, ns
+    clock_ns: float = 0.0            # the error its clock mapping may add (an LSL fit's p99 residual)
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class SlatedTake:
     rig: str
     master: str                      # the master camera, or the first stream of a rig without cameras
     requested: int                   # host-timed slates in events.csv (0: the slates were not host-timed)
+    unslated: tuple[str, ...]        # streams of the take that show no slates (markers, irregular streams)
     streams: dict[str, StreamSlates]
     matches: list[SlateMatch]        # not host-timed: every slate matched to the master's onsets
 
@@ -131,7 +139,9 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
     try:
         manifest = load_json(take / MANIFEST)
         settings = {s["name"]: s for s in manifest["rig"]["streams"]}
-        streams = {n: s for n, s in (manifest.get("streams") or {}).items() if s.get("kind") != "sync"}
+        # a sync box fires the slates; markers and an irregular stream have no samples at a rate to show one
+        streams = {n: s for n, s in (manifest.get("streams") or {}).items()
+                   if has_sync_columns(s.get("kind"), float(s.get("nominal_rate") or 0.0))}
         master = manifest["rig"].get("master")
         if master in streams:
             master_ms = 1e3 / float(streams[master]["nominal_rate"])
@@ -142,10 +152,12 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
         for name, s in streams.items():
             rate = float(s["nominal_rate"])
             camera = s["kind"] == "camera"
+            clock = s["clock"]
             measured[name] = StreamSlates(
-                kind=s["kind"], used_ms=float(s["clock"].get("latency_ns", 0)) / 1e6,
+                kind=s["kind"], used_ms=float(clock.get("latency_ns", 0)) / 1e6,
                 rig_latency_ms=float(settings[name].get("latency_ms", 0.0)), period_ns=1e9 / rate,
-                frame_ms=1e3 / rate if camera else master_ms, frame_of="its frame period" if camera else master_frame)
+                frame_ms=1e3 / rate if camera else master_ms, frame_of="its frame period" if camera else master_frame,
+                clock_ns=float(clock.get("residual_p99_ns") or 0.0) if clock.get("domain") == ClockDomain.LSL else 0.0)
     except LOAD_ERRORS as e:
         raise CalibrationError(f"{take}: not a readable take ({e})") from None
     except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
@@ -177,6 +189,8 @@ def measure_take(take: Path) -> SlatedTake:
     reference = master if master in streams else next(iter(streams))
     return SlatedTake(path=take.resolve(), manifest_sha256=sha256_file(take / MANIFEST),
                       rig=str(manifest["rig"].get("name")), master=reference, requested=len(slates),
+                      unslated=tuple(n for n, s in manifest["streams"].items()
+                                     if n not in streams and s["kind"] != "sync"),
                       streams=streams, matches=[] if slates else match_slates(onsets, reference))
 
 
@@ -211,7 +225,7 @@ def _check_combinable(takes: Sequence[SlatedTake], rig: Rig) -> None:
     for t in takes:
         if t.rig != rig.name:
             raise CalibrationError(f"{t.path}: recorded with rig {t.rig}, not {rig.name}")
-        if sorted(t.streams) != wanted:
+        if sorted([*t.streams, *t.unslated]) != wanted:
             raise CalibrationError(f"{t.path}: its streams ({', '.join(sorted(t.streams))}) are not those of "
                                    f"rig {rig.name} ({', '.join(wanted)})")
         if bool(t.requested) != bool(first.requested):
@@ -241,6 +255,8 @@ def latency_from_takes(takes: Sequence[SlatedTake], rig: Rig) -> dict[str, Any]:
         for name, s in first.streams.items():
             intervals = [iv for t in takes for iv in t.streams[name].intervals]
             error_ns, plus_minus_ns, consistent = _estimate(intervals)
+            if plus_minus_ns is not None:
+                plus_minus_ns = max(plus_minus_ns, max(t.streams[name].clock_ns for t in takes))
             mids = [(lo + hi) / 2 for lo, hi in intervals]
             result["streams"][name] = {
                 "kind": s.kind, "latency_ms": round(s.used_ms + error_ns / 1e6, 4),
@@ -262,6 +278,8 @@ def latency_from_takes(takes: Sequence[SlatedTake], rig: Rig) -> dict[str, Any]:
             # each offset is quantised by both streams' sample periods
             floor_sd = math.hypot(s.period_ns, first.streams[master].period_ns) / math.sqrt(12)
             plus_minus = 0.0 if name == master else _median_ci_ns(o["mad_ns"], o["n"], floor_sd)
+            if plus_minus is not None and name != master:
+                plus_minus = max(plus_minus, max(t.streams[name].clock_ns for t in takes))
             result["streams"][name] = {
                 "kind": s.kind, "latency_ms": round(s.used_ms + o["median_ns"] / 1e6, 4),
                 "previous_latency_ms": s.used_ms, "correction_ms": round(o["median_ns"] / 1e6, 4),

@@ -19,9 +19,9 @@ import numpy as np
 
 from ..errors import TakeError
 from .layout import (FORMAT, LAYOUTS, MANIFEST, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE,
-                     UNSYNCED_KINDS, media_file, table_file)
+                     media_file, table_file)
 from .manifest import LOAD_ERRORS, load_json
-from .sync import SYNTHETIC_RATE, nominal_rate
+from .sync import SYNTHETIC_RATE, has_sync_columns, nominal_rate
 from .tables import read_markers, read_table, stream_table
 from .timeline import AudioTimeline
 from .wav import read_wav, wav_info
@@ -292,12 +292,12 @@ class Take:
                stop_tick: int | None = None) -> Iterator[Bundle]:
         """Bundles for the ticks start_tick <= tick < stop_tick, lazily, in constant memory.
 
-        `streams` picks streams by name (default: every stream, the master camera included, but a sync box and
-        markers: they are not in sync.csv; `frame_times` gives their t_ns, `markers` the markers).
+        `streams` picks streams by name (default: every stream in sync.csv and the master camera: not a sync
+        box, markers or an irregular stream; `frame_times` gives their t_ns, `markers` the markers).
         `video_format` is any PyAV pixel format ("rgb24", "bgr24", "gray", ...).
         """
-        wanted = [n for n, s in self.streams.items() if s.kind not in UNSYNCED_KINDS] if streams is None \
-            else list(streams)
+        wanted = [n for n, s in self.streams.items() if n == self.master or has_sync_columns(s.kind, s.nominal_rate)] \
+            if streams is None else list(streams)
         for name in wanted:
             self._stream(name)  # an unknown name fails here, not at the first bundle
         return self._walk(wanted, video_format, start_tick, stop_tick)

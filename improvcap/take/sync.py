@@ -195,19 +195,25 @@ def nominal_rate(manifest: dict[str, Any], name: str) -> float:
     return float(spec[key])
 
 
+def has_sync_columns(kind: str, rate: float) -> bool:
+    """Whether a stream has columns in sync.csv: media at a rate. Not a sync box (its pulses are timing),
+    markers or an irregular stream (events: no frame period to match a tick within)."""
+    return kind not in UNSYNCED_KINDS and rate > 0
+
+
 def _inputs(take_dir: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float, list[StreamInput]]:
     master = manifest["rig"].get("master")
     streams: list[StreamInput] = []
     for spec in manifest["rig"]["streams"]:
         name, kind = spec["name"], spec["kind"]
-        if name == master or kind in UNSYNCED_KINDS:  # pulses are timing, markers events: not media
+        if name == master or not has_sync_columns(kind, rate := nominal_rate(manifest, name)):
             continue
         if not (take_dir / table_file(name, kind)).exists():
             continue  # a stream that never recorded has no columns
         table = stream_table(take_dir, name, kind, time_only=True)
         if kind != "audio":
             table = {"index": table["index"], "t_ns": table["t_ns"]}  # drop mocap channel values early
-        streams.append((name, kind, nominal_rate(manifest, name), table))
+        streams.append((name, kind, rate, table))
     if master is not None:
         if not (take_dir / table_file(master, "camera")).exists():
             raise TakeError(f"{take_dir}: the master camera {master} has no {table_file(master, 'camera')}")

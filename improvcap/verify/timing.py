@@ -9,7 +9,7 @@ from ..clock import ClockDomain
 from ..slates import VIDEO_HISTORY, VIDEO_MIN_HISTORY, Onset, detect_audio, detect_mocap, detect_video
 from ..take.events import read_slates
 from ..take.layout import EVENTS, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, media_file, table_file
-from ..take.sync import SYNTHETIC_RATE, StreamInput, nominal_rate, sync_table
+from ..take.sync import SYNTHETIC_RATE, StreamInput, has_sync_columns, nominal_rate, sync_table
 from ..take.tables import read_table
 from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
@@ -163,13 +163,13 @@ def check_sync_csv(c: TakeCheck) -> None:
     inputs: list[StreamInput] = []
     for spec in specs:
         name = spec.get("name")
-        if name == master or name not in c.tables or c.kinds[name] in UNSYNCED_KINDS:
-            continue  # a sync box and markers have no sync.csv columns (improvcap.take.sync)
+        if name == master or name not in c.tables \
+                or not has_sync_columns(kind := c.kinds[name], rate := nominal_rate(c.manifest, name)):
+            continue
         table = c.tables[name]
-        kind = c.kinds[name]
         cols = {"first_sample": table["first_sample"], "t_ns": table["t_ns"], "frames": table["frames"]} \
             if kind == "audio" else {"index": table["index"], "t_ns": table["t_ns"]}
-        inputs.append((name, kind, nominal_rate(c.manifest, name), cols))
+        inputs.append((name, kind, rate, cols))
     if master is not None:
         if master not in c.tables:
             c.f.fail(f"{SYNC}: the master camera {show(master)} has no readable {table_file(master, 'camera')}")
