@@ -496,11 +496,14 @@ def test_a_marker_stream_is_recorded_as_markers_one_row_each_and_read_back(tmp_p
     sid = f"cues-{uuid.uuid4().hex[:12]}"
     script = ("import json, pylsl, sys, time\n"
               f"o = pylsl.StreamOutlet(pylsl.StreamInfo('cues', 'Markers', 1, 0, 'string', '{sid}'))\n"
+              # and an irregular numeric stream beside it: a button pad's button and pressure
+              f"pad = pylsl.StreamOutlet(pylsl.StreamInfo('pad', 'Buttons', 2, 0, 'int32', '{sid}-pad'))\n"
               "print('ready', flush=True)\n"
               "sys.stdin.readline()\n"
-              f"for text in {MARKER_TEXTS!r}:\n"
+              f"for n, text in enumerate({MARKER_TEXTS!r}):\n"
               "    stamp = pylsl.local_clock()\n"
               "    o.push_sample([text], stamp)\n"
+              "    pad.push_sample([n, 100 * n], stamp)\n"
               "    print(json.dumps(stamp), flush=True)\n"
               "    time.sleep(0.2)\n"
               "time.sleep(30)\n")
@@ -522,6 +525,12 @@ fps = 30
 name = "cues"
 driver = "lsl"
 stream = "source_id='{sid}'"
+timeout_s = 2
+
+[[lsl]]
+name = "pad"
+driver = "lsl"
+stream = "source_id='{sid}-pad'"
 timeout_s = 2
 """)
     proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "rig.toml", "--out", "out", "--session", "s",
@@ -567,6 +576,11 @@ timeout_s = 2
     assert [r for r in report["reasons"] if "clock fitted by its offset only" not in r] == [
         "WARN: no performers recorded"], report["reasons"]
     assert report["streams"]["cues"]["markers"] == len(MARKER_TEXTS) and report["streams"]["cues"]["drops"] == 0
+    # the irregular numeric stream: its rows, no rate, no stamp gaps, on the same clock
+    pad = open_take(take).lsl("pad")
+    assert pad["values"].tolist() == [[n, 100 * n] for n in range(len(MARKER_TEXTS))]
+    assert list(pad["device_ns"]) == list(times["device_ns"]) and np.abs(pad["t_ns"] - times["t_ns"]).max() < 1e6
+    assert manifest["streams"]["pad"]["nominal_rate"] == 0 and report["streams"]["pad"]["drops"] == 0
     # a torn last row (a crash mid-write) is dropped by repair, every marker before it kept
     with open(take / "cues.markers.csv", "a", encoding="utf-8") as fh:
         fh.write('8,123,456,789,"half a mar')
