@@ -17,7 +17,9 @@ how `SlatingRounds` records take after take until every stream's ± is below a t
 
 A stream whose times were mapped from another machine's clock through measured offsets (an LSL sender's)
 is known no better than that mapping: its ± is at least the clock fit's p99 residual, however narrow the
-intersection of its intervals (each interval's ends carry the mapping's error).
+intersection of its intervals (each interval's ends carry the mapping's error), and its latency may be
+negative by up to half the offsets' round trip (unequal one-way delays, which no probe can see): the
+correction calibrate measures is what removes that.
 
 A result warns about every stream whose ± exceeds one frame period — a camera's own, and for audio and
 mocap the master camera's (the frames the timeline is cut on; a rig without cameras: 1/30 s, the
@@ -99,7 +101,8 @@ class StreamSlates:
     frame_ms: float                  # the frame period its uncertainty is judged against ...
     frame_of: str                    # ... in words
     intervals: list[tuple[float, float]] = field(default_factory=list)  # host-timed: (low, high] of X, ns
-    clock_ns: float = 0.0            # the error its clock mapping may add (an LSL fit's p99 residual)
+    clock_ns: float = 0.0            # the error its clock mapping may add (an LSL fit's p99 residual) ...
+    bias_ns: float = 0.0             # ... and the offset it may carry either way (half the probes' round trip)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
                 kind=s["kind"], used_ms=float(clock.get("latency_ns", 0)) / 1e6,
                 rig_latency_ms=float(settings[name].get("latency_ms", 0.0)), period_ns=1e9 / rate,
                 frame_ms=1e3 / rate if camera else master_ms, frame_of="its frame period" if camera else master_frame,
-                clock_ns=float(clock.get("residual_p99_ns") or 0.0) if clock.get("domain") == ClockDomain.LSL else 0.0)
+                **(_mapping_error(clock) if clock.get("domain") == ClockDomain.LSL else {}))
     except LOAD_ERRORS as e:
         raise CalibrationError(f"{take}: not a readable take ({e})") from None
     except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
@@ -165,6 +168,13 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
     if not measured:
         raise CalibrationError(f"{take}: the take has no streams to calibrate")
     return manifest, measured
+
+
+def _mapping_error(clock: dict[str, Any]) -> dict[str, float]:
+    """What a clock mapped through measured offsets adds to a stream's latency: the fit's scatter, and the
+    offset of unequal one-way delays, at most half the round trip (liblsl's own bound)."""
+    return {"clock_ns": float(clock.get("residual_p99_ns") or 0.0),
+            "bias_ns": float(clock.get("rtt_median_ns") or 0.0) / 2}
 
 
 def measure_take(take: Path) -> SlatedTake:
@@ -302,10 +312,12 @@ def _warnings(streams: dict[str, dict[str, Any]], measured: dict[str, StreamSlat
         if plus_minus > frame:
             out.append(f"{name}: latency uncertainty ±{plus_minus:.3f} ms exceeds {measured[name].frame_of} "
                        f"({frame:.3f} ms): record more slates (calibrate sync --until MS)")
-        if s["latency_ms"] + plus_minus < 0:
+        bias_ms = measured[name].bias_ns / 1e6  # a mapped clock's offset may be negative
+        if s["latency_ms"] + plus_minus + bias_ms < 0:
+            offset = f", and {bias_ms:.3f} ms its clock's offset may be off" if bias_ms else ""
             out.append(f"{name}: latency {s['latency_ms']:.3f} ms is negative beyond its uncertainty "
-                       f"(±{plus_minus:.3f} ms): its timestamps come before the slates it shows; check the "
-                       "device's clock and the slates")
+                       f"(±{plus_minus:.3f} ms{offset}): its timestamps come before the slates it shows; check "
+                       "the device's clock and the slates")
     return out
 
 
