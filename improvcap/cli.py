@@ -38,6 +38,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 rig_app = typer.Typer(no_args_is_help=True, help="Check rig files and their devices.")
 app.add_typer(rig_app, name="rig")
 app.add_typer(calibrate_app, name="calibrate")
+key_app = typer.Typer(no_args_is_help=True, help="The rig's shared key, which lets a controller drive its nodes.")
+app.add_typer(key_app, name="key")
 
 
 def _show_version(value: bool) -> None:
@@ -456,6 +458,18 @@ def repair(
         out.print(f"  · {action}", highlight=False, markup=False)
     for fault in record.get("faults", []):
         warn(f"{fault}")
+
+
+@key_app.command("new")
+@one_line_errors
+def key_new(
+    file: Annotated[Path, typer.Argument(help="The key file to create (it must not exist); copy it to every PC.")],
+) -> None:
+    """Make a new shared key: a file of mode 0600 that `node --key` and the controller's commands take."""
+    from .link.keys import new_key
+    key = new_key(file)
+    out.print(f"{file}: key {key.id} (mode 0600; copy it to every PC of the rig, keep it from everyone else)",
+              highlight=False, markup=False)
 
 
 @rig_app.command("check")

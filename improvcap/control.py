@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ImprovcapError, UsageError
+from .link.wire import strict_loads
 from .take.layout import CONTROL_SOCKET
 
 SOCKET_NAME = CONTROL_SOCKET
@@ -35,23 +36,11 @@ def _peer_uid(sock: socket.socket) -> int:
     return struct.unpack("3i", creds)[1]
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object's members, refused when a key repeats: `{"cmd":"status","cmd":"stop"}` must not stop."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def decode_request(line: bytes) -> dict[str, Any]:
     """A request line as a dict with a string `cmd`; anything else is an ImprovcapError."""
     try:
-        request = json.loads(line, object_pairs_hook=_unique_keys)
-    except RecursionError:
-        raise UsageError("malformed request: nested too deeply") from None
-    except ValueError as e:  # not UTF-8, not JSON, a repeated key
+        request = strict_loads(line)
+    except ValueError as e:  # not UTF-8, not JSON, a repeated key, nested too deeply
         raise UsageError(f"malformed request: {e}") from None
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
         raise UsageError('malformed request: expected a JSON object with a "cmd" string')

@@ -31,6 +31,10 @@ class TakeError(ImprovcapError, OSError):
     """A take folder cannot be created, written or read."""
 
 
+class AuthError(ImprovcapError, PermissionError):
+    """A message between a controller and a capture node is not from a holder of the rig's key, or not fresh."""
+
+
 class CheckFailed(ImprovcapError):
     """A check ran and found a problem (exit status 1)."""
 
