@@ -26,7 +26,7 @@ from .clock import ClockDomain, TakeOrigin, now_ns
 from .clockfit import LiveClock
 from .devices import Device, make_device
 from .devices.base import SILENCE_S, FiresSlate, MapsToHost, StreamEnded
-from .errors import DeviceError, ImprovcapError, TakeError
+from .errors import DeviceError, ImprovcapError, RigError, TakeError
 from .records import AudioBlock, Event, Record, Sample, full_scale
 from .rig import Rig, StreamSpec
 from .take import counters, space
@@ -446,6 +446,16 @@ class _StreamRunner:
         )
 
 
+def local_rig(rig: Rig) -> Rig:
+    """The rig as this recorder records it: every stream its own. RigError for streams of capture nodes,
+    which this version cannot drive (a rig file may name them; nothing is opened or recorded)."""
+    remote = [s for s in rig.streams if s.node is not None]
+    if remote:
+        raise RigError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)}: streams of capture "
+                       "nodes on other PCs cannot be recorded by this version; record them on their own PC")
+    return rig
+
+
 def _described_spec(spec: StreamSpec, info: dict[str, Any]) -> StreamSpec:
     """What an open LSL stream said that its rig table left open: a string stream records markers (a take
     kind of its own), a stream given no rate has its sender's."""
@@ -505,7 +515,7 @@ class Recorder:
         """`calibration`: the take.json entry of the calibration applied to `rig` (calibrate.store.applied);
         `group`: the studio's group that takes belong to (default: the rig's, else none); `min_free_minutes`:
         a take starts only with room for this many minutes of the rig's data."""
-        self.rig = rig
+        self.rig = local_rig(rig)
         self.calibration = calibration
         self.group = group or rig.group
         self.state = RunState.CLOSED

@@ -29,6 +29,8 @@ class StreamSpec:
     name: str
     driver: str
     settings: dict[str, Any] = field(hash=False)
+    node: str | None = None
+    """The capture node (`[[node]]`) that records this stream; None: the controller itself."""
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key]
@@ -56,6 +58,8 @@ class Rig:
     """The studio's group: its takes belong to it (readable by its members, never by other users)."""
     lsl_outlets: bool = False
     """Publish the takes' events and frame times as LSL streams (improvcap.lsl_outlets)."""
+    nodes: tuple["NodeSpec", ...] = ()
+    """The capture PCs whose streams are part of the rig (`[[node]]`), in file order."""
 
     @property
     def sha256(self) -> str:
@@ -75,8 +79,21 @@ class Rig:
             **({"group": self.group} if self.group else {}),
             **({"lsl_outlets": True} if self.lsl_outlets else {}),
             "path": str(self.path),
-            "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **s.settings} for s in self.streams],
+            **({"nodes": [n.snapshot() for n in self.nodes]} if self.nodes else {}),
+            "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **({"node": s.node} if s.node else {}),
+                         **s.settings} for s in self.streams],
         }
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A capture PC of the rig: found by its `name` on LSL, or at `host` where multicast is blocked."""
+
+    name: str
+    host: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name, **({"host": self.host} if self.host else {})}
 
 
 # --- value checks -------------------------------------------------------------------------------
@@ -309,11 +326,11 @@ def parse_rig(text: str, path: Path) -> Rig:
     def fail(key: str, problem: str) -> RigError:
         return RigError(f"{path}: {key}: {problem}")
 
-    unknown = set(doc) - {"rig", *RIG_KINDS}
+    unknown = set(doc) - {"rig", "node", *RIG_KINDS}
     if unknown:
         key = sorted(unknown)[0]
-        raise fail(key, f"unknown table{did_you_mean(key, ['rig', *RIG_KINDS])} "
-                        f"(expected [rig], {', '.join(f'[[{k}]]' for k in RIG_KINDS)})")
+        raise fail(key, f"unknown table{did_you_mean(key, ['rig', *RIG_KINDS, 'node'])} "
+                        f"(expected [rig], {', '.join(f'[[{k}]]' for k in (*RIG_KINDS, 'node'))})")
     head = doc.get("rig")
     if not isinstance(head, dict):
         raise fail("rig", "missing [rig] table")
@@ -329,6 +346,7 @@ def parse_rig(text: str, path: Path) -> Rig:
     if problem := _string(pattern=NAME_RE)(head["name"]):
         raise fail("rig.name", problem)
 
+    nodes = _parse_nodes(doc.get("node", []), fail)
     streams: list[StreamSpec] = []
     seen: dict[str, str] = {}
     for kind in RIG_KINDS:
@@ -338,7 +356,7 @@ def parse_rig(text: str, path: Path) -> Rig:
         if kind == "sync" and len(tables) > 1:
             raise fail("sync[1]", f"at most one sync box per rig ({len(tables)} [[sync]] tables)")
         for i, table in enumerate(tables):
-            spec = _parse_stream(kind, i, table, fail)
+            spec = _parse_stream(kind, i, table, fail, nodes)
             if spec.name in seen:
                 raise fail(f"{kind}[{i}].name", f"duplicate stream name {spec.name!r} (also a {seen[spec.name]})")
             seen[spec.name] = kind
@@ -354,10 +372,42 @@ def parse_rig(text: str, path: Path) -> Rig:
         if master not in cameras:
             raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
     return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text,
-               group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False))
+               group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False), nodes=nodes)
 
 
-def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError]) -> StreamSpec:
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$")  # a host name, IPv4 or IPv6 address
+
+
+def _parse_nodes(tables: Any, fail: Callable[[str, str], RigError]) -> tuple[NodeSpec, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise fail("node", "expected [[node]] tables")
+    nodes: list[NodeSpec] = []
+    for i, table in enumerate(tables):
+        label = f"node[{i}]"
+        for key in set(table) - {"name", "host"}:
+            raise fail(f"{label}.{key}", f"unknown key for a node{did_you_mean(key, ['name', 'host'])} "
+                                         "(expected name, host)")
+        if "name" not in table:
+            raise fail(f"{label}.name", "missing")
+        if problem := _string(pattern=NAME_RE)(table["name"]):
+            raise fail(f"{label}.name", problem)
+        if any(n.name == table["name"] for n in nodes):
+            raise fail(f"{label}.name", f"duplicate node name {table['name']!r}")
+        host = table.get("host")
+        if host is not None and (not isinstance(host, str) or not _HOST_RE.match(host)):
+            raise fail(f"{label}.host", f"expected a host name or address, got {host!r}")
+        nodes.append(NodeSpec(table["name"], host))
+    return tuple(nodes)
+
+
+def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError],
+                  nodes: tuple[NodeSpec, ...] = ()) -> StreamSpec:
+    label = f"{kind}[{i}]"
+    node = table.get("node")
+    if node is not None and node not in {n.name for n in nodes}:
+        known = ", ".join(n.name for n in nodes) or "none: add a [[node]] table"
+        raise fail(f"{label}.node", f"{node!r} is not a node of this rig (nodes: {known})")
+    table = {k: v for k, v in table.items() if k != "node"}
     schema = {**_COMMON, **_SCHEMA[kind]}
     if table.get("driver") == "demo":
         # the demo LSL sender is a process of its own: its clock and jitter, no transport or faults
@@ -366,7 +416,6 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
             schema.update(_DEMO_CAMERA)
         elif kind == "mocap":
             schema.update(_DEMO_MOCAP)
-    label = f"{kind}[{i}]"
     for key in table:
         if key not in schema:
             driver = table.get("driver")
@@ -398,7 +447,7 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
         _check_lsl(settings, driver, label, fail)
     if kind == "camera" and driver in ("opencv", "ffmpeg") and settings["source"] == "":
         raise fail(f"{label}.source", f"missing (the {driver} driver needs a device, file or URL)")
-    return StreamSpec(kind=kind, name=name, driver=driver, settings=settings)
+    return StreamSpec(kind=kind, name=name, driver=driver, settings=settings, node=node)
 
 
 def _check_lsl(settings: dict[str, Any], driver: str, label: str, fail: Callable[[str, str], RigError]) -> None:

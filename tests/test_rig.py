@@ -30,6 +30,16 @@ port = "/dev/ttyUSB0"
 """
 
 
+NODES = """
+[[node]]
+name = "pc2"
+
+[[node]]
+name = "pc3"
+host = "10.0.0.2"
+"""
+
+
 def parse(text: str) -> None:
     parse_rig(text, Path("rigs/t.toml"))
 
@@ -77,6 +87,14 @@ def test_defaults_filled_and_snapshot():
     (lambda t: t + "\n[[camera]]\nname = 'c2'\n", "camera[1].driver", "missing"),
     (lambda t: t.replace("[rig]", "[rigg]"), "rigg", "unknown table"),
     (lambda t: t + "\nbroken = = 1\n", "not valid TOML", ""),
+    (lambda t: t.replace("fps = 30", 'fps = 30\nnode = "pc2"'), "camera[0].node",
+     "'pc2' is not a node of this rig (nodes: none: add a [[node]] table)"),
+    (lambda t: t + NODES.replace('host = "10.0.0.2"', 'host = "a b"'), "node[1].host", "expected a host name"),
+    (lambda t: t + NODES.replace('name = "pc3"', 'name = "pc2"'), "node[1].name", "duplicate node name 'pc2'"),
+    (lambda t: t + NODES.replace('host = "10.0.0.2"', 'hots = "x"'), "node[1].hots",
+     "unknown key for a node (did you mean 'host'?)"),
+    (lambda t: t + "\n[[node]]\nhost = 'x'\n", "node[0].name", "missing"),
+    (lambda t: t + "\n[nodes]\n", "nodes", "unknown table (did you mean 'node'?)"),
 ])
 def test_bad_rig_names_file_key_and_problem(edit, key, problem):
     with pytest.raises(RigError) as info:
@@ -118,4 +136,22 @@ def test_square_brackets_in_errors_are_printed_as_they_are(cli, tmp_path: Path):
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip()
     assert "\n" not in line, line
-    assert f"{bad}: cameras: unknown table (did you mean 'camera'?) (expected [rig], [[camera]], [[audio]], [[mocap]], [[sync]], [[lsl]])" in line, line
+    assert f"{bad}: cameras: unknown table (did you mean 'camera'?) (expected [rig], [[camera]], [[audio]], [[mocap]], [[sync]], [[lsl]], [[node]])" in line, line
+
+
+def test_nodes_and_the_streams_they_record_are_in_the_snapshot(cli, tmp_path: Path):
+    text = GOOD.replace('name = "mic"\ndriver = "demo"', 'name = "mic"\ndriver = "demo"\nnode = "pc3"') + NODES
+    rig = parse_rig(text, Path("t.toml"))
+    assert [(n.name, n.host) for n in rig.nodes] == [("pc2", None), ("pc3", "10.0.0.2")]
+    assert rig.stream("mic").node == "pc3" and rig.stream("cam0").node is None
+    snap = rig.snapshot()
+    assert snap["nodes"] == [{"name": "pc2"}, {"name": "pc3", "host": "10.0.0.2"}]
+    mic = next(s for s in snap["streams"] if s["name"] == "mic")
+    assert mic["node"] == "pc3" and "node" not in snap["streams"][0]
+    assert "nodes" not in parse_rig(GOOD, Path("t.toml")).snapshot()
+    # this version records no node's streams: one line, exit 2, nothing opened or written
+    (tmp_path / "nodes.toml").write_text(text)
+    result = cli("record", str(tmp_path / "nodes.toml"), "--duration", "1")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "mic (node pc3): streams of capture nodes on other PCs cannot be recorded by this version" in result.stderr
+    assert not (tmp_path / "takes").exists()
