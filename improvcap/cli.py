@@ -23,6 +23,7 @@ from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOpti
                           PerformersFileOption, SessionOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json, warn)
 from . import __version__
 from .cli_calibrate import calibrate_app
+from .cli_nodes import key_app, node_command, nodes_command
 from .rig import load_rig
 
 if TYPE_CHECKING:  # the recording stack is imported by the commands that record: `verify`, `ctl` start faster
@@ -38,8 +39,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 rig_app = typer.Typer(no_args_is_help=True, help="Check rig files and their devices.")
 app.add_typer(rig_app, name="rig")
 app.add_typer(calibrate_app, name="calibrate")
-key_app = typer.Typer(no_args_is_help=True, help="The rig's shared key, which lets a controller drive its nodes.")
 app.add_typer(key_app, name="key")
+app.command("node")(node_command)
+app.command("nodes")(nodes_command)
 
 
 def _show_version(value: bool) -> None:
@@ -458,18 +460,6 @@ def repair(
         out.print(f"  · {action}", highlight=False, markup=False)
     for fault in record.get("faults", []):
         warn(f"{fault}")
-
-
-@key_app.command("new")
-@one_line_errors
-def key_new(
-    file: Annotated[Path, typer.Argument(help="The key file to create (it must not exist); copy it to every PC.")],
-) -> None:
-    """Make a new shared key: a file of mode 0600 that `node --key` and the controller's commands take."""
-    from .link.keys import new_key
-    key = new_key(file)
-    out.print(f"{file}: key {key.id} (mode 0600; copy it to every PC of the rig, keep it from everyone else)",
-              highlight=False, markup=False)
 
 
 @rig_app.command("check")

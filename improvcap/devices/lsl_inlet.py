@@ -41,6 +41,14 @@ CHANNEL_FORMATS = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int
 # what matters reaches the take as faults and notes. Its configuration must be set before its first use.
 LIBLSL_CONFIG = b"[log]\nlevel = -3\n"
 _configured = False
+_known_peers: list[str] = []
+
+
+def add_known_peers(hosts: list[str]) -> None:
+    """Hosts liblsl asks directly, besides multicast (its `KnownPeers`): set before liblsl's first use."""
+    if _configured:
+        raise DeviceError("LSL known peers must be set before LSL is first used")
+    _known_peers.extend(h for h in hosts if h not in _known_peers)
 
 
 def pylsl_module() -> Any:
@@ -53,11 +61,12 @@ def pylsl_module() -> Any:
     if not _configured:
         _configured = True
         if "LSLAPICFG" not in os.environ:  # a studio's own liblsl configuration wins
-            pylsl.lib.lib.lsl_set_config_content(LIBLSL_CONFIG)
+            peers = f"[lab]\nKnownPeers = {{{', '.join(_known_peers)}}}\n".encode() if _known_peers else b""
+            pylsl.lib.lib.lsl_set_config_content(LIBLSL_CONFIG + peers)
     return pylsl
 
 
-def _time_correction_ex(inlet: Any, timeout: float) -> tuple[float, float, float]:
+def time_correction_ex(inlet: Any, timeout: float) -> tuple[float, float, float]:
     """(offset, remote_time, uncertainty) in seconds: liblsl's latest estimate, with when (on the sender's
     clock) it was measured and the round trip of the probe it rests on. pylsl wraps only the offset."""
     pylsl = pylsl_module()
@@ -179,7 +188,7 @@ class LslInlet(ThreadedDevice):
             inlet.open_stream(self.timeout_s)
             info = stream_info(inlet.info(self.timeout_s).as_xml())
             self._check(info)
-            offset, remote, rtt = _time_correction_ex(inlet, FIRST_CORRECTION_TIMEOUT_S)
+            offset, remote, rtt = time_correction_ex(inlet, FIRST_CORRECTION_TIMEOUT_S)
         except DeviceError:
             inlet.close_stream()
             raise
@@ -229,7 +238,7 @@ class LslInlet(ThreadedDevice):
             if arrived >= next_poll:
                 next_poll = arrived + int(POLL_S * 1e9)
                 try:
-                    offset, remote, rtt = _time_correction_ex(inlet, 0.0)
+                    offset, remote, rtt = time_correction_ex(inlet, 0.0)
                 except Exception:  # no estimate now (the sender is gone): nothing to keep
                     continue
                 if remote != last_remote:  # a new probe, not the estimate already kept

@@ -1,0 +1,111 @@
+"""The command line of capture nodes: `key new`, `node` (run on a capture PC) and `nodes` (check a rig's)."""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .cli_support import JsonOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json
+from .errors import CheckFailed, ImprovcapError, UsageError
+from .rig import load_rig
+
+key_app = typer.Typer(no_args_is_help=True, help="The rig's shared key, which lets a controller drive its nodes.")
+KeyOption = Annotated[Path, typer.Option("--key", help="The rig's shared key file (improvcap key new FILE).")]
+
+
+@key_app.command("new")
+@one_line_errors
+def key_new(
+    file: Annotated[Path, typer.Argument(help="The key file to create (it must not exist); copy it to every PC.")],
+) -> None:
+    """Make a new shared key: a file of mode 0600 that `node --key` and the controller's commands take."""
+    from .link.keys import new_key
+    key = new_key(file)
+    out.print(f"{file}: key {key.id} (mode 0600; copy it to every PC of the rig, keep it from everyone else)",
+              highlight=False, markup=False)
+
+
+@one_line_errors
+def node_command(
+    key: KeyOption,
+    name: Annotated[Optional[str], typer.Option(help="The node's name in rig files (default: the host name).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where this node's takes and log go.")] = Path("takes"),
+    port: Annotated[int, typer.Option(help="The control port (0: any free one).")] = 7371,
+) -> None:
+    """Run a capture node: advertise on LSL and serve the controllers that hold the rig's key, until Ctrl-C."""
+    from .link.keys import load_key
+    from .nodes.server import NodeLog, NodeServer
+    from .rig import NAME_RE
+
+    node_name = name or socket.gethostname().split(".")[0]
+    if not NAME_RE.match(node_name):
+        raise UsageError(f"--name {node_name!r}: must be letters, digits, '_', '-' or '.'")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be 0-65535, got {port}")
+    shared = load_key(key)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as e:
+        raise UsageError(f"{out_dir}: cannot create: {e.strerror or e}") from None
+    log = NodeLog(out_dir, lambda line: err.print(line, highlight=False, markup=False))
+    server = NodeServer(node_name, out_dir, shared, port, log).start()
+    from .nodes.addresses import local_ipv4
+    log(f"node {node_name}: listening on port {server.port} ({', '.join(local_ipv4())}), key {shared.id}")
+    with StopRequest() as stop:
+        try:
+            while not stop.requested:
+                time.sleep(0.2)
+        finally:
+            server.close()
+            log(f"node {node_name}: stopped")
+
+
+@one_line_errors
+def nodes_command(
+    rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
+    key: KeyOption,
+    timeout: Annotated[float, typer.Option(help="Seconds to find each node.")] = 5.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Find every node of a rig, prove the key to it and measure its clock: exit status 1 when one fails."""
+    from .link.keys import load_key
+    from .nodes.advert import configure_known_peers
+    from .nodes.client import NodeLink
+
+    spec = load_rig(rig)
+    if not spec.nodes:
+        raise UsageError(f"{spec.path}: names no [[node]]")
+    shared = load_key(key)
+    configure_known_peers([n.host for n in spec.nodes if n.host])
+    rows: list[dict[str, Any]] = []
+    for node in spec.nodes:
+        row: dict[str, Any] = {"node": node.name, "ok": False}
+        try:
+            link = NodeLink.connect(node, shared, timeout)
+            try:
+                status = link.request("status")
+                offset, rtt = link.found.clock_offset()
+                row.update(ok=True, address=f"{link.address}:{link.found.port}", version=status["version"],
+                           host=status["host"], clock_offset_ms=round(offset / 1e6, 3), rtt_ms=round(rtt / 1e6, 3))
+            finally:
+                link.close()
+        except ImprovcapError as e:
+            row["error"] = str(e)
+        rows.append(row)
+    if as_json:
+        print_json({"rig": spec.name, "nodes": rows})
+    else:
+        table = new_table(f"nodes of {spec.name}")
+        for column in ("node", "address", "host", "clock offset ms", "rtt ms", "verdict"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(escape(r["node"]), escape(r.get("address", "")), escape(r.get("host", "")),
+                          f"{r['clock_offset_ms']:+.3f}" if r["ok"] else "", f"{r['rtt_ms']:.3f}" if r["ok"] else "",
+                          "ok" if r["ok"] else escape(r["error"]))
+        out.print(table)
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        raise CheckFailed("; ".join(r["error"] for r in failed))

@@ -1,0 +1,114 @@
+"""Capture nodes on other hosts (network namespaces on a bridge, each node in a time namespace of its own):
+found on LSL, driven only with the rig's key, their clocks measured against the controller's."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hosts import Hosts
+from improvcap.link.keys import new_key
+
+# the nodes' CLOCK_MONOTONIC against the controller's: what the test knows, not what the tool measures
+OFFSETS = {"pc2": 500, "pc3": -250}
+
+
+@pytest.fixture
+def hosts():
+    if (reason := Hosts.skip_reason()) is not None:
+        pytest.skip(reason)
+    try:
+        made = Hosts(["ctl", "pc2", "pc3"])
+    except Exception as e:  # a kernel or container without namespaces
+        pytest.skip(f"cannot make network namespaces here: {e}")
+    yield made
+    made.close()
+
+
+def start_node(hosts: Hosts, name: str, key: Path, out: Path):
+    proc = hosts.start(name, [sys.executable, "-m", "improvcap", "node", "--name", name, "--key", str(key),
+                              "--out", str(out / name)], OFFSETS.get(name, 0),
+                       stdout=subprocess_pipe(), stderr=subprocess_pipe(), text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        log = out / name / "node.log"
+        if log.exists() and "listening" in log.read_text():
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate()[1])
+        time.sleep(0.1)
+    raise AssertionError(f"node {name} did not start")
+
+
+def subprocess_pipe():
+    import subprocess
+    return subprocess.PIPE
+
+
+def rig(path: Path, hosts: Hosts, *, host_of: dict[str, str] | None = None, extra: str = "") -> Path:
+    nodes = "".join(f'\n[[node]]\nname = "{n}"\n' + (f'host = "{host_of[n]}"\n' if host_of and n in host_of else "")
+                    for n in ("pc2", "pc3"))
+    path.write_text(f'[rig]\nname = "three-pc"\n{nodes}{extra}\n[[camera]]\nname = "cam0"\ndriver = "demo"\n')
+    return path
+
+
+def nodes_check(hosts: Hosts, rig_file: Path, key: Path, *extra: str):
+    return hosts.run("ctl", [sys.executable, "-m", "improvcap", "nodes", str(rig_file), "--key", str(key),
+                             "--timeout", "5", "--json", *extra])
+
+
+def test_nodes_are_found_across_hosts_and_their_clocks_measured(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    for name in ("pc2", "pc3"):
+        start_node(hosts, name, key, tmp_path)
+    result = nodes_check(hosts, rig(tmp_path / "rig.toml", hosts), key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["node"]: r for r in json.loads(result.stdout)["nodes"]}
+    for name, ahead_s in OFFSETS.items():
+        row = rows[name]
+        assert row["ok"] and row["address"].startswith(hosts.hosts[name].address + ":"), row
+        # the node's clock + offset is the controller's: a node 500 s ahead is -500 s off, within a millisecond
+        assert row["clock_offset_ms"] == pytest.approx(-ahead_s * 1000, abs=1.0), row
+        assert 0 < row["rtt_ms"] < 50
+    for name in OFFSETS:
+        assert "controller" in (tmp_path / name / "node.log").read_text()
+
+
+def test_a_node_is_found_by_its_host_where_multicast_is_blocked(tmp_path):
+    if (reason := Hosts.skip_reason()) is not None:
+        pytest.skip(reason)
+    hosts = Hosts(["pc2", "pc3"], routed=["ctl"])  # the controller behind a router: no multicast reaches it
+    try:
+        check_found_by_host(hosts, tmp_path)
+    finally:
+        hosts.close()
+
+
+def check_found_by_host(hosts: Hosts, tmp_path: Path) -> None:
+    key = new_key(tmp_path / "rig.key").path
+    for name in ("pc2", "pc3"):
+        start_node(hosts, name, key, tmp_path)
+    addresses = {n: hosts.hosts[n].address for n in ("pc2", "pc3")}
+    blind = nodes_check(hosts, rig(tmp_path / "blind.toml", hosts), key)
+    assert blind.returncode == 1 and "not found on the network" in blind.stderr, blind.stdout + blind.stderr
+    found = nodes_check(hosts, rig(tmp_path / "rig.toml", hosts, host_of=addresses), key)
+    assert found.returncode == 0, found.stdout + found.stderr
+    rows = {r["node"]: r for r in json.loads(found.stdout)["nodes"]}
+    assert rows["pc2"]["clock_offset_ms"] == pytest.approx(-500_000, abs=1.0)
+
+
+def test_a_controller_with_another_key_is_refused_and_logged_and_a_missing_node_named(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    other = new_key(tmp_path / "other.key").path
+    start_node(hosts, "pc2", key, tmp_path)  # pc3 is not running
+    result = nodes_check(hosts, rig(tmp_path / "rig.toml", hosts), other)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = {r["node"]: r for r in json.loads(result.stdout)["nodes"]}
+    assert not rows["pc2"]["ok"] and "holds another key" in rows["pc2"]["error"], rows
+    assert not rows["pc3"]["ok"] and rows["pc3"]["error"].startswith("node pc3: not found on the network"), rows
+    assert "error: " in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    log = (tmp_path / "pc2" / "node.log").read_text()
+    assert "refused" in log and "connected" not in log.replace("refused", ""), log
