@@ -19,6 +19,7 @@ from .take.layout import RIG_KINDS, nominal_rate, rig_kind
 
 SHIPPED_RIGS = Path(__file__).parent / "rigs"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE_EMPTY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")  # a name, or "" for none
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "input_format": (_string(), ""),   # ffmpeg/v4l2: e.g. "mjpeg"; opencv: a FOURCC
         "realtime": (_boolean, True),       # ffmpeg files: pace by timestamps, as a camera would
         "loop": (_boolean, False),          # ffmpeg files: start again at the end
+        "trigger": (_string(pattern=NAME_RE_EMPTY), ""),  # the sync box whose pulses expose it; "": free-running
     },
     "audio": {
         "driver": (_string(registry.drivers("audio")), REQUIRED),
@@ -364,6 +366,7 @@ def parse_rig(text: str, path: Path) -> Rig:
     if not streams:
         raise fail("rig", "no streams: add at least one [[camera]], [[audio]], [[mocap]] or [[lsl]]")
 
+    _check_triggers(streams, fail)
     cameras = [s.name for s in streams if s.kind == "camera"]
     master = head.get("master", cameras[0] if cameras else None)
     if master is not None:
@@ -373,6 +376,21 @@ def parse_rig(text: str, path: Path) -> Rig:
             raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
     return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text,
                group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False), nodes=nodes)
+
+
+def _check_triggers(streams: list[StreamSpec], fail: Callable[[str, str], RigError]) -> None:
+    """A triggered camera names the rig's sync box, which sends pulses at the camera's frame rate."""
+    boxes = {s.name: s for s in streams if s.kind == "sync"}
+    for i, cam in enumerate(s for s in streams if s.kind == "camera"):
+        box = boxes.get(cam["trigger"]) if cam["trigger"] else None
+        if cam["trigger"] and box is None:
+            raise fail(f"camera[{i}].trigger", f"{cam['trigger']!r} is not the rig's sync box "
+                                               f"({', '.join(boxes) or 'it has none: add a [[sync]] table'})")
+        if box is not None and box["trigger_fps"] != cam["fps"]:
+            raise fail(f"camera[{i}].fps", f"{cam['fps']:g} differs from {box.name}'s trigger_fps "
+                                           f"{box['trigger_fps']:g}: a triggered camera exposes once per pulse")
+        if box is not None and box.node != cam.node:
+            raise fail(f"camera[{i}].trigger", f"{box.name} is recorded by another PC than {cam.name}")
 
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$")  # a host name, IPv4 or IPv6 address

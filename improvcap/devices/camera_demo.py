@@ -8,6 +8,12 @@ on. A slate turns the first frame exposed at or after the slate time, and the tw
 Rendering is kept cheap (two 720p30 demo cameras use a few percent of a core): frames are drawn directly
 in yuv420p — a slice of a precomputed wide stripe pattern, text drawn on the luma plane, constant chroma.
 
+With `trigger = "<box>"` the camera is exposed by the demo sync box's trigger pulses instead of its own
+clock: frame k is exposed at the true time of a pulse the box actually sent, its counter (`seq`) counting
+exposures since it opened (a frame lost in transport, `drop_rate`, is a gap in it, as on a real
+triggered camera); its stamps stay on its own drifting clock, and the final fit puts every frame at its
+pulse's time (improvcap.take.trigger).
+
 With `board = true` the camera films a ChArUco board instead (improvcap.calibrate.render): a pinhole camera
 with `focal_px`, `center_offset_px`, `distortion` and `pose` in the rig frame, the board on its path as a
 function of the true exposure time, so all demo cameras of a rig see the same board at the same instant
@@ -55,6 +61,11 @@ class DemoCamera(ThreadedDevice):
         self._wide: np.ndarray | None = None
         self._yuv: np.ndarray | None = None
         self._board: Any = None          # (BoardSpec, PinholeCamera, BoardRenderer, path) in board mode
+        self._trigger: str = spec["trigger"]
+        self._first_pulse: int | None = None  # triggered: the box's count of the first pulse exposed
+        self._next_pulse = 0
+        self._resume = False
+        self._last_arrival = 0
 
     # --- life cycle ---------------------------------------------------------------------------------
 
@@ -108,7 +119,8 @@ class DemoCamera(ThreadedDevice):
             # Kept open between takes: the camera's clock and counter ran on; resume at the next exposure.
             elapsed_device = (now_ns() - self.timing.origin_ns) * (1.0 + self.timing.drift)
             self._next_k = max(self._next_k, math.ceil(elapsed_device / self.period_ns))
-        self._start_producer(self._produce)
+        self._resume = True
+        self._start_producer(self._produce_triggered if self._trigger else self._produce)
 
     def close(self) -> None:
         self.stop()
@@ -120,27 +132,60 @@ class DemoCamera(ThreadedDevice):
     # --- producing ------------------------------------------------------------------------------------
 
     def _produce(self, stop: threading.Event) -> None:
-        timing = self.timing
-        last_arrival = 0
+        self._last_arrival = 0
         while not stop.is_set():
             k = self._next_k
             self._next_k = k + 1
-            true = timing.true_ns(k * self.period_ns)
-            flash = self._flashes(k, true)
-            if timing.dropped():
-                self._dropped += 1
-                continue
-            arrival = max(timing.arrival_ns(true), last_arrival)
-            last_arrival = arrival
-            frame = self._render(k, true, flash)
-            wait = arrival - now_ns()
-            if wait > 0 and stop.wait(wait / 1e9):
+            if not self._expose(stop, k, self.timing.true_ns(k * self.period_ns)):
                 return
-            if self._flashes(k, true) != flash:  # a slate asked for while this frame waited
-                frame = self._render(k, true, not flash)
-            self._buffer.put(Sample(host_ns=now_ns(), device_ns=timing.device_ns(true), payload=frame,
-                                    seq=k, true_ns=true))
-            self._frames += 1
+
+    def _expose(self, stop: threading.Event, k: int, true: int) -> bool:
+        """Frame `k`, exposed at true host time `true`: dropped in transport, or delivered when it arrives.
+        False: stopped meanwhile."""
+        timing = self.timing
+        flash = self._flashes(k, true)
+        if timing.dropped():
+            self._dropped += 1
+            return True
+        arrival = self._last_arrival = max(timing.arrival_ns(true), self._last_arrival)
+        frame = self._render(k, true, flash)
+        wait = arrival - now_ns()
+        if wait > 0 and stop.wait(wait / 1e9):
+            return False
+        if self._flashes(k, true) != flash:  # a slate asked for while this frame waited
+            frame = self._render(k, true, not flash)
+        self._buffer.put(Sample(host_ns=now_ns(), device_ns=timing.device_ns(true), payload=frame, seq=k,
+                                true_ns=true))
+        self._frames += 1
+        return True
+
+    def _produce_triggered(self, stop: threading.Event) -> None:
+        from .sync_demo import running_box  # demo twins only: the box's emulator runs in this process
+        self._last_arrival = 0
+        while not stop.is_set():
+            box = running_box(self._trigger)
+            pulses = box.pulse_count if box is not None else 0
+            if box is None or pulses == 0:  # the box is not open, or sends no pulses yet
+                stop.wait(0.005)
+                continue
+            if self._first_pulse is None:
+                self._first_pulse = self._next_pulse = pulses + 1
+            elif self._resume:  # kept open between takes, it was exposed by every pulse meanwhile
+                self._next_pulse = max(self._next_pulse, pulses + 1)
+            self._resume = False
+            c = self._next_pulse
+            true = box.pulse_true_ns(c)
+            if true is None or true > now_ns() + 1_000_000_000:  # no train that reaches it (pulses stopped)
+                stop.wait(0.005)
+                continue
+            if stop.wait(max(0.0, (true - now_ns()) / 1e9)):
+                return
+            if box.pulse_count < c:  # not sent yet (the box's own thread is a little late), or never
+                stop.wait(0.0005)
+                continue
+            self._next_pulse = c + 1
+            if not self._expose(stop, c - self._first_pulse, true):
+                return
 
     def _flashes(self, k: int, true_ns: int) -> bool:
         with self._lock:

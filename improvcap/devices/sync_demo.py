@@ -22,6 +22,14 @@ from .sync_emulator import BOOT_NS, SyncBoxEmulator
 from .sync_serial import SerialSyncBox
 
 
+_RUNNING: dict[str, SyncBoxEmulator] = {}  # the demo boxes open in this process, by stream name
+
+
+def running_box(name: str) -> SyncBoxEmulator | None:
+    """The emulator of the demo box `name`, while it is open: what a triggered demo camera exposes on."""
+    return _RUNNING.get(name)
+
+
 class DemoSyncBox:
     def __init__(self, spec: StreamSpec) -> None:
         self.spec = spec
@@ -40,6 +48,7 @@ class DemoSyncBox:
             self.close()
             self._serial = self.emulator = None
             raise
+        _RUNNING[self.spec.name] = self.emulator
 
     def start(self) -> None:
         assert self._serial is not None, "open() first"
@@ -58,6 +67,8 @@ class DemoSyncBox:
 
     def close(self) -> None:
         # both objects stay, so describe() and stats() still answer for the take's manifest
+        if _RUNNING.get(self.spec.name) is self.emulator:
+            del _RUNNING[self.spec.name]
         if self._serial is not None:
             self._serial.close()
         if self.emulator is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import ImprovcapError
 from ..take.atomic import Folder, is_temporary
 from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, media_file, nominal_rate, table_file
-from ..take.refit import refit_stream
+from ..take.refit import refit_stream, retime_triggered
 from ..take.tables import read_table, stream_table
 from .counting import audio_gaps, counter_gaps, time_gaps
 from .kinds import KIND_REPAIRS, repair_truth_rows
@@ -100,6 +100,12 @@ class TakeRepair:
             except Exception as e:
                 stream.fault = f"its timing could not be rebuilt: {reason(e)}"
                 self.actions.append(f"{stream.name}: {stream.fault}")
+        healthy = {s.name: {**s.entry, "kind": s.kind} for s in self.streams if s.fault is None}
+        for name, why in retime_triggered(self.take, {s.name: s.spec for s in self.streams}, healthy).items():
+            self.actions.append(f"{name}: {why}")
+        for stream in self.streams:
+            if stream.name in healthy:
+                stream.entry.update({k: v for k, v in healthy[stream.name].items() if k != "kind"})
 
     def old(self, stream: RepairStream) -> dict[str, Any]:
         old = self.manifest.get("streams", {}).get(stream.name)

@@ -20,12 +20,14 @@ import numpy as np
 
 from ..clock import ClockDomain
 from ..clockfit import fit_clock
+from ..errors import TakeError
 from ..lslclock import fit_lsl
 from ..roundtrip import WINDOW_NS, RoundTripFit, fit_roundtrips
 from .atomic import RETIME_TAG, Folder, rewriting
 from .layout import LSL_CLOCK_COLUMNS, ROUNDTRIP_COLUMNS, lsl_clock_file, nominal_rate, roundtrips_file, table_file
 from .sync import build_sync
 from .tables import read_table, stream_table
+from .trigger import pulse_times
 
 CHUNK_BYTES = 1 << 22
 
@@ -122,6 +124,35 @@ def refit_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, sett
             "measured_rate": entry.pop("measured_rate", None), "clock": entry}
 
 
+def retime_triggered(take_dir: Path, settings: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]],
+                     folder: Folder | None = None) -> dict[str, str]:
+    """Every triggered camera among `entries` (stream name -> its manifest entry, updated in place) at its
+    pulses' times, once every stream is refitted (improvcap.take.trigger); {camera: reason} for those that
+    could not be."""
+    failed = {}
+    for name, entry in entries.items():
+        box = settings.get(name, {}).get("trigger")
+        if entry.get("kind", settings[name].get("kind")) != "camera" or not box:
+            continue
+        try:
+            if box not in entries:
+                raise TakeError(f"its trigger box {box} has no pulses in this take")
+            path = take_dir / table_file(name, "camera")
+            frames = read_table(path, columns=("t_ns", "seq"))
+            pulses = read_table(take_dir / table_file(box, "sync"), columns=("t_ns", "counter"))
+            seq = frames["seq"]
+            counted = bool(seq.any()) or len(seq) < 2  # a camera without a frame counter: frames in order
+            t, info = pulse_times(seq if counted else np.arange(len(seq)), frames["t_ns"], pulses["counter"],
+                                  pulses["t_ns"], int(round(settings[name].get("latency_ms", 0.0) * 1e6)))
+            rewrite_t_ns(path, t, folder)
+            entry["trigger"] = {"box": box, "by": "frame counter" if counted else "frame order", **info}
+            if len(t):
+                entry["first_t_ns"], entry["last_t_ns"] = int(t[0]), int(t[-1])
+        except Exception as e:  # its own clock's times stay
+            failed[name] = f"not put on its trigger pulses: {type(e).__name__}: {e}"
+    return failed
+
+
 def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None = None) -> dict[str, str]:
     """Refit every stream of a take from its raw columns, rewrite t_ns, rebuild sync.csv.
 
@@ -140,5 +171,7 @@ def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None =
                                        folder))
         except Exception as e:  # the raw columns stay on disk: `repair --force` can refit later
             failed[name] = f"{type(e).__name__}: {e}"
+    healthy = {n: s for n, s in manifest["streams"].items() if n not in failed}
+    failed.update(retime_triggered(take_dir, settings, healthy, folder))
     manifest["sync"] = build_sync(take_dir, manifest, replace=True, folder=folder)
     return failed

@@ -17,6 +17,7 @@ from ..take import counters
 from ..take.layout import CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, media_file, roundtrips_file, table_file
 from ..take.mkv import count_packets, open_video
 from ..take.tables import read_markers, read_table, stream_table
+from ..take.trigger import pulse_times
 from ..take.wav import wav_info
 from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
@@ -162,6 +163,34 @@ def check_camera(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     out["measured_rate"] = rounded(check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
                                               nominal), 4)
     intervals(c, name, t_ns)
+    rig_streams = mapping(c.manifest.get("rig")).get("streams")
+    spec = next((mapping(s) for s in (rig_streams if isinstance(rig_streams, list) else [])
+                 if mapping(s).get("name") == name), {})
+    if spec.get("trigger"):
+        check_trigger(c, name, str(spec["trigger"]), spec)
+
+
+def check_trigger(c: TakeCheck, name: str, box: str, spec: dict[str, Any]) -> None:
+    """A triggered camera: every frame at the time of its pulse, matched by count (improvcap.take.trigger)."""
+    rel = table_file(box, "sync")
+    if c.kinds.get(box) != "sync" or c.regular(rel) is None:
+        c.f.fail(f"{name}: triggered by {show(box)}, which has no pulse table in this take")
+        return
+    frames = read_table(c.take / table_file(name, "camera"), columns=("t_ns", "seq"))
+    pulses = read_table(c.take / rel, columns=("t_ns", "counter"))
+    seq = frames["seq"] if frames["seq"].any() or len(frames["seq"]) < 2 else np.arange(len(frames["seq"]))
+    latency = number(spec.get("latency_ms")) or 0.0
+    expected, info = pulse_times(seq, frames["t_ns"], pulses["counter"], pulses["t_ns"], int(round(latency * 1e6)))
+    c.streams[name]["trigger"] = {k: info[k] for k in ("matched", "frames_missing", "pulses_interpolated",
+                                                       "pulses_extrapolated", "frames_unmatched")}
+    if not np.array_equal(expected, frames["t_ns"]):
+        bad = int((expected != frames["t_ns"]).sum())
+        c.f.fail(f"{name}: {bad} frames are not at the times of their trigger pulses from {box} "
+                 "(refit them: repair --force)")
+    if info["frames_unmatched"]:
+        c.f.warn(f"{name}: {info['frames_unmatched']} frames not on {box}'s pulses (too few pulses recorded)")
+    if info["pulses_interpolated"]:
+        c.f.warn(f"{name}: {info['pulses_interpolated']} frames on pulses whose messages {box} lost (interpolated)")
 
 
 def check_audio(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
