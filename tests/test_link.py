@@ -2,6 +2,7 @@
 forged, replayed, reflected and other-key messages are refused and change nothing."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -91,19 +92,26 @@ def keys(tmp_path):
     return new_key(tmp_path / "a.key"), new_key(tmp_path / "b.key")
 
 
-def test_messages_flow_both_ways_in_order(keys):
-    pair = Pair(keys[0], keys[0])
+@contextlib.contextmanager
+def connected(key):
+    """(pair, controller's channel, node's channel) of a handshaken connection, closed afterwards."""
+    pair = Pair(key, key)
     try:
         controller = pair.handshake()
-        assert pair.node is not None
-        controller.send({"cmd": "start", "take": "scene_t001"})
-        controller.send({"cmd": "stop"})
-        assert pair.node.recv() == {"cmd": "start", "take": "scene_t001"}
-        assert pair.node.recv() == {"cmd": "stop"}
-        pair.node.send({"ok": True, "ü": "✓"})
-        assert controller.recv() == {"ok": True, "ü": "✓"}
+        assert pair.node is not None, pair.node_error
+        yield pair, controller, pair.node
     finally:
         pair.close()
+
+
+def test_messages_flow_both_ways_in_order(keys):
+    with connected(keys[0]) as (_, controller, node):
+        controller.send({"cmd": "start", "take": "scene_t001"})
+        controller.send({"cmd": "stop"})
+        assert node.recv() == {"cmd": "start", "take": "scene_t001"}
+        assert node.recv() == {"cmd": "stop"}
+        node.send({"ok": True, "ü": "✓"})
+        assert controller.recv() == {"ok": True, "ü": "✓"}
 
 
 def test_a_controller_with_another_key_is_refused_by_both_ends(keys):
@@ -133,29 +141,18 @@ def test_a_controller_that_fakes_the_key_id_cannot_prove_the_key(keys):
 def test_forged_replayed_and_reflected_messages_are_refused(keys):
     import json
 
-    pair = Pair(keys[0], keys[0])
-    try:
-        controller = pair.handshake()
-        node = pair.node
-        assert node is not None
+    with connected(keys[0]) as (pair, controller, node):
         # what the controller sends is captured on the wire by reading the node's socket ourselves
         controller.send({"cmd": "start"})
         line = node._reader.readline()
         message = json.loads(line)
         assert message["seq"] == 1 and message["body"] == {"cmd": "start"}
         # forged: the body changed, the signature kept
-        forged = dict(message, seq=2, body={"cmd": "stop"})
-        pair.sock.sendall(dump_line(forged))
+        pair.sock.sendall(dump_line(dict(message, seq=2, body={"cmd": "stop"})))
         with pytest.raises(AuthError, match="signature is not of this rig's key"):
             node.recv()
-    finally:
-        pair.close()
 
-    pair = Pair(keys[0], keys[0])
-    try:
-        controller = pair.handshake()
-        node = pair.node
-        assert node is not None
+    with connected(keys[0]) as (pair, controller, node):
         controller.send({"cmd": "mark"})
         assert node.recv() == {"cmd": "mark"}
         # replayed from the first connection: its nonces are not this one's
@@ -164,47 +161,26 @@ def test_forged_replayed_and_reflected_messages_are_refused(keys):
             node.recv()
         with pytest.raises((ConnectionError, OSError, ValueError)):  # the node closed the connection
             node.recv()
-    finally:
-        pair.close()
 
-    pair = Pair(keys[0], keys[0])
-    try:
-        controller = pair.handshake()
-        node = pair.node
-        assert node is not None
+    with connected(keys[0]) as (pair, controller, node):
         controller.send({"cmd": "mark"})
         wire = node._reader.readline()  # taken off the wire: then delivered, and replayed in its own connection
         pair.sock.sendall(wire + wire)
         assert node.recv() == {"cmd": "mark"}
         with pytest.raises(AuthError, match="message 1 where 2 was due"):
             node.recv()
-    finally:
-        pair.close()
 
-    pair = Pair(keys[0], keys[0])
-    try:
-        controller = pair.handshake()
-        node = pair.node
-        assert node is not None
+    with connected(keys[0]) as (pair, controller, node):
         node.send({"ok": True})
-        reflected = controller._reader.readline()
-        pair.sock.sendall(reflected)  # the node's own message sent back to it as the controller's
+        pair.sock.sendall(controller._reader.readline())  # the node's own message sent back to it
         with pytest.raises(AuthError, match="signature is not of this rig's key"):
             node.recv()
-    finally:
-        pair.close()
 
 
 @pytest.mark.parametrize("line", [b'{"cmd": "start"}\n', b'not json\n', b'{"seq":1,"seq":2,"body":{},"mac":""}\n',
                                   b"[" * 100000 + b"\n", b"x" * (2 << 20)])
 def test_an_unauthenticated_or_malformed_message_is_refused(keys, line):
-    pair = Pair(keys[0], keys[0])
-    try:
-        pair.handshake()
-        node = pair.node
-        assert node is not None
+    with connected(keys[0]) as (pair, _, node):
         pair.sock.sendall(line)
         with pytest.raises(AuthError):
             node.recv()
-    finally:
-        pair.close()

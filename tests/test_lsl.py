@@ -20,6 +20,8 @@ from improvcap.devices.lsl_inlet import seconds_to_ns
 from improvcap.lslclock import ClockOffset, dejitter, fit_lsl, fit_offsets
 from improvcap.rig import StreamSpec
 
+from helpers import rig_text, table
+
 pytest.importorskip("pylsl")
 
 
@@ -510,29 +512,10 @@ def test_a_marker_stream_is_recorded_as_markers_one_row_each_and_read_back(tmp_p
     sender = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     assert sender.stdout is not None and sender.stdin is not None and sender.stdout.readline().startswith("ready")
-    (tmp_path / "rig.toml").write_text(f"""[rig]
-name = "cues-test"
-master = "cam0"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-
-[[lsl]]
-name = "cues"
-driver = "lsl"
-stream = "source_id='{sid}'"
-timeout_s = 2
-
-[[lsl]]
-name = "pad"
-driver = "lsl"
-stream = "source_id='{sid}-pad'"
-timeout_s = 2
-""")
+    (tmp_path / "rig.toml").write_text(rig_text(
+        "cues-test", table("camera", name="cam0", driver="demo", width=320, height=240, fps=30),
+        table("lsl", name="cues", driver="lsl", stream=f"source_id='{sid}'", timeout_s=2),
+        table("lsl", name="pad", driver="lsl", stream=f"source_id='{sid}-pad'", timeout_s=2)))
     proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "rig.toml", "--out", "out", "--session", "s",
                              "--duration", "5", "--slate", "--json"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

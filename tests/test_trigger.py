@@ -16,6 +16,8 @@ from improvcap.errors import RigError
 from improvcap.rig import parse_rig
 from improvcap.take.trigger import pulse_times
 
+from helpers import rig_text, table
+
 PERIOD = 33_333_333
 
 
@@ -43,31 +45,11 @@ def test_the_latency_is_the_exposure_offset():
     assert np.array_equal(t, pulse_t + 4_000_000)
 
 
-RIG = """[rig]
-name = "trig"
-master = "cam0"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-trigger = "box"
-drop_rate = 0.1
-drift_ppm = 80
-jitter_ms = 3
-truth = true
-
-[[sync]]
-name = "box"
-driver = "demo"
-trigger_fps = 30
-jitter_ms = 1
-drift_ppm = 40
-query_hz = 50
-truth = true
-"""
+RIG = rig_text("trig",
+                table("camera", name="cam0", driver="demo", width=320, height=240, fps=30, trigger="box",
+                      drop_rate=0.1, drift_ppm=80, jitter_ms=3, truth=True),
+                table("sync", name="box", driver="demo", trigger_fps=30, jitter_ms=1, drift_ppm=40, query_hz=50,
+                      truth=True))
 
 
 @pytest.mark.parametrize("edit, message", [
