@@ -579,16 +579,16 @@ class Recorder:
 
     # takes ----------------------------------------------------------------------------------------
     def start_take(self, out: Path, session: str, scene: str, extra: dict[str, Any] | None = None,
-                   attachments: dict[str, bytes] | None = None) -> Path:
-        """Start a take in `<out>/<session>/<scene>_tNNN/`. `extra` goes into take.json; `attachments`
-        (name → bytes) are written into the take folder first, so that their hashes land in the manifest."""
+                   attachments: dict[str, bytes] | None = None, number: int | None = None) -> Path:
+        """Start a take in `<out>/<session>/<scene>_tNNN/` (the next NNN, or `number`). `extra` goes into take.json,
+        `attachments` (name → bytes) into the take folder first, so that their hashes land in the manifest."""
         if self.state is not RunState.IDLE:
             raise ImprovcapError(f"cannot start a take while {self.state.value}")
         self.start_request_ns = now_ns()
         self.out = out
         self.room.check(out)
         session_dir = take_folder.session_folder(out, session, self.rig.name, self.group)
-        take_dir, number = take_folder.next_take_folder(session_dir, scene)
+        take_dir, number = take_folder.next_take_folder(session_dir, scene, number)
         folder, self._reserve, events = _open_take(take_dir, attachments or {})
         if self._folder is not None:
             self._folder.close()

@@ -2,7 +2,9 @@
 found on LSL, driven only with the rig's key, their clocks measured against the controller's."""
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ def hosts():
 def start_node(hosts: Hosts, name: str, key: Path, out: Path):
     proc = hosts.start(name, [sys.executable, "-m", "improvcap", "node", "--name", name, "--key", str(key),
                               "--out", str(out / name)], OFFSETS.get(name, 0),
-                       stdout=subprocess_pipe(), stderr=subprocess_pipe(), text=True)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         log = out / name / "node.log"
@@ -41,11 +43,6 @@ def start_node(hosts: Hosts, name: str, key: Path, out: Path):
             raise AssertionError(proc.communicate()[1])
         time.sleep(0.1)
     raise AssertionError(f"node {name} did not start")
-
-
-def subprocess_pipe():
-    import subprocess
-    return subprocess.PIPE
 
 
 def rig(path: Path, hosts: Hosts, *, host_of: dict[str, str] | None = None, extra: str = "") -> Path:
@@ -112,3 +109,87 @@ def test_a_controller_with_another_key_is_refused_and_logged_and_a_missing_node_
     assert "error: " in result.stderr and result.stderr.count("\n") == 1, result.stderr
     log = (tmp_path / "pc2" / "node.log").read_text()
     assert "refused" in log and "connected" not in log.replace("refused", ""), log
+
+
+CONTROLLER = """
+import json, sys, time
+from pathlib import Path
+from improvcap.link.keys import load_key
+from improvcap.nodes.client import NodeLink
+from improvcap.rig import load_rig
+rig_file, key, commands = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+rig = load_rig(rig_file)
+link = NodeLink.connect(rig.nodes[0], load_key(Path(key)), 10)
+for cmd, args in commands:
+    if cmd == "sleep":
+        time.sleep(args)
+        continue
+    try:
+        print(json.dumps({"cmd": cmd, **link.request(cmd, **args)}), flush=True)
+    except Exception as e:
+        print(json.dumps({"cmd": cmd, "error": str(e)}), flush=True)
+link.close()
+"""
+
+NODE_RIG = """[rig]
+name = "two-pc"
+
+[[node]]
+name = "pc2"
+
+[[camera]]
+name = "cam9"
+driver = "demo"
+width = 320
+height = 240
+node = "pc2"
+truth = true
+
+[[mocap]]
+name = "suit9"
+driver = "demo"
+channels = 6
+node = "pc2"
+
+[[audio]]
+name = "local"
+driver = "demo"
+"""
+
+
+def control(hosts: Hosts, rig_file: Path, key: Path, *commands) -> list[dict]:
+    result = hosts.run("ctl", [sys.executable, "-c", CONTROLLER, str(rig_file), str(key), json.dumps(commands)])
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_a_node_records_its_streams_of_the_rig_and_outlives_its_controller(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    (tmp_path / "rig.toml").write_text(NODE_RIG)
+    start = {"session": "day", "scene": "scene", "number": 4, "take": "scene_t004"}
+    first = control(hosts, tmp_path / "rig.toml", key, ("open", {"rig": NODE_RIG, "rig_name": "two-pc"}),
+                    ("start", start), ("sleep", 1.0))
+    assert first[0]["streams"] == {"cam9": "camera", "suit9": "mocap"}  # not the controller's own stream
+    assert first[1]["take"] == "scene_t004" and "error" not in first[1], first
+    # the controller went away mid-take; the node recorded on, and a new controller stops the take
+    time.sleep(2.0)
+    second = control(hosts, tmp_path / "rig.toml", key, ("status", {}), ("stop", {}), ("start", start))
+    assert second[0]["state"] == "recording"
+    stop = second[1]
+    assert stop["take"] == "scene_t004" and stop["status"] == "complete" and stop["faults"] == [], stop
+    assert set(stop["streams"]) == {"cam9", "suit9"} and stop["streams"]["cam9"]["count"] > 30 * 2.5
+    assert "exists; a take is never overwritten" in second[2]["error"]  # the same number again: refused
+    take = tmp_path / "pc2" / "day" / "scene_t004"
+    manifest = json.loads((take / "take.json").read_text())
+    assert manifest["node"] == "pc2" and manifest["take"] == 4 and set(manifest["files"]) == set(stop["files"])
+    # on the node's own clock (500 s ahead of the controller's): its t0 is a reading of that clock
+    assert manifest["t0_host_ns"] == stop["t0_host_ns"] == first[1]["t0_host_ns"]
+    with open(take / "cam9.truth.csv") as fh:
+        truth = [int(r["true_t_ns"]) for r in csv.DictReader(fh)]
+    assert truth and truth[0] >= 0
+    checked = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(take), "--json"],
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, json.loads(checked.stdout)["takes"][0]["reasons"]
+    log = (tmp_path / "pc2" / "node.log").read_text()
+    assert "start: done" in log and "stop: done" in log and "exists; a take is never overwritten" in log

@@ -2,7 +2,8 @@
 they hold the rig's key.
 
 Each connection is handshaken (improvcap.link.channel) and then served request by request, one JSON
-object each way: `{"cmd": "status"}` -> `{"ok": true, "node": ..., "clock_ns": ...}`. A connection that
+object each way: `{"cmd": "status"}` -> `{"ok": true, "node": ..., "clock_ns": ...}`, and the recording
+commands open, start, stop and close (improvcap.nodes.recording). A connection that
 fails the handshake or sends a message that is not authentic is logged (stderr and `<out>/node.log`) and
 closed; it changes nothing. Controllers may come and go: the node keeps listening.
 """
@@ -22,6 +23,7 @@ from ..link.channel import node_handshake
 from ..link.keys import SharedKey
 from ..take.layout import FILE_MODE
 from .advert import advertise
+from .recording import NodeRecorder
 
 LOG_FILE = "node.log"
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -59,6 +61,7 @@ class NodeServer:
         except OSError as e:
             raise UsageError(f"node {name}: cannot listen on port {port}: {e.strerror or e}") from None
         self.port = self._listener.getsockname()[1]
+        self.recording = NodeRecorder(name, out)
         self._advert: Any = None
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="node-accept", daemon=True)
@@ -69,8 +72,10 @@ class NodeServer:
         return self
 
     def close(self) -> None:
+        """No more controllers; a take being recorded is stopped cleanly and the devices closed."""
         self._closed.set()
         self._listener.close()
+        self.recording.handle("close", {})
         self._advert = None  # the outlet goes with its last reference
 
     def _accept(self) -> None:
@@ -105,8 +110,16 @@ class NodeServer:
         try:
             if cmd == "status":
                 return {"ok": True, "node": self.name, "version": __version__, "host": socket.gethostname(),
-                        "clock_ns": now_ns(), "out": str(self.out)}
-            raise UsageError(f"unknown command {str(cmd)[:40]!r}")
+                        "clock_ns": now_ns(), "out": str(self.out), "state": self.recording.state()}
+            reply = self.recording.handle(str(cmd), request)
+            if reply is None:
+                raise UsageError(f"unknown command {str(cmd)[:40]!r}")
+            self.log(f"{cmd}: done")
+            return {"ok": True, **reply}
         except ImprovcapError as e:
+            self.log(f"{cmd}: {e}")
             return {"ok": False, "error": str(e)}
+        except Exception as e:  # a bug must not take the node down: the controller hears of it
+            self.log(f"{cmd}: internal error: {type(e).__name__}: {e}")
+            return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
 

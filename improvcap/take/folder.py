@@ -81,13 +81,16 @@ def add_session_performers(session_dir: Path, entries: list[dict[str, Any]]) -> 
         write_json_atomic(meta, data, folder=opened)
 
 
-def next_take_folder(session_dir: Path, scene: str) -> tuple[Path, int]:
-    """Create `<scene>_t<NNN>/` with the next free number; an existing take is never reused."""
+def next_take_folder(session_dir: Path, scene: str, number: int | None = None) -> tuple[Path, int]:
+    """Create `<scene>_t<NNN>/` with the next free number, or with `number` (a capture node recording the
+    controller's take: a TakeError if it exists); an existing take is never reused."""
     check_name(scene, "scene")
     pattern = re.compile(rf"^{re.escape(scene)}_t(\d{{3,}})$")
     with Folder(session_dir, follow=False) as session:
-        numbers = [int(m.group(1)) for name in os.listdir(session.fd) if (m := pattern.match(name))]
-        number = max(numbers, default=0) + 1
+        given = number is not None
+        if number is None:
+            numbers = [int(m.group(1)) for name in os.listdir(session.fd) if (m := pattern.match(name))]
+            number = max(numbers, default=0) + 1
         while True:
             name = f"{scene}_t{number:03d}"
             try:
@@ -95,6 +98,8 @@ def next_take_folder(session_dir: Path, scene: str) -> tuple[Path, int]:
                 session.sync()  # the take's own name survives a power cut
                 return session_dir / name, number
             except FileExistsError:
+                if given:
+                    raise TakeError(f"{session_dir / name}: exists; a take is never overwritten") from None
                 number += 1
             except OSError as e:
                 raise TakeError(f"{session_dir / name}: cannot create the take folder: {e.strerror or e}") from None

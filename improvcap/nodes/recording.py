@@ -1,0 +1,102 @@
+"""What a node records when a controller tells it: its own streams of the controller's rig, warm between
+takes like `session`, each take in `<out>/<session>/<scene>_t<NNN>/` with the controller's take number.
+
+The controller sends the rig file's text; the node keeps the streams whose `node` is its own name and
+records them as a rig of its own (improvcap.recorder), on its own clock: the take's t0 and every t_ns
+are the node's, and the controller, which measures the node's clock, says how they map onto its own.
+A controller that goes away changes nothing here: a take being recorded goes on until a stop, or until
+the node itself is stopped (which ends it cleanly).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..performers import consent_digest, consent_record
+from ..recorder import Recorder, RunState
+from ..rig import Rig, parse_rig
+from ..take.layout import PERFORMERS_RECORD
+
+
+def node_rig(rig: Rig, node: str) -> Rig:
+    """The streams of `rig` that node `node` records, as a rig of its own (UsageError: none)."""
+    mine = tuple(dataclasses.replace(s, node=None) for s in rig.streams if s.node == node)
+    if not mine:
+        raise UsageError(f"rig {rig.name} gives node {node} no streams (no stream has node = \"{node}\")")
+    master = rig.master if rig.master in {s.name for s in mine} else None
+    return dataclasses.replace(rig, streams=mine, nodes=(), master=master)
+
+
+class NodeRecorder:
+    """The node's recorder, driven by requests (serialised: one controller's command at a time)."""
+
+    def __init__(self, name: str, out: Path) -> None:
+        self.name, self.out = name, out
+        self.recorder: Recorder | None = None
+        self._rig_text: str | None = None
+        self._lock = threading.Lock()
+
+    def handle(self, cmd: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply to a recording command, or None when `cmd` is not one."""
+        action = {"open": self._open, "start": self._start, "stop": self._stop, "close": self._close}.get(cmd)
+        if action is None:
+            return None
+        with self._lock:
+            return action(request)
+
+    def state(self) -> str:
+        return "closed" if self.recorder is None else self.recorder.state.value
+
+    def _open(self, request: dict[str, Any]) -> dict[str, Any]:
+        text, name = request.get("rig"), request.get("rig_name")
+        if not isinstance(text, str) or not isinstance(name, str):
+            raise UsageError("open: expected the rig file's text and name")
+        if self.recorder is not None and text == self._rig_text:
+            return self._streams()  # already open with this rig: kept warm
+        rig = node_rig(parse_rig(text, Path(f"controller:{name}")), self.name)
+        self._close({})
+        recorder = Recorder(rig)
+        recorder.open()
+        self.recorder, self._rig_text = recorder, text
+        return self._streams()
+
+    def _streams(self) -> dict[str, Any]:
+        assert self.recorder is not None
+        return {"streams": {s.name: s.kind for s in self.recorder.rig.streams}}
+
+    def _start(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.recorder is None:
+            raise UsageError("start: no rig is open on this node (open first)")
+        session, scene, number = request.get("session"), request.get("scene"), request.get("number")
+        if not isinstance(session, str) or not isinstance(scene, str) or not isinstance(number, int) \
+                or isinstance(number, bool) or number < 1:
+            raise UsageError("start: expected a session, a scene and a take number")
+        entries = request.get("performers", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise UsageError("start: performers must be a list of the controller's performer records")
+        # the take's consent record as the controller resolved it: the same bytes, the same hash
+        extra = {"node": self.name, "controller_take": request.get("take"), "performers": entries,
+                 "performers_sha256": consent_digest(entries)}
+        take = self.recorder.start_take(self.out, session, scene, number=number, extra=extra,
+                                        attachments={PERFORMERS_RECORD: consent_record(entries)})
+        assert self.recorder.origin is not None
+        return {"take": take.name, "t0_host_ns": self.recorder.origin.t0_ns}
+
+    def _stop(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.recorder is None or self.recorder.state is not RunState.RECORDING:
+            raise UsageError("stop: no take is recording on this node")
+        assert self.recorder.take_dir is not None
+        manifest = self.recorder.stop_take()
+        return {"take": self.recorder.take_dir.name, "status": manifest["status"], "files": manifest["files"],
+                "faults": manifest["faults"], "t0_host_ns": manifest["t0_host_ns"],
+                "streams": {n: {k: s.get(k) for k in ("kind", "count", "dropped", "first_t_ns", "last_t_ns")}
+                            for n, s in manifest["streams"].items()}}
+
+    def _close(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.recorder is not None:
+            recorder, self.recorder, self._rig_text = self.recorder, None, None
+            recorder.close()  # a take still recording is stopped cleanly first
+        return {}
