@@ -193,3 +193,45 @@ def test_a_node_records_its_streams_of_the_rig_and_outlives_its_controller(hosts
     assert checked.returncode == 0, json.loads(checked.stdout)["takes"][0]["reasons"]
     log = (tmp_path / "pc2" / "node.log").read_text()
     assert "start: done" in log and "stop: done" in log and "exists; a take is never overwritten" in log
+
+
+CLOCK = """
+import json, sys, time
+from pathlib import Path
+from improvcap.clock import now_ns
+from improvcap.link.keys import load_key
+from improvcap.nodes.client import NodeLink
+from improvcap.nodes.clock import NodeClockLog, fit_node_clock, to_controller_ns
+from improvcap.rig import NodeSpec
+link = NodeLink.connect(NodeSpec("pc2"), load_key(Path(sys.argv[1])), 10)
+path = Path(sys.argv[2])
+t0 = now_ns()
+log = NodeClockLog(link.found, path, t0, poll_s=0.25).start()
+time.sleep(float(sys.argv[3]))
+log.stop()
+segments = fit_node_clock(path)
+before = now_ns()
+node_ns = link.request("status")["clock_ns"]
+after = now_ns()
+print(json.dumps({"rows": log.rows, "offsets": [s.offset_ns for s in segments], "fitted": [s.fitted for s in segments],
+                  "node_ns": node_ns, "mapped": int(to_controller_ns(segments, [node_ns])[0]),
+                  "before": before, "after": after}))
+link.close()
+"""
+
+
+def test_the_controller_logs_a_node_clock_and_fits_it_onto_its_own(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    result = hosts.run("ctl", [sys.executable, "-c", CLOCK, str(key), str(tmp_path / "pc2.clock.csv"), "7"])
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["rows"] >= 3 and out["fitted"] == [True], out  # liblsl probes every 2 s
+    with open(tmp_path / "pc2.clock.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["host_ns", "remote_ns", "offset_ns", "rtt_ns"] and len(rows) == out["rows"]
+    # the node's clock is 500 s ahead (its time namespace): the fit says so, within a millisecond ...
+    assert out["offsets"][0] == pytest.approx(-500e9, abs=1e6)
+    # ... and maps a reading of the node's clock to the controller's instant it was taken at
+    assert out["mapped"] == pytest.approx(out["node_ns"] - 500 * 10**9, abs=1e6)
+    assert out["before"] - 1e6 <= out["mapped"] <= out["after"] + 1e6
