@@ -19,8 +19,9 @@ import typer
 from .take import folder as take_folder
 from .take.space import DEFAULT_FLOOR_MINUTES, room_line
 from .errors import CheckFailed, ImprovcapError, UsageError
-from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOption, OutOption, PerformerOption,
-                          PerformersFileOption, SessionOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json, warn)
+from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOption, NodeKeyOption, OutOption,
+                          PerformerOption, PerformersFileOption, SessionOption, StopRequest, err, escape, new_table,
+                          one_line_errors, out, print_json, warn)
 from . import __version__
 from .cli_calibrate import calibrate_app
 from .cli_nodes import key_app, node_command, nodes_command
@@ -28,6 +29,7 @@ from .rig import load_rig
 
 if TYPE_CHECKING:  # the recording stack is imported by the commands that record: `verify`, `ctl` start faster
     from .control import ControlServer
+    from .nodes.controller import NodeController
     from .recorder import Recorder, Status
     from .session import TakeControl
 
@@ -78,6 +80,7 @@ def record(
     group: GroupOption = None,
     min_free_minutes: MinFreeOption = DEFAULT_FLOOR_MINUTES,
     lsl: LslOption = False,
+    key: NodeKeyOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the take path and summary as JSON.")] = False,
 ) -> None:
     """Record one take of a rig into <out>/<session>/<scene>_tNNN/ (ctl stop/slate/mark drive it too)."""
@@ -87,15 +90,16 @@ def record(
     from .session import TakeControl
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
-    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl)
+    recorder, warnings, nodes = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl, key)
     control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
-                          performers=performer or (), performers_file=performers_file, single_take=True)
+                          performers=performer or (), performers_file=performers_file, single_take=True,
+                          nodes=nodes)
     _check_out(out_dir, control.session)
     control.resolve_performers(control.performers)  # refuse unknown or revoked performers before anything
     refuse_if_driven(control.session_dir)  # a second recorder on a session is refused before any device opens
     recorder.room.check(out_dir)  # so is a take on a disk without room for it
     with StopRequest() as stop:
-        _open_devices(recorder, warnings)
+        _open_devices(recorder, warnings, nodes)
         server: ControlServer | None = None
         try:
             take_dir = Path(control.start()["take"])
@@ -117,6 +121,8 @@ def record(
             if server is not None:
                 server.close()
             recorder.close()
+            if nodes is not None:
+                nodes.close()
     summary = control.last_take
     assert summary is not None
     if as_json:
@@ -134,11 +140,14 @@ def record(
 
 def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | None = None,
                          min_free_minutes: float = DEFAULT_FLOOR_MINUTES, lsl: bool = False,
-                         ) -> tuple[Recorder, list[str]]:
-    """A recorder for the rig with its current calibration applied, and what that calibration lacks;
-    `lsl`: publish its takes to LSL whatever the rig file says."""
+                         key: Path | None = None) -> tuple[Recorder, list[str], NodeController | None]:
+    """A recorder for the rig's own streams with its current calibration applied, what that calibration
+    lacks, and the capture nodes that record its other streams (with the shared `key`); `lsl`: publish
+    its takes to LSL whatever the rig file says."""
     from .recorder import Recorder
     from .calibrate.store import applied, calibration_dir
+    from .link.keys import load_key
+    from .nodes.controller import NodeController, controller_rig
 
     rig = load_rig(rig_arg)
     rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
@@ -146,16 +155,31 @@ def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | No
         rig = dataclasses.replace(rig, lsl_outlets=True)
     if not (min_free_minutes >= 0 and math.isfinite(min_free_minutes)):
         raise UsageError(f"--min-free-minutes must be 0 or more, got {min_free_minutes}")
+    nodes = None
+    if remote := [s for s in rig.streams if s.node is not None]:
+        if key is None:
+            raise UsageError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)} are recorded "
+                             "by capture nodes: give the rig's shared key with --key FILE")
+        nodes = NodeController(rig, load_key(key))
+        rig = controller_rig(rig)
     recorder = Recorder(rig, calibration=entry, group=group, min_free_minutes=min_free_minutes)
     if recorder.group is not None:
         take_folder.group_id(recorder.group)  # an unknown group is refused before any device opens
-    return recorder, warnings
+    return recorder, warnings, nodes
 
 
-def _open_devices(recorder: Recorder, warnings: Sequence[str] = ()) -> None:
-    """Open every device; then, with the input known to be good, print the calibration's warnings."""
-    with err.status(f"opening {len(recorder.rig.streams)} devices of rig {recorder.rig.name}…"):
-        recorder.open()
+def _open_devices(recorder: Recorder, warnings: Sequence[str] = (), nodes: NodeController | None = None) -> None:
+    """Open every node and device; then, with the input known to be good, print the calibration's warnings."""
+    if nodes is not None:
+        with err.status(f"finding {len(nodes.nodes)} capture nodes of rig {recorder.rig.name}…"):
+            nodes.open()  # a node missing is a one-line error before anything is recorded
+    try:
+        with err.status(f"opening {len(recorder.rig.streams)} devices of rig {recorder.rig.name}…"):
+            recorder.open()
+    except BaseException:
+        if nodes is not None:
+            nodes.close()
+        raise
     for message in warnings:
         warn(message)
 
@@ -194,16 +218,17 @@ def session_command(
     group: GroupOption = None,
     min_free_minutes: MinFreeOption = DEFAULT_FLOOR_MINUTES,
     lsl: LslOption = False,
+    key: NodeKeyOption = None,
 ) -> None:
     """Keep a rig's devices open and record take after take (keys or `improvcap ctl`)."""
     from . import dashboard
     from .control import ControlServer
     from .keyboard import HELP, KeyBindings, KeyReader
     from .session import TakeControl
-    recorder, warnings = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl)
+    recorder, warnings, nodes = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl, key)
     spec = recorder.rig
     control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
-                          performers=performer or (), performers_file=performers_file)
+                          performers=performer or (), performers_file=performers_file, nodes=nodes)
     _check_out(out_dir, control.session)
     control.resolve_performers(control.performers)
     take_folder.session_folder(out_dir, control.session, spec.name, recorder.group)
@@ -211,7 +236,7 @@ def session_command(
     with StopRequest() as stop:
         server.start()  # refuses when another recorder already drives this session
         try:
-            _open_devices(recorder, warnings)
+            _open_devices(recorder, warnings, nodes)
             keys = KeyBindings(control)
             interactive = sys.stdin.isatty()
             title = lambda: _session_title(control)  # noqa: E731
@@ -227,6 +252,8 @@ def session_command(
         finally:
             server.close()
             recorder.close()
+            if nodes is not None:
+                nodes.close()
 
 
 def _session_title(control: TakeControl) -> str:

@@ -34,6 +34,8 @@ MinFreeOption = Annotated[float, typer.Option(
     "--min-free-minutes", help="Start a take only with room on the disk for this many minutes of the rig's data "
                                "(measured by the last take, else estimated from the rig); the live view warns "
                                "below twice that.")]
+NodeKeyOption = Annotated[Optional[Path], typer.Option(
+    "--key", help="The rig's shared key (improvcap key new): drive the capture nodes that record its other streams.")]
 LslOption = Annotated[bool, typer.Option(
     "--lsl", help="Publish the takes' events and frame times as LSL streams (as [rig] lsl_outlets = true).")]
 GroupOption = Annotated[Optional[str], typer.Option(

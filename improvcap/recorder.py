@@ -447,12 +447,12 @@ class _StreamRunner:
 
 
 def local_rig(rig: Rig) -> Rig:
-    """The rig as this recorder records it: every stream its own. RigError for streams of capture nodes,
-    which this version cannot drive (a rig file may name them; nothing is opened or recorded)."""
+    """The rig as this recorder records it: every stream its own. RigError for streams of capture nodes:
+    a recorder is given its own streams only (improvcap.nodes.controller.controller_rig), the nodes theirs."""
     remote = [s for s in rig.streams if s.node is not None]
     if remote:
         raise RigError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)}: streams of capture "
-                       "nodes on other PCs cannot be recorded by this version; record them on their own PC")
+                       "nodes on other PCs are recorded by their nodes (record and session drive them with --key)")
     return rig
 
 
@@ -543,7 +543,7 @@ class Recorder:
         """Open and start every device, then wait until each has delivered data."""
         try:
             self.outlets = open_outlets(self.rig)  # before the warm-up: consumers attach meanwhile
-            self.runners.extend(_StreamRunner(spec, self._event) for spec in self.rig.streams)
+            self.runners.extend(_StreamRunner(spec, self.event) for spec in self.rig.streams)
             _all_or_none([r.device.open for r in self.runners], "cannot open")
             for runner in self.runners:
                 runner.start()
@@ -622,7 +622,7 @@ class Recorder:
                      if spec.get("truth") else None)
             return make_writer(take_dir, spec, info, folder), truth
 
-        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self._event, self._disk_filled,
+        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self.event, self._disk_filled,
                            self.outlets.frame)
 
     def _disk_filled(self, stream: str) -> None:
@@ -637,7 +637,7 @@ class Recorder:
                 t.discard = True
         if self._reserve is not None:
             self._reserve.release()
-        self._event(Event(now_ns() - self.origin.t0_ns, "fault", "",
+        self.event(Event(now_ns() - self.origin.t0_ns, "fault", "",
                           f"{self.disk_full}: every stream stopped; the take keeps what reached the disk"))
         if self.on_end is not None:
             self.on_end(self.disk_full)
@@ -653,7 +653,7 @@ class Recorder:
         origin = self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else 0
         t, events = _fire_slate(self.runners, delay_s, origin)
         for event in events:
-            self._event(event)
+            self.event(event)
         return t
 
     def annotate(self, kind: str, text: str = "", at_ns: int | None = None) -> dict[str, Any]:
@@ -663,7 +663,7 @@ class Recorder:
             raise ImprovcapError(f"no take to {kind}: record one first")
         event = Event((now_ns() if at_ns is None else at_ns) - self.origin.t0_ns, kind, "", text)
         if self.state is RunState.RECORDING:
-            self._event(event)
+            self.event(event)
             return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
         append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder)
         self.outlets.event(event)
@@ -709,11 +709,11 @@ class Recorder:
         t_stop = stop_ns - self.origin.t0_ns
         for runner, t in takes:
             if (fault := _shortfall(runner, t, stop_ns)) is not None:
-                self._event(Event(t_stop, "fault", runner.spec.name, fault))
+                self.event(Event(t_stop, "fault", runner.spec.name, fault))
         self.manifest["streams"] = {r.spec.name: _stream_summary(self.take_dir, r, t) for r, t in takes}
         for event in _final_refit(folder, self.manifest, t_stop):
-            self._event(event)
-        self._event(Event(t_stop, "stop", "", ""))
+            self.event(event)
+        self.event(Event(t_stop, "stop", "", ""))
         with self._event_lock:
             events, self._events = self._events, None
         try:
@@ -735,7 +735,8 @@ class Recorder:
             self.room.measured(self.manifest["files"], self.manifest["duration_s"])
         return self.manifest
 
-    def _event(self, event: Event) -> None:
+    def event(self, event: Event) -> None:
+        """Log an event of the take being recorded (a fault goes into the manifest too); published to LSL."""
         if event.kind == "fault":
             self._faults.append({"t_ns": event.t_ns, "stream": event.stream, "detail": event.detail})
         self.outlets.event(event)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
+from .nodes.controller import NodeController
 from .performers import consent_digest, consent_record, default_path, take_performers
 from .recorder import Recorder, RunState
 from .take import folder as take_folder
@@ -33,8 +34,10 @@ OPEN_WAIT_S = 30.0  # how long a start waits for the devices to finish opening
 class TakeControl:
     def __init__(self, recorder: Recorder, out: Path, session: str, scene: str, *,
                  performers: Sequence[str] = (), performers_file: Path | None = None,
-                 single_take: bool = False) -> None:
+                 single_take: bool = False, nodes: NodeController | None = None) -> None:
+        """`nodes`: the capture nodes that record the rig's other streams, started and stopped with each take."""
         self.recorder = recorder
+        self.nodes = nodes
         self.out = out
         self.session = take_folder.check_name(session, "session")
         self.scene = take_folder.check_name(scene, "scene")
@@ -71,6 +74,9 @@ class TakeControl:
             extra = {"performers": entries, "performers_sha256": consent_digest(entries)}
             take_dir = self.recorder.start_take(self.out, self.session, new_scene, extra=extra,
                                                 attachments={PERFORMERS_RECORD: consent_record(entries)})
+            if self.nodes is not None:  # the same take on every node: its number, session, scene, consent
+                self.nodes.start_take(self.recorder, take_dir, self.session, new_scene,
+                                      self.recorder.manifest["take"], entries)
             self.scene, self.performers = new_scene, new_performers
             live = self.recorder.wait_live()
             take_folder.add_session_performers(self.session_dir, entries)
@@ -81,6 +87,8 @@ class TakeControl:
         with self._lock:
             if self.recorder.state is not RunState.RECORDING:
                 raise UsageError("no take is recording")
+            if self.nodes is not None:
+                self.nodes.stop_take(self.recorder)
             manifest = self.recorder.stop_take()
             assert self.recorder.take_dir is not None
             self.last_take = take_summary(self.recorder.take_dir, manifest)

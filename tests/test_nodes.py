@@ -235,3 +235,42 @@ def test_the_controller_logs_a_node_clock_and_fits_it_onto_its_own(hosts, tmp_pa
     # ... and maps a reading of the node's clock to the controller's instant it was taken at
     assert out["mapped"] == pytest.approx(out["node_ns"] - 500 * 10**9, abs=1e6)
     assert out["before"] - 1e6 <= out["mapped"] <= out["after"] + 1e6
+
+
+def test_record_drives_its_nodes_and_one_take_json_holds_them(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(NODE_RIG)
+    result = hosts.run("ctl", [sys.executable, "-m", "improvcap", "record", str(rig_file), "--key", str(key),
+                               "--out", str(tmp_path / "ctl"), "--session", "day", "--duration", "4", "--json"])
+    assert result.returncode == 0, result.stderr
+    take = Path(json.loads(result.stdout)["take"])
+    manifest = json.loads((take / "take.json").read_text())
+    assert set(manifest["streams"]) == {"local"} and manifest["faults"] == []  # its own stream only
+    node = manifest["nodes"]["pc2"]
+    assert node["take"] == take.name and node["status"] == "complete" and node["faults"] == []
+    assert set(node["streams"]) == {"cam9", "suit9"} and node["streams"]["cam9"]["count"] > 30 * 3
+    # the node's clock, 500 s ahead, fitted onto the controller's from the offsets logged in the take
+    assert node["clock_file"] == "pc2.node-clock.csv" and node["clock_file"] in manifest["files"]
+    assert node["clock"]["segments"][0]["offset_ns"] == pytest.approx(-500e9, abs=1e6)
+    # the node's own take: the same name, the files and hashes the controller holds
+    on_node = tmp_path / "pc2" / "day" / take.name
+    node_manifest = json.loads((on_node / "take.json").read_text())
+    assert node_manifest["files"] == node["files"]
+    assert node_manifest["performers_sha256"] == manifest["performers_sha256"]
+    for checked_take in (take, on_node):
+        checked = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(checked_take), "--json"],
+                                 capture_output=True, text=True, timeout=120)
+        assert checked.returncode == 0, json.loads(checked.stdout)["takes"][0]["reasons"]
+
+
+def test_a_node_missing_at_the_start_is_one_line_and_nothing_is_recorded(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(NODE_RIG)  # pc2 is not running
+    result = hosts.run("ctl", [sys.executable, "-m", "improvcap", "record", str(rig_file), "--key", str(key),
+                               "--out", str(tmp_path / "ctl"), "--duration", "2"])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: node pc2: not found on the network"), result.stderr
+    assert not (tmp_path / "ctl").exists()

@@ -149,9 +149,12 @@ def test_nodes_and_the_streams_they_record_are_in_the_snapshot(cli, tmp_path: Pa
     mic = next(s for s in snap["streams"] if s["name"] == "mic")
     assert mic["node"] == "pc3" and "node" not in snap["streams"][0]
     assert "nodes" not in parse_rig(GOOD, Path("t.toml")).snapshot()
-    # this version records no node's streams: one line, exit 2, nothing opened or written
+    # the nodes are driven with the rig's key only: without it, one line, exit 2, nothing opened or written
     (tmp_path / "nodes.toml").write_text(text)
     result = cli("record", str(tmp_path / "nodes.toml"), "--duration", "1")
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
-    assert "mic (node pc3): streams of capture nodes on other PCs cannot be recorded by this version" in result.stderr
+    assert "mic (node pc3) are recorded by capture nodes: give the rig's shared key with --key FILE" in result.stderr
     assert not (tmp_path / "takes").exists()
+    checked = cli("rig", "check", str(tmp_path / "nodes.toml"))
+    assert checked.returncode == 2 and "streams of capture nodes on other PCs are recorded by their nodes" \
+        in checked.stderr

@@ -136,6 +136,14 @@ def lsl_clock_file(name: str) -> str:
     return name + LSL_CLOCK_SUFFIX
 
 
+# in a controller's take: a capture node's clock offsets against the controller's (LSL_CLOCK_COLUMNS)
+NODE_CLOCK_SUFFIX = ".node-clock.csv"
+
+
+def node_clock_file(node: str) -> str:
+    return node + NODE_CLOCK_SUFFIX
+
+
 def stream_of_table(filename: str) -> str:
     """The stream name of a mocap or pulse table's file name."""
     return filename.removesuffix(MOCAP.table)

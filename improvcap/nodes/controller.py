@@ -1,0 +1,107 @@
+"""The controller's side of a take across PCs: its nodes opened with the rig, started and stopped with
+each take, their clocks logged, their takes accounted for in the controller's take.json.
+
+`record` and `session` on a rig with streams on nodes record their own streams (`controller_rig`) and
+drive the nodes through a NodeController: at open every node with streams of the rig is found, proved
+the key and sent the rig (a node missing is a one-line error, nothing recorded); at each start, once the
+controller's own take has its number, every node starts the take of that number and the controller
+logs the node's clock offsets into `<node>.node-clock.csv` in its take; at the stop the nodes stop
+first, and `take.json` → `nodes.<name>` holds what each recorded (its take folder, status, streams,
+files and their sha256) and its clock fit (offset and drift onto the controller's clock, per segment).
+A node that fails at a start or a stop is a fault of the take; the other streams go on. The nodes' files
+stay on the nodes until they are brought together.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ..errors import ImprovcapError
+from ..link.keys import SharedKey
+from ..recorder import Recorder
+from ..records import Event
+from ..clock import now_ns
+from ..rig import Rig
+from ..take.layout import node_clock_file
+from .client import NodeLink
+from .clock import NodeClockLog, fit_node_clock
+
+FIND_TIMEOUT_S = 10.0
+
+
+def controller_rig(rig: Rig) -> Rig:
+    """The streams the controller records itself: those with no node (and the master camera, when it is
+    one of them; the timeline of a master on a node is that node's take's)."""
+    own = tuple(s for s in rig.streams if s.node is None)
+    master = rig.master if rig.master in {s.name for s in own} else None
+    return dataclasses.replace(rig, streams=own, master=master)
+
+
+class NodeController:
+    def __init__(self, rig: Rig, key: SharedKey, timeout: float = FIND_TIMEOUT_S) -> None:
+        self.rig, self.key, self.timeout = rig, key, timeout
+        self.nodes = [n for n in rig.nodes if any(s.node == n.name for s in rig.streams)]
+        self.links: dict[str, NodeLink] = {}
+        self._clocks: dict[str, NodeClockLog] = {}
+
+    def open(self) -> None:
+        """Every node found, its key proved, its streams opened (ImprovcapError naming the first that fails;
+        the others are closed again)."""
+        try:
+            for node in self.nodes:
+                link = self.links[node.name] = NodeLink.connect(node, self.key, self.timeout)
+                link.request("open", rig=self.rig.text, rig_name=self.rig.name)
+        except BaseException:
+            self.close()
+            raise
+
+    def start_take(self, recorder: Recorder, take_dir: Path, session: str, scene: str, number: int,
+                   performers: list[dict[str, Any]]) -> None:
+        for name, link in self.links.items():
+            try:
+                link.request("start", session=session, scene=scene, number=number, take=take_dir.name,
+                             performers=performers)
+                assert recorder.origin is not None
+                self._clocks[name] = NodeClockLog(link.found, take_dir / node_clock_file(name),
+                                                  recorder.origin.t0_ns).start()
+            except (ImprovcapError, OSError, ConnectionError) as e:
+                self._fault(recorder, name, f"did not start the take: {e}")
+
+    def stop_take(self, recorder: Recorder) -> None:
+        """Stop every node's take and account for it in the recorder's manifest (before its own stop)."""
+        entries: dict[str, Any] = {}
+        for name, link in self.links.items():
+            entry: dict[str, Any] = {"clock_file": node_clock_file(name)}
+            try:
+                reply = link.request("stop")
+                entry.update({k: reply[k] for k in ("take", "status", "t0_host_ns", "streams", "files", "faults")})
+            except (ImprovcapError, OSError, ConnectionError) as e:
+                entry["error"] = str(e)
+                self._fault(recorder, name, f"did not stop its take: {e}")
+            clock = self._clocks.pop(name, None)
+            if clock is not None:
+                clock.stop()
+                try:
+                    entry["clock"] = {"domain": "lsl", "segments": [s.as_dict() | {"fitted": s.fitted}
+                                                                    for s in fit_node_clock(clock.path)]}
+                except (ValueError, ImprovcapError) as e:
+                    self._fault(recorder, name, f"its clock could not be fitted: {e}")
+            entries[name] = entry
+        recorder.manifest["nodes"] = entries
+
+    def _fault(self, recorder: Recorder, node: str, detail: str) -> None:
+        t0 = recorder.origin.t0_ns if recorder.origin is not None else now_ns()
+        recorder.event(Event(now_ns() - t0, "fault", "", f"node {node}: {detail}"))
+
+    def close(self) -> None:
+        for clock in self._clocks.values():
+            clock.stop()
+        self._clocks.clear()
+        for link in self.links.values():
+            try:
+                link.request("close")
+            except (ImprovcapError, OSError, ConnectionError):
+                pass
+            link.close()
+        self.links.clear()
