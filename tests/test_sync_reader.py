@@ -70,14 +70,15 @@ def ensure_sync(take: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def takes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both demo rigs recorded for 4 s, in parallel, by the command line."""
+    """Both demo rigs recorded for 4 s, in parallel, by the command line (a session each: a session has
+    one recorder at a time)."""
     base = tmp_path_factory.mktemp("takes")
     procs = {}
     for name, body in RIGS.items():
         rig = base / f"{name}.toml"
         rig.write_text(f'[rig]\nname = "{name}"\nmaster = "cam0"\n{body}')
         command = [sys.executable, "-m", "improvcap", "record", str(rig), "--out", str(base / "out"),
-                   "--scene", name, "--duration", "4", "--json"]
+                   "--session", name, "--scene", name, "--duration", "4", "--json"]
         procs[name] = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = {}
     for name, proc in procs.items():

@@ -67,7 +67,7 @@ class DemoSyncBox:
 
     def close(self) -> None:
         # both objects stay, so describe() and stats() still answer for the take's manifest
-        if _RUNNING.get(self.spec.name) is self.emulator:
+        if self.emulator is not None and _RUNNING.get(self.spec.name) is self.emulator:
             del _RUNNING[self.spec.name]
         if self._serial is not None:
             self._serial.close()
