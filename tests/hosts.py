@@ -123,6 +123,22 @@ class Hosts:
         """Take host `name` off the network (its link on the bridge down), or back on (hosts on the bridge)."""
         _ip("link", "set", self.hosts[name].bridge_port, "up" if up else "down")
 
+    @staticmethod
+    def kill_matching(text: str) -> int:
+        """SIGKILL every process whose command line holds `text` (a host dying); how many there were."""
+        import signal
+        killed = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+                if text in cmdline and int(pid) != os.getpid():
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed += 1
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+        return killed
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:

@@ -274,3 +274,67 @@ def test_a_node_missing_at_the_start_is_one_line_and_nothing_is_recorded(hosts, 
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: node pc2: not found on the network"), result.stderr
     assert not (tmp_path / "ctl").exists()
+
+
+def record_in_background(hosts: Hosts, rig_file: Path, key: Path, out: Path, seconds: float):
+    return hosts.start("ctl", [sys.executable, "-m", "improvcap", "record", str(rig_file), "--key", str(key),
+                               "--out", str(out), "--session", "day", "--duration", str(seconds), "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_recording(take_parent: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(take_parent.glob("*/cam9.frames.csv")):
+        assert time.monotonic() < deadline, "the node never started the take"
+        time.sleep(0.1)
+
+
+def test_a_network_cut_mid_take_loses_nothing(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(NODE_RIG)
+    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", 12)
+    wait_recording(tmp_path / "pc2" / "day")
+    time.sleep(2.0)
+    hosts.cut("pc2", up=False)  # 5 s without a network: the node records on, the clock log waits
+    time.sleep(5.0)
+    hosts.cut("pc2", up=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    manifest = json.loads((Path(json.loads(out)["take"]) / "take.json").read_text())
+    node = manifest["nodes"]["pc2"]
+    assert node["status"] == "complete" and node["faults"] == []
+    cam = node["streams"]["cam9"]
+    assert cam["dropped"] == 0 and cam["count"] >= 30 * 11, cam  # every frame of the 12 s, the cut's too
+    # the clock fit spans the cut: offsets before and after it, one segment, still 500 s
+    with open(Path(json.loads(out)["take"]) / node["clock_file"]) as fh:
+        host_s = [int(r["host_ns"]) / 1e9 for r in csv.DictReader(fh)]
+    assert min(host_s) < 3 and max(host_s) > 9, host_s
+    segments = node["clock"]["segments"]
+    assert len(segments) == 1 and segments[0]["offset_ns"] == pytest.approx(-500e9, abs=1e6)
+
+
+def test_a_node_killed_mid_take_is_a_fault_the_rest_finishes_and_its_take_is_repairable(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(NODE_RIG)
+    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", 6)
+    wait_recording(tmp_path / "pc2" / "day")
+    time.sleep(2.0)
+    assert hosts.kill_matching(f"--out {tmp_path / 'pc2'}") >= 1
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err  # the take is complete, with a fault someone must look at
+    take = Path(json.loads(out)["take"])
+    manifest = json.loads((take / "take.json").read_text())
+    assert manifest["status"] == "complete" and manifest["streams"]["local"]["count"] > 48000 * 5
+    details = [f["detail"] for f in manifest["faults"]]
+    assert details and details[0].startswith("node pc2: did not stop its take"), details
+    assert "error" in manifest["nodes"]["pc2"]
+    # on the node: a take cut short, which repair makes whole with its loss stated
+    on_node = tmp_path / "pc2" / "day" / take.name
+    repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(on_node), "--json"],
+                              capture_output=True, text=True, timeout=120)
+    assert repaired.returncode == 0, repaired.stderr
+    assert json.loads((on_node / "take.json").read_text())["status"] == "repaired"
