@@ -135,6 +135,7 @@ class TakeControl:
                          "count": s.count, "dropped": s.dropped, "fault": s.fault,
                          "peak_dbfs": [p if p > -1e9 else None for p in s.peak_dbfs]} for s in status.streams],
             "last_take": self.last_take,
+            **({"nodes": self.nodes.status()} if self.nodes is not None else {}),
         }
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -104,12 +105,16 @@ class Hosts:
 
     def command(self, name: str, args: list[str], monotonic_offset_s: int = 0) -> list[str]:
         """`args` run on host `name`, its CLOCK_MONOTONIC `monotonic_offset_s` ahead of ours (or behind)."""
-        clock = ["unshare", "--time", "--monotonic", str(monotonic_offset_s), "--fork"] if monotonic_offset_s else []
+        # --kill-child: the process forked into the time namespace dies with unshare (killed at close)
+        clock = ["unshare", "--time", "--monotonic", str(monotonic_offset_s), "--fork", "--kill-child"] \
+            if monotonic_offset_s else []
         return ["ip", "netns", "exec", self.hosts[name].netns, *clock, *args]
 
     def start(self, name: str, args: list[str], monotonic_offset_s: int = 0, **popen) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        proc = subprocess.Popen(self.command(name, args, monotonic_offset_s), env=env, **popen)
+        # a session of its own: close() kills its whole process group, whatever it forked
+        proc = subprocess.Popen(self.command(name, args, monotonic_offset_s), env=env, start_new_session=True,
+                                **popen)
         self.procs.append(proc)
         return proc
 
@@ -126,7 +131,6 @@ class Hosts:
     @staticmethod
     def kill_matching(text: str) -> int:
         """SIGKILL every process whose command line holds `text` (a host dying); how many there were."""
-        import signal
         killed = 0
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
@@ -141,8 +145,10 @@ class Hosts:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             proc.wait()
         for ns in [h.netns for h in self.hosts.values()]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)

@@ -242,10 +242,21 @@ def test_record_drives_its_nodes_and_one_take_json_holds_them(hosts, tmp_path):
     start_node(hosts, "pc2", key, tmp_path)
     rig_file = tmp_path / "rig.toml"
     rig_file.write_text(NODE_RIG)
-    result = hosts.run("ctl", [sys.executable, "-m", "improvcap", "record", str(rig_file), "--key", str(key),
-                               "--out", str(tmp_path / "ctl"), "--session", "day", "--duration", "4", "--json"])
-    assert result.returncode == 0, result.stderr
-    take = Path(json.loads(result.stdout)["take"])
+    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", 5)
+    wait_recording(tmp_path / "pc2" / "day")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ctl" / "day" / "control.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # `ctl status` shows the nodes: each reached, its streams and its clock's offset
+    status = subprocess.run([sys.executable, "-m", "improvcap", "ctl", "status", "--out", str(tmp_path / "ctl"),
+                             "--session", "day", "--json"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    nodes = json.loads(status.stdout)["nodes"]
+    assert [(n["node"], n["connected"], n["streams"]) for n in nodes] == [("pc2", True, ["cam9", "suit9"])]
+    assert nodes[0]["clock_offset_ms"] == pytest.approx(-500_000, abs=1.0)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    take = Path(json.loads(out)["take"])
     manifest = json.loads((take / "take.json").read_text())
     assert set(manifest["streams"]) == {"local"} and manifest["faults"] == []  # its own stream only
     node = manifest["nodes"]["pc2"]
@@ -259,10 +270,16 @@ def test_record_drives_its_nodes_and_one_take_json_holds_them(hosts, tmp_path):
     node_manifest = json.loads((on_node / "take.json").read_text())
     assert node_manifest["files"] == node["files"]
     assert node_manifest["performers_sha256"] == manifest["performers_sha256"]
+    reasons = {}
     for checked_take in (take, on_node):
         checked = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(checked_take), "--json"],
                                  capture_output=True, text=True, timeout=120)
-        assert checked.returncode == 0, json.loads(checked.stdout)["takes"][0]["reasons"]
+        reasons[checked_take] = json.loads(checked.stdout)["takes"][0]["reasons"]
+        assert checked.returncode == 0, reasons[checked_take]
+    # the controller's take is incomplete, naming the node, not broken
+    assert f"WARN: incomplete: the streams of node pc2 (cam9, suit9) are in its own take {take.name} on that PC, " \
+        "not in this folder (take.json lists their files and sha256)" in reasons[take], reasons[take]
+    assert not any("incomplete" in r for r in reasons[on_node])
 
 
 def test_a_node_missing_at_the_start_is_one_line_and_nothing_is_recorded(hosts, tmp_path):
@@ -332,6 +349,10 @@ def test_a_node_killed_mid_take_is_a_fault_the_rest_finishes_and_its_take_is_rep
     details = [f["detail"] for f in manifest["faults"]]
     assert details and details[0].startswith("node pc2: did not stop its take"), details
     assert "error" in manifest["nodes"]["pc2"]
+    checked = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(take), "--json"],
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 1 and any(r.startswith("FAIL: node pc2: no account of its take")
+                                           for r in json.loads(checked.stdout)["takes"][0]["reasons"])
     # on the node: a take cut short, which repair makes whole with its loss stated
     on_node = tmp_path / "pc2" / "day" / take.name
     repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(on_node), "--json"],

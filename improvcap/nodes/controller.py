@@ -90,6 +90,23 @@ class NodeController:
             entries[name] = entry
         recorder.manifest["nodes"] = entries
 
+    def status(self) -> list[dict[str, Any]]:
+        """Each node: where it is reached, its streams of the rig and its clock's offset now (ms, None when
+        liblsl has no estimate at hand)."""
+        out = []
+        for node in self.nodes:
+            link = self.links.get(node.name)
+            offset = None
+            if link is not None:
+                try:
+                    offset = round(link.found.clock_offset(timeout=0.2)[0] / 1e6, 3)
+                except Exception:  # no estimate now (a cut link): the status says so, nothing waits on it
+                    pass
+            out.append({"node": node.name, "connected": link is not None,
+                        "address": f"{link.address}:{link.found.port}" if link else None, "clock_offset_ms": offset,
+                        "streams": [s.name for s in self.rig.streams if s.node == node.name]})
+        return out
+
     def _fault(self, recorder: Recorder, node: str, detail: str) -> None:
         t0 = recorder.origin.t0_ns if recorder.origin is not None else now_ns()
         recorder.event(Event(now_ns() - t0, "fault", "", f"node {node}: {detail}"))

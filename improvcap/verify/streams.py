@@ -345,3 +345,24 @@ def check_markers(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
 
 STREAM_CHECKS = {"camera": check_camera, "audio": check_audio, "mocap": check_mocap, "sync": check_sync_box,
                  "lsl": check_lsl, "markers": check_markers}
+
+
+def check_nodes(c: TakeCheck) -> None:
+    """A take across PCs: each node's streams are in that node's own take folder until they are brought
+    here, so the take is incomplete, not broken; a node that did not account for its take is a FAIL."""
+    nodes = c.manifest.get("nodes")
+    if nodes is None:
+        return
+    if not isinstance(nodes, dict):
+        c.f.fail(f"{MANIFEST}: nodes is not an object")
+        return
+    for name, entry in nodes.items():
+        entry = mapping(entry)
+        if "error" in entry or not isinstance(entry.get("streams"), dict):
+            why = show(str(entry.get("error", "none")))[:200]
+            c.f.fail(f"node {show(str(name))[:40]}: no account of its take ({why})")
+            continue
+        streams = ", ".join(show(str(s))[:40] for s in entry["streams"])
+        c.f.warn(f"incomplete: the streams of node {show(str(name))[:40]} ({streams}) are in its own take "
+                 f"{show(str(entry.get('take')))[:80]} on that PC, not in this folder (take.json lists their "
+                 "files and sha256)")
