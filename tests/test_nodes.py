@@ -238,12 +238,7 @@ def test_the_controller_logs_a_node_clock_and_fits_it_onto_its_own(hosts, tmp_pa
 
 
 def test_record_drives_its_nodes_and_one_take_json_holds_them(hosts, tmp_path):
-    key = new_key(tmp_path / "rig.key").path
-    start_node(hosts, "pc2", key, tmp_path)
-    rig_file = tmp_path / "rig.toml"
-    rig_file.write_text(NODE_RIG)
-    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", 5)
-    wait_recording(tmp_path / "pc2" / "day")
+    proc = recording_across(hosts, tmp_path, 5)
     deadline = time.monotonic() + 30
     while not (tmp_path / "ctl" / "day" / "control.sock").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -299,6 +294,17 @@ def record_in_background(hosts: Hosts, rig_file: Path, key: Path, out: Path, sec
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def recording_across(hosts: Hosts, tmp_path: Path, seconds: float):
+    """pc2 running with the rig's key and `record` of NODE_RIG on the controller, once pc2 records."""
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(NODE_RIG)
+    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", seconds)
+    wait_recording(tmp_path / "pc2" / "day")
+    return proc
+
+
 def wait_recording(take_parent: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not list(take_parent.glob("*/cam9.frames.csv")):
@@ -307,12 +313,7 @@ def wait_recording(take_parent: Path, timeout: float = 60) -> None:
 
 
 def test_a_network_cut_mid_take_loses_nothing(hosts, tmp_path):
-    key = new_key(tmp_path / "rig.key").path
-    start_node(hosts, "pc2", key, tmp_path)
-    rig_file = tmp_path / "rig.toml"
-    rig_file.write_text(NODE_RIG)
-    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", 12)
-    wait_recording(tmp_path / "pc2" / "day")
+    proc = recording_across(hosts, tmp_path, 12)
     time.sleep(2.0)
     hosts.cut("pc2", up=False)  # 5 s without a network: the node records on, the clock log waits
     time.sleep(5.0)
@@ -333,12 +334,7 @@ def test_a_network_cut_mid_take_loses_nothing(hosts, tmp_path):
 
 
 def test_a_node_killed_mid_take_is_a_fault_the_rest_finishes_and_its_take_is_repairable(hosts, tmp_path):
-    key = new_key(tmp_path / "rig.key").path
-    start_node(hosts, "pc2", key, tmp_path)
-    rig_file = tmp_path / "rig.toml"
-    rig_file.write_text(NODE_RIG)
-    proc = record_in_background(hosts, rig_file, key, tmp_path / "ctl", 6)
-    wait_recording(tmp_path / "pc2" / "day")
+    proc = recording_across(hosts, tmp_path, 6)
     time.sleep(2.0)
     assert hosts.kill_matching(f"--out {tmp_path / 'pc2'}") >= 1
     out, err = proc.communicate(timeout=120)
