@@ -27,7 +27,7 @@ from .atomic import RETIME_TAG, Folder, rewriting
 from .layout import LSL_CLOCK_COLUMNS, ROUNDTRIP_COLUMNS, lsl_clock_file, nominal_rate, roundtrips_file, table_file
 from .sync import build_sync
 from .tables import read_table, stream_table
-from .trigger import pulse_times
+from .trigger import triggered_frame_times
 
 CHUNK_BYTES = 1 << 22
 
@@ -137,15 +137,9 @@ def retime_triggered(take_dir: Path, settings: dict[str, dict[str, Any]], entrie
         try:
             if box not in entries:
                 raise TakeError(f"its trigger box {box} has no pulses in this take")
-            path = take_dir / table_file(name, "camera")
-            frames = read_table(path, columns=("t_ns", "seq"))
-            pulses = read_table(take_dir / table_file(box, "sync"), columns=("t_ns", "counter"))
-            seq = frames["seq"]
-            counted = bool(seq.any()) or len(seq) < 2  # a camera without a frame counter: frames in order
-            t, info = pulse_times(seq if counted else np.arange(len(seq)), frames["t_ns"], pulses["counter"],
-                                  pulses["t_ns"], int(round(settings[name].get("latency_ms", 0.0) * 1e6)))
-            rewrite_t_ns(path, t, folder)
-            entry["trigger"] = {"box": box, "by": "frame counter" if counted else "frame order", **info}
+            _, t, info = triggered_frame_times(take_dir, name, box, settings[name].get("latency_ms", 0.0))
+            rewrite_t_ns(take_dir / table_file(name, "camera"), t, folder)
+            entry["trigger"] = {"box": box, **info}
             if len(t):
                 entry["first_t_ns"], entry["last_t_ns"] = int(t[0]), int(t[-1])
         except Exception as e:  # its own clock's times stay

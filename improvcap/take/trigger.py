@@ -13,9 +13,13 @@ its pulse's t_ns minus the camera's latency (the exposure offset a sync calibrat
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .layout import table_file
+from .tables import read_table
 
 
 def pulse_times(frame_seq: np.ndarray, frame_t_ns: np.ndarray, counter: np.ndarray, pulse_t_ns: np.ndarray,
@@ -54,3 +58,16 @@ def pulse_times(frame_seq: np.ndarray, frame_t_ns: np.ndarray, counter: np.ndarr
                 pulses_interpolated=int((~present & ~outside).sum()), pulses_extrapolated=int(outside.sum()),
                 frames_unmatched=0)
     return t, info
+
+
+def triggered_frame_times(take_dir: Path, camera: str, box: str, latency_ms: float,
+                          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(the t_ns its frames.csv holds, the t_ns of their pulses, what the matching found) for a camera of
+    a take triggered by sync box `box`; a camera without a frame counter is matched in frame order."""
+    frames = read_table(take_dir / table_file(camera, "camera"), columns=("t_ns", "seq"))
+    pulses = read_table(take_dir / table_file(box, "sync"), columns=("t_ns", "counter"))
+    seq = frames["seq"]
+    counted = bool(seq.any()) or len(seq) < 2
+    t, info = pulse_times(seq if counted else np.arange(len(seq)), frames["t_ns"], pulses["counter"],
+                          pulses["t_ns"], int(round(latency_ms * 1e6)))
+    return frames["t_ns"], t, {"by": "frame counter" if counted else "frame order", **info}

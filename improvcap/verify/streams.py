@@ -17,7 +17,7 @@ from ..take import counters
 from ..take.layout import CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, media_file, roundtrips_file, table_file
 from ..take.mkv import count_packets, open_video
 from ..take.tables import read_markers, read_table, stream_table
-from ..take.trigger import pulse_times
+from ..take.trigger import triggered_frame_times
 from ..take.wav import wav_info
 from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
@@ -176,15 +176,11 @@ def check_trigger(c: TakeCheck, name: str, box: str, spec: dict[str, Any]) -> No
     if c.kinds.get(box) != "sync" or c.regular(rel) is None:
         c.f.fail(f"{name}: triggered by {show(box)}, which has no pulse table in this take")
         return
-    frames = read_table(c.take / table_file(name, "camera"), columns=("t_ns", "seq"))
-    pulses = read_table(c.take / rel, columns=("t_ns", "counter"))
-    seq = frames["seq"] if frames["seq"].any() or len(frames["seq"]) < 2 else np.arange(len(frames["seq"]))
-    latency = number(spec.get("latency_ms")) or 0.0
-    expected, info = pulse_times(seq, frames["t_ns"], pulses["counter"], pulses["t_ns"], int(round(latency * 1e6)))
+    stored, expected, info = triggered_frame_times(c.take, name, box, number(spec.get("latency_ms")) or 0.0)
     c.streams[name]["trigger"] = {k: info[k] for k in ("matched", "frames_missing", "pulses_interpolated",
                                                        "pulses_extrapolated", "frames_unmatched")}
-    if not np.array_equal(expected, frames["t_ns"]):
-        bad = int((expected != frames["t_ns"]).sum())
+    if not np.array_equal(expected, stored):
+        bad = int((expected != stored).sum())
         c.f.fail(f"{name}: {bad} frames are not at the times of their trigger pulses from {box} "
                  "(refit them: repair --force)")
     if info["frames_unmatched"]:
