@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from improvcap.recorder import STALE_NS
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -78,8 +80,9 @@ channels = 4
     last_frame_s = cam["last_t_ns"] / 1e9
     assert 1.9 < first["t_ns"] / 1e9 - last_frame_s < 3.0, (first, last_frame_s)  # said after 2 s of silence
     assert "Immediate exit requested" not in events  # FFmpeg's words for its timeout are not the technician's
-    # frames flushed seconds late once the sender was given up are left out: the fit stays clean
-    assert cam["clock"]["residual_p99_ns"] < 500_000_000, cam["clock"]
+    # frames flushed seconds late once the sender was given up are left out (later than STALE_NS after a
+    # silence): the fit stays clean (a frame of the flush under that, 0.56 s on a loaded machine, stays in)
+    assert cam["clock"]["residual_p99_ns"] < STALE_NS, cam["clock"]
     assert cam["dropped_stale"] == cam["dropped"] - cam["dropped_behind_rate"] - cam["dropped_by_device"]
     assert manifest["streams"]["suit"]["state"] == "ok"  # the other streams went on
     assert manifest["streams"]["suit"]["count"] > 900
