@@ -24,7 +24,7 @@ from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOpti
                           one_line_errors, out, print_json, warn)
 from . import __version__
 from .cli_calibrate import calibrate_app
-from .cli_nodes import key_app, node_command, nodes_command
+from .cli_nodes import collect_command, key_app, node_command, nodes_command
 from .rig import load_rig
 
 if TYPE_CHECKING:  # the recording stack is imported by the commands that record: `verify`, `ctl` start faster
@@ -44,6 +44,7 @@ app.add_typer(calibrate_app, name="calibrate")
 app.add_typer(key_app, name="key")
 app.command("node")(node_command)
 app.command("nodes")(nodes_command)
+app.command("collect")(collect_command)
 
 
 def _show_version(value: bool) -> None:
@@ -106,7 +107,7 @@ def record(
             started = time.monotonic()
             server = _serve_quietly(control)
             if slate:
-                recorder.slate(SLATE_LEAD_S)
+                control.slate(SLATE_LEAD_S)
             # --duration is the whole take: the closing slate and the tail after it come out of it
             tail = min(SLATE_TAIL_S, duration / 2) if slate and duration is not None else SLATE_TAIL_S
             until = None if duration is None else duration - (tail if slate else 0.0)
@@ -114,7 +115,7 @@ def record(
                             or (until is not None and time.monotonic() - started >= until))
             dashboard.watch(recorder, done, title=str(take_dir), console=err)
             if slate and recorder.state is RunState.RECORDING:
-                recorder.slate(0.0)
+                control.slate(0.0)
                 time.sleep(tail)
             _finalise(control)
         finally:

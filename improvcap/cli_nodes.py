@@ -1,4 +1,5 @@
-"""The command line of capture nodes: `key new`, `node` (run on a capture PC) and `nodes` (check a rig's)."""
+"""The command line of capture nodes: `key new`, `node` (run on a capture PC), `nodes` (check a rig's) and
+`collect` (bring a take's node files to the controller)."""
 from __future__ import annotations
 
 import socket
@@ -109,3 +110,45 @@ def nodes_command(
     failed = [r for r in rows if not r["ok"]]
     if failed:
         raise CheckFailed("; ".join(r["error"] for r in failed))
+
+
+@one_line_errors
+def collect_command(
+    paths: Annotated[list[Path], typer.Argument(help="Takes, or folders of takes, on the controller.")],
+    key: KeyOption,
+    timeout: Annotated[float, typer.Option(help="Seconds to find each node.")] = 10.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring the nodes' files of takes across PCs into the controller's take folders (resumable, checked by
+    sha256, never overwriting): exit status 1 when a node's part could not be collected."""
+    from .link.keys import load_key
+    from .nodes.collect import TakeCollector, configure_peers, pending_nodes
+    from .take.manifest import load_json
+    from .verify.paths import find_takes
+
+    shared = load_key(key)
+    takes = find_takes(paths)
+    if not takes:
+        raise UsageError("no take under " + ", ".join(str(p) for p in paths))
+    manifests = {t: load_json(t / "take.json") for t in takes}
+    todo = [t for t, m in manifests.items() if isinstance(m, dict) and pending_nodes(m)]
+    configure_peers([manifests[t] for t in todo])
+    results = [r for t in todo for r in TakeCollector(t, shared, timeout).collect()]
+    rows = [{"take": str(r.take), "node": r.node, "streams": r.streams, "files": r.files, "bytes": r.bytes,
+             "resumed": r.resumed, "already_here": r.already, "ok": r.error is None,
+             **({"error": r.error} if r.error else {})} for r in results]
+    if as_json:
+        print_json({"takes": len(takes), "collected": rows})
+    elif not rows:
+        out.print(f"{len(takes)} take(s): nothing to collect", highlight=False, markup=False)
+    else:
+        table = new_table("collected")
+        for column in ("take", "node", "files", "MB", "resumed", "verdict"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(escape(Path(r["take"]).name), escape(r["node"]), str(r["files"]), f"{r['bytes'] / 1e6:.1f}",
+                          str(r["resumed"]), "ok" if r["ok"] else escape(r["error"]))
+        out.print(table)
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        raise CheckFailed("; ".join(f"{Path(r['take']).name}: {r['error']}" for r in failed))

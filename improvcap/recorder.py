@@ -230,7 +230,7 @@ class _TakeStream:
                         if self.first_written_ns is None:
                             self.first_written_ns = now_ns()
                         if self.truth is not None and record.true_ns is not None:
-                            self.truth.row((record.index, record.true_ns))
+                            self.truth.row((record.index, record.true_ns, record.true_ns + self.t0_ns))
                     if time.monotonic() - last_flush >= FLUSH_INTERVAL and self.writer is not None:
                         self.writer.flush()
                         if self.truth is not None:
@@ -563,14 +563,11 @@ class Recorder:
         if self.state is RunState.RECORDING:
             self.stop_take()
         for runner in self.runners:
-            try:
-                runner.stop()
-            except Exception:
-                pass
-            try:
-                runner.device.close()
-            except Exception:
-                pass
+            for end in (runner.stop, runner.device.close):
+                try:
+                    end()
+                except Exception:
+                    pass
         self.runners = []
         self.outlets.close()
         if self._folder is not None:
@@ -642,8 +639,8 @@ class Recorder:
         if self.on_end is not None:
             self.on_end(self.disk_full)
 
-    def slate(self, delay_s: float = 0.0) -> int:
-        """Slate `delay_s` from now; returns its t_ns (or host ns when idle).
+    def slate(self, delay_s: float = 0.0, at_ns: int | None = None) -> int:
+        """Slate `delay_s` from now (or at host time `at_ns`: a controller's); returns its t_ns (or host ns when idle).
 
         With a sync box in the rig, the box fires its LED and beep (what real cameras and microphones see
         and hear) and the fire time it confirms, mapped by its round-trip fit, is the slate's time: in
@@ -651,7 +648,7 @@ class Recorder:
         Without a box, or when it does not confirm (a fault), every device renders a slate at that host time.
         """
         origin = self.origin.t0_ns if self.state is RunState.RECORDING and self.origin else 0
-        t, events = _fire_slate(self.runners, delay_s, origin)
+        t, events = _fire_slate(self.runners, delay_s, origin, at_ns)
         for event in events:
             self.event(event)
         return t
@@ -680,21 +677,24 @@ class Recorder:
         disk too (with the reserve given back); whatever fails, the recorder is idle afterwards."""
         if self.state is not RunState.RECORDING or self.take_dir is None or self.origin is None:
             raise ImprovcapError("no take is recording")
-        stop_ns = now_ns()
-        takes = self._takes
-        for _, t in takes:
-            t.stop_ns = stop_ns
+        takes, stop_ns = self._takes, self.halt()
         # Data stamped before the stop may still be on its way; give it the transport grace.
         if self.disk_full is None:
             time.sleep(STOP_GRACE_S)
         for runner, t in takes:
-            runner.take = None
-            runner.last_take = t
+            runner.take, runner.last_take = None, t
         try:
             return self._finish(takes, stop_ns)
         finally:
             self.state = RunState.IDLE
             self._takes = []
+
+    def halt(self, at_ns: int | None = None) -> int:
+        """No data stamped after `at_ns` (default now; never after an earlier halt: one stop across PCs)."""
+        stop_ns = min(now_ns() if at_ns is None else at_ns, now_ns(), *(t.stop_ns or now_ns() for _, t in self._takes))
+        for _, t in self._takes:
+            t.stop_ns = stop_ns
+        return stop_ns
 
     def _finish(self, takes: list[tuple[_StreamRunner, _TakeStream]], stop_ns: int) -> dict[str, Any]:
         assert self.take_dir is not None and self.origin is not None and self._folder is not None
@@ -787,10 +787,16 @@ def _shortfall(runner: _StreamRunner, t: _TakeStream, stop_ns: int) -> str | Non
     return f"delivered {t.received} of the {expected:.0f} {unit(spec.kind)} expected at {spec.nominal_rate:g}/s: {why}"
 
 
-def _fire_slate(runners: list[_StreamRunner], delay_s: float, origin_ns: int) -> tuple[int, list[Event]]:
-    """Recorder.slate's work: the slate's t (host ns minus origin_ns) and the events it makes."""
+def _fire_slate(runners: list[_StreamRunner], delay_s: float, origin_ns: int, at_ns: int | None = None,
+                ) -> tuple[int, list[Event]]:
+    """Recorder.slate's work: the slate's t (host ns minus origin_ns) and the events it makes. At a given
+    `at_ns` (a controller's slate on a node) every device renders it then: a box cannot fire at a time."""
     box = next((r for r in runners if isinstance(r.device, FiresSlate) and r.fault is None), None)
     events = []
+    if at_ns is not None:
+        for runner in runners:
+            runner.device.slate(at_ns)
+        return at_ns - origin_ns, [Event(at_ns - origin_ns, "slate", "", "from the controller")]
     if box is not None:
         time.sleep(max(0.0, delay_s))
         delay_s = 0.0

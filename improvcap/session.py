@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
-from .nodes.controller import NodeController
+from .nodes.controller import SLATE_LEAD_S, NodeController
 from .performers import consent_digest, consent_record, default_path, take_performers
 from .recorder import Recorder, RunState
 from .take import folder as take_folder
@@ -87,8 +87,8 @@ class TakeControl:
         with self._lock:
             if self.recorder.state is not RunState.RECORDING:
                 raise UsageError("no take is recording")
-            if self.nodes is not None:
-                self.nodes.stop_take(self.recorder)
+            if self.nodes is not None:  # the nodes stop at the instant the controller's streams do
+                self.nodes.stop_take(self.recorder, self.recorder.halt())
             manifest = self.recorder.stop_take()
             assert self.recorder.take_dir is not None
             self.last_take = take_summary(self.recorder.take_dir, manifest)
@@ -109,9 +109,16 @@ class TakeControl:
         with self._lock:
             return self.stop() if self.recorder.state is RunState.RECORDING else self.start()
 
-    def slate(self) -> dict[str, Any]:
+    def slate(self, delay_s: float = 0.0) -> dict[str, Any]:
+        """A slate `delay_s` from now, on the nodes' devices too (at the same instant on their clocks)."""
         with self._lock:
-            return {"t_ns": self.recorder.slate(0.0), "recording": self.recorder.state is RunState.RECORDING}
+            recording = self.recorder.state is RunState.RECORDING
+            if self.nodes is not None and recording:
+                delay_s = max(delay_s, SLATE_LEAD_S)
+            t = self.recorder.slate(delay_s)
+            if self.nodes is not None and recording and self.recorder.origin is not None:
+                self.nodes.slate(self.recorder, self.recorder.origin.t0_ns + t)
+            return {"t_ns": t, "recording": recording}
 
     def annotate(self, kind: str, text: str, at_ns: int | None = None) -> dict[str, Any]:
         with self._lock:

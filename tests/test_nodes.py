@@ -150,6 +150,7 @@ name = "suit9"
 driver = "demo"
 channels = 6
 node = "pc2"
+truth = true
 
 [[audio]]
 name = "local"
@@ -201,7 +202,8 @@ from pathlib import Path
 from improvcap.clock import now_ns
 from improvcap.link.keys import load_key
 from improvcap.nodes.client import NodeLink
-from improvcap.nodes.clock import NodeClockLog, fit_node_clock, to_controller_ns
+from improvcap.nodes.clock import NodeClockLog
+from improvcap.take.controller_clock import fit_node_clock, to_controller_ns
 from improvcap.rig import NodeSpec
 link = NodeLink.connect(NodeSpec("pc2"), load_key(Path(sys.argv[1])), 10)
 path = Path(sys.argv[2])
@@ -237,8 +239,56 @@ def test_the_controller_logs_a_node_clock_and_fits_it_onto_its_own(hosts, tmp_pa
     assert out["before"] - 1e6 <= out["mapped"] <= out["after"] + 1e6
 
 
-def test_record_drives_its_nodes_and_one_take_json_holds_them(hosts, tmp_path):
-    proc = recording_across(hosts, tmp_path, 5)
+TWO_NODE_RIG = NODE_RIG.replace('[[node]]\nname = "pc2"\n', '[[node]]\nname = "pc2"\n\n[[node]]\nname = "pc3"\n') + """
+[[camera]]
+name = "cam8"
+driver = "demo"
+width = 320
+height = 240
+node = "pc3"
+truth = true
+
+[[audio]]
+name = "mic8"
+driver = "demo"
+node = "pc3"
+"""
+
+
+def truth_errors_ms(take: Path, manifest: dict, stream: str, table: str, ahead_s: int) -> list[float]:
+    """|t0_host_ns + t_ns - truth| of a node's stream, its truth on the node's own clock converted by the
+    offset the test gave that node's time namespace (not the tool's estimate of it)."""
+    with open(take / f"{stream}.truth.csv") as fh:
+        truth = {int(r["index"]): int(r["true_host_ns"]) - ahead_s * 10**9 for r in csv.DictReader(fh)}
+    with open(take / table) as fh:
+        t = {int(r["index"]): int(r["t_ns"]) for r in csv.DictReader(fh)}
+    return sorted(abs(manifest["t0_host_ns"] + t[i] - truth[i]) / 1e6 for i in t if i in truth)
+
+
+def verify_reasons(take: Path, expect: int = 0) -> list[str]:
+    checked = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(take), "--json"],
+                             capture_output=True, text=True, timeout=120)
+    reasons = json.loads(checked.stdout)["takes"][0]["reasons"]
+    assert checked.returncode == expect, reasons
+    return reasons
+
+
+def collect(hosts: Hosts, key: Path, *paths: Path):
+    result = hosts.run("ctl", [sys.executable, "-m", "improvcap", "collect", *map(str, paths), "--key", str(key),
+                               "--json"])
+    return result.returncode, json.loads(result.stdout or "null"), result.stderr
+
+
+def test_a_take_across_two_nodes_is_on_one_clock_collected_and_verified_as_one(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    for name in ("pc2", "pc3"):
+        start_node(hosts, name, key, tmp_path)
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(TWO_NODE_RIG)
+    proc = hosts.start("ctl", [sys.executable, "-m", "improvcap", "record", str(rig_file), "--key", str(key), "--out",
+                               str(tmp_path / "ctl"), "--session", "day", "--duration", "6", "--slate", "--json"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_recording(tmp_path / "pc2" / "day")
     deadline = time.monotonic() + 30
     while not (tmp_path / "ctl" / "day" / "control.sock").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -246,35 +296,59 @@ def test_record_drives_its_nodes_and_one_take_json_holds_them(hosts, tmp_path):
     status = subprocess.run([sys.executable, "-m", "improvcap", "ctl", "status", "--out", str(tmp_path / "ctl"),
                              "--session", "day", "--json"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
-    nodes = json.loads(status.stdout)["nodes"]
-    assert [(n["node"], n["connected"], n["streams"]) for n in nodes] == [("pc2", True, ["cam9", "suit9"])]
-    assert nodes[0]["clock_offset_ms"] == pytest.approx(-500_000, abs=1.0)
+    nodes = {n["node"]: n for n in json.loads(status.stdout)["nodes"]}
+    assert [(n, nodes[n]["connected"], nodes[n]["streams"]) for n in sorted(nodes)] == \
+        [("pc2", True, ["cam9", "suit9"]), ("pc3", True, ["cam8", "mic8"])]
+    assert nodes["pc3"]["clock_offset_ms"] == pytest.approx(250_000, abs=1.0)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     take = Path(json.loads(out)["take"])
     manifest = json.loads((take / "take.json").read_text())
     assert set(manifest["streams"]) == {"local"} and manifest["faults"] == []  # its own stream only
-    node = manifest["nodes"]["pc2"]
-    assert node["take"] == take.name and node["status"] == "complete" and node["faults"] == []
-    assert set(node["streams"]) == {"cam9", "suit9"} and node["streams"]["cam9"]["count"] > 30 * 3
-    # the node's clock, 500 s ahead, fitted onto the controller's from the offsets logged in the take
-    assert node["clock_file"] == "pc2.node-clock.csv" and node["clock_file"] in manifest["files"]
-    assert node["clock"]["segments"][0]["offset_ns"] == pytest.approx(-500e9, abs=1e6)
-    # the node's own take: the same name, the files and hashes the controller holds
-    on_node = tmp_path / "pc2" / "day" / take.name
-    node_manifest = json.loads((on_node / "take.json").read_text())
-    assert node_manifest["files"] == node["files"]
-    assert node_manifest["performers_sha256"] == manifest["performers_sha256"]
-    reasons = {}
-    for checked_take in (take, on_node):
-        checked = subprocess.run([sys.executable, "-m", "improvcap", "verify", str(checked_take), "--json"],
-                                 capture_output=True, text=True, timeout=120)
-        reasons[checked_take] = json.loads(checked.stdout)["takes"][0]["reasons"]
-        assert checked.returncode == 0, reasons[checked_take]
-    # the controller's take is incomplete, naming the node, not broken
+    for name, ahead_s in OFFSETS.items():
+        node = manifest["nodes"][name]
+        assert node["take"] == take.name and node["status"] == "complete" and node["faults"] == []
+        assert node["clock_file"] == f"{name}.node-clock.csv" and node["clock_file"] in manifest["files"]
+        assert node["clock"]["segments"][0]["offset_ns"] == pytest.approx(-ahead_s * 1e9, abs=1e6)
+        # the node's own take: on the controller's clock, with the files and hashes the controller holds
+        on_node = tmp_path / name / "day" / take.name
+        node_manifest = json.loads((on_node / "take.json").read_text())
+        assert node_manifest["files"] == node["files"]
+        assert node_manifest["controller_clock"]["t0_host_ns"] == manifest["t0_host_ns"]
+        assert node_manifest["performers_sha256"] == manifest["performers_sha256"]
+        assert not any("incomplete" in r for r in verify_reasons(on_node))
+    for name, stream, table in (("pc2", "cam9", "cam9.frames.csv"), ("pc2", "suit9", "suit9.csv"),
+                                ("pc3", "cam8", "cam8.frames.csv")):
+        errors = truth_errors_ms(tmp_path / name / "day" / take.name, manifest, stream, table, OFFSETS[name])
+        assert len(errors) > 100 and errors[len(errors) // 2] < 0.5 and errors[-1] < 2.0, (stream, errors[-5:])
+    # before collect: incomplete, naming each node, not broken
+    reasons = verify_reasons(take)
     assert f"WARN: incomplete: the streams of node pc2 (cam9, suit9) are in its own take {take.name} on that PC, " \
-        "not in this folder (take.json lists their files and sha256)" in reasons[take], reasons[take]
-    assert not any("incomplete" in r for r in reasons[on_node])
+        "not in this folder (take.json lists their files and sha256)" in reasons, reasons
+    # a collect interrupted earlier left part of a file: continued; a file in the way is never overwritten
+    (take / ".cam9.mkv.collecting").write_bytes((tmp_path / "pc2" / "day" / take.name / "cam9.mkv").read_bytes()[:5000])
+    (take / "nodes" / "pc3").mkdir(parents=True)
+    (take / "nodes" / "pc3" / "events.csv").write_text("not the node's\n")
+    rc, first, stderr = collect(hosts, key, tmp_path / "ctl")
+    assert rc == 1 and "never overwritten" in stderr and stderr.count("\n") == 1, stderr
+    rows = {r["node"]: r for r in first["collected"]}
+    assert rows["pc2"]["ok"] and rows["pc2"]["resumed"] == 1 and not rows["pc3"]["ok"], rows
+    (take / "nodes" / "pc3" / "events.csv").unlink()
+    rc, second, stderr = collect(hosts, key, take)
+    assert rc == 0 and [r["node"] for r in second["collected"]] == ["pc3"], (stderr, second)
+    assert collect(hosts, key, take)[:2] == (0, {"takes": 1, "collected": []})  # nothing left to bring
+    # one take: every stream, on one clock, verified whole (slates across PCs)
+    manifest = json.loads((take / "take.json").read_text())
+    assert set(manifest["streams"]) == {"local", "cam9", "suit9", "cam8", "mic8"}
+    assert all(manifest["nodes"][n]["collected"] for n in OFFSETS)
+    assert not list(take.rglob("*.collecting"))
+    reasons = verify_reasons(take)
+    assert not any("incomplete" in r for r in reasons), reasons
+    checked = json.loads(subprocess.run([sys.executable, "-m", "improvcap", "verify", str(take), "--json"],
+                                        capture_output=True, text=True, timeout=120).stdout)["takes"][0]
+    for stream in ("cam9", "cam8", "mic8", "local"):
+        offsets = checked["streams"][stream]["slate_offsets_ms"]
+        assert len(offsets) == 2, (stream, checked["streams"][stream])
 
 
 def test_a_node_missing_at_the_start_is_one_line_and_nothing_is_recorded(hosts, tmp_path):

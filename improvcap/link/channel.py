@@ -9,7 +9,8 @@ message is fresh, without sending the key or trusting a clock:
 
 Every later message is one JSON line `{"seq": n, "body": {...}, "mac": ...}`, the MAC over the direction,
 both nonces, the sequence number and the body's canonical bytes; each side's numbers count up from 1
-with no gap. So a message forged without the key, one replayed (from this connection, whose number is
+with no gap. A message may carry bytes (a piece of a take file being collected): they follow its line,
+and its body, which the MAC covers, gives their length and sha256. So a message forged without the key, one replayed (from this connection, whose number is
 spent, or from an earlier one, whose nonces differ), one reflected back to its sender (the direction
 differs) or made with another key is refused with an AuthError, and the receiver closes the connection
 having changed nothing. The channel authenticates; it does not encrypt (media never travel on it).
@@ -29,6 +30,8 @@ from .wire import canonical, dump_line, strict_loads
 
 PROTOCOL = "improvcap-link-1"
 MAX_LINE = 1 << 20          # control messages only: a longer line is refused
+MAX_BLOB = 4 << 20          # the bytes one message may carry
+BLOB_BYTES, BLOB_SHA256 = "blob_bytes", "blob_sha256"
 HANDSHAKE_TIMEOUT_S = 5.0
 NONCE_BYTES = 16
 TO_NODE, TO_CONTROLLER = "to-node", "to-controller"
@@ -53,15 +56,21 @@ class Channel:
         self._sent = self._received = 0
         self._reader = reader if reader is not None else sock.makefile("rb")
         self._send_lock = threading.Lock()
+        self.blob: bytes | None = None  # the bytes the last message received carried
 
     def _sign(self, direction: str, seq: int, body: dict[str, Any]) -> str:
         return _mac(self._key, direction, *self._nonces, str(seq), canonical(body))
 
-    def send(self, body: dict[str, Any]) -> None:
+    def send(self, body: dict[str, Any], blob: bytes | None = None) -> None:
+        """One message; `blob`: bytes it carries (at most MAX_BLOB), after its line."""
+        if blob is not None:
+            body = {**body, BLOB_BYTES: len(blob), BLOB_SHA256: hashlib.sha256(blob).hexdigest()}
         with self._send_lock:
             self._sent += 1
             line = dump_line({"seq": self._sent, "body": body, "mac": self._sign(self._out, self._sent, body)})
             self.sock.sendall(line)
+            if blob:
+                self.sock.sendall(blob)
 
     def recv(self) -> dict[str, Any]:
         """The next message's body. AuthError: not from the key's holder, or out of order (the connection
@@ -84,7 +93,22 @@ class Channel:
         if seq != self._received + 1:
             raise AuthError(f"{self.peer}: message {seq} where {self._received + 1} was due (replayed or lost)")
         self._received = seq
+        self.blob = self._read_blob(body)
         return body
+
+    def _read_blob(self, body: dict[str, Any]) -> bytes | None:
+        size, digest = body.get(BLOB_BYTES), body.get(BLOB_SHA256)
+        if size is None:
+            return None
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB \
+                or not isinstance(digest, str):
+            raise AuthError(f"{self.peer}: a message with bytes of no stated size")
+        blob = self._reader.read(size)
+        if len(blob) < size:
+            raise ConnectionError(f"{self.peer}: the connection closed in the middle of a message")
+        if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), digest):
+            raise AuthError(f"{self.peer}: bytes that are not those its signed message names")
+        return blob
 
     def close(self) -> None:
         try:

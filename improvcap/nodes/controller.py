@@ -14,20 +14,42 @@ stay on the nodes until they are brought together.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImprovcapError
+from ..errors import DeviceError, ImprovcapError
 from ..link.keys import SharedKey
 from ..recorder import Recorder
 from ..records import Event
 from ..clock import now_ns
 from ..rig import Rig
+from ..take.controller_clock import fit_node_clock
 from ..take.layout import node_clock_file
 from .client import NodeLink
-from .clock import NodeClockLog, fit_node_clock
+from .clock import NodeClockLog
 
 FIND_TIMEOUT_S = 10.0
+SLATE_LEAD_S = 0.1  # a slate is this far ahead at least: its message reaches every node before its instant
+
+
+def account(reply: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a node's reply that the controller's take.json keeps."""
+    return {k: reply[k] for k in ("take", "status", "t0_host_ns", "streams", "files", "faults", "manifest",
+                                  "controller_clock") if k in reply}
+
+
+def retime(link: NodeLink, session: str, take: str, clock_file: Path, t0_ns: int) -> dict[str, Any]:
+    """The node's take refitted onto the controller's clock from the controller's offsets of the node's."""
+    return link.request("retime", session=session, take=take, clock=clock_file.read_text("utf-8"), t0_host_ns=t0_ns)
+
+
+def measure_clock(link: NodeLink, timeout: float = 5.0) -> None:
+    """liblsl's first estimate of the node's clock, before any take (later ones are then at hand at once)."""
+    try:
+        link.found.clock_offset(timeout)
+    except Exception as e:  # liblsl's TimeoutError and its kin: the node's clock cannot be measured
+        raise DeviceError(f"node {link.spec.name}: its clock cannot be measured: {type(e).__name__}: {e}") from None
 
 
 def controller_rig(rig: Rig) -> Rig:
@@ -52,43 +74,83 @@ class NodeController:
             for node in self.nodes:
                 link = self.links[node.name] = NodeLink.connect(node, self.key, self.timeout)
                 link.request("open", rig=self.rig.text, rig_name=self.rig.name)
+                measure_clock(link)
         except BaseException:
             self.close()
             raise
 
     def start_take(self, recorder: Recorder, take_dir: Path, session: str, scene: str, number: int,
                    performers: list[dict[str, Any]]) -> None:
-        for name, link in self.links.items():
+        """Every node starts the take at once (a thread each: one node's answer does not delay the next's
+        start), and its clock is logged from then on."""
+        assert recorder.origin is not None
+        t0 = recorder.origin.t0_ns
+
+        def start(name: str, link: NodeLink) -> None:
             try:
                 link.request("start", session=session, scene=scene, number=number, take=take_dir.name,
                              performers=performers)
-                assert recorder.origin is not None
-                self._clocks[name] = NodeClockLog(link.found, take_dir / node_clock_file(name),
-                                                  recorder.origin.t0_ns).start()
+                self._clocks[name] = NodeClockLog(link.found, take_dir / node_clock_file(name), t0).start()
             except (ImprovcapError, OSError, ConnectionError) as e:
                 self._fault(recorder, name, f"did not start the take: {e}")
 
-    def stop_take(self, recorder: Recorder) -> None:
-        """Stop every node's take and account for it in the recorder's manifest (before its own stop)."""
+        threads = [threading.Thread(target=start, args=item, name=f"start-{item[0]}") for item in self.links.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def stop_take(self, recorder: Recorder, at_ns: int) -> None:
+        """Stop every node's take at host time `at_ns` (a thread each), hand it the controller's offsets of
+        its clock (the node refits its take onto the controller's clock) and account for it in the
+        recorder's manifest (before its own stop)."""
+        assert recorder.origin is not None and recorder.take_dir is not None
         entries: dict[str, Any] = {}
-        for name, link in self.links.items():
-            entry: dict[str, Any] = {"clock_file": node_clock_file(name)}
+
+        def stop(name: str, link: NodeLink) -> None:
+            entries[name] = self._stop_node(recorder, name, link, at_ns)
+
+        threads = [threading.Thread(target=stop, args=item, name=f"stop-{item[0]}") for item in self.links.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        recorder.manifest["nodes"] = {name: entries[name] for name in self.links}
+
+    def _stop_node(self, recorder: Recorder, name: str, link: NodeLink, at_ns: int) -> dict[str, Any]:
+        assert recorder.origin is not None and recorder.take_dir is not None
+        entry: dict[str, Any] = {"clock_file": node_clock_file(name)}
+        try:
+            offset, _ = link.found.clock_offset(timeout=0.5)
+            entry.update(account(link.request("stop", at_node_ns=at_ns - offset)))
+        except (ImprovcapError, OSError, ConnectionError, RuntimeError) as e:
+            entry["error"] = str(e)
+            self._fault(recorder, name, f"did not stop its take: {e}")
+        clock = self._clocks.pop(name, None)
+        if clock is not None:
+            clock.stop()
             try:
-                reply = link.request("stop")
-                entry.update({k: reply[k] for k in ("take", "status", "t0_host_ns", "streams", "files", "faults")})
+                entry["clock"] = {"domain": "lsl", "segments": [s.as_dict() | {"fitted": s.fitted}
+                                                                for s in fit_node_clock(clock.path)]}
+            except (ValueError, ImprovcapError) as e:
+                self._fault(recorder, name, f"its clock could not be fitted: {e}")
+        if "clock" in entry and "error" not in entry:
+            try:
+                entry.update(account(retime(link, recorder.manifest["session"], entry["take"],
+                                            recorder.take_dir / entry["clock_file"], recorder.origin.t0_ns)))
             except (ImprovcapError, OSError, ConnectionError) as e:
-                entry["error"] = str(e)
-                self._fault(recorder, name, f"did not stop its take: {e}")
-            clock = self._clocks.pop(name, None)
-            if clock is not None:
-                clock.stop()
-                try:
-                    entry["clock"] = {"domain": "lsl", "segments": [s.as_dict() | {"fitted": s.fitted}
-                                                                    for s in fit_node_clock(clock.path)]}
-                except (ValueError, ImprovcapError) as e:
-                    self._fault(recorder, name, f"its clock could not be fitted: {e}")
-            entries[name] = entry
-        recorder.manifest["nodes"] = entries
+                self._fault(recorder, name, f"its take is not on this clock: {e}")
+        return entry
+
+    def slate(self, recorder: Recorder, at_ns: int) -> None:
+        """The controller's slate at host time `at_ns`, rendered by every node's devices at that instant on
+        its own clock (by the offset measured now)."""
+        for name, link in self.links.items():
+            try:
+                offset, _ = link.found.clock_offset(timeout=0.5)
+                link.request("slate", at_node_ns=at_ns - offset)
+            except (ImprovcapError, OSError, ConnectionError, RuntimeError) as e:
+                self._fault(recorder, name, f"did not slate: {e}")
 
     def status(self) -> list[dict[str, Any]]:
         """Each node: where it is reached, its streams of the rig and its clock's offset now (ms, None when

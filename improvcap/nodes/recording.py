@@ -2,8 +2,10 @@
 takes like `session`, each take in `<out>/<session>/<scene>_t<NNN>/` with the controller's take number.
 
 The controller sends the rig file's text; the node keeps the streams whose `node` is its own name and
-records them as a rig of its own (improvcap.recorder), on its own clock: the take's t0 and every t_ns
-are the node's, and the controller, which measures the node's clock, says how they map onto its own.
+records them as a rig of its own (improvcap.recorder), on its own clock; at the stop the controller,
+which measured the node's clock, hands over its offsets and the take is refitted onto the controller's
+clock (`retime`, improvcap.nodes.node_takes). Slates come from the controller at an instant on this
+node's clock, and `take_files` / `read` serve the node's finished takes to `collect`.
 A controller that goes away changes nothing here: a take being recorded goes on until a stop, or until
 the node itself is stopped (which ends it cleanly).
 """
@@ -18,7 +20,10 @@ from ..errors import UsageError
 from ..performers import consent_digest, consent_record
 from ..recorder import Recorder, RunState
 from ..rig import Rig, parse_rig
-from ..take.layout import PERFORMERS_RECORD
+from ..take.controller_clock import CONTROLLER_CLOCK
+from ..take.hashing import file_entry
+from ..take.layout import MANIFEST, PERFORMERS_RECORD
+from .node_takes import listed_file, own_take, put_on_controller_clock, read_piece
 
 
 def node_rig(rig: Rig, node: str) -> Rig:
@@ -28,6 +33,20 @@ def node_rig(rig: Rig, node: str) -> Rig:
         raise UsageError(f"rig {rig.name} gives node {node} no streams (no stream has node = \"{node}\")")
     master = rig.master if rig.master in {s.name for s in mine} else None
     return dataclasses.replace(rig, streams=mine, nodes=(), master=master)
+
+
+BLOB = "_blob"  # a reply's bytes, sent after it (improvcap.link.channel)
+
+
+def take_account(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the controller keeps of a node's take: its status, streams, files and their sha256, and the
+    manifest's own (which collect fetches last)."""
+    return {"take": folder.name, "status": manifest["status"], "files": manifest["files"],
+            "faults": manifest["faults"], "t0_host_ns": manifest["t0_host_ns"],
+            "controller_clock": manifest.get(CONTROLLER_CLOCK),
+            "manifest": file_entry(folder / MANIFEST),
+            "streams": {n: {k: s.get(k) for k in ("kind", "count", "dropped", "first_t_ns", "last_t_ns")}
+                        for n, s in manifest["streams"].items()}}
 
 
 class NodeRecorder:
@@ -41,7 +60,10 @@ class NodeRecorder:
 
     def handle(self, cmd: str, request: dict[str, Any]) -> dict[str, Any] | None:
         """The reply to a recording command, or None when `cmd` is not one."""
-        action = {"open": self._open, "start": self._start, "stop": self._stop, "close": self._close}.get(cmd)
+        if cmd in ("take_files", "read"):  # reading a finished take needs no recorder: no lock
+            return self._take_files(request) if cmd == "take_files" else self._read(request)
+        action = {"open": self._open, "start": self._start, "stop": self._stop, "close": self._close,
+                  "slate": self._slate, "retime": self._retime}.get(cmd)
         if action is None:
             return None
         with self._lock:
@@ -89,11 +111,39 @@ class NodeRecorder:
         if self.recorder is None or self.recorder.state is not RunState.RECORDING:
             raise UsageError("stop: no take is recording on this node")
         assert self.recorder.take_dir is not None
+        at = request.get("at_node_ns")
+        if isinstance(at, int) and not isinstance(at, bool):  # the controller's stop instant on this clock
+            self.recorder.halt(at)
         manifest = self.recorder.stop_take()
-        return {"take": self.recorder.take_dir.name, "status": manifest["status"], "files": manifest["files"],
-                "faults": manifest["faults"], "t0_host_ns": manifest["t0_host_ns"],
-                "streams": {n: {k: s.get(k) for k in ("kind", "count", "dropped", "first_t_ns", "last_t_ns")}
-                            for n, s in manifest["streams"].items()}}
+        return take_account(self.recorder.take_dir, manifest)
+
+    def _slate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The controller's slate, at the instant it gives on this node's clock (its devices render it)."""
+        at = request.get("at_node_ns")
+        if self.recorder is None or self.recorder.state is not RunState.RECORDING:
+            raise UsageError("slate: no take is recording on this node")
+        if not isinstance(at, int) or isinstance(at, bool):
+            raise UsageError("slate: expected the instant on this node's clock")
+        return {"t_ns": self.recorder.slate(at_ns=at)}
+
+    def _retime(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A finished take of this node put on the controller's clock from the offsets the controller gives."""
+        folder, manifest = own_take(self.out, self.name, request.get("session"), request.get("take"))
+        if self.recorder is not None and self.recorder.state is RunState.RECORDING \
+                and self.recorder.take_dir is not None and self.recorder.take_dir.resolve() == folder.resolve():
+            raise UsageError(f"retime: {folder.name} is recording")
+        manifest = put_on_controller_clock(folder, manifest, self.name, request.get("clock"),
+                                           request.get("t0_host_ns"))
+        return take_account(folder, manifest)
+
+    def _take_files(self, request: dict[str, Any]) -> dict[str, Any]:
+        folder, manifest = own_take(self.out, self.name, request.get("session"), request.get("take"))
+        return take_account(folder, manifest)
+
+    def _read(self, request: dict[str, Any]) -> dict[str, Any]:
+        folder, manifest = own_take(self.out, self.name, request.get("session"), request.get("take"))
+        path = listed_file(folder, manifest, request.get("file"))
+        return {BLOB: read_piece(path, request.get("offset"), request.get("length"))}
 
     def _close(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.recorder is not None:

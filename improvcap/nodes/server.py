@@ -23,9 +23,10 @@ from ..link.channel import node_handshake
 from ..link.keys import SharedKey
 from ..take.layout import FILE_MODE
 from .advert import advertise
-from .recording import NodeRecorder
+from .recording import BLOB, NodeRecorder
 
 LOG_FILE = "node.log"
+QUIET = ("read",)  # commands too many to log each (collect reads a take piece by piece)
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -96,8 +97,8 @@ class NodeServer:
         self.log(f"controller {peer} connected")
         try:
             while True:
-                request = channel.recv()
-                channel.send(self._reply(request))
+                reply = self._reply(channel.recv())
+                channel.send(reply, reply.pop(BLOB, None))
         except AuthError as e:
             self.log(f"refused {peer}: {str(e).removeprefix(peer + ': ')}; the connection is closed, nothing was done")
         except (ConnectionError, OSError):
@@ -114,7 +115,8 @@ class NodeServer:
             reply = self.recording.handle(str(cmd), request)
             if reply is None:
                 raise UsageError(f"unknown command {str(cmd)[:40]!r}")
-            self.log(f"{cmd}: done")
+            if cmd not in QUIET:
+                self.log(f"{cmd}: done")
             return {"ok": True, **reply}
         except ImprovcapError as e:
             self.log(f"{cmd}: {e}")

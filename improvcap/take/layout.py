@@ -19,7 +19,9 @@ RESERVE = ".reserve"                   # room kept back for the take's end while
 ORIGINAL = ".orig"                     # repair keeps an untouched original as <file>.orig, .orig2, ...
 
 EVENT_COLUMNS = ("t_ns", "kind", "stream", "detail")
-TRUTH_SUFFIX, TRUTH_COLUMNS = ".truth.csv", ("index", "true_t_ns")  # demo devices' ground truth
+# demo devices' ground truth: the true instant since the take's t0, and on the recording host's own clock
+# (CLOCK_MONOTONIC, absolute: a take across PCs is checked against it on each PC's clock)
+TRUTH_SUFFIX, TRUTH_COLUMNS = ".truth.csv", ("index", "true_t_ns", "true_host_ns")
 ROUNDTRIPS_SUFFIX = ".roundtrips.csv"
 ROUNDTRIP_COLUMNS = ("id", "host_send_ns", "host_recv_ns", "box_ns")
 SYNC_LEAD_COLUMNS = ("tick", "t_ns")
@@ -142,6 +144,16 @@ NODE_CLOCK_SUFFIX = ".node-clock.csv"
 
 def node_clock_file(node: str) -> str:
     return node + NODE_CLOCK_SUFFIX
+
+
+# in a controller's take, once collected: a node's files that are not its streams' (its events, sync.csv),
+# its take.json under another name (the folder is part of a take, not a take: `verify PATH` finds it not)
+NODES_FOLDER = "nodes"
+NODE_MANIFEST = "node-take.json"
+
+
+def node_folder(node: str) -> str:
+    return f"{NODES_FOLDER}/{node}"
 
 
 def stream_of_table(filename: str) -> str:

@@ -24,6 +24,7 @@ from ..errors import TakeError
 from ..lslclock import fit_lsl
 from ..roundtrip import WINDOW_NS, RoundTripFit, fit_roundtrips
 from .atomic import RETIME_TAG, Folder, rewriting
+from .controller_clock import CONTROLLER_CLOCK, ControllerClock
 from .layout import LSL_CLOCK_COLUMNS, ROUNDTRIP_COLUMNS, lsl_clock_file, nominal_rate, roundtrips_file, table_file
 from .sync import build_sync
 from .tables import read_table, stream_table
@@ -147,6 +148,27 @@ def retime_triggered(take_dir: Path, settings: dict[str, dict[str, Any]], entrie
     return failed
 
 
+def onto_controller_clock(take_dir: Path, manifest: dict[str, Any], entries: dict[str, dict[str, Any]],
+                          folder: Folder | None = None) -> dict[str, str]:
+    """A node take's refitted streams (`entries`, updated in place) mapped onto its controller's clock
+    (improvcap.take.controller_clock); {stream: reason} when the controller's offsets cannot be fitted."""
+    try:
+        clock = ControllerClock(take_dir, manifest)
+    except Exception as e:  # the node's own clock stays: the raw offsets are kept for a later refit
+        return {n: f"not put on the controller's clock: {type(e).__name__}: {e}" for n in entries}
+    manifest[CONTROLLER_CLOCK]["segments"] = clock.as_dict()
+    for name, entry in entries.items():
+        t = stream_table(take_dir, name, entry["kind"], time_only=True)["t_ns"]
+        if not len(t):
+            continue
+        mapped = clock.map(t)
+        rewrite_t_ns(take_dir / table_file(name, entry["kind"]), mapped, folder)
+        if entry.get("measured_rate") and mapped[-1] > mapped[0]:  # the same frames over the controller's span
+            entry["measured_rate"] = round(entry["measured_rate"] * (t[-1] - t[0]) / (mapped[-1] - mapped[0]), 4)
+        entry["first_t_ns"], entry["last_t_ns"] = int(mapped[0]), int(mapped[-1])
+    return {}
+
+
 def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None = None) -> dict[str, str]:
     """Refit every stream of a take from its raw columns, rewrite t_ns, rebuild sync.csv.
 
@@ -167,5 +189,8 @@ def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None =
             failed[name] = f"{type(e).__name__}: {e}"
     healthy = {n: s for n, s in manifest["streams"].items() if n not in failed}
     failed.update(retime_triggered(take_dir, settings, healthy, folder))
+    if CONTROLLER_CLOCK in manifest:  # a capture node's take: on its controller's clock
+        failed.update(onto_controller_clock(take_dir, manifest, {n: s for n, s in healthy.items() if n not in failed},
+                                            folder))
     manifest["sync"] = build_sync(take_dir, manifest, replace=True, folder=folder)
     return failed

@@ -344,8 +344,8 @@ STREAM_CHECKS = {"camera": check_camera, "audio": check_audio, "mocap": check_mo
 
 
 def check_nodes(c: TakeCheck) -> None:
-    """A take across PCs: each node's streams are in that node's own take folder until they are brought
-    here, so the take is incomplete, not broken; a node that did not account for its take is a FAIL."""
+    """A take across PCs: each node's streams are in that node's own take folder until `collect` brings
+    them here, so the take is incomplete, not broken; a node that did not account for its take is a FAIL."""
     nodes = c.manifest.get("nodes")
     if nodes is None:
         return
@@ -354,6 +354,8 @@ def check_nodes(c: TakeCheck) -> None:
         return
     for name, entry in nodes.items():
         entry = mapping(entry)
+        if entry.get("collected"):  # its streams are this take's now, checked with the others
+            continue
         if "error" in entry or not isinstance(entry.get("streams"), dict):
             why = show(str(entry.get("error", "none")))[:200]
             c.f.fail(f"node {show(str(name))[:40]}: no account of its take ({why})")
