@@ -31,13 +31,14 @@ def hosts():
 
 
 def start_node(hosts: Hosts, name: str, key: Path, out: Path):
+    log = out / name / "node.log"
+    before = log.read_text().count("listening") if log.exists() else 0
     proc = hosts.start(name, [sys.executable, "-m", "improvcap", "node", "--name", name, "--key", str(key),
                               "--out", str(out / name)], OFFSETS.get(name, 0),
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        log = out / name / "node.log"
-        if log.exists() and "listening" in log.read_text():
+        if log.exists() and log.read_text().count("listening") > before:
             return proc
         if proc.poll() is not None:
             raise AssertionError(proc.communicate()[1])
@@ -428,4 +429,98 @@ def test_a_node_killed_mid_take_is_a_fault_the_rest_finishes_and_its_take_is_rep
     repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(on_node), "--json"],
                               capture_output=True, text=True, timeout=120)
     assert repaired.returncode == 0, repaired.stderr
-    assert json.loads((on_node / "take.json").read_text())["status"] == "repaired"
+    node_manifest = json.loads((on_node / "take.json").read_text())
+    assert node_manifest["status"] == "repaired" and "controller_clock" not in node_manifest
+    # the node back: collect puts its take on the controller's clock from the offsets logged until it died
+    start_node(hosts, "pc2", tmp_path / "rig.key", tmp_path)
+    rc, collected, stderr = collect(hosts, tmp_path / "rig.key", take)
+    assert rc == 0 and collected["collected"][0]["streams"] == ["cam9", "suit9"], (stderr, collected)
+    assert json.loads((on_node / "take.json").read_text())["controller_clock"]["t0_host_ns"] == manifest["t0_host_ns"]
+    errors = truth_errors_ms(take, manifest, "cam9", "cam9.frames.csv", OFFSETS["pc2"])
+    assert errors[len(errors) // 2] < 0.5 and errors[-1] < 2.0, errors[-5:]
+    reasons = verify_reasons(take, expect=1)
+    assert not any("no account" in r or "incomplete" in r for r in reasons), reasons
+
+
+ATTACKER = """
+import json, socket, sys
+from pathlib import Path
+from improvcap.link.channel import controller_handshake
+from improvcap.link.keys import load_key
+from improvcap.link.wire import dump_line
+address, key_file, rig_text = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+key = load_key(key_file)
+port = 7371
+outcome = {}
+
+def connect():
+    return socket.create_connection((address, port), timeout=10)
+
+def answered(sock):
+    sock.settimeout(5)
+    try:
+        data = sock.recv(1 << 16)
+    except OSError:
+        return "closed"
+    return "closed" if not data else data.decode()
+
+# 1. a command with no handshake at all
+sock = connect()
+sock.makefile("rb").readline()  # the node's hello
+sock.sendall(dump_line({"cmd": "open", "rig": rig_text, "rig_name": "two-pc"}))
+outcome["unauthenticated"] = answered(sock)
+sock.close()
+# 2. the rig's controller, its lines captured on the wire: an open, then a close
+wire = []
+sock = connect()
+channel, _ = controller_handshake(sock, key, "pc2")
+class Tap:  # what the controller sends, as it goes on the wire
+    def sendall(self, data):
+        wire.append(data)
+        sock.sendall(data)
+channel.sock = Tap()
+for cmd in ({"cmd": "open", "rig": rig_text, "rig_name": "two-pc"}, {"cmd": "close"}):
+    channel.send(cmd)
+    outcome.setdefault("real", []).append(channel.recv()["ok"])
+# ... its open again on that connection: replayed
+sock.sendall(wire[0])
+outcome["replayed"] = answered(sock)
+sock.close()
+# 3. a new connection, the captured line replayed there (another connection's nonces)
+sock = connect()
+channel, _ = controller_handshake(sock, key, "pc2")
+sock.sendall(wire[0])
+outcome["replayed_elsewhere"] = answered(sock)
+sock.close()
+# 4. a forged open: the right form, a signature made without the key
+sock = connect()
+channel, _ = controller_handshake(sock, key, "pc2")
+line = json.loads(dump_line({"seq": 1, "body": {"cmd": "open", "rig": rig_text, "rig_name": "two-pc"},
+                              "mac": "0" * 64}))
+sock.sendall(dump_line(line))
+outcome["forged"] = answered(sock)
+sock.close()
+print(json.dumps(outcome))
+"""
+
+
+def test_forged_replayed_and_unauthenticated_commands_from_another_host_change_nothing(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    result = hosts.run("ctl", [sys.executable, "-c", ATTACKER, hosts.hosts["pc2"].address, str(key), NODE_RIG])
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome.pop("real") == [True, True]  # the controller's own open and close were obeyed
+    assert outcome == {k: "closed" for k in ("unauthenticated", "replayed", "replayed_elsewhere", "forged")}, outcome
+    # the replayed and forged opens opened nothing; each refusal is in the node's log, with what it was
+    after = control(hosts, rig(tmp_path / "rig.toml", hosts), key, ("status", {}))
+    assert after[0]["state"] == "closed"
+    assert not (tmp_path / "pc2" / "day").exists() and sorted(p.name for p in (tmp_path / "pc2").iterdir()) == ["node.log"]
+    log = (tmp_path / "pc2" / "node.log").read_text()
+    assert log.count("open: done") == 1 and log.count("close: done") == 1, log  # the real ones only
+    refused = [line for line in log.splitlines() if " refused " in line]
+    assert len(refused) == 4, log
+    assert "no controller's answer to the hello" in refused[0]
+    assert "message 1 where 3 was due (replayed or lost)" in refused[1]
+    assert "not of this rig's key (forged, from another connection, or reflected)" in refused[2]
+    assert "not of this rig's key" in refused[3]
