@@ -113,7 +113,7 @@ def record(
             until = None if duration is None else duration - (tail if slate else 0.0)
             done = lambda: (stop.requested or control.quit.is_set()  # noqa: E731
                             or (until is not None and time.monotonic() - started >= until))
-            dashboard.watch(recorder, done, title=str(take_dir), console=err)
+            dashboard.watch(recorder, done, title=str(take_dir), console=err, nodes=_node_rows(nodes))
             if slate and recorder.state is RunState.RECORDING:
                 control.slate(0.0)
                 time.sleep(tail)
@@ -169,11 +169,16 @@ def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | No
     return recorder, warnings, nodes
 
 
+def _node_rows(nodes: NodeController | None) -> Callable[[], Sequence[Any]]:
+    return nodes.live if nodes is not None else (lambda: ())
+
+
 def _open_devices(recorder: Recorder, warnings: Sequence[str] = (), nodes: NodeController | None = None) -> None:
     """Open every node and device; then, with the input known to be good, print the calibration's warnings."""
     if nodes is not None:
         with err.status(f"finding {len(nodes.nodes)} capture nodes of rig {recorder.rig.name}…"):
             nodes.open()  # a node missing is a one-line error before anything is recorded
+        nodes.monitor()  # the dashboard shows the nodes' streams
     try:
         with err.status(f"opening {len(recorder.rig.streams)} devices of rig {recorder.rig.name}…"):
             recorder.open()
@@ -246,9 +251,9 @@ def session_command(
             err.print(f"session {control.session}: control socket {server.path}", highlight=False, markup=False)
             if interactive:
                 with KeyReader(sys.stdin.fileno(), keys.press):
-                    dashboard.watch(recorder, done, title=title, console=err, footer=footer)
+                    dashboard.watch(recorder, done, title=title, console=err, footer=footer, nodes=_node_rows(nodes))
             else:
-                dashboard.watch(recorder, done, title=title, console=err, footer=footer)
+                dashboard.watch(recorder, done, title=title, console=err, footer=footer, nodes=_node_rows(nodes))
             _finalise(control)
         finally:
             server.close()

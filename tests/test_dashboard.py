@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from improvcap import dashboard
-from improvcap.recorder import Recorder, RunState
+from improvcap.recorder import Recorder, RunState, StreamStatus
 from improvcap.rig import parse_rig
 
 RIG = """
@@ -54,3 +54,20 @@ def test_dashboard_shows_every_stream_while_recording(tmp_path: Path):
     assert 25 < next(s for s in status.streams if s.name == "cam0").rate < 35
     line = out.getvalue().splitlines()[0]
     assert line.startswith("recording") and "cam0" in line and "suit" in line
+
+
+def test_the_streams_of_capture_nodes_show_with_their_node_and_its_clock_offset(tmp_path: Path):
+    recorder = Recorder(parse_rig(RIG, tmp_path / "dash.toml"))
+    recorder.open()
+    try:
+        status = recorder.status()
+    finally:
+        recorder.close()
+    remote = StreamStatus("cam9", "camera", "demo", 29.9, 30.0, 120, 0)
+    lost = StreamStatus("—", "", "", 0.0, 0.0, 0, 0, fault="not answering")
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(dashboard.render(status, "take", nodes=[("pc2", -500000.25, remote), ("pc3", None, lost)]))
+    text = console.export_text()
+    assert "this PC" in text and "pc2 (-500,000.250 ms)" in text and "pc3 (offset ?)" in text, text
+    assert "not answering" in text
+    assert "pc2:cam9 29.9/s n=120" in dashboard.plain_line(status, [("pc2", -500000.25, remote)])

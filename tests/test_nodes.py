@@ -303,6 +303,9 @@ def test_a_take_across_two_nodes_is_on_one_clock_collected_and_verified_as_one(h
     assert nodes["pc3"]["clock_offset_ms"] == pytest.approx(250_000, abs=1.0)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
+    # the dashboard (a status line when not on a terminal) shows the nodes' streams beside its own
+    line = next(line for line in err.splitlines() if line.startswith("recording "))
+    assert all(f"{n}:{s} " in line for n, s in (("pc2", "cam9"), ("pc2", "suit9"), ("pc3", "cam8"))), line
     take = Path(json.loads(out)["take"])
     manifest = json.loads((take / "take.json").read_text())
     assert set(manifest["streams"]) == {"local"} and manifest["faults"] == []  # its own stream only

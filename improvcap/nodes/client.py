@@ -7,7 +7,8 @@ and prove it holds the same key (improvcap.link.channel).
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DeviceError
@@ -27,6 +28,7 @@ class NodeLink:
     found: FoundNode
     channel: Channel
     address: str
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def connect(cls, spec: NodeSpec, key: SharedKey, timeout: float) -> "NodeLink":
@@ -50,11 +52,20 @@ class NodeLink:
             raise
 
     def request(self, cmd: str, **args: Any) -> dict[str, Any]:
-        self.channel.send({"cmd": cmd, **args})
-        reply = self.channel.recv()
+        """The node's reply to a command (DeviceError when it refuses); one request at a time on a link."""
+        return self._exchange(cmd, args)[0]
+
+    def request_bytes(self, cmd: str, **args: Any) -> bytes:
+        """The bytes the node's reply carries (a piece of a file)."""
+        return self._exchange(cmd, args)[1] or b""
+
+    def _exchange(self, cmd: str, args: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        with self._lock:  # the dashboard's polls and the take's commands share the link
+            self.channel.send({"cmd": cmd, **args})
+            reply, blob = self.channel.recv(), self.channel.blob
         if reply.get("ok") is not True:
             raise DeviceError(f"node {self.spec.name}: {reply.get('error', 'refused')}")
-        return reply
+        return reply, blob
 
     def close(self) -> None:
         try:

@@ -158,9 +158,8 @@ class TakeCollector:
                         h.update(chunk)
             os.lseek(fd, offset, os.SEEK_SET)
             while offset < size:
-                link.request("read", session=session, take=take, file=name, offset=offset,
-                             length=min(PIECE, size - offset))
-                piece = link.channel.blob or b""
+                piece = link.request_bytes("read", session=session, take=take, file=name, offset=offset,
+                                           length=min(PIECE, size - offset))
                 if not piece:
                     raise TakeError(f"node {link.spec.name}: {name} ended at {offset} of its {size} bytes")
                 os.write(fd, piece)

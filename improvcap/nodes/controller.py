@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import DeviceError, ImprovcapError
 from ..link.keys import SharedKey
-from ..recorder import Recorder
+from ..recorder import Recorder, StreamStatus
 from ..records import Event
 from ..clock import now_ns
 from ..rig import Rig
@@ -30,6 +30,7 @@ from .client import NodeLink
 from .clock import NodeClockLog
 
 FIND_TIMEOUT_S = 10.0
+MONITOR_S = 1.0    # the dashboard's view of the nodes is this fresh
 SLATE_LEAD_S = 0.1  # a slate is this far ahead at least: its message reaches every node before its instant
 
 
@@ -42,6 +43,14 @@ def account(reply: dict[str, Any]) -> dict[str, Any]:
 def retime(link: NodeLink, session: str, take: str, clock_file: Path, t0_ns: int) -> dict[str, Any]:
     """The node's take refitted onto the controller's clock from the controller's offsets of the node's."""
     return link.request("retime", session=session, take=take, clock=clock_file.read_text("utf-8"), t0_host_ns=t0_ns)
+
+
+def stream_status(entry: dict[str, Any]) -> StreamStatus:
+    """A node's stream as its status reply gave it (improvcap.nodes.recording.NodeRecorder.streams)."""
+    peaks = tuple(float("-inf") if p is None else float(p) for p in entry.get("peak_dbfs") or ())
+    return StreamStatus(str(entry["name"]), str(entry["kind"]), str(entry.get("driver", "")), float(entry["rate"]),
+                        float(entry["nominal"]), int(entry["count"]), int(entry["dropped"]), peaks,
+                        {str(k): int(v) for k, v in (entry.get("device") or {}).items()}, entry.get("fault"))
 
 
 def measure_clock(link: NodeLink, timeout: float = 5.0) -> None:
@@ -66,6 +75,8 @@ class NodeController:
         self.nodes = [n for n in rig.nodes if any(s.node == n.name for s in rig.streams)]
         self.links: dict[str, NodeLink] = {}
         self._clocks: dict[str, NodeClockLog] = {}
+        self._live: dict[str, tuple[float | None, list[StreamStatus]]] = {}  # the monitor's latest, per node
+        self._closing = threading.Event()
 
     def open(self) -> None:
         """Every node found, its key proved, its streams opened (ImprovcapError naming the first that fails;
@@ -169,11 +180,37 @@ class NodeController:
                         "streams": [s.name for s in self.rig.streams if s.node == node.name]})
         return out
 
+    def monitor(self, interval_s: float = MONITOR_S) -> None:
+        """Poll every node's streams and clock offset from a thread, for live(), until close()."""
+        def poll() -> None:
+            while not self._closing.is_set():
+                for name, link in list(self.links.items()):
+                    try:
+                        streams = [stream_status(s) for s in link.request("status").get("streams", [])]
+                        offset = round(link.found.clock_offset(timeout=0.2)[0] / 1e6, 3)
+                    except Exception:  # a node not answering now: the dashboard shows it so
+                        streams, offset = [], None
+                    self._live[name] = (offset, streams)
+                self._closing.wait(interval_s)
+
+        threading.Thread(target=poll, name="node-monitor", daemon=True).start()
+
+    def live(self) -> list[tuple[str, float | None, StreamStatus]]:
+        """(node, its clock offset in ms, one of its streams) as last polled; a node with no answer has a row
+        of its own with no stream."""
+        rows: list[tuple[str, float | None, StreamStatus]] = []
+        for node in self.nodes:
+            offset, streams = self._live.get(node.name, (None, []))
+            rows += [(node.name, offset, s) for s in streams] or [
+                (node.name, None, StreamStatus("—", "", "", 0.0, 0.0, 0, 0, fault="not answering"))]
+        return rows
+
     def _fault(self, recorder: Recorder, node: str, detail: str) -> None:
         t0 = recorder.origin.t0_ns if recorder.origin is not None else now_ns()
         recorder.event(Event(now_ns() - t0, "fault", "", f"node {node}: {detail}"))
 
     def close(self) -> None:
+        self._closing.set()
         for clock in self._clocks.values():
             clock.stop()
         self._clocks.clear()

@@ -12,6 +12,7 @@ the node itself is stopped (which ends it cleanly).
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,14 @@ class NodeRecorder:
 
     def state(self) -> str:
         return "closed" if self.recorder is None else self.recorder.state.value
+
+    def streams(self) -> list[dict[str, Any]]:
+        """Each open stream as the controller's dashboard shows it (improvcap.recorder.StreamStatus)."""
+        recorder = self.recorder
+        if recorder is None:
+            return []
+        return [dataclasses.asdict(s) | {"peak_dbfs": [p if math.isfinite(p) else None for p in s.peak_dbfs]}
+                for s in recorder.status().streams]
 
     def _open(self, request: dict[str, Any]) -> dict[str, Any]:
         text, name = request.get("rig"), request.get("rig_name")

@@ -111,7 +111,8 @@ class NodeServer:
         try:
             if cmd == "status":
                 return {"ok": True, "node": self.name, "version": __version__, "host": socket.gethostname(),
-                        "clock_ns": now_ns(), "out": str(self.out), "state": self.recording.state()}
+                        "clock_ns": now_ns(), "out": str(self.out), "state": self.recording.state(),
+                        "streams": self.recording.streams()}
             reply = self.recording.handle(str(cmd), request)
             if reply is None:
                 raise UsageError(f"unknown command {str(cmd)[:40]!r}")
