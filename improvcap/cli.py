@@ -25,12 +25,12 @@ from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOpti
 from . import __version__
 from .cli_calibrate import calibrate_app
 from .cli_nodes import collect_command, key_app, node_command, nodes_command
-from .rig import load_rig
+from .rig import Rig, load_rig
 
 if TYPE_CHECKING:  # the recording stack is imported by the commands that record: `verify`, `ctl` start faster
     from .control import ControlServer
     from .nodes.controller import NodeController
-    from .recorder import Recorder, Status
+    from .recorder import Recorder
     from .session import TakeControl
 
 SLATE_LEAD_S = 0.2  # record --slate: the opening slate this long after the start ...
@@ -147,8 +147,6 @@ def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | No
     its takes to LSL whatever the rig file says."""
     from .recorder import Recorder
     from .calibrate.store import applied, calibration_dir
-    from .link.keys import load_key
-    from .nodes.controller import NodeController, controller_rig
 
     rig = load_rig(rig_arg)
     rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
@@ -156,17 +154,24 @@ def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | No
         rig = dataclasses.replace(rig, lsl_outlets=True)
     if not (min_free_minutes >= 0 and math.isfinite(min_free_minutes)):
         raise UsageError(f"--min-free-minutes must be 0 or more, got {min_free_minutes}")
-    nodes = None
-    if remote := [s for s in rig.streams if s.node is not None]:
-        if key is None:
-            raise UsageError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)} are recorded "
-                             "by capture nodes: give the rig's shared key with --key FILE")
-        nodes = NodeController(rig, load_key(key))
-        rig = controller_rig(rig)
+    rig, nodes = _split_nodes(rig, key)
     recorder = Recorder(rig, calibration=entry, group=group, min_free_minutes=min_free_minutes)
     if recorder.group is not None:
         take_folder.group_id(recorder.group)  # an unknown group is refused before any device opens
     return recorder, warnings, nodes
+
+
+def _split_nodes(rig: Rig, key: Path | None) -> tuple[Rig, NodeController | None]:
+    """The streams this PC records, and the capture nodes that record the others (with the shared `key`)."""
+    from .link.keys import load_key
+    from .nodes.controller import NodeController, controller_rig
+
+    if not (remote := [s for s in rig.streams if s.node is not None]):
+        return rig, None
+    if key is None:
+        raise UsageError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)} are recorded "
+                         "by capture nodes: give the rig's shared key with --key FILE")
+    return controller_rig(rig), NodeController(rig, load_key(key))
 
 
 def _node_rows(nodes: NodeController | None) -> Callable[[], Sequence[Any]]:
@@ -502,58 +507,43 @@ def rig_check(
     seconds: Annotated[float, typer.Option(help="How long to run every device.")] = 3.0,
     tolerance: Annotated[float, typer.Option(help="Allowed relative rate error.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    key: NodeKeyOption = None,
 ) -> None:
-    """Open every device of a rig for a few seconds and compare what it delivers with the rig file."""
+    """Open every device of a rig for a few seconds and compare what it delivers with the rig file (on the
+    capture nodes too, for their streams)."""
     from .recorder import Recorder
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise UsageError(f"--seconds must be a positive number, got {seconds}")
+    from .rig_check import MAX_CHECK_S, check_results
+    if not (seconds > 0 and math.isfinite(seconds) and seconds <= MAX_CHECK_S):
+        raise UsageError(f"--seconds must be a positive number of at most {MAX_CHECK_S:g}, got {seconds}")
     spec = load_rig(rig)
-    recorder = Recorder(spec)
-    _open_devices(recorder)
+    own, nodes = _split_nodes(spec, key)
+    recorder = Recorder(own)
+    _open_devices(recorder, (), nodes)
     try:
         with err.status(f"measuring for {seconds:g} s…"):
+            checks = nodes.check(seconds, tolerance) if nodes is not None else None
             time.sleep(seconds)
             status = recorder.status()
-        results = _check_results(recorder, status, tolerance)
+            results = check_results(recorder, status, tolerance) + (checks() if checks is not None else [])
     finally:
         recorder.close()
+        if nodes is not None:
+            nodes.close()
     failed = [r for r in results if not r["ok"]]
     if as_json:
         print_json({"rig": spec.name, "ok": not failed, "streams": results})
     else:
         table = new_table(f"rig {spec.name}: {'OK' if not failed else 'MISMATCH'}")
-        for col in ("stream", "kind", "measured", "nominal", "peak dBFS", "verdict"):
+        for col in (("node",) if nodes else ()) + ("stream", "kind", "measured", "nominal", "peak dBFS", "verdict"):
             table.add_column(col)
         for r in results:
-            table.add_row(r["stream"], r["kind"], f"{r['measured_rate']:.2f}", f"{r['nominal_rate']:g}",
+            table.add_row(*((r.get("node") or "this PC",) if nodes else ()),
+                          r["stream"], r["kind"], f"{r['measured_rate']:.2f}", f"{r['nominal_rate']:g}",
                           " ".join("-inf" if p is None else f"{p:.0f}" for p in r["peak_dbfs"]),
                           "[green]ok[/]" if r["ok"] else f"[red]{escape('; '.join(r['problems']))}[/]")
         out.print(table)
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(results)} streams do not match the rig file")
-
-
-def _check_results(recorder: Recorder, status: Status, tolerance: float) -> list[dict[str, Any]]:
-    results = []
-    for runner, s in zip(recorder.runners, status.streams):
-        problems = []
-        if s.fault:
-            problems.append(s.fault)
-        if s.nominal and abs(s.rate - s.nominal) / s.nominal > tolerance:
-            problems.append(f"rate {s.rate:.2f}/s, rig says {s.nominal:g}")
-        info = runner.info
-        if s.kind == "camera":
-            for key in ("width", "height"):
-                if key in info and info[key] != runner.spec[key]:
-                    problems.append(f"{key} {info[key]}, rig says {runner.spec[key]}")
-        if s.kind == "audio" and s.peak_dbfs and all(math.isinf(p) for p in s.peak_dbfs):
-            problems.append("silent on every channel")
-        results.append({
-            "stream": s.name, "kind": s.kind, "measured_rate": round(s.rate, 3), "nominal_rate": s.nominal,
-            "peak_dbfs": [p if math.isfinite(p) else None for p in s.peak_dbfs] if s.peak_dbfs else [],
-            "device": s.device, "ok": not problems, "problems": problems,
-        })
-    return results
 
 
 def main() -> None:

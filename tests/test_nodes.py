@@ -355,6 +355,24 @@ def test_a_take_across_two_nodes_is_on_one_clock_collected_and_verified_as_one(h
         assert len(offsets) == 2, (stream, checked["streams"][stream])
 
 
+def test_rig_check_measures_the_streams_of_every_node_and_its_own(hosts, tmp_path):
+    key = new_key(tmp_path / "rig.key").path
+    start_node(hosts, "pc2", key, tmp_path)
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text(NODE_RIG)
+    result = hosts.run("ctl", [sys.executable, "-m", "improvcap", "rig", "check", str(rig_file), "--key", str(key),
+                               "--seconds", "2", "--json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["stream"]: r for r in json.loads(result.stdout)["streams"]}
+    assert {s: rows[s].get("node") for s in rows} == {"local": None, "cam9": "pc2", "suit9": "pc2"}
+    assert all(r["ok"] for r in rows.values()) and rows["cam9"]["measured_rate"] == pytest.approx(30, rel=0.05)
+    # a stream that delivers other than the rig says fails, named with its node
+    strict = hosts.run("ctl", [sys.executable, "-m", "improvcap", "rig", "check", str(rig_file), "--key", str(key),
+                               "--seconds", "1", "--tolerance", "0.0001", "--json"])
+    failed = [r for r in json.loads(strict.stdout)["streams"] if not r["ok"]]
+    assert strict.returncode == 1 and any(r.get("node") == "pc2" for r in failed), strict.stdout
+
+
 def test_a_node_missing_at_the_start_is_one_line_and_nothing_is_recorded(hosts, tmp_path):
     key = new_key(tmp_path / "rig.key").path
     rig_file = tmp_path / "rig.toml"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DeviceError, ImprovcapError
 from ..link.keys import SharedKey
@@ -179,6 +179,29 @@ class NodeController:
                         "address": f"{link.address}:{link.found.port}" if link else None, "clock_offset_ms": offset,
                         "streams": [s.name for s in self.rig.streams if s.node == node.name]})
         return out
+
+    def check(self, seconds: float, tolerance: float) -> Callable[[], list[dict[str, Any]]]:
+        """`rig check` on every node at once (a thread each): returns what waits for their verdicts, each
+        stream's row with its node (a node that fails has one row saying why)."""
+        rows: dict[str, list[dict[str, Any]]] = {}
+
+        def check(name: str, link: NodeLink) -> None:
+            try:
+                rows[name] = [r | {"node": name} for r in
+                              link.request("check", seconds=seconds, tolerance=tolerance)["streams"]]
+            except (ImprovcapError, OSError, ConnectionError) as e:
+                rows[name] = [{"node": name, "stream": "—", "kind": "", "measured_rate": 0.0, "nominal_rate": 0,
+                               "peak_dbfs": [], "device": {}, "ok": False, "problems": [str(e)]}]
+
+        threads = [threading.Thread(target=check, args=item, name=f"check-{item[0]}") for item in self.links.items()]
+        for thread in threads:
+            thread.start()
+
+        def verdicts() -> list[dict[str, Any]]:
+            for thread in threads:
+                thread.join()
+            return [row for name in self.links for row in rows.get(name, [])]
+        return verdicts
 
     def monitor(self, interval_s: float = MONITOR_S) -> None:
         """Poll every node's streams and clock offset from a thread, for live(), until close()."""

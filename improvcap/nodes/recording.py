@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..errors import UsageError
 from ..performers import consent_digest, consent_record
 from ..recorder import Recorder, RunState
 from ..rig import Rig, parse_rig
+from ..rig_check import MAX_CHECK_S, check_results
 from ..take.controller_clock import CONTROLLER_CLOCK
 from ..take.hashing import file_entry
 from ..take.layout import MANIFEST, PERFORMERS_RECORD
@@ -64,7 +66,7 @@ class NodeRecorder:
         if cmd in ("take_files", "read"):  # reading a finished take needs no recorder: no lock
             return self._take_files(request) if cmd == "take_files" else self._read(request)
         action = {"open": self._open, "start": self._start, "stop": self._stop, "close": self._close,
-                  "slate": self._slate, "retime": self._retime}.get(cmd)
+                  "slate": self._slate, "retime": self._retime, "check": self._check}.get(cmd)
         if action is None:
             return None
         with self._lock:
@@ -125,6 +127,17 @@ class NodeRecorder:
             self.recorder.halt(at)
         manifest = self.recorder.stop_take()
         return take_account(self.recorder.take_dir, manifest)
+
+    def _check(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`rig check` of this node's streams: what they deliver over `seconds` against the rig file."""
+        seconds, tolerance = request.get("seconds"), request.get("tolerance")
+        if self.recorder is None or self.recorder.state is not RunState.IDLE:
+            raise UsageError("check: no rig is open and idle on this node")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (seconds, tolerance)) \
+                or not (0 < seconds <= MAX_CHECK_S and 0 < tolerance < 1):
+            raise UsageError(f"check: expected seconds (at most {MAX_CHECK_S:g}) and a tolerance below 1")
+        time.sleep(seconds)
+        return {"streams": check_results(self.recorder, self.recorder.status(), tolerance)}
 
     def _slate(self, request: dict[str, Any]) -> dict[str, Any]:
         """The controller's slate, at the instant it gives on this node's clock (its devices render it)."""
