@@ -154,15 +154,17 @@ def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | No
         rig = dataclasses.replace(rig, lsl_outlets=True)
     if not (min_free_minutes >= 0 and math.isfinite(min_free_minutes)):
         raise UsageError(f"--min-free-minutes must be 0 or more, got {min_free_minutes}")
-    rig, nodes = _split_nodes(rig, key)
+    rig, nodes = _split_nodes(rig, key, entry)
     recorder = Recorder(rig, calibration=entry, group=group, min_free_minutes=min_free_minutes)
     if recorder.group is not None:
         take_folder.group_id(recorder.group)  # an unknown group is refused before any device opens
     return recorder, warnings, nodes
 
 
-def _split_nodes(rig: Rig, key: Path | None) -> tuple[Rig, NodeController | None]:
-    """The streams this PC records, and the capture nodes that record the others (with the shared `key`)."""
+def _split_nodes(rig: Rig, key: Path | None, calibration: dict[str, Any] | None = None,
+                 ) -> tuple[Rig, NodeController | None]:
+    """The streams this PC records, and the capture nodes that record the others (with the shared `key`;
+    `calibration`: the entry of the calibration applied to `rig`, which the nodes apply to their streams)."""
     from .link.keys import load_key
     from .nodes.controller import NodeController, controller_rig
 
@@ -171,7 +173,7 @@ def _split_nodes(rig: Rig, key: Path | None) -> tuple[Rig, NodeController | None
     if key is None:
         raise UsageError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)} are recorded "
                          "by capture nodes: give the rig's shared key with --key FILE")
-    return controller_rig(rig), NodeController(rig, load_key(key))
+    return controller_rig(rig), NodeController(rig, load_key(key), calibration)
 
 
 def _node_rows(nodes: NodeController | None) -> Callable[[], Sequence[Any]]:

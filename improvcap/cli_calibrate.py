@@ -154,6 +154,11 @@ def calibrate_sync(
         raise UsageError(f"--record needs at least 3 slates, got {record}")
     if until is not None and not (until > 0 and math.isfinite(until)):
         raise UsageError(f"--until must be a positive number of milliseconds, got {until:g}")
+    if recording and (remote := sorted({s.node for s in spec.streams if s.node})):
+        raise UsageError(f"{spec.path}: --record slates the streams of this PC only, and capture nodes "
+                         f"({', '.join(remote)}) record the others: record slated takes with `improvcap record "
+                         f"{rig} --key FILE --slate`, bring them together with `improvcap collect`, then give them "
+                         "with --take")
     if recording:
         result = _record_slates(spec, out_dir, record or DEFAULT_MAX_SLATES, until)
     else:

@@ -170,7 +170,10 @@ def test_a_node_records_its_streams_of_the_rig_and_outlives_its_controller(hosts
     start_node(hosts, "pc2", key, tmp_path)
     (tmp_path / "rig.toml").write_text(NODE_RIG)
     start = {"session": "day", "scene": "scene", "number": 4, "take": "scene_t004"}
-    first = control(hosts, tmp_path / "rig.toml", key, ("open", {"rig": NODE_RIG, "rig_name": "two-pc"}),
+    calibration = {"folder": "calibration/two-pc", "files": {}, "latency_ms": {"cam9": 4.5}, "sha256": None}
+    first = control(hosts, tmp_path / "rig.toml", key,
+                    ("open", {"rig": NODE_RIG, "rig_name": "two-pc", "latency_ms": {"cam9": 4.5, "local": 1.0},
+                              "calibration": calibration}),
                     ("start", start), ("sleep", 1.0))
     assert first[0]["streams"] == {"cam9": "camera", "suit9": "mocap"}  # not the controller's own stream
     assert first[1]["take"] == "scene_t004" and "error" not in first[1], first
@@ -185,6 +188,9 @@ def test_a_node_records_its_streams_of_the_rig_and_outlives_its_controller(hosts
     take = tmp_path / "pc2" / "day" / "scene_t004"
     manifest = json.loads((take / "take.json").read_text())
     assert manifest["node"] == "pc2" and manifest["take"] == 4 and set(manifest["files"]) == set(stop["files"])
+    # the controller's calibration of the node's streams, applied as the controller's own are
+    assert manifest["calibration"] == calibration
+    assert {s["name"]: s["latency_ms"] for s in manifest["rig"]["streams"]} == {"cam9": 4.5, "suit9": 0.0}
     # on the node's own clock (500 s ahead of the controller's): its t0 is a reading of that clock
     assert manifest["t0_host_ns"] == stop["t0_host_ns"] == first[1]["t0_host_ns"]
     with open(take / "cam9.truth.csv") as fh:
@@ -353,6 +359,13 @@ def test_a_take_across_two_nodes_is_on_one_clock_collected_and_verified_as_one(h
     for stream in ("cam9", "cam8", "mic8", "local"):
         offsets = checked["streams"][stream]["slate_offsets_ms"]
         assert len(offsets) == 2, (stream, checked["streams"][stream])
+    # the collected take calibrates the rig's latencies, the nodes' streams too; --record is this PC's only
+    cal = [sys.executable, "-m", "improvcap", "calibrate", "sync", str(rig_file), "--calibration", str(tmp_path / "cal")]
+    calibrated = subprocess.run([*cal, "--take", str(take), "--json"], capture_output=True, text=True, timeout=120)
+    assert calibrated.returncode == 0, calibrated.stderr
+    assert set(json.loads(calibrated.stdout)["streams"]) == {"local", "cam9", "suit9", "cam8", "mic8"}
+    refused = subprocess.run([*cal, "--record", "5"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "improvcap collect" in refused.stderr and refused.stderr.count("\n") == 1
 
 
 def test_rig_check_measures_the_streams_of_every_node_and_its_own(hosts, tmp_path):

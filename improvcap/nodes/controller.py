@@ -70,8 +70,10 @@ def controller_rig(rig: Rig) -> Rig:
 
 
 class NodeController:
-    def __init__(self, rig: Rig, key: SharedKey, timeout: float = FIND_TIMEOUT_S) -> None:
-        self.rig, self.key, self.timeout = rig, key, timeout
+    def __init__(self, rig: Rig, key: SharedKey, calibration: dict[str, Any] | None = None,
+                 timeout: float = FIND_TIMEOUT_S) -> None:
+        """`rig`: the whole rig, with the calibration applied whose take.json entry is `calibration`."""
+        self.rig, self.key, self.timeout, self.calibration = rig, key, timeout, calibration
         self.nodes = [n for n in rig.nodes if any(s.node == n.name for s in rig.streams)]
         self.links: dict[str, NodeLink] = {}
         self._clocks: dict[str, NodeClockLog] = {}
@@ -84,7 +86,9 @@ class NodeController:
         try:
             for node in self.nodes:
                 link = self.links[node.name] = NodeLink.connect(node, self.key, self.timeout)
-                link.request("open", rig=self.rig.text, rig_name=self.rig.name)
+                link.request("open", rig=self.rig.text, rig_name=self.rig.name, calibration=self.calibration,
+                             latency_ms={s.name: s.settings.get("latency_ms", 0.0) for s in self.rig.streams
+                                         if s.node == node.name})
                 measure_clock(link)
         except BaseException:
             self.close()

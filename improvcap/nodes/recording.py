@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..calibrate.store import with_latencies
 from ..errors import UsageError
+from ..link.wire import canonical
 from ..performers import consent_digest, consent_record
 from ..recorder import Recorder, RunState
 from ..rig import Rig, parse_rig
@@ -58,7 +60,7 @@ class NodeRecorder:
     def __init__(self, name: str, out: Path) -> None:
         self.name, self.out = name, out
         self.recorder: Recorder | None = None
-        self._rig_text: str | None = None
+        self._opened: bytes | None = None  # what the open recorder was opened with
         self._lock = threading.Lock()
 
     def handle(self, cmd: str, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -85,15 +87,23 @@ class NodeRecorder:
 
     def _open(self, request: dict[str, Any]) -> dict[str, Any]:
         text, name = request.get("rig"), request.get("rig_name")
+        latency, calibration = request.get("latency_ms") or {}, request.get("calibration")
         if not isinstance(text, str) or not isinstance(name, str):
             raise UsageError("open: expected the rig file's text and name")
-        if self.recorder is not None and text == self._rig_text:
-            return self._streams()  # already open with this rig: kept warm
-        rig = node_rig(parse_rig(text, Path(f"controller:{name}")), self.name)
+        if not isinstance(latency, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    and math.isfinite(v) for v in latency.values()):
+            raise UsageError("open: latency_ms must map streams to milliseconds")
+        if calibration is not None and not isinstance(calibration, dict):
+            raise UsageError("open: calibration must be the controller's take.json entry")
+        opened = canonical([text, latency, calibration])
+        if self.recorder is not None and opened == self._opened:
+            return self._streams()  # already open with this rig and calibration: kept warm
+        # the controller's calibration of this node's streams (their latencies), as its own streams get it
+        rig = with_latencies(node_rig(parse_rig(text, Path(f"controller:{name}")), self.name), latency)
         self._close({})
-        recorder = Recorder(rig)
+        recorder = Recorder(rig, calibration=calibration)
         recorder.open()
-        self.recorder, self._rig_text = recorder, text
+        self.recorder, self._opened = recorder, opened
         return self._streams()
 
     def _streams(self) -> dict[str, Any]:
@@ -169,6 +179,6 @@ class NodeRecorder:
 
     def _close(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.recorder is not None:
-            recorder, self.recorder, self._rig_text = self.recorder, None, None
+            recorder, self.recorder, self._opened = self.recorder, None, None
             recorder.close()  # a take still recording is stopped cleanly first
         return {}
