@@ -135,7 +135,7 @@ def collect_command(
     configure_peers([manifests[t] for t in todo])
     results = [r for t in todo for r in TakeCollector(t, shared, timeout).collect()]
     rows = [{"take": str(r.take), "node": r.node, "streams": r.streams, "files": r.files, "bytes": r.bytes,
-             "resumed": r.resumed, "already_here": r.already, "ok": r.error is None,
+             "resumed": r.resumed, "already_here": r.already, "seconds": r.seconds, "transfer_seconds": r.transfer_seconds, "ok": r.error is None,
              **({"error": r.error} if r.error else {})} for r in results]
     if as_json:
         print_json({"takes": len(takes), "collected": rows})

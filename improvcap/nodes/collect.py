@@ -23,6 +23,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,8 +40,8 @@ from ..take.sync import build_sync
 from .advert import configure_known_peers
 from .client import NodeLink
 from .controller import retime
+from .node_takes import MAX_READ as PIECE  # bytes asked for per read
 
-PIECE = 2 << 20  # bytes asked for per read (improvcap.nodes.node_takes.MAX_READ)
 PARTIAL = ".collecting"
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -54,6 +56,8 @@ class NodeCollected:
     bytes: int = 0
     resumed: int = 0   # files continued from a partial left by an earlier collect
     already: int = 0   # files already here with the right sha256
+    seconds: float = 0.0  # from finding the node to its files' last byte
+    transfer_seconds: float = 0.0  # of which moving the files (asking, receiving, checking, writing)
     error: str | None = None
     streams: list[str] = field(default_factory=list)
 
@@ -91,20 +95,38 @@ class TakeCollector:
         self.manifest = load_json(take_dir / MANIFEST)
 
     def collect(self) -> list[NodeCollected]:
-        results = []
+        """Every pending node at once (a thread and a link each); their parts merged one by one, each into
+        the manifest as it is written, so that what arrived stays collected whatever fails after."""
         specs = node_specs(self.manifest)
-        for name, entry in pending_nodes(self.manifest).items():
-            result = NodeCollected(self.take, name)
+        results = {name: NodeCollected(self.take, name) for name in pending_nodes(self.manifest)}
+        fetched: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
+
+        def collect_node(name: str, entry: dict[str, Any]) -> None:
+            result, started = results[name], time.monotonic()
             try:
                 if name not in specs:
                     raise TakeError(f"node {name} is not in the take's rig snapshot")
-                self._collect_node(specs[name], entry, result)
+                fetched[name] = self._collect_node(specs[name], entry, result)
             except (ImprovcapError, OSError, ConnectionError) as e:
                 result.error = str(e)
-            results.append(result)
-        return results
+            result.seconds = round(time.monotonic() - started, 3)
 
-    def _collect_node(self, spec: NodeSpec, entry: dict[str, Any], result: NodeCollected) -> None:
+        threads = [threading.Thread(target=collect_node, args=item, name=f"collect-{item[0]}")
+                   for item in pending_nodes(self.manifest).items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name, (node_manifest, arrived) in sorted(fetched.items()):
+            try:
+                self._merge(name, load_json(self.take / node_manifest), arrived)
+            except (ImprovcapError, OSError, ValueError, KeyError) as e:
+                results[name].error = f"node {name}: its files arrived but could not be merged: {e}"
+        return list(results.values())
+
+    def _collect_node(self, spec: NodeSpec, entry: dict[str, Any], result: NodeCollected,
+                      ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """The node's files brought here: (where its manifest went, every file's entry by its name here)."""
         session, take = self.manifest["session"], str(entry.get("take") or self.take.name)
         link = NodeLink.connect(spec, self.key, self.timeout)
         try:
@@ -121,16 +143,17 @@ class TakeCollector:
             streams = sorted(account["streams"])
             result.streams = streams
             arrived: dict[str, dict[str, Any]] = {}
+            started = time.monotonic()
             for name, expected in sorted(account["files"].items()):
-                arrived[destination(spec.name, streams, name)] = self._fetch(link, session, take, name, expected,
-                                                                             destination(spec.name, streams, name),
-                                                                             result)
+                dest = destination(spec.name, streams, name)
+                arrived[dest] = self._fetch(link, session, take, name, expected, dest, result)
             node_manifest = destination(spec.name, streams, MANIFEST)
             arrived[node_manifest] = self._fetch(link, session, take, MANIFEST, account["manifest"], node_manifest,
                                                  result)
+            result.transfer_seconds = round(time.monotonic() - started, 3)
         finally:
             link.close()
-        self._merge(spec.name, load_json(self.take / node_manifest), arrived, result)
+        return node_manifest, arrived
 
     def _fetch(self, link: NodeLink, session: str, take: str, name: str, expected: dict[str, Any], dest: str,
                result: NodeCollected) -> dict[str, Any]:
@@ -184,8 +207,7 @@ class TakeCollector:
         result.files += 1
         return {"bytes": size, "sha256": digest}
 
-    def _merge(self, node: str, node_manifest: dict[str, Any], arrived: dict[str, dict[str, Any]],
-               result: NodeCollected) -> None:
+    def _merge(self, node: str, node_manifest: dict[str, Any], arrived: dict[str, dict[str, Any]]) -> None:
         """The node's streams, settings and files into the controller's take.json, and sync.csv over all."""
         manifest = self.manifest
         for name, stream in node_manifest["streams"].items():

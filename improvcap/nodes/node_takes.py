@@ -21,7 +21,7 @@ from ..take.layout import LSL_CLOCK_COLUMNS, MANIFEST, node_clock_file
 from ..take.manifest import load_json
 from ..take.refit import refit_take
 
-MAX_READ = 2 << 20  # bytes one read request may ask for
+MAX_READ = 4 << 20  # bytes one read request may ask for (improvcap.link.channel.MAX_BLOB)
 
 
 def own_take(out: Path, node: str, session: Any, take: Any) -> tuple[Path, dict[str, Any]]:
