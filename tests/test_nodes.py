@@ -179,6 +179,16 @@ def test_a_node_records_its_streams_of_the_rig_and_outlives_its_controller(hosts
     assert first[1]["take"] == "scene_t004" and "error" not in first[1], first
     # the controller went away mid-take; the node recorded on, and a new controller stops the take
     time.sleep(2.0)
+    # a node serves only what its takes' manifests list, of takes it recorded
+    served = control(hosts, tmp_path / "rig.toml", key,
+                     ("read", {"session": "day", "take": "scene_t004", "file": "../../node.log", "offset": 0,
+                               "length": 100}),
+                     ("read", {"session": "day", "take": "scene_t004", "file": "cam9.mkv", "offset": 0,
+                               "length": 100}),
+                     ("take_files", {"session": "..", "take": "pc2"}))
+    assert all("error" in r for r in served), served
+    assert "is not a file of scene_t004" in served[0]["error"]
+    assert "is not a file of scene_t004" in served[1]["error"]  # listed once the take is stopped, not before
     second = control(hosts, tmp_path / "rig.toml", key, ("status", {}), ("stop", {}), ("start", start))
     assert second[0]["state"] == "recording"
     stop = second[1]
@@ -331,6 +341,13 @@ def test_a_take_across_two_nodes_is_on_one_clock_collected_and_verified_as_one(h
                                 ("pc3", "cam8", "cam8.frames.csv")):
         errors = truth_errors_ms(tmp_path / name / "day" / take.name, manifest, stream, table, OFFSETS[name])
         assert len(errors) > 100 and errors[len(errors) // 2] < 0.5 and errors[-1] < 2.0, (stream, errors[-5:])
+    # repair on a node refits its take onto the controller's clock again, from the offsets it keeps
+    on_pc3 = tmp_path / "pc3" / "day" / take.name
+    before = (on_pc3 / "cam8.frames.csv").read_text()
+    repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(on_pc3), "--force", "--json"],
+                              capture_output=True, text=True, timeout=120)
+    assert repaired.returncode == 0, repaired.stderr
+    assert (on_pc3 / "cam8.frames.csv").read_text() == before
     # before collect: incomplete, naming each node, not broken
     reasons = verify_reasons(take)
     assert f"WARN: incomplete: the streams of node pc2 (cam9, suit9) are in its own take {take.name} on that PC, " \

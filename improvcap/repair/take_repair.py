@@ -8,7 +8,8 @@ from typing import Any
 from ..errors import ImprovcapError
 from ..take.atomic import Folder, is_temporary
 from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, media_file, nominal_rate, table_file
-from ..take.refit import refit_stream, retime_triggered
+from ..take.controller_clock import CONTROLLER_CLOCK
+from ..take.refit import onto_controller_clock, refit_stream, retime_triggered
 from ..take.tables import read_table, stream_table
 from .counting import audio_gaps, counter_gaps, time_gaps
 from .kinds import KIND_REPAIRS, repair_truth_rows
@@ -103,6 +104,9 @@ class TakeRepair:
         healthy = {s.name: {**s.entry, "kind": s.kind} for s in self.streams if s.fault is None}
         for name, why in retime_triggered(self.take, {s.name: s.spec for s in self.streams}, healthy).items():
             self.actions.append(f"{name}: {why}")
+        if CONTROLLER_CLOCK in self.manifest:  # a capture node's take: onto its controller's clock again
+            for name, why in onto_controller_clock(self.take, self.manifest, healthy).items():
+                self.actions.append(f"{name}: {why}")
         for stream in self.streams:
             if stream.name in healthy:
                 stream.entry.update({k: v for k, v in healthy[stream.name].items() if k != "kind"})
