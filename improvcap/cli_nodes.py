@@ -122,7 +122,8 @@ def collect_command(
     """Bring the nodes' files of takes across PCs into the controller's take folders (resumable, checked by
     sha256, never overwriting): exit status 1 when a node's part could not be collected."""
     from .link.keys import load_key
-    from .nodes.collect import TakeCollector, configure_peers, pending_nodes
+    from .nodes.collect import NodeCollected, TakeCollector, configure_peers, pending_nodes
+    from .take.layout import MANIFEST
     from .take.manifest import load_json
     from .verify.paths import find_takes
 
@@ -130,13 +131,20 @@ def collect_command(
     takes = find_takes(paths)
     if not takes:
         raise UsageError("no take under " + ", ".join(str(p) for p in paths))
-    manifests = {t: load_json(t / "take.json") for t in takes}
+    manifests: dict[Path, Any] = {}
+    results: list[NodeCollected] = []
+    for t in takes:
+        try:
+            manifests[t] = load_json(t / MANIFEST)
+        except (OSError, ValueError) as e:  # that take is named as failed; the others are collected
+            results.append(NodeCollected(t, "", error=f"{MANIFEST} cannot be read: {e}"))
     todo = [t for t, m in manifests.items() if isinstance(m, dict) and pending_nodes(m)]
     configure_peers([manifests[t] for t in todo])
-    results = [r for t in todo for r in TakeCollector(t, shared, timeout).collect()]
+    results += [r for t in todo for r in TakeCollector(t, shared, timeout).collect()]
     rows = [{"take": str(r.take), "node": r.node, "streams": r.streams, "files": r.files, "bytes": r.bytes,
-             "resumed": r.resumed, "already_here": r.already, "seconds": r.seconds, "transfer_seconds": r.transfer_seconds, "ok": r.error is None,
-             **({"error": r.error} if r.error else {})} for r in results]
+             "resumed": r.resumed, "already_here": r.already, "seconds": r.seconds,
+             "transfer_seconds": r.transfer_seconds, "ok": r.error is None, **({"error": r.error} if r.error else {})}
+            for r in results]
     if as_json:
         print_json({"takes": len(takes), "collected": rows})
     elif not rows:

@@ -109,6 +109,8 @@ class TakeCollector:
                 fetched[name] = self._collect_node(specs[name], entry, result)
             except (ImprovcapError, OSError, ConnectionError) as e:
                 result.error = str(e)
+            except (KeyError, TypeError, ValueError) as e:  # a take.json or a reply not as written
+                result.error = f"node {name}: {MANIFEST} or the node's account is malformed ({type(e).__name__}: {e})"
             result.seconds = round(time.monotonic() - started, 3)
 
         threads = [threading.Thread(target=collect_node, args=item, name=f"collect-{item[0]}")
