@@ -41,6 +41,7 @@ CHANNEL_FORMATS = {1: "float32", 2: "double64", 3: "string", 4: "int32", 5: "int
 # what matters reaches the take as faults and notes. Its configuration must be set before its first use.
 LIBLSL_CONFIG = b"[log]\nlevel = -3\n"
 _configured = False
+_configure_lock = threading.Lock()
 _known_peers: list[str] = []
 
 
@@ -58,11 +59,12 @@ def pylsl_module() -> Any:
         import pylsl
     except ImportError as e:  # pragma: no cover - a dependency of the package
         raise DeviceError(f"LSL streams need pylsl (pip install pylsl): {e}") from None
-    if not _configured:
-        _configured = True
-        if "LSLAPICFG" not in os.environ:  # a studio's own liblsl configuration wins
-            peers = f"[lab]\nKnownPeers = {{{', '.join(_known_peers)}}}\n".encode() if _known_peers else b""
-            pylsl.lib.lib.lsl_set_config_content(LIBLSL_CONFIG + peers)
+    with _configure_lock:  # threads resolving at once: none may reach liblsl before it is configured
+        if not _configured:
+            if "LSLAPICFG" not in os.environ:  # a studio's own liblsl configuration wins
+                peers = f"[lab]\nKnownPeers = {{{', '.join(_known_peers)}}}\n".encode() if _known_peers else b""
+                pylsl.lib.lib.lsl_set_config_content(LIBLSL_CONFIG + peers)
+            _configured = True
     return pylsl
 
 
