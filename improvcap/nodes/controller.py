@@ -24,7 +24,7 @@ from ..recorder import Recorder, StreamStatus
 from ..records import Event
 from ..clock import now_ns
 from ..rig import Rig
-from ..take.controller_clock import fit_node_clock
+from ..take.controller_clock import fit_node_clock, segment_entries
 from ..take.layout import node_clock_file
 from .client import NodeLink
 from .clock import NodeClockLog
@@ -59,6 +59,34 @@ def measure_clock(link: NodeLink, timeout: float = 5.0) -> None:
         link.found.clock_offset(timeout)
     except Exception as e:  # liblsl's TimeoutError and its kin: the node's clock cannot be measured
         raise DeviceError(f"node {link.spec.name}: its clock cannot be measured: {type(e).__name__}: {e}") from None
+
+
+def on_every_node(links: dict[str, NodeLink], work: Callable[[str, NodeLink], None],
+                  name: str) -> list[threading.Thread]:
+    """`work(node, link)` for every node at once, a thread each (one node's answer delays no other's); the
+    threads, started (join them)."""
+    threads = [threading.Thread(target=work, args=item, name=f"{name}-{item[0]}") for item in links.items()]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def joined(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
+def offset_ms(link: NodeLink, timeout: float = 0.2) -> float | None:
+    """The node's clock offset now in ms, None when liblsl has no estimate at hand (a cut link)."""
+    try:
+        return round(link.found.clock_offset(timeout)[0] / 1e6, 3)
+    except Exception:  # liblsl's TimeoutError and its kin: nothing waits on it
+        return None
+
+
+def on_node_clock(link: NodeLink, at_ns: int) -> int:
+    """Host time `at_ns` of this PC on the node's clock, by the offset measured now."""
+    return at_ns - link.found.clock_offset(timeout=0.5)[0]
 
 
 def controller_rig(rig: Rig) -> Rig:
@@ -109,11 +137,7 @@ class NodeController:
             except (ImprovcapError, OSError, ConnectionError) as e:
                 self._fault(recorder, name, f"did not start the take: {e}")
 
-        threads = [threading.Thread(target=start, args=item, name=f"start-{item[0]}") for item in self.links.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        joined(on_every_node(self.links, start, "start"))
 
     def stop_take(self, recorder: Recorder, at_ns: int) -> None:
         """Stop every node's take at host time `at_ns` (a thread each), hand it the controller's offsets of
@@ -125,19 +149,14 @@ class NodeController:
         def stop(name: str, link: NodeLink) -> None:
             entries[name] = self._stop_node(recorder, name, link, at_ns)
 
-        threads = [threading.Thread(target=stop, args=item, name=f"stop-{item[0]}") for item in self.links.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        joined(on_every_node(self.links, stop, "stop"))
         recorder.manifest["nodes"] = {name: entries[name] for name in self.links}
 
     def _stop_node(self, recorder: Recorder, name: str, link: NodeLink, at_ns: int) -> dict[str, Any]:
         assert recorder.origin is not None and recorder.take_dir is not None
         entry: dict[str, Any] = {"clock_file": node_clock_file(name)}
         try:
-            offset, _ = link.found.clock_offset(timeout=0.5)
-            entry.update(account(link.request("stop", at_node_ns=at_ns - offset)))
+            entry.update(account(link.request("stop", at_node_ns=on_node_clock(link, at_ns))))
         except (ImprovcapError, OSError, ConnectionError, RuntimeError) as e:
             entry["error"] = str(e)
             self._fault(recorder, name, f"did not stop its take: {e}")
@@ -145,8 +164,7 @@ class NodeController:
         if clock is not None:
             clock.stop()
             try:
-                entry["clock"] = {"domain": "lsl", "segments": [s.as_dict() | {"fitted": s.fitted}
-                                                                for s in fit_node_clock(clock.path)]}
+                entry["clock"] = {"domain": "lsl", "segments": segment_entries(fit_node_clock(clock.path))}
             except (ValueError, ImprovcapError) as e:
                 self._fault(recorder, name, f"its clock could not be fitted: {e}")
         if "clock" in entry and "error" not in entry:
@@ -162,8 +180,7 @@ class NodeController:
         its own clock (by the offset measured now)."""
         for name, link in self.links.items():
             try:
-                offset, _ = link.found.clock_offset(timeout=0.5)
-                link.request("slate", at_node_ns=at_ns - offset)
+                link.request("slate", at_node_ns=on_node_clock(link, at_ns))
             except (ImprovcapError, OSError, ConnectionError, RuntimeError) as e:
                 self._fault(recorder, name, f"did not slate: {e}")
 
@@ -173,14 +190,9 @@ class NodeController:
         out = []
         for node in self.nodes:
             link = self.links.get(node.name)
-            offset = None
-            if link is not None:
-                try:
-                    offset = round(link.found.clock_offset(timeout=0.2)[0] / 1e6, 3)
-                except Exception:  # no estimate now (a cut link): the status says so, nothing waits on it
-                    pass
             out.append({"node": node.name, "connected": link is not None,
-                        "address": f"{link.address}:{link.found.port}" if link else None, "clock_offset_ms": offset,
+                        "address": f"{link.address}:{link.found.port}" if link else None,
+                        "clock_offset_ms": offset_ms(link) if link is not None else None,
                         "streams": [s.name for s in self.rig.streams if s.node == node.name]})
         return out
 
@@ -197,13 +209,10 @@ class NodeController:
                 rows[name] = [{"node": name, "stream": "—", "kind": "", "measured_rate": 0.0, "nominal_rate": 0,
                                "peak_dbfs": [], "device": {}, "ok": False, "problems": [str(e)]}]
 
-        threads = [threading.Thread(target=check, args=item, name=f"check-{item[0]}") for item in self.links.items()]
-        for thread in threads:
-            thread.start()
+        threads = on_every_node(self.links, check, "check")
 
         def verdicts() -> list[dict[str, Any]]:
-            for thread in threads:
-                thread.join()
+            joined(threads)
             return [row for name in self.links for row in rows.get(name, [])]
         return verdicts
 
@@ -214,10 +223,9 @@ class NodeController:
                 for name, link in list(self.links.items()):
                     try:
                         streams = [stream_status(s) for s in link.request("status").get("streams", [])]
-                        offset = round(link.found.clock_offset(timeout=0.2)[0] / 1e6, 3)
                     except Exception:  # a node not answering now: the dashboard shows it so
-                        streams, offset = [], None
-                    self._live[name] = (offset, streams)
+                        streams = []
+                    self._live[name] = (offset_ms(link) if streams else None, streams)
                 self._closing.wait(interval_s)
 
         threading.Thread(target=poll, name="node-monitor", daemon=True).start()

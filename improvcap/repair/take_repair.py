@@ -8,8 +8,7 @@ from typing import Any
 from ..errors import ImprovcapError
 from ..take.atomic import Folder, is_temporary
 from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, media_file, nominal_rate, table_file
-from ..take.controller_clock import CONTROLLER_CLOCK
-from ..take.refit import onto_controller_clock, refit_stream, retime_triggered
+from ..take.refit import controller_clock, refit_stream, retime_triggered
 from ..take.tables import read_table, stream_table
 from .counting import audio_gaps, counter_gaps, time_gaps
 from .kinds import KIND_REPAIRS, repair_truth_rows
@@ -91,12 +90,15 @@ class TakeRepair:
     def refit(self) -> None:
         """Refit each stream that is not failed; one that cannot be fitted fails alone."""
         t0 = self.manifest["t0_host_ns"]
+        onto, why = controller_clock(self.take, self.manifest)  # a capture node's take: its controller's clock
+        if why:
+            self.actions.append(f"every stream: {why}")
         for stream in self.streams:
             if stream.fault is not None:
                 continue
             try:
                 stream.entry = refit_stream(self.take, stream.name, stream.kind,
-                                            clock_domain(stream.spec, self.old(stream)), stream.spec, t0)
+                                            clock_domain(stream.spec, self.old(stream)), stream.spec, t0, onto=onto)
                 stream.entry.update(self.counts(stream))
             except Exception as e:
                 stream.fault = f"its timing could not be rebuilt: {reason(e)}"
@@ -104,9 +106,6 @@ class TakeRepair:
         healthy = {s.name: {**s.entry, "kind": s.kind} for s in self.streams if s.fault is None}
         for name, why in retime_triggered(self.take, {s.name: s.spec for s in self.streams}, healthy).items():
             self.actions.append(f"{name}: {why}")
-        if CONTROLLER_CLOCK in self.manifest:  # a capture node's take: onto its controller's clock again
-            for name, why in onto_controller_clock(self.take, self.manifest, healthy).items():
-                self.actions.append(f"{name}: {why}")
         for stream in self.streams:
             if stream.name in healthy:
                 stream.entry.update({k: v for k, v in healthy[stream.name].items() if k != "kind"})

@@ -11,7 +11,8 @@ manifest's `controller_clock` says how to use them:
 
 Every refit of the node's take (at the stop, by repair, long after) fits those offsets again and maps each
 stored t_ns: t = controller(node_t0 + t) − controller_t0, the same robust line per clock segment as an LSL
-stream's (improvcap.lslclock). The raw columns stay on the node's clock, so a take can always be refitted.
+stream's (improvcap.lslclock), as improvcap.take.refit writes each stream's refitted t_ns. The raw
+columns stay on the node's clock, so a take can always be refitted.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def to_controller_ns(segments: list[OffsetSegment], node_ns: np.ndarray) -> np.n
     return out
 
 
+def segment_entries(segments: list[OffsetSegment]) -> list[dict[str, Any]]:
+    """The fit as take.json keeps it."""
+    return [s.as_dict() | {"fitted": s.fitted} for s in segments]
+
+
 class ControllerClock:
     """What maps a node take's t_ns onto its controller's: the fit of the offsets its manifest names."""
 
@@ -67,7 +73,7 @@ class ControllerClock:
             - self.controller_t0_ns
 
     def as_dict(self) -> list[dict[str, Any]]:
-        return [s.as_dict() | {"fitted": s.fitted} for s in self.segments]
+        return segment_entries(self.segments)
 
 
 def controller_clock_entry(node: str, file: str, controller_t0_ns: int) -> dict[str, Any]:

@@ -67,9 +67,11 @@ def rewrite_t_ns(path: Path, t_ns: np.ndarray, folder: Folder | None = None) -> 
 
 
 def retime_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, *, latency_ns: int, t0_host_ns: int,
-                  nominal_rate: float, folder: Folder | None = None) -> dict[str, Any]:
+                  nominal_rate: float, folder: Folder | None = None,
+                  onto: ControllerClock | None = None) -> dict[str, Any]:
     """Fit one stream's clock, rewrite its t_ns, return its `clock` entry for take.json. `folder`: the take
-    folder already open, which the rewrite is made in (`take_dir` is where the tables are read)."""
+    folder already open, which the rewrite is made in (`take_dir` is where the tables are read); `onto`: a
+    capture node's take, whose t_ns go onto its controller's clock."""
     path = take_dir / table_file(name, kind)
     table = stream_table(take_dir, name, kind, time_only=True)
     device, host = table["device_ns"], table["host_ns"]
@@ -91,6 +93,9 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, *, 
             mapped, lsl_fit = fit_lsl(device, host, clock, nominal_rate)
             entry.update(lsl_fit.as_dict())
             t_ns = mapped - t0_host_ns - latency_ns  # liblsl's offsets map onto our absolute clock
+        elif onto is not None:  # a node's take: the stored t_ns may be on either clock, its arrivals are raw
+            entry["note"] = "no clock offset measured during the take: timed by arrival"
+            t_ns = host - latency_ns
         else:  # a take shorter than liblsl's probing: the offset it had when the take began stays
             entry["note"] = "no clock offset measured during the take: the live offset kept"
             t_ns = table["t_ns"]
@@ -106,7 +111,7 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, *, 
         t_ns = device - t0_host_ns - latency_ns
     else:
         t_ns = host - latency_ns
-    t_ns = np.asarray(t_ns, dtype=np.int64)
+    t_ns = np.asarray(t_ns, dtype=np.int64) if onto is None else onto.map(t_ns)
     rewrite_t_ns(path, t_ns, folder)
     entry["first_t_ns"], entry["last_t_ns"] = int(t_ns[0]), int(t_ns[-1])
     # frames (samples) from the first record to the start of the last, over the time they span
@@ -117,10 +122,10 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, *, 
 
 
 def refit_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, settings: dict[str, Any],
-                 t0_host_ns: int, folder: Folder | None = None) -> dict[str, Any]:
+                 t0_host_ns: int, folder: Folder | None = None, onto: ControllerClock | None = None) -> dict[str, Any]:
     """Refit one stream with its rig settings; its manifest fields: first/last t_ns, measured rate, clock."""
     entry = retime_stream(take_dir, name, kind, domain, latency_ns=int(round(settings.get("latency_ms", 0.0) * 1e6)),
-                          t0_host_ns=t0_host_ns, nominal_rate=nominal_rate(kind, settings), folder=folder)
+                          t0_host_ns=t0_host_ns, nominal_rate=nominal_rate(kind, settings), folder=folder, onto=onto)
     return {"first_t_ns": entry.pop("first_t_ns", None), "last_t_ns": entry.pop("last_t_ns", None),
             "measured_rate": entry.pop("measured_rate", None), "clock": entry}
 
@@ -148,25 +153,18 @@ def retime_triggered(take_dir: Path, settings: dict[str, dict[str, Any]], entrie
     return failed
 
 
-def onto_controller_clock(take_dir: Path, manifest: dict[str, Any], entries: dict[str, dict[str, Any]],
-                          folder: Folder | None = None) -> dict[str, str]:
-    """A node take's refitted streams (`entries`, updated in place) mapped onto its controller's clock
-    (improvcap.take.controller_clock); {stream: reason} when the controller's offsets cannot be fitted."""
+def controller_clock(take_dir: Path, manifest: dict[str, Any]) -> tuple[ControllerClock | None, str | None]:
+    """A capture node's take: the map onto its controller's clock (its fit kept in the manifest), or why it
+    cannot be made (the streams then stay on the node's clock: the raw offsets are kept for a later refit).
+    (None, None) for any other take."""
+    if CONTROLLER_CLOCK not in manifest:
+        return None, None
     try:
         clock = ControllerClock(take_dir, manifest)
-    except Exception as e:  # the node's own clock stays: the raw offsets are kept for a later refit
-        return {n: f"not put on the controller's clock: {type(e).__name__}: {e}" for n in entries}
+    except Exception as e:
+        return None, f"not put on the controller's clock: {type(e).__name__}: {e}"
     manifest[CONTROLLER_CLOCK]["segments"] = clock.as_dict()
-    for name, entry in entries.items():
-        t = stream_table(take_dir, name, entry["kind"], time_only=True)["t_ns"]
-        if not len(t):
-            continue
-        mapped = clock.map(t)
-        rewrite_t_ns(take_dir / table_file(name, entry["kind"]), mapped, folder)
-        if entry.get("measured_rate") and mapped[-1] > mapped[0]:  # the same frames over the controller's span
-            entry["measured_rate"] = round(entry["measured_rate"] * (t[-1] - t[0]) / (mapped[-1] - mapped[0]), 4)
-        entry["first_t_ns"], entry["last_t_ns"] = int(mapped[0]), int(mapped[-1])
-    return {}
+    return clock, None
 
 
 def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None = None) -> dict[str, str]:
@@ -179,18 +177,16 @@ def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None =
     where the tables are read.
     """
     settings = {s["name"]: s for s in manifest["rig"]["streams"]}
-    failed = {}
+    onto, why = controller_clock(take_dir, manifest)
+    failed = {name: why for name in manifest["streams"]} if why else {}
     for name, stream in manifest["streams"].items():
         try:
             domain = ClockDomain.of(stream["device"].get("clock", "device"), ClockDomain.ARRIVAL)
             stream.update(refit_stream(take_dir, name, stream["kind"], domain, settings[name], manifest["t0_host_ns"],
-                                       folder))
+                                       folder, onto))
         except Exception as e:  # the raw columns stay on disk: `repair --force` can refit later
             failed[name] = f"{type(e).__name__}: {e}"
     healthy = {n: s for n, s in manifest["streams"].items() if n not in failed}
     failed.update(retime_triggered(take_dir, settings, healthy, folder))
-    if CONTROLLER_CLOCK in manifest:  # a capture node's take: on its controller's clock
-        failed.update(onto_controller_clock(take_dir, manifest, {n: s for n, s in healthy.items() if n not in failed},
-                                            folder))
     manifest["sync"] = build_sync(take_dir, manifest, replace=True, folder=folder)
     return failed
