@@ -4,7 +4,6 @@ Exit status: 0 ok, 1 a check failed, 2 bad input. Every ImprovcapError becomes o
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -12,18 +11,19 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence
 
 import typer
 
 from .take import folder as take_folder
 from .take.space import DEFAULT_FLOOR_MINUTES, room_line
 from .errors import CheckFailed, ImprovcapError, UsageError
-from .cli_support import (CalibrationOption, GroupOption, LslOption, MinFreeOption, NodeKeyOption, OutOption,
+from .cli_support import (CalibrationOption, progress_bar, GroupOption, LslOption, MinFreeOption, NodeKeyOption, OutOption,
                           PerformerOption, PerformersFileOption, SessionOption, StopRequest, err, escape, new_table,
                           one_line_errors, out, print_json, warn)
 from . import __version__
 from .cli_calibrate import calibrate_app
+from .cli_export import export_command, performers_app, verify_export_command
 from .cli_nodes import collect_command, key_app, node_command, nodes_command
 from .rig import Rig, load_rig
 
@@ -45,6 +45,9 @@ app.add_typer(key_app, name="key")
 app.command("node")(node_command)
 app.command("nodes")(nodes_command)
 app.command("collect")(collect_command)
+app.command("export")(export_command)
+app.command("verify-export")(verify_export_command)
+app.add_typer(performers_app, name="performers")
 
 
 def _show_version(value: bool) -> None:
@@ -386,29 +389,6 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         err.print(f"note: {note}", highlight=False, markup=False)
 
 
-@contextlib.contextmanager
-def _progress_bar(what: str) -> Iterator[Callable[[int, int, int, int], None] | None]:
-    """verify_paths' progress callback drawing a bar over takes and bytes on a terminal (None elsewhere: a
-    transient bar shows nothing in a log, and rich's progress module is not imported for it)."""
-    if not err.is_terminal:
-        yield None
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
-    task = bar.add_task(what, total=None)
-
-    def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
-        # started here, not before: verify_paths forks its workers while it is the only thread
-        bar.start()
-        bar.update(task, completed=bytes_done, total=bytes_total, description=f"{what} take {done}/{total}")
-
-    try:
-        yield progress
-    finally:
-        bar.stop()
-
-
 @app.command()
 @one_line_errors
 def verify(
@@ -435,7 +415,7 @@ def verify(
         raise UsageError(f"{report}: already exists; choose another report file")
     limits = Limits(max_drift_ppm=max_drift_ppm, max_residual_ms=max_residual_ms,
                     slate_tolerance_ms=slate_tolerance_ms, max_skew_ms=max_skew_ms, require_consent=require_consent)
-    with _progress_bar("verifying") as progress:
+    with progress_bar("verifying") as progress:
         results = verify_paths(paths, limits, jobs=jobs, progress=progress)
     if not results:  # the wrong drive, or a typo: bad input, not a clean day
         raise UsageError(f"no takes under {', '.join(map(str, paths))} (no folder holding a take.json)")

@@ -1,13 +1,14 @@
 """What every command of the CLI shares: consoles, one-line errors, JSON output, common options."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -111,3 +112,26 @@ def detach_from_terminal() -> None:
             os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+@contextlib.contextmanager
+def progress_bar(what: str) -> Iterator[Callable[[int, int, int, int], None] | None]:
+    """verify_paths' progress callback drawing a bar over takes and bytes on a terminal (None elsewhere: a
+    transient bar shows nothing in a log, and rich's progress module is not imported for it)."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err, transient=True)
+    task = bar.add_task(what, total=None)
+
+    def progress(done: int, total: int, bytes_done: int, bytes_total: int) -> None:
+        # started here, not before: verify_paths forks its workers while it is the only thread
+        bar.start()
+        bar.update(task, completed=bytes_done, total=bytes_total, description=f"{what} take {done}/{total}")
+
+    try:
+        yield progress
+    finally:
+        bar.stop()

@@ -30,17 +30,25 @@ def append_event(take_dir: Path, manifest: dict[str, Any], row: tuple[Any, ...],
     write_json_atomic(take_dir / MANIFEST, manifest, folder=folder)
 
 
-def read_slates(path: Path) -> list[int]:
-    """t_ns of every slate in events.csv, sorted (csv module: details may hold quoted commas)."""
+def read_events(path: Path) -> list[tuple[int, str, str, str]]:
+    """Every row of events.csv as (t_ns, kind, stream, detail), in file order (csv module: details may
+    hold quoted commas). A malformed file is a ValueError."""
     text = read_small(path, MAX_MANIFEST_BYTES).decode("utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or tuple(rows[0][:2]) != EVENT_COLUMNS[:2]:
         raise ValueError(f"{EVENTS}: no t_ns,kind header")
     out = []
     for i, row in enumerate(rows[1:], start=2):
-        if len(row) >= 2 and row[1] == "slate":
-            try:
-                out.append(int(row[0]))
-            except ValueError:
-                raise ValueError(f"{EVENTS} line {i}: slate time {row[0]!r} is not an integer") from None
-    return sorted(out)
+        if len(row) < 2:
+            continue
+        try:
+            t = int(row[0])
+        except ValueError:
+            raise ValueError(f"{EVENTS} line {i}: {row[1]} time {row[0]!r} is not an integer") from None
+        out.append((t, row[1], row[2] if len(row) > 2 else "", row[3] if len(row) > 3 else ""))
+    return out
+
+
+def read_slates(path: Path) -> list[int]:
+    """t_ns of every slate in events.csv, sorted."""
+    return sorted(t for t, kind, _, _ in read_events(path) if kind == "slate")

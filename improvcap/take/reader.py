@@ -273,13 +273,7 @@ class Take:
             timeline = self._timelines[stream] = AudioTimeline.from_blocks(blocks, float(info.samplerate or 0))
         if timeline.total == 0:
             return np.zeros((0, info.channels or 0), np.float32)
-        first_t = float(timeline.t_ns_of(0))
-
-        def boundary(t: int) -> int:
-            s = float(timeline.sample_at(float(t)))
-            return math.ceil(s) if s == s else (0 if t <= first_t else timeline.total)
-
-        a, b = boundary(t0_ns), boundary(t1_ns)
+        a, b = timeline.first_sample_at(t0_ns), timeline.first_sample_at(t1_ns)
         return read_wav(self.path / media_file(stream, "audio"), a, max(0, b - a))
 
     def sync(self) -> dict[str, np.ndarray]:

@@ -1,6 +1,7 @@
 """Mapping an audio stream's samples to and from t_ns through its blocks.csv rows."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,3 +45,11 @@ class AudioTimeline:
             t0, t1 = self.t_ns[i], self.t_ns[i + 1]
             s = s0 + (t - t0) * (s1 - s0) / (t1 - t0)
         return np.where((s >= 0) & (s <= self.total - 1), s, np.nan)
+
+    def first_sample_at(self, t_ns: float) -> int:
+        """The first sample whose time is t_ns or later: 0 before the first sample, `total` after the last.
+        [first_sample_at(a), first_sample_at(b)) are the samples of [a, b)."""
+        if self.total == 0:
+            return 0
+        s = float(self.sample_at(float(t_ns)))
+        return math.ceil(s) if s == s else (0 if t_ns <= float(self.t_ns_of(0)) else self.total)

@@ -269,22 +269,37 @@ def wav_info(path: Path | str) -> dict[str, Any]:
     }
 
 
-def read_wav(path: Path | str, start: int = 0, frames: int | None = None) -> np.ndarray:
-    """Frames [start, start+frames) as float32 (frames, channels), full scale ±1.0."""
-    info = wav_info(path)
-    ba, ch = info["block_align"], info["channels"]
+def read_pcm(path: Path | str, start: int = 0, frames: int | None = None, info: dict[str, Any] | None = None,
+             ) -> bytes:
+    """The data bytes of frames [start, start+frames), as stored (interleaved little-endian PCM). `info`:
+    wav_info(path) already read (a reader walking a file in pieces parses its header once)."""
+    info = info or wav_info(path)
+    ba = info["block_align"]
     count = max(0, info["frames"] - start) if frames is None else max(0, min(frames, info["frames"] - start))
     with open(path, "rb") as f:
         f.seek(info["data_offset"] + start * ba)
-        raw = f.read(count * ba)
-    if info["sample_format"] == "f32":
-        return np.frombuffer(raw, "<f4").reshape(-1, ch).copy()
-    if info["sample_format"] == "s16":
-        return (np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0).reshape(-1, ch)
-    if info["sample_format"] == "s24":
+        return f.read(count * ba)
+
+
+def pcm_ints(raw: bytes, sample_format: str | None, channels: int) -> np.ndarray:
+    """Stored PCM as integers (frames, channels): s16 as int16, s24 as int32 scaled to 32 bits (the 24
+    bits in the top three bytes, as FLAC and FFmpeg's s32 hold 24-bit audio). Exact: no sample changes."""
+    if sample_format == "s16":
+        return np.frombuffer(raw, "<i2").reshape(-1, channels)
+    if sample_format == "s24":
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        ints = (b[:, 0] << 8 | b[:, 1] << 16 | b[:, 2] << 24) >> 8  # sign-extend through the top byte
-        return (ints.astype(np.float32) / 8388608.0).reshape(-1, ch)
+        return (b[:, 0] << 8 | b[:, 1] << 16 | b[:, 2] << 24).reshape(-1, channels)
+    raise TakeError(f"not integer PCM: {sample_format}")
+
+
+def read_wav(path: Path | str, start: int = 0, frames: int | None = None) -> np.ndarray:
+    """Frames [start, start+frames) as float32 (frames, channels), full scale ±1.0."""
+    info = wav_info(path)
+    raw, ch, fmt = read_pcm(path, start, frames, info), info["channels"], info["sample_format"]
+    if fmt == "f32":
+        return np.frombuffer(raw, "<f4").reshape(-1, ch).copy()
+    if fmt in ("s16", "s24"):
+        return pcm_ints(raw, fmt, ch).astype(np.float32) / (32768.0 if fmt == "s16" else 2147483648.0)
     raise TakeError(f"{path}: unsupported sample format {info['format']} {info['bits']}-bit")
 
 
