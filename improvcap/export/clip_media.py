@@ -26,6 +26,8 @@ MICROSECOND = Fraction(1, 1_000_000)
 MP4_OPTIONS = {"movie_timescale": "1000000"}  # the edit list keeps the first frame's time to the microsecond
 # codecs an MP4 holds as recorded; anything else (FFV1, raw video) is re-encoded
 COPYABLE = {"h264", "hevc", "mjpeg", "av1", "vp9"}
+# what writing a clip can fail with besides our own errors: the disk (a muxer wraps it in its callback's error)
+WRITE_ERRORS = (OSError, av.FFmpegError)
 REENCODE = {"codec": "libx264", "options": {"preset": "veryfast", "crf": "18"}, "pix_fmt": "yuv420p"}
 AUDIO_PIECE = 1 << 16   # frames read, converted and encoded at a time
 ROWS_PIECE = 1 << 14    # table rows parsed at a time

@@ -22,6 +22,7 @@ from ..take.reader import open_take
 from .card import CARD, dataset_card
 from .consent import ConsentRules, PerformersFiles, unknown_scope_warning
 from .croissant import CROISSANT, croissant
+from .clip_media import WRITE_ERRORS
 from .mcap_file import TakeMcap
 from .provenance import COMPLETE, EXPORT_MANIFEST, INTERRUPTED, new_manifest, output_entry
 from .selection import Decision, decide
@@ -205,9 +206,8 @@ def export(request: ExportRequest, plan_: Plan, on_sample: Callable[[str], None]
         job.save()
         try:
             job.webdataset() if request.out_format == "webdataset" else job.mcap()
-        except (KeyboardInterrupt, OSError, ImprovcapError) as e:
-            reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else \
-                (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+        except (KeyboardInterrupt, ImprovcapError, *WRITE_ERRORS) as e:
+            reason = _reason(e)
             manifest["state"], manifest["interruption"] = INTERRUPTED, reason
             try:
                 job.save()
@@ -219,6 +219,16 @@ def export(request: ExportRequest, plan_: Plan, on_sample: Callable[[str], None]
                                 f"in {request.out / EXPORT_MANIFEST} (--resume continues)") from None
         job.describe()
     return manifest
+
+
+def _reason(e: BaseException) -> str:
+    """One line for what stopped an export: a muxer reports the disk's error as its own callback's."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    cause = e if isinstance(e, OSError) else e.__context__ if isinstance(e.__context__, OSError) else None
+    if cause is not None:
+        return f"{cause.strerror or cause}" + (f": {cause.filename}" if getattr(cause, "filename", None) else "")
+    return str(e)
 
 
 def _takes_of(output: dict[str, Any]) -> list[str]:
