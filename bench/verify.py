@@ -49,12 +49,14 @@ driver = "demo"
 """
 
 
-def make_day(root: Path, takes: int, seconds: float, gb: float) -> tuple[Path, int, int]:
-    (root / "rigs").mkdir(parents=True)
-    (root / "rigs" / "bench-day.toml").write_text(RIG)
+def make_day(root: Path, takes: int, seconds: float, gb: float, rig: str = RIG, record_args: tuple[str, ...] = (),
+             ) -> tuple[Path, int, int]:
+    """TAKES takes of `rig` (named bench-day) recorded in root/out/day, then copied until the day holds GB."""
+    (root / "rigs").mkdir(parents=True, exist_ok=True)
+    (root / "rigs" / "bench-day.toml").write_text(rig)
     for _ in range(takes):
         subprocess.run([sys.executable, "-m", "improvcap", "record", "bench-day", "--out", "out", "--session", "day",
-                        "--duration", str(seconds), "--slate", "--json"], cwd=root, check=True,
+                        "--duration", str(seconds), "--slate", "--json", *record_args], cwd=root, check=True,
                        capture_output=True)
     day = root / "out" / "day"
     originals = sorted(p for p in day.iterdir() if (p / "take.json").exists())
