@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .cli_support import CalibrationOption, JsonOption, err, escape, new_table, one_line_errors, out, print_json, \
+from .cli_support import CalibrationOption, JsonOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json, \
     progress_bar, warn
 from .errors import CheckFailed, UsageError
 
@@ -58,7 +58,7 @@ def export_command(
     now; every other take is listed with its reason."""
     from .export.clips import parse_clip
     from .export.consent import ConsentRules
-    from .export.run import ExportRequest, check_destination, export, plan
+    from .export.run import ExportRequest, check_destination, decisions, export, plan
 
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
@@ -69,22 +69,23 @@ def export_command(
                             rules=ConsentRules(use, performers, include_unattributed, accept_unverified_forms))
     if not dry_run:
         check_destination(request)  # refused before the takes are verified
-    with progress_bar("verifying") as progress:
-        decided = plan(request, progress)
-    for line in decided.warnings:
+    planned = plan(request)
+    for line in planned.warnings:
         warn(line)
-    if not as_json or dry_run:
-        _decision_table(decided.decisions, use, dry_run, as_json)
     if dry_run:
+        with progress_bar("verifying") as progress:
+            decided = [d.as_dict() for d in decisions(request, planned, progress)]
+        _decision_table(decided, use, dry_run, as_json)
         return
     written = [0]
     try:
-        with err.status(f"exporting {len(decided.included)} takes…") as status:
+        # Ctrl-C, SIGTERM, SIGHUP only ask: the export stops at its next clean point (between members)
+        with StopRequest() as stop, err.status("verifying and exporting…") as status:
             def on_sample(key: str) -> None:
                 written[0] += 1
-                status.update(f"exporting {len(decided.included)} takes… {written[0]} written ({key})")
+                status.update(f"exporting… {written[0]} written ({key})")
 
-            manifest = export(request, decided, on_sample)
+            manifest = export(request, planned, on_sample, stop=lambda: stop.requested)
     except KeyboardInterrupt:
         err.print(f"[bold red]error:[/] interrupted; what was written is listed in {escape(str(to / 'export.json'))} "
                   f"(--resume continues)", highlight=False, soft_wrap=True)
@@ -94,21 +95,22 @@ def export_command(
         print_json({"export": str(to.resolve()), "state": manifest["state"], "scope": use,
                     "decisions": manifest["decisions"], "outputs": manifest["outputs"]})
         return
+    _decision_table(manifest["decisions"], use, dry_run, False)
     total = sum(o["bytes"] for o in data)
     out.print(f"{to}: {len(manifest['takes'])} takes, {written[0]} "
               f"{'samples' if out_format == 'webdataset' else 'files'} in {len(data)} files, "
               f"{total / 1e6:.1f} MB (export.json, croissant.json, README.md)", highlight=False, markup=False)
 
 
-def _decision_table(decisions: list[Any], scope: str, dry_run: bool, to_stderr: bool) -> None:
-    included = sum(d.included for d in decisions)
-    table = new_table(f"{'would export' if dry_run else 'exporting'} {included} of {len(decisions)} takes "
-                      f"for {scope!r}")
+def _decision_table(decided: list[dict[str, Any]], scope: str, dry_run: bool, to_stderr: bool) -> None:
+    """The decision for every take (export.json's `decisions` entries)."""
+    included = sum(bool(d["included"]) for d in decided)
+    table = new_table(f"{'would export' if dry_run else 'exported'} {included} of {len(decided)} takes for {scope!r}")
     for col in ("take", "verdict", "decision", "reasons"):
         table.add_column(col, no_wrap=col != "reasons")
-    for d in decisions:
-        why = d.reasons if not d.included else [f"note: {n}" for n in d.notes]
-        table.add_row(escape(d.name), d.verdict, "[green]include[/]" if d.included else "[red]exclude[/]",
+    for d in decided:
+        why = d["reasons"] if not d["included"] else [f"note: {n}" for n in d["notes"]]
+        table.add_row(escape(d["take"]), d["verdict"], "[green]include[/]" if d["included"] else "[red]exclude[/]",
                       escape("\n".join(why)))
     (err if to_stderr else out).print(table)
 

@@ -15,10 +15,9 @@ from typing import Any, Callable
 
 from . import registry
 from .errors import RigError, did_you_mean
-from .take.layout import RIG_KINDS, nominal_rate, rig_kind
+from .take.layout import NAME_RE, RIG_KINDS, nominal_rate, rig_kind
 
 SHIPPED_RIGS = Path(__file__).parent / "rigs"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NAME_RE_EMPTY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")  # a name, or "" for none
 
 

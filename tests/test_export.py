@@ -334,3 +334,51 @@ def test_a_full_disk_keeps_whole_shards_and_resume_finishes(day: Path, tmp_path:
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
+
+
+def test_ctrl_c_keeps_whole_shards_and_resume_gives_every_clip_once(day: Path, tmp_path: Path):
+    import signal
+    import webdataset as wds
+
+    args = ["--use", "llm-training", "--include-unattributed", "--clip", "0.2", "--shard-size", "150kB"]
+    full = export(day, str(tmp_path / "full"), *args)
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "export", "out/day", "--to", str(out), *args],
+                            cwd=day, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("shard-*.tar")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["state"] == "interrupted"
+    assert sorted(p.name for p in out.iterdir()) == sorted([o["path"] for o in manifest["outputs"]] + ["export.json"])
+    assert run_cli("verify-export", str(out), cwd=day).returncode == 1  # not complete, and says so
+    resumed = export(day, str(out), *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_cli("verify-export", str(out), cwd=day).returncode == 0
+
+    def keys(folder: Path) -> list[str]:
+        shards = sorted(str(p) for p in folder.glob("shard-*.tar"))
+        return [s["__key__"] for s in wds.WebDataset(shards, shardshuffle=False)]
+
+    assert keys(out) == keys(tmp_path / "full")
+
+
+def test_a_stream_name_that_is_a_path_never_leaves_the_take(day: Path, tmp_path: Path):
+    from improvcap.errors import TakeError
+    from improvcap.take.reader import open_take
+
+    take = tmp_path / "s" / "evil_t001"
+    shutil.copytree(day / "out" / "day" / "good_t001", take)
+    manifest = json.loads((take / "take.json").read_text())
+    manifest["rig"]["streams"][0]["name"] = "../../outside"
+    (take / "take.json").write_text(json.dumps(manifest))
+    with pytest.raises(TakeError, match="not a stream of a take"):
+        open_take(take)
+    done = run_cli("export", str(take.parent), "--to", str(tmp_path / "e"), "--use", "llm-training",
+                   "--performers", str(day / "out" / "day" / "performers.toml"), "--dry-run", cwd=day)
+    assert done.returncode == 0 and "exclude" in done.stdout

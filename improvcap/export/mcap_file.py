@@ -15,7 +15,7 @@ import datetime as _dt
 import heapq
 import json
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import av
 from mcap.writer import CompressionType, Writer
@@ -46,6 +46,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 ANNEX_B = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 VIDEO_FORMAT = {"h264": "h264", "hevc": "h265"}
 LOG_INFO, LOG_ERROR = 2, 4
+STOP_POLL = 256  # messages between two looks at a stop request
 # one message: (log_time, channel id, JSON body)
 Message = tuple[int, int, bytes]
 
@@ -82,8 +83,9 @@ class TakeMcap:
         self.consent = consent
         self.calibration_dir = calibration_dir
 
-    def write(self, out: BinaryIO) -> dict[str, int]:
-        """The file into `out`; returns the messages written per topic."""
+    def write(self, out: BinaryIO, stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+        """The file into `out`; returns the messages written per topic. `stop` is polled as messages are
+        written (KeyboardInterrupt when it says so)."""
         writer = Writer(out, compression=CompressionType.ZSTD)
         writer.start(profile="", library="improvcap")
         schemas: dict[str, int] = {}
@@ -107,7 +109,9 @@ class TakeMcap:
             topics[cid] = "/events"
             sources.append(self._events(cid))
         counts = {t: 0 for t in topics.values()}
-        for log_time, cid, data in heapq.merge(*sources, key=lambda m: m[0]):
+        for n, (log_time, cid, data) in enumerate(heapq.merge(*sources, key=lambda m: m[0])):
+            if n % STOP_POLL == 0 and stop():
+                raise KeyboardInterrupt
             writer.add_message(cid, log_time=log_time, publish_time=log_time, data=data, sequence=counts[topics[cid]])
             counts[topics[cid]] += 1
         self._attach(writer)

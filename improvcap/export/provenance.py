@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+import uuid
+from typing import Any, Mapping, Sequence
 
 from .. import __version__
 from ..take.layout import MANIFEST
@@ -40,17 +40,6 @@ def consent_policy(performer: Mapping[str, Any], target: str) -> dict[str, Any]:
     }
 
 
-def performers_of(decisions: Iterable[Decision]) -> list[dict[str, Any]]:
-    """Every performer of the included takes once, as exported (first seen wins: all are read from the
-    performers file now, so two takes give the same entry)."""
-    seen: dict[str, dict[str, Any]] = {}
-    for d in decisions:
-        if d.included:
-            for p in d.performers:
-                seen.setdefault(p["id"], p)
-    return list(seen.values())
-
-
 def take_record(d: Decision) -> dict[str, Any]:
     """An included take as the export names it: its manifest's sha256 and every file's hash as verified."""
     manifest_bytes = (d.path / MANIFEST).read_bytes()
@@ -62,24 +51,31 @@ def take_record(d: Decision) -> dict[str, Any]:
             "performers": [p["id"] for p in d.performers]}
 
 
-def new_manifest(*, scope: str, out_format: str, options: Mapping[str, Any], decisions: Sequence[Decision],
+def new_manifest(*, scope: str, out_format: str, options: Mapping[str, Any],
                  performers_files: Sequence[Mapping[str, Any]], warnings: Sequence[str]) -> dict[str, Any]:
-    included = [d for d in decisions if d.included]
-    dataset = "urn:improvcap:export:" + hashlib.sha256(
-        "".join(sorted(take_record(d)["take_json_sha256"] for d in included)).encode() + scope.encode()
-    ).hexdigest()[:32]
-    performers = performers_of(decisions)
+    """export.json as it starts; `add_decision` adds each take as it is decided."""
     return {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
         "tool": {"name": "improvcap", "version": __version__},
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "state": WRITING, "id": dataset, "scope": scope, "output_format": out_format, "options": dict(options),
-        "performers_files": list(performers_files), "warnings": list(warnings),
-        "decisions": [d.as_dict() for d in decisions],
-        "takes": [take_record(d) for d in included],
-        "performers": [{**p, "policy": consent_policy(p, dataset)} for p in performers],
-        "outputs": [], "interruption": None,
+        "state": WRITING, "id": f"urn:uuid:{uuid.uuid4()}", "scope": scope, "output_format": out_format,
+        "options": dict(options), "performers_files": list(performers_files), "warnings": list(warnings),
+        "decisions": [], "takes": [], "performers": [], "outputs": [], "interruption": None,
     }
+
+
+def add_decision(manifest: dict[str, Any], d: Decision) -> None:
+    """A take's decision; an included take's record, and each of its performers not yet listed with
+    their consent as an ODRL policy on this export."""
+    manifest["decisions"].append(d.as_dict())
+    if not d.included:
+        return
+    manifest["takes"].append(take_record(d))
+    listed_ids = {p["id"] for p in manifest["performers"]}
+    for p in d.performers:  # all read from the performers file now: two takes give the same entry
+        if p["id"] not in listed_ids:
+            manifest["performers"].append({**p, "policy": consent_policy(p, manifest["id"])})
+            listed_ids.add(p["id"])
 
 
 def output_entry(path: str, size: int, sha256: str, **extra: Any) -> dict[str, Any]:
@@ -89,6 +85,3 @@ def output_entry(path: str, size: int, sha256: str, **extra: Any) -> dict[str, A
 def listed(manifest: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {o["path"]: o for o in manifest.get("outputs", []) if isinstance(o, Mapping) and isinstance(o.get("path"), str)}
 
-
-def relative(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import ImprovcapError, UsageError
 from ..take.atomic import Folder, is_temporary, pid_tag, rewriting, write_bytes_atomic, write_json_atomic
@@ -19,12 +19,13 @@ from ..take.hashing import hash_file
 from ..take.layout import FOLDER_MODE
 from ..take.manifest import LOAD_ERRORS, load_json
 from ..take.reader import open_take
+from ..verify import find_takes
 from .card import CARD, dataset_card
-from .consent import ConsentRules, PerformersFiles, unknown_scope_warning
+from .consent import ConsentRules, PerformersFiles, performers_file_for, unknown_scope_warning
 from .croissant import CROISSANT, croissant
 from .clip_media import WRITE_ERRORS
 from .mcap_file import TakeMcap
-from .provenance import COMPLETE, EXPORT_MANIFEST, INTERRUPTED, new_manifest, output_entry
+from .provenance import COMPLETE, EXPORT_MANIFEST, INTERRUPTED, add_decision, new_manifest, output_entry
 from .selection import Decision, decide
 from .shards import ShardWriter
 
@@ -62,25 +63,31 @@ class ExportRequest:
 
 @dataclass
 class Plan:
-    decisions: list[Decision]
+    """The takes to decide on, the performers files they are judged by, and what to warn of first."""
+
+    takes: list[Path]
     files: PerformersFiles
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def included(self) -> list[Decision]:
-        return [d for d in self.decisions if d.included]
 
-
-def plan(request: ExportRequest, progress: Callable[[int, int, int, int], None] | None = None) -> Plan:
-    """The decision for every take (reading only: `--dry-run` stops here)."""
+def plan(request: ExportRequest) -> Plan:
+    """Find the takes and read their performers files (a scope nobody named is a warning before any take
+    is verified); `decisions` then judges them."""
     if request.out_format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {request.out_format!r}")
-    files = PerformersFiles()
-    decisions = decide(request.paths, request.rules, files, jobs=request.jobs, progress=progress)
-    if not decisions:
+    takes = find_takes(request.paths)
+    if not takes:
         raise UsageError(f"no takes under {', '.join(map(str, request.paths))} (no folder holding a take.json)")
-    warnings = [w for w in [unknown_scope_warning(request.rules.scope, files)] if w]
-    return Plan(decisions, files, warnings)
+    files = PerformersFiles()
+    for take in takes:
+        files.get(performers_file_for(take, request.rules))
+    return Plan(takes, files, [w for w in [unknown_scope_warning(request.rules.scope, files)] if w])
+
+
+def decisions(request: ExportRequest, plan_: Plan, progress: Callable[[int, int, int, int], None] | None = None,
+              ) -> Iterator[Decision]:
+    """Every take's decision in take order, each as soon as its take is verified."""
+    return decide(plan_.takes, request.rules, plan_.files, jobs=request.jobs, progress=progress)
 
 
 def _mcap_name(decision: Decision) -> str:
@@ -89,10 +96,10 @@ def _mcap_name(decision: Decision) -> str:
 
 
 class _Export:
-    def __init__(self, request: ExportRequest, plan_: Plan, folder: Folder, manifest: dict[str, Any],
-                 on_sample: Callable[[str], None]) -> None:
-        self.request, self.plan, self.folder, self.manifest = request, plan_, folder, manifest
-        self.on_sample = on_sample
+    def __init__(self, request: ExportRequest, decided: Iterable[Decision], folder: Folder, manifest: dict[str, Any],
+                 on_sample: Callable[[str], None], stop: Callable[[], bool]) -> None:
+        self.request, self.folder, self.manifest = request, folder, manifest
+        self.decided, self.on_sample, self.stop = decided, on_sample, stop
         self.path = request.out / EXPORT_MANIFEST
 
     def save(self) -> None:
@@ -102,17 +109,28 @@ class _Export:
         self.manifest["outputs"].append(entry)
         self.save()
 
+    def included(self) -> Iterator[Decision]:
+        """The included takes, as they are decided; every decision goes into export.json first."""
+        for d in self.decided:
+            if self.stop():
+                raise KeyboardInterrupt
+            add_decision(self.manifest, d)
+            self.save()
+            if d.included:
+                yield d
+
     def webdataset(self) -> None:
         from .webdataset import TakeSamples
         done = {k for o in self.manifest["outputs"] for k in o.get("samples", [])}
         shards = sum(1 for o in self.manifest["outputs"] if o.get("kind") == "shard")
         writer = ShardWriter(self.folder, self.request.shard_bytes,
-                             lambda r: self.add_output({**r.as_dict(), "kind": "shard"}), first_number=shards)
+                             lambda r: self.add_output({**r.as_dict(), "kind": "shard"}), first_number=shards,
+                             stop=self.stop)
         try:
-            for d in self.plan.included:
+            for d in self.included():
                 samples = TakeSamples(open_take(d.path), self.request.clip)
                 if (why := samples.no_clip_reason()) is not None:
-                    d.notes.append(why)
+                    self.manifest["decisions"][-1]["notes"].append(why)
                     continue
                 for key in samples.write(writer, d.performers, self.request.rules.scope, done.__contains__):
                     self.on_sample(key)
@@ -123,15 +141,17 @@ class _Export:
 
     def mcap(self) -> None:
         done = {o.get("take") for o in self.manifest["outputs"] if o.get("kind") == "mcap"}
-        for d in self.plan.included:
+        for d in self.included():
             if d.name in done:
                 continue
+            if self.stop():
+                raise KeyboardInterrupt
             name = _mcap_name(d)
             take = open_take(d.path)
             calibration = self.request.calibration or Path.cwd() / "calibration" / str(d.manifest["rig"].get("name"))
             consent = {"scope": self.request.rules.scope, "performers": d.performers}
             with rewriting(self.request.out / name, pid_tag(), exclusive=True, folder=self.folder) as fh:
-                counts = TakeMcap(take, consent, calibration).write(fh)
+                counts = TakeMcap(take, consent, calibration).write(fh, self.stop)
             digest, size = hash_file(self.request.out / name)
             self.add_output(output_entry(name, size, digest, kind="mcap", take=d.name, messages=counts))
             self.on_sample(d.name)
@@ -183,26 +203,36 @@ def check_destination(request: ExportRequest) -> dict[str, Any] | None:
 
 
 def export(request: ExportRequest, plan_: Plan, on_sample: Callable[[str], None] = lambda key: None,
-           ) -> dict[str, Any]:
-    """Write the export `plan_` decided; returns its manifest (state complete)."""
+           progress: Callable[[int, int, int, int], None] | None = None,
+           stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Decide and write the export; returns its manifest (state complete). Takes are written as they are
+    decided, while the next ones are verified; `--resume` decides every take first, since a take already
+    written that is no longer admitted must refuse it before anything more is written. `stop()` (Ctrl-C
+    seen by the caller) is polled between samples and members: an interruption never falls between a
+    shard getting its name and export.json listing it."""
     previous = check_destination(request)
-    request.out.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    try:
+        request.out.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    except OSError as e:
+        raise UsageError(f"{request.out}: cannot create: {e.strerror or e}") from None
     files = [{"path": str(f.path), "sha256": f.sha256, **({"error": f.error} if f.error else {})}
              for f in plan_.files.read()]
     manifest = new_manifest(scope=request.rules.scope, out_format=request.out_format, options=request.options(),
-                            decisions=plan_.decisions, performers_files=files, warnings=plan_.warnings)
+                            performers_files=files, warnings=plan_.warnings)
+    decided: Iterable[Decision] = decisions(request, plan_, progress)
     if previous is not None:
+        decided = list(decided)
         written = {t for o in previous.get("outputs", []) for t in _takes_of(o)}
-        if gone := [d for d in plan_.decisions if not d.included and _names(d) & written]:
+        if gone := [d for d in decided if not d.included and _names(d) & written]:
             raise UsageError(f"{request.out}: {gone[0].name} is in what was written but no longer admitted "
                              f"({gone[0].reasons[0]}); start a new export")
-        manifest["outputs"], manifest["created_utc"] = previous["outputs"], previous.get("created_utc")
-        manifest["id"] = previous.get("id", manifest["id"])
+        for key in ("outputs", "created_utc", "id"):
+            manifest[key] = previous.get(key, manifest[key])
     with Folder(request.out) as folder:
         for name in os.listdir(folder.anchored):
             if is_temporary(name) or name.endswith(".partial"):
                 folder.unlink(name)  # what a stopped export left half-written
-        job = _Export(request, plan_, folder, manifest, on_sample)
+        job = _Export(request, decided, folder, manifest, on_sample, stop)
         job.save()
         try:
             job.webdataset() if request.out_format == "webdataset" else job.mcap()

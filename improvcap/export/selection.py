@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..take.layout import MANIFEST
 from ..take.manifest import LOAD_ERRORS, load_json
-from ..verify import Limits, verify_paths
+from ..verify import Limits
+from ..verify.paths import iter_verified
 from .consent import ConsentRules, PerformersFiles, judge_consent, performers_file_for, recorded_ids
 
 FAIL, WARN = "FAIL: ", "WARN: "
@@ -44,10 +45,10 @@ class Decision:
 
 
 def decide(paths: Sequence[Path], rules: ConsentRules, files: PerformersFiles, *, jobs: int = 1,
-           progress: Callable[[int, int, int, int], None] | None = None) -> list[Decision]:
-    """A decision for every take under `paths`, in take order."""
-    decisions = []
-    for result in verify_paths(paths, Limits(), jobs=jobs, progress=progress):
+           progress: Callable[[int, int, int, int], None] | None = None) -> Iterator[Decision]:
+    """A decision for every take under `paths`, in take order, each as soon as its take is verified (the
+    verification goes on in the background while the caller writes the takes decided so far)."""
+    for result in iter_verified(paths, Limits(), jobs=jobs, progress=progress, in_take_order=True):
         take = Path(result["take"])
         try:
             manifest = load_json(take / MANIFEST)
@@ -63,5 +64,4 @@ def decide(paths: Sequence[Path], rules: ConsentRules, files: PerformersFiles, *
             decision.reasons += consent_reasons
             if recorded_ids(manifest):
                 decision.performers_file = str(performers_file_for(take, rules).absolute())
-        decisions.append(decision)
-    return decisions
+        yield decision

@@ -131,8 +131,9 @@ class ShardWriter:
     beyond it, so a shard exceeds it by at most one sample). `on_shard(record)` follows every closed shard."""
 
     def __init__(self, folder: Folder, max_bytes: int, on_shard: Callable[[ShardRecord], None],
-                 first_number: int = 0) -> None:
+                 first_number: int = 0, stop: Callable[[], bool] = lambda: False) -> None:
         self._folder, self._max, self._on_shard = folder, max_bytes, on_shard
+        self._stop = stop  # polled before each sample and member: a stop request ends at a clean point
         self._number = first_number
         self._shard: _Shard | None = None
         self._mtime = int(time.time())
@@ -141,6 +142,7 @@ class ShardWriter:
     def sample(self, key: str) -> Iterator[Callable[[str], AbstractContextManager[MemberWindow]]]:
         """`with writer.sample(key) as member: with member("cam0.mp4") as fh: ...`. An exception inside
         leaves the shard as it was before the sample."""
+        self._stopping()
         if self._shard is not None and self._shard.whole >= self._max:
             self._close()
         if self._shard is None:
@@ -156,6 +158,7 @@ class ShardWriter:
 
     @contextmanager
     def _member(self, shard: _Shard, name: str) -> Iterator[MemberWindow]:
+        self._stopping()
         info = tarfile.TarInfo(name)
         info.mode, info.mtime = FILE_MODE, self._mtime
         header = info.tobuf(tarfile.GNU_FORMAT)  # GNU: sizes beyond 8 GiB fit the same header
@@ -173,6 +176,10 @@ class ShardWriter:
         shard.fh.seek(start)
         shard.fh.write(final)
         shard.fh.seek(end)
+
+    def _stopping(self) -> None:
+        if self._stop():
+            raise KeyboardInterrupt
 
     def _close(self) -> None:
         assert self._shard is not None

@@ -4,9 +4,12 @@ Every module that builds a take path or reads a take table gets the names from h
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+# a name in a rig file (stream, rig, node, group), which becomes part of file names: no separators, no dot first
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FORMAT = "improvcap.take"
 VERSION = 1
 MANIFEST = "take.json"

@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from ..errors import TakeError
-from .layout import (FORMAT, LAYOUTS, MANIFEST, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE,
+from .layout import (FORMAT, LAYOUTS, MANIFEST, NAME_RE, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE,
                      media_file, table_file)
 from .manifest import LOAD_ERRORS, load_json
 from .sync import SYNTHETIC_RATE, has_sync_columns, nominal_rate
@@ -195,6 +195,11 @@ class Take:
         self.master: str | None = manifest["rig"].get("master")
         self.streams: dict[str, StreamInfo] = {}
         for spec in manifest["rig"]["streams"]:
+            name = spec.get("name")
+            # a stream's name becomes a file name: a manifest's name that is not one never leaves the take
+            if not isinstance(name, str) or not NAME_RE.match(name) or spec.get("kind") not in LAYOUTS:
+                raise TakeError(f"{path}: {MANIFEST} names a stream {str(name)!r} of kind "
+                                f"{str(spec.get('kind'))!r}: not a stream of a take")
             if (path / table_file(spec["name"], spec["kind"])).exists():
                 self.streams[spec["name"]] = self._info(spec)
         self.master_rate = nominal_rate(manifest, self.master) if self.master else SYNTHETIC_RATE

@@ -11,7 +11,7 @@ import os
 import threading
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..errors import UsageError
 from ..take.hashing import hash_file
@@ -92,13 +92,16 @@ def _crashed(take: Path, error: BaseException) -> dict[str, Any]:
 
 
 class _Hashing:
-    """Every listed file of every take hashed by `threads` threads of this process, largest file first.
+    """Every listed file of every take hashed by `threads` threads of this process, largest file first
+    (`in_take_order`: take by take, each take's largest first).
 
     hashlib and file reads release the GIL, so the threads run on all cores; one queue over all takes keeps
     every core busy to the end (per-take hashing would leave one idle while the last big take finishes).
+    A caller that uses each take's result as it comes (export) wants them in take order instead.
     """
 
-    def __init__(self, plans: Sequence[TakeFiles], threads: int, on_hashed: Callable[[int], None]) -> None:
+    def __init__(self, plans: Sequence[TakeFiles], threads: int, on_hashed: Callable[[int], None],
+                 in_take_order: bool = False) -> None:
         self.plans = plans
         self.files = [plan.hash_plan() for plan in plans]
         self.pending = [len(files) for files in self.files]
@@ -108,7 +111,7 @@ class _Hashing:
         self.on_hashed = on_hashed  # called with a take's index after each of its files
         self._lock = threading.Lock()
         jobs = sorted(((size, i, rel) for i, files in enumerate(self.files) for rel, size, _ in files),
-                      key=lambda job: -job[0])
+                      key=(lambda job: (job[1], -job[0])) if in_take_order else (lambda job: -job[0]))
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="improvcap-hash")
         for _, i, rel in jobs:
             self.pool.submit(self._hash, i, rel)
@@ -144,7 +147,14 @@ class _Hashing:
 
 def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1,
                  progress: Callable[[int, int, int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Verify every take under `paths`; results in take order (find_takes).
+    """Verify every take under `paths`; results in take order (find_takes). See iter_verified."""
+    return list(iter_verified(paths, limits, jobs, progress))
+
+
+def iter_verified(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1,
+                  progress: Callable[[int, int, int, int], None] | None = None, *, in_take_order: bool = False,
+                  ) -> Iterator[dict[str, Any]]:
+    """Verify every take under `paths`, yielding results in take order (find_takes) as they are ready.
 
     `jobs` threads of this process hash every file from one queue over all takes (_Hashing); the other
     checks of the takes run beside them in `jobs - 1` worker processes (forked when this is the only thread,
@@ -169,7 +179,7 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
     hashing: _Hashing | None = None
     events: _queue.SimpleQueue = _queue.SimpleQueue()  # finished checks (futures), hashed files (take index)
     try:
-        hashing = _Hashing([TakeFiles(t) for t in takes], jobs, events.put)
+        hashing = _Hashing([TakeFiles(t) for t in takes], jobs, events.put, in_take_order)
         running: dict[Future, int] = {}
         for i, take in enumerate(takes):
             future = checks.submit(_check_without_hashes, take, limits)
@@ -177,7 +187,7 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
             future.add_done_callback(events.put)
         checked: dict[int, dict[str, Any]] = {}   # checked, waiting for its files' hashes
         results: list[dict[str, Any] | None] = [None] * len(takes)
-        done = 0
+        done = given = 0
         if progress is not None:
             progress(0, len(takes), 0, hashing.total)
         while done < len(takes):
@@ -202,11 +212,14 @@ def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1
                     done += 1
             if progress is not None:
                 progress(done, len(takes), hashing.read, hashing.total)
+            while given < len(takes) and (ready := results[given]) is not None:
+                results[given] = None
+                given += 1
+                yield ready
     finally:
         checks.shutdown(wait=True, cancel_futures=True)
         if hashing is not None:
             hashing.close()
-    return [r for r in results if r is not None]
 
 
 # --- the CLI's table ----------------------------------------------------------------------------------
