@@ -9,6 +9,7 @@ start, in microseconds (a variable frame rate, as recorded; drops stay visible).
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 from fractions import Fraction
@@ -58,6 +59,7 @@ class CameraClips:
         self._packets = video_packets(self._container, self.stream, self._errors)
         self._pos = 0           # index of the next packet
         self._gop: list[Any] = []  # packets since the last keyframe, to decode a clip starting after it
+        self._lead: list[Any] = []  # the clip's way in: the packets a re-encode decodes before its first
 
     def close(self) -> None:
         self._container.close()
@@ -77,28 +79,45 @@ class CameraClips:
                 self._gop = []
             self._gop.append(packet)
 
-    def write_mp4(self, rows: range, t_ns: np.ndarray, origin_ns: int, out: BinaryIO) -> dict[str, Any]:
-        """Frames `rows` (frames.csv rows = packets in file order) as an MP4 into `out`."""
+    def write_mp4(self, rows: range, t_ns: np.ndarray, origin_ns: int, out: BinaryIO,
+                  more: bool = True) -> dict[str, Any]:
+        """Frames `rows` (frames.csv rows = packets in file order) as an MP4 into `out`, streamed: packets
+        are muxed as they are read, whatever the clip's length. `more`: a later clip of this take follows
+        (the packets from this clip's last keyframe on are kept for it: muxing empties a packet)."""
         if rows.start < self._pos:
             raise TakeError(f"{self.path.name}: clips out of order")
         self._skip_to(rows.start)
-        packets = [self._next() for _ in rows] if len(rows) else []
         times = microseconds(t_ns[rows.start:rows.stop], origin_ns)
-        copy = bool(packets) and packets[0].is_keyframe and self.codec in COPYABLE \
+        first = self._next() if len(rows) else None
+        copy = first is not None and first.is_keyframe and self.codec in COPYABLE \
             and not self.stream.codec_context.has_b_frames
-        # the packets from the clip's last keyframe on are the next clip's way in (muxing empties a packet)
-        keys = [i for i, p in enumerate(packets) if p.is_keyframe]
-        tail = [_copy_packet(p) for p in packets[keys[-1]:]] if keys else self._gop + list(map(_copy_packet, packets))
+        packets = self._clip_packets(first, len(rows), more)
         with av.open(out, "w", format="mp4", options=MP4_OPTIONS, buffer_size=IO_BUFFER) as dst:
             if copy:
                 self._copy(dst, packets, times)
             else:
                 self._reencode(dst, packets, times)
-        self._gop = tail
-        return {"frames": len(packets), "video": "copied" if copy else "re-encoded",
+        return {"frames": len(times), "video": "copied" if copy else "re-encoded",
                 "codec": self.codec if copy else "h264"}
 
-    def _copy(self, dst: Any, packets: list[Any], times: list[int]) -> None:
+    def _clip_packets(self, first: Any, count: int, more: bool) -> Iterator[Any]:
+        """The clip's packets from `first` on; with `more`, each is also kept (a copy) from the last
+        keyframe on, as the next clip's way in. Sets the clip's way in (`_lead`) at once."""
+        before = self._gop if first is not None and not first.is_keyframe else []
+        self._gop = list(map(_copy_packet, before)) if more else []
+        self._lead = before
+
+        def packets() -> Iterator[Any]:
+            for i in range(count):
+                packet = first if i == 0 else self._next()
+                if more:
+                    if packet.is_keyframe:
+                        self._gop = []
+                    self._gop.append(_copy_packet(packet))
+                yield packet
+        return packets()
+
+    def _copy(self, dst: Any, packets: Iterator[Any], times: list[int]) -> None:
         ost = dst.add_stream_from_template(self.stream)
         ost.time_base = MICROSECOND
         for packet, us in zip(packets, times):
@@ -107,22 +126,22 @@ class CameraClips:
             packet.pts = packet.dts = us
             dst.mux(packet)
 
-    def _reencode(self, dst: Any, packets: list[Any], times: list[int]) -> None:
+    def _reencode(self, dst: Any, packets: Iterator[Any], times: list[int]) -> None:
         src = self.stream.codec_context
         ost = dst.add_stream(REENCODE["codec"], options=REENCODE["options"])
         ost.width, ost.height, ost.pix_fmt = src.width, src.height, REENCODE["pix_fmt"]
         ost.time_base = MICROSECOND
         ost.codec_context.time_base = MICROSECOND
-        if not packets:
+        if not times:
             return
         decoder = av.CodecContext.create(self.codec, "r")
         if src.extradata:
             decoder.extradata = src.extradata
-        wanted = {p.pts: us for p, us in zip(packets, times)}
-        for packet in self._gop:  # from the keyframe before the clip: the frames before it are not kept
-            decoder.decode(_copy_packet(packet))
-        for packet in [*packets, None]:
-            for frame in decoder.decode(None if packet is None else _copy_packet(packet)):
+        for packet in self._lead:  # from the keyframe before the clip: the frames before it are not kept
+            decoder.decode(packet)
+        wanted: dict[int, int] = {}
+        for packet in itertools.chain(_recorded_times(packets, times, wanted), [None]):
+            for frame in decoder.decode(packet):
                 us = wanted.pop(frame.pts, None)
                 if us is None:
                     continue
@@ -134,6 +153,13 @@ class CameraClips:
             dst.mux(out_packet)
         if wanted:
             raise TakeError(f"{self.path.name}: {len(wanted)} frames of the clip did not decode")
+
+
+def _recorded_times(packets: Iterator[Any], times: list[int], wanted: dict[int, int]) -> Iterator[Any]:
+    """The packets, each one's clip time noted in `wanted` (by pts) as it passes."""
+    for packet, us in zip(packets, times):
+        wanted[packet.pts] = us
+        yield packet
 
 
 def _copy_packet(packet: Any) -> Any:

@@ -132,7 +132,8 @@ class TakeSamples:
         entry["t_ns"] = s.table["t_ns"][rows.start:rows.stop]
         if s.kind == "camera":
             with member(f"{s.name}.mp4") as fh:
-                entry.update(cameras[s.name].write_mp4(rows, s.table["t_ns"], clip.start_ns, fh))
+                entry.update(cameras[s.name].write_mp4(rows, s.table["t_ns"], clip.start_ns, fh,
+                                                       more=clip is not self.clips[-1]))
             entry["file"] = f"{s.name}.mp4"
         elif s.kind in TABLE_KINDS:
             with member(f"{s.name}.npy") as fh:
