@@ -7,6 +7,7 @@ clip per take (`--clip take`), so every clip starts on a keyframe and video is c
 FLAC. Warm cache (every file read twice before timing). Alternating, REPEATS times, each writing a new
 folder on the same disk: `improvcap export DAY --use llm-training --to OUT --format webdataset` (the
 whole command: verifying every take first, then writing) and `tar -cf OUT.tar` of the take folders.
+Also timed: `improvcap verify DAY` followed by that tar (what a careful user does without export).
 Reported: wall times, throughput of the day's bytes, their ratio (target ≥ 0.7 × tar), and the export's
 peak memory; with `--long SECONDS`, also the peak memory of exporting one take of that length (memory
 must not grow with the take).
@@ -87,7 +88,7 @@ def main() -> None:
         takes = sorted(p.name for p in day.iterdir() if (p / "take.json").exists())
         for _ in range(2):
             os.system("cat " + " ".join(files) + " > /dev/null")
-        ours, theirs, rss = [], [], []
+        ours, theirs, checked, rss = [], [], [], []
         for i in range(args.repeats):
             out = root / f"export{i}"
             wall, peak = export_run(day, out)
@@ -99,6 +100,10 @@ def main() -> None:
             wall, _, _ = timed(["tar", "-cf", str(root / f"tar{i}.tar"), "-C", str(day), *takes], root)
             theirs.append(wall)
             (root / f"tar{i}.tar").unlink()
+            # what a careful user does instead: verify the day, then tar it (consent left to them)
+            check, _, _ = timed([sys.executable, "-m", "improvcap", "verify", str(day), "--jobs", str(os.cpu_count()),
+                                 "--json"], day.parent)
+            checked.append(check + wall)
         long_rss = None
         if args.long:
             other = root / "long"
@@ -115,6 +120,8 @@ def main() -> None:
         "export_mb_per_s_median": round(size / t_ours / 1e6, 1),
         "tar_mb_per_s_median": round(size / t_theirs / 1e6, 1),
         "throughput_ratio": round(t_theirs / t_ours, 3),
+        "verify_then_tar_wall_s": [round(x, 2) for x in checked],
+        "ratio_to_verify_then_tar": round(statistics.median(checked) / t_ours, 3),
         "export_peak_rss_mb": round(max(rss) / 1024, 1),
         **({"long_take_s": args.long, "long_take_peak_rss_mb": round(long_rss / 1024, 1)} if long_rss else {}),
     }, indent=2))

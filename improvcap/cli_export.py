@@ -2,6 +2,9 @@
 and `performers report` (a performer's right to know)."""
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
+
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -50,7 +53,8 @@ def export_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision for every take; write nothing.")
                        ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an export that stopped, in its folder.")] = False,
-    jobs: Annotated[int, typer.Option(help="Cores for verifying the takes first.")] = 1,
+    jobs: Annotated[int, typer.Option(
+        help="Cores for verifying the takes while they are written (default: all).")] = os.cpu_count() or 1,
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -80,10 +84,17 @@ def export_command(
     written = [0]
     try:
         # Ctrl-C, SIGTERM, SIGHUP only ask: the export stops at its next clean point (between members)
-        with StopRequest() as stop, err.status("verifying and exporting…") as status:
+        with StopRequest() as stop, ExitStack() as shown:
+            status: list[Any] = []
+
             def on_sample(key: str) -> None:
+                # the status line (a thread) starts only now: verifying forks its workers while the export
+                # is the only thread, which spares each worker a new interpreter
+                if not status and err.is_terminal:
+                    status.append(shown.enter_context(err.status("exporting…")))
                 written[0] += 1
-                status.update(f"exporting… {written[0]} written ({key})")
+                if status:
+                    status[0].update(f"exporting… {written[0]} written ({key})")
 
             manifest = export(request, planned, on_sample, stop=lambda: stop.requested)
     except KeyboardInterrupt:

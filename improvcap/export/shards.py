@@ -14,6 +14,7 @@ import io
 import os
 import tarfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
@@ -24,7 +25,7 @@ from ..take.layout import FILE_MODE
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
 SHARD_NAME = "shard-{:06d}.tar"
-HASH_CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read back at a time to hash
 
 
 class MemberWindow(io.RawIOBase):
@@ -83,22 +84,37 @@ class _Shard:
         self.fh: BinaryIO = os.fdopen(folder.fresh(self.tmp, FILE_MODE), "wb")
         self.whole = 0                      # end of the last whole sample
         self._hash = hashlib.sha256()
+        # whole samples are hashed on a thread of their own (read back: their headers were written after
+        # their content) while the next sample is written; bytes before `whole` never change again
+        self._hashing = ThreadPoolExecutor(1, thread_name_prefix="improvcap-shard-hash")
+        self._hashed: list[Future] = []
 
     def take_sample(self, key: str) -> None:
-        """The sample ending at the file's position is whole: hash its bytes (read back: its headers were
-        written after its content) and count it."""
+        """The sample ending at the file's position is whole: count it, and hash its bytes."""
         end = self.fh.tell()
         self.fh.flush()
+        self._hashed.append(self._hashing.submit(self._hash_range, self.whole, end))
+        self.whole = end
+        self.record.keys.append(key)
+
+    def _hash_range(self, pos: int, end: int) -> None:
         fd = self.fh.fileno()
-        pos = self.whole
         while pos < end:
-            chunk = os.pread(fd, min(HASH_CHUNK, end - pos), pos)
+            chunk = os.pread(fd, min(CHUNK, end - pos), pos)
             if not chunk:
                 raise OSError(f"{self.tmp}: shorter than written")
             self._hash.update(chunk)
             pos += len(chunk)
-        self.whole = end
-        self.record.keys.append(key)
+
+    def _digest(self, tail: bytes) -> str:
+        """The shard's sha256, once every whole sample is hashed, with `tail` (the archive's end) after them."""
+        try:
+            for f in self._hashed:
+                f.result()
+        finally:
+            self._hashing.shutdown()
+        self._hash.update(tail)
+        return self._hash.hexdigest()
 
     def cut(self) -> None:
         """Drop what follows the last whole sample."""
@@ -109,18 +125,19 @@ class _Shard:
         """End the archive, make it durable and give it its name (never over an existing file)."""
         self.cut()
         self.fh.write(END_OF_ARCHIVE)
-        self._hash.update(END_OF_ARCHIVE)
         self.fh.flush()
+        digest = self._digest(END_OF_ARCHIVE)
         os.fsync(self.fh.fileno())
         self.fh.close()
         self._folder.link(self.tmp, self.record.name)
         self._folder.unlink(self.tmp)
         self._folder.sync()
-        self.record.bytes, self.record.sha256 = self.whole + len(END_OF_ARCHIVE), self._hash.hexdigest()
+        self.record.bytes, self.record.sha256 = self.whole + len(END_OF_ARCHIVE), digest
         return self.record
 
     def discard(self) -> None:
         try:
+            self._hashing.shutdown(cancel_futures=True)
             self.fh.close()
         finally:
             self._folder.unlink(self.tmp)
