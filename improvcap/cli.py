@@ -289,7 +289,8 @@ def _last_take_line(last: dict[str, Any] | None) -> str:
 @app.command()
 @one_line_errors
 def ctl(
-    command: Annotated[str, typer.Argument(help="status, start, stop, slate, mark, note, scene or quit.")],
+    command: Annotated[str, typer.Argument(
+        help="status, start, stop, slate, mark, note, circle (the last take), scene or quit.")],
     text: Annotated[Optional[str], typer.Argument(help="Text of a mark or note; name of a scene.")] = None,
     out_dir: OutOption = Path("takes"),
     session: SessionOption = None,
@@ -342,6 +343,8 @@ def reply_line(command: str, reply: dict[str, Any]) -> str:
     if command in ("mark", "note"):
         where = "after the stop of" if reply["after_stop"] else "in"
         return f"{command} at {reply['t_ns'] / 1e9:.3f} s {where} {reply['take']}"
+    if command == "circle":
+        return f"circled {reply['take']}" + ("" if reply["after_stop"] else " (recording)")
     if command == "scene":
         return f"next scene {reply['scene']}"
     return "the recorder is quitting" if reply.get("quitting") else json.dumps(reply, default=str)

@@ -9,6 +9,7 @@ import datetime as _dt
 import enum
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 now_ns = time.monotonic_ns
 
@@ -55,15 +56,12 @@ class TakeOrigin:
         t0 = now_ns()
         return cls(t0, _dt.datetime.now(_dt.timezone.utc))
 
-    def timecode(self, fps: float) -> str:
-        """SMPTE timecode (non-drop) of t0 in local time of day, at `fps` frames per second."""
+    def seconds_since_midnight(self) -> Fraction:
+        """t0 as seconds since local midnight, to the microsecond (timecode and BWF time_reference count
+        from there)."""
         local = self.utc.astimezone()
-        seconds = local.hour * 3600 + local.minute * 60 + local.second
-        frames = int(local.microsecond / 1e6 * round(fps))
-        return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}:{frames:02d}"
+        return Fraction(local.hour * 3600 + local.minute * 60 + local.second) + Fraction(local.microsecond, 10**6)
 
     def samples_since_midnight(self, samplerate: int) -> int:
         """BWF `time_reference`: t0 as samples since local midnight."""
-        local = self.utc.astimezone()
-        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        return int(round((local - midnight).total_seconds() * samplerate))
+        return round(self.seconds_since_midnight() * samplerate)

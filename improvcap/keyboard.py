@@ -1,8 +1,9 @@
 """Keys of the session dashboard: a terminal key reader and the bindings it drives.
 
 Space or Enter starts/stops a take, `s` slates, `m` marks the moment (then type an optional note for it
-and Enter; Esc keeps the mark without a note: one mark either way, at the moment `m` was pressed), `n`
-moves to the next scene, `q` quits (asking first while recording).
+and Enter; Esc keeps the mark without a note: one mark either way, at the moment `m` was pressed), `c`
+circles the last take (the one recording, else the one before), `n` moves to the next scene, `q` quits
+(asking first while recording).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import select
 import termios
 import threading
 import tty
+from pathlib import Path
 from typing import Callable
 
 from .clock import now_ns
@@ -18,7 +20,7 @@ from .errors import ImprovcapError
 from .recorder import RunState
 from .session import TakeControl
 
-HELP = "space/enter start·stop   s slate   m mark(+note)   n next scene   q quit"
+HELP = "space/enter start·stop   s slate   m mark(+note)   c circle   n next scene   q quit"
 
 
 class KeyBindings:
@@ -62,6 +64,8 @@ class KeyBindings:
             self._mark_ns = now_ns()
             self._note = ""
             self.prompt = "note for the mark (Enter to save, Esc to skip): "
+        elif key == "c":
+            self.message = f"circled {Path(self.control.annotate('circle', '')['take']).name}"
         elif key == "n":
             self.message = f"next scene: {self.control.next_scene()['scene']}"
         elif key == "q":

@@ -33,11 +33,14 @@ from .take import counters, space
 from .take import folder as take_folder
 from .take.atomic import Folder, create_take_file, write_json_atomic
 from .take.hashing import file_entries
+from .take.ixml import stamp_take, take_document
 from .take.layout import (EVENT_COLUMNS, EVENTS, FORMAT, MANIFEST, TRUTH_COLUMNS, VERSION, table_file, truth_file,
                           unit)
 from .take.events import append_event
 from .take.refit import refit_take
 from .take.syncing import FolderSyncer
+from .take.timecode import DEFAULT_TIMECODE_FPS, TimecodeRate
+from .take.wav import FORMATS as WAV_FORMATS
 from .writers import make_writer
 from .writers.base import CsvLog, Writer
 from .writers.lsl_outlets import LslOutlets, NoOutlets, open_outlets
@@ -609,10 +612,7 @@ class Recorder:
 
     def _attach(self, runner: _StreamRunner, folder: Folder, origin: TakeOrigin) -> _TakeStream:
         spec, take_dir = runner.spec, folder.path
-        info = {k: v for k, v in runner.info.items()}
-        info["timecode"] = self.manifest["timecode"]
-        if spec.kind == "audio":
-            info["time_reference"] = origin.samples_since_midnight(spec["samplerate"])
+        info = _writer_info(runner.info, spec, self.manifest, origin, take_dir)
 
         def open_files() -> tuple[Writer, CsvLog | None]:
             truth = (CsvLog(take_dir / truth_file(spec.name), TRUTH_COLUMNS, folder=folder)
@@ -654,15 +654,17 @@ class Recorder:
         return t
 
     def annotate(self, kind: str, text: str = "", at_ns: int | None = None) -> dict[str, Any]:
-        """A mark or note at host time `at_ns` (default: now): in the take being recorded, else appended to
-        the last take (its manifest's hash of events.csv is updated). Returns where it went."""
+        """A mark, note or circle at host time `at_ns` (default: now): in the take being recorded, else
+        appended to the last take (its manifest's hashes are updated; a note or circle goes into its WAVs'
+        iXML too). Returns where it went."""
         if self.take_dir is None or self.origin is None:
             raise ImprovcapError(f"no take to {kind}: record one first")
         event = Event((now_ns() if at_ns is None else at_ns) - self.origin.t0_ns, kind, "", text)
         if self.state is RunState.RECORDING:
             self.event(event)
             return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
-        append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder)
+        append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder,
+                     then=lambda: stamp_take(self.take_dir, self.manifest, self._folder))
         self.outlets.event(event)
         return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
 
@@ -721,6 +723,7 @@ class Recorder:
                 events.close()
         except OSError as e:  # the manifest still lists every fault
             self._faults.append({"t_ns": t_stop, "stream": "", "detail": f"events.csv not closed: {e}"})
+        stamp_take(self.take_dir, self.manifest, folder)  # the WAVs' iXML: the take's notes
         self.manifest.update({
             "status": "complete", "duration_s": round((stop_ns - self.origin.t0_ns) / 1e9, 6),
             "faults": self._faults, "files": file_entries(folder.anchored),
@@ -834,14 +837,30 @@ def _open_take(take_dir: Path, attachments: dict[str, bytes]) -> tuple[Folder, s
         raise
 
 
+def _writer_info(device: dict[str, Any], spec: StreamSpec, manifest: dict[str, Any], origin: TakeOrigin,
+                 take_dir: Path) -> dict[str, Any]:
+    """What a stream's writer is told besides its device's description: the take's timecode, and for a
+    WAV its time_reference and iXML."""
+    info = {**device, "timecode": manifest["timecode"]}
+    if spec.kind == "audio":
+        info["time_reference"] = origin.samples_since_midnight(spec["samplerate"])
+        info["ixml"] = take_document(manifest, take_dir.name, spec.name, int(device.get("channels", spec["channels"])),
+                                     int(round(device.get("samplerate", spec["samplerate"]))),
+                                     WAV_FORMATS[device.get("sample_format", spec["sample_format"])][1],
+                                     info["time_reference"], spec["channel_names"])
+    return info
+
+
 def _new_manifest(rig: Rig, calibration: dict[str, Any] | None, session: str, scene: str, number: int,
                   origin: TakeOrigin, extra: dict[str, Any]) -> dict[str, Any]:
     """take.json as a take starts (status recording); its stop fills in the streams, faults and files."""
     master = rig.stream(rig.master) if rig.master else None
+    rate = TimecodeRate.of(master["fps"] if master else DEFAULT_TIMECODE_FPS)
     return {
         "format": FORMAT, "version": VERSION, "status": "recording",
         "session": session, "scene": scene, "take": number,
-        "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns, "timecode": origin.timecode(master["fps"] if master else 30),
+        "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns,
+        "timecode": rate.timecode(rate.frame_at(origin.seconds_since_midnight())), "timecode_rate": rate.label(),
         "duration_s": None, "rig": rig.snapshot(), "rig_sha256": rig.sha256,
         "calibration": calibration,
         "calibration_sha256": (calibration or {}).get("sha256"), "performers": [],

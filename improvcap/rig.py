@@ -251,6 +251,7 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "blocksize": (_number(0, 65536, integer=True), 0),  # 0: 10 ms
         "sample_format": (_string(("s16", "s24", "f32")), "s24"),
         "tone_hz": (_number(1, 20000), 440.0),
+        "channel_names": (_strings(), []),  # iXML track names, one per channel; default "<name> 1…N"
     },
     "mocap": {
         "driver": (_string(registry.drivers("mocap")), REQUIRED),
@@ -366,6 +367,9 @@ def parse_rig(text: str, path: Path) -> Rig:
         raise fail("rig", "no streams: add at least one [[camera]], [[audio]], [[mocap]] or [[lsl]]")
 
     _check_triggers(streams, fail)
+    for i, mic in enumerate(s for s in streams if s.kind == "audio"):
+        if mic["channel_names"] and len(mic["channel_names"]) != mic["channels"]:
+            raise fail(f"audio[{i}].channel_names", f"{len(mic['channel_names'])} names for {mic['channels']} channels")
     cameras = [s.name for s in streams if s.kind == "camera"]
     master = head.get("master", cameras[0] if cameras else None)
     if master is not None:

@@ -165,10 +165,10 @@ class TakeControl:
             result = self.stop()
         elif cmd == "slate":
             result = self.slate()
-        elif cmd in ("mark", "note"):
+        elif cmd in ("mark", "note", "circle"):
             if cmd == "note" and not text.strip():
                 raise UsageError("a note needs text")
-            result = self.annotate(cmd, text)
+            result = self.annotate(cmd, text if cmd != "circle" else "")
         elif cmd == "scene":
             result = self.next_scene(request.get("scene") or None)
         elif cmd == "quit":
@@ -177,7 +177,7 @@ class TakeControl:
             self.quit.set()
             result = {"quitting": True}
         else:
-            raise UsageError(f"unknown command {cmd!r} (status, start, stop, slate, mark, note, scene, quit)")
+            raise UsageError(f"unknown command {cmd!r} (status, start, stop, slate, mark, note, circle, scene, quit)")
         return {"ok": True, **result}
 
 

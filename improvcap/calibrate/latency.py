@@ -45,12 +45,13 @@ from ..take.layout import EVENTS, MANIFEST
 from ..take.manifest import LOAD_ERRORS, load_json
 from ..take.sync import has_sync_columns
 from ..take.tables import read_table, stream_table
+from ..take.timecode import DEFAULT_TIMECODE_FPS
 from .store import CalibrationError
 
 GOLDEN = (5 ** 0.5 - 1) / 2
 MATCH_BEFORE_NS = 50_000_000    # an onset may be stamped this much before its slate (negative latency)
 MATCH_AFTER_NS = 400_000_000    # ... or this much after it
-TIMECODE_FPS = 30.0             # the frame of a rig without cameras (the recorder's timecode rate)
+TIMECODE_FPS = float(DEFAULT_TIMECODE_FPS)  # the frame of a rig without cameras (the timecode rate)
 # 95 % normal quantile x the median's standard error in standard deviations (sqrt(pi / 2)) x the MAD's
 # scale to a standard deviation: the median's 95 % confidence half-width is MEDIAN_CI95 * MAD / sqrt(n)
 MEDIAN_CI95 = 1.96 * math.sqrt(math.pi / 2) * 1.4826

@@ -45,6 +45,7 @@ def is_temporary(name: str) -> bool:
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | _CLOEXEC
+_PATCH = os.O_RDWR | os.O_NOFOLLOW | _CLOEXEC
 _FD_LINKS = Path("/proc/self/fd")  # Linux: each descriptor as a path that leads to what it has open
 
 
@@ -160,6 +161,14 @@ def reopen_take_file(path: Path, folder: Folder | None = None) -> int:
     if folder is not None:
         return folder.append(path.name)
     return os.open(path, _APPEND)
+
+
+def patch_take_file(path: Path, folder: Folder | None = None) -> int:
+    """An existing take file at `path` opened to be written in place (a WAV's iXML), never through a link;
+    `folder` as for create_take_file."""
+    if folder is not None:
+        return os.open(path.name, _PATCH, dir_fd=folder.fd)
+    return os.open(path, _PATCH)
 
 
 def temporary_name(name: str, tag: str) -> str:

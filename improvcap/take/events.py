@@ -5,7 +5,7 @@ import csv
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .atomic import Folder, reopen_take_file, write_json_atomic
 from .hashing import file_entry, read_small
@@ -14,9 +14,10 @@ from .manifest import MAX_MANIFEST_BYTES
 
 
 def append_event(take_dir: Path, manifest: dict[str, Any], row: tuple[Any, ...], folder: Folder | None = None,
-                 ) -> None:
+                 then: Callable[[], Any] | None = None) -> None:
     """Add a row to a finished take's events.csv (never through a link) and its new hash to the manifest.
-    `folder`: `take_dir` already open (the recorder's), which both files are written in."""
+    `folder`: `take_dir` already open (the recorder's), which both files are written in; `then`: what else
+    changes the take's files before the manifest is saved (a note goes into the WAVs' iXML)."""
     path = take_dir / EVENTS
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerow(row)
@@ -27,6 +28,8 @@ def append_event(take_dir: Path, manifest: dict[str, Any], row: tuple[Any, ...],
     finally:
         os.close(fd)
     manifest["files"][EVENTS] = file_entry(path if folder is None else folder.anchored / EVENTS)
+    if then is not None:
+        then()
     write_json_atomic(take_dir / MANIFEST, manifest, folder=folder)
 
 

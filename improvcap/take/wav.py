@@ -2,7 +2,7 @@
 
 Layout: RIFF/WAVE, a 28-byte JUNK chunk reserved for an RF64 `ds64` (EBU Tech 3306: a file that outgrows
 4 GiB is turned into RF64 in place), `fmt `, `fact` (IEEE float only, as the WAVE spec requires for
-non-PCM formats), `bext` (v1) and `data` last. PCM is appended as blocks arrive; the RIFF/data sizes are
+non-PCM formats), `bext` (v1), `iXML` (a fixed room, rewritten in place: ixml.py) and `data` last. PCM is appended as blocks arrive; the RIFF/data sizes are
 patched on every flush (at least once a second) and at close, and `repair_wav_header` restores them from
 the file length after a crash.
 """
@@ -80,8 +80,10 @@ class WavWriter:
     def __init__(self, path: Path, channels: int, samplerate: int, sample_format: str = "s24", *,
                  description: str = "", originator: str = "improvcap", originator_reference: str = "",
                  origination: _dt.datetime | None = None, time_reference: int = 0,
-                 flush_interval: float = 1.0, riff_limit: int = U32_MAX, folder: Folder | None = None) -> None:
-        """`folder`: `path`'s folder, already open, which the file is made in."""
+                 ixml: bytes | None = None, flush_interval: float = 1.0, riff_limit: int = U32_MAX,
+                 folder: Folder | None = None) -> None:
+        """`ixml`: the iXML chunk's body (ixml.document); `folder`: `path`'s folder, already open, which the
+        file is made in."""
         if sample_format not in FORMATS:
             raise ValueError(f"unknown sample format {sample_format!r} (expected s16, s24, f32)")
         self.path = Path(path)
@@ -110,6 +112,8 @@ class WavWriter:
         layout += _chunk(b"bext", bext_body(description=description, originator=originator,
                                             originator_reference=originator_reference, origination=origination,
                                             time_reference=time_reference, coding_history=history))
+        if ixml is not None:
+            layout += _chunk(b"iXML", ixml)
         self._data_size_at = 8 + len(layout) + 4
         self.data_offset = self._data_size_at + 4
         header = b"RIFF" + struct.pack("<I", U32_MAX) + layout + b"data" + struct.pack("<I", U32_MAX)
@@ -202,7 +206,8 @@ def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         raise TakeError(f"{path}: not a WAV file")
     info: dict[str, Any] = {"rf64": head[:4] == b"RF64", "description": "", "originator": "",
-                            "time_reference": None, "coding_history": "", "fact_at": None, "ds64_slot": False}
+                            "time_reference": None, "coding_history": "", "fact_at": None, "ds64_slot": False,
+                            "ixml": None}
     ds64_data: int | None = None
     while True:
         ch = f.read(8)
@@ -236,6 +241,8 @@ def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
             info["format"] = {WAVE_FORMAT_PCM: "pcm", WAVE_FORMAT_IEEE_FLOAT: "float"}.get(fmt_tag, hex(fmt_tag))
         elif tag == b"fact":
             info["fact_at"] = at
+        elif tag == b"iXML":
+            info["ixml"] = (at, size)
         elif tag == b"ds64":
             ds64_data = struct.unpack("<Q", body[8:16])[0]
         elif tag == b"bext" and len(body) >= BEXT_FIXED:
@@ -267,6 +274,21 @@ def wav_info(path: Path | str) -> dict[str, Any]:
         "rf64": p["rf64"], "data_offset": p["data_offset"], "time_reference": p["time_reference"],
         "description": p["description"], "originator": p["originator"], "coding_history": p["coding_history"],
     }
+
+
+def ixml_span(path: Path | str) -> tuple[int, int] | None:
+    """(offset, size) of the WAV's iXML chunk body, None when it has none."""
+    return _parse(Path(path))["ixml"]
+
+
+def read_ixml(path: Path | str) -> bytes | None:
+    """The WAV's iXML document (its padding stripped), None when it has none."""
+    span = ixml_span(path)
+    if span is None:
+        return None
+    with open(path, "rb") as f:
+        f.seek(span[0])
+        return f.read(span[1]).rstrip(b" \0")
 
 
 def read_pcm(path: Path | str, start: int = 0, frames: int | None = None, info: dict[str, Any] | None = None,

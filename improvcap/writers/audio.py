@@ -40,7 +40,7 @@ class AudioWriter:
             self.wav_path, channels, samplerate, sample_format,
             description=f"improvcap take {take_dir.name}, stream {spec.name}: {device} ({spec.driver}, {channels} ch)",
             originator_reference=f"{take_dir.name}/{spec.name}", origination=origination,
-            time_reference=time_reference, folder=folder)
+            time_reference=time_reference, ixml=info.get("ixml"), folder=folder)
         self.files.append(self.wav_path)
         try:
             self._csv = CsvLog(self.csv_path, AUDIO.columns, folder=folder)

@@ -1,0 +1,106 @@
+"""SMPTE timecode at an exact rational rate, drop-frame where editors expect it (29.97 and 59.94).
+
+A rate is stored as a fraction (30000/1001, never 29.97): editors place clips by frame counts, and a
+float rate drifts by a frame every few minutes. Drop-frame timecode skips frame labels 0 and 1 (0-3 at
+59.94) at the start of every minute except every tenth, so that the label keeps up with the wall clock;
+its frames are separated by ';'.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ..errors import TakeError
+
+# the NTSC rates as cameras report them in floats, and their exact values
+NTSC = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001), 47.952: Fraction(48000, 1001),
+        59.94: Fraction(60000, 1001), 119.88: Fraction(120000, 1001)}
+DROP_FRAME = (Fraction(30000, 1001), Fraction(60000, 1001))
+_TIMECODE = re.compile(r"^(\d{2}):(\d{2}):(\d{2})([:;.,])(\d{2,3})$")
+SECONDS_PER_DAY = 86400
+DEFAULT_TIMECODE_FPS = 30  # a take's timecode rate when its rig has no camera to give one
+
+
+@dataclass(frozen=True)
+class TimecodeRate:
+    """A timecode's frame rate (exact) and whether its labels drop frames."""
+
+    rate: Fraction
+    drop: bool = False
+
+    @classmethod
+    def of(cls, fps: float | Fraction | str) -> "TimecodeRate":
+        """The timecode rate of a stream running at `fps` (a float as a camera reports it, a fraction, or
+        "30000/1001"): NTSC rates exactly, drop-frame at 29.97 and 59.94; any other rate as given."""
+        if isinstance(fps, str):
+            try:
+                rate = Fraction(fps)
+            except (ValueError, ZeroDivisionError):
+                raise TakeError(f"timecode rate {fps!r} is not a number or fraction") from None
+        elif isinstance(fps, Fraction):
+            rate = fps
+        else:
+            rate = next((exact for near, exact in NTSC.items() if abs(float(fps) - near) < 0.005), None) \
+                or Fraction(fps).limit_denominator(1001)
+        if rate <= 0:
+            raise TakeError(f"timecode rate {fps!r} is not positive")
+        return cls(rate, rate in DROP_FRAME)
+
+    @property
+    def nominal(self) -> int:
+        """Frames a timecode second counts (30 at 29.97)."""
+        return round(self.rate)
+
+    @property
+    def flag(self) -> str:
+        """iXML's TIMECODE_FLAG."""
+        return "DF" if self.drop else "NDF"
+
+    def label(self) -> str:
+        """"30000/1001 DF": how the rate is stated in the manifest and the editorial files."""
+        return f"{self.rate.numerator}/{self.rate.denominator} {self.flag}"
+
+    def frames_in_day(self) -> int:
+        return int(SECONDS_PER_DAY * self.rate) if not self.drop else self.frame_number("24:00:00;00")
+
+    def frame_at(self, seconds: Fraction | float) -> int:
+        """The frame running at `seconds` since midnight (frames counted from midnight at the real rate)."""
+        return int(Fraction(seconds) * self.rate)
+
+    def timecode(self, frame: int) -> str:
+        """The label of frame `frame` since midnight (wrapping at 24 h)."""
+        n = self.nominal
+        frame %= self.frames_in_day()
+        if self.drop:
+            dropped = 2 * (n // 30)                   # labels skipped a minute
+            per_minute = 60 * n - dropped
+            per_ten = 10 * per_minute + dropped        # the tenth minute keeps them
+            tens, rest = divmod(frame, per_ten)
+            extra = dropped * 9 * tens
+            if rest > dropped:
+                extra += dropped * ((rest - dropped) // per_minute)
+            frame += extra
+        ff = frame % n
+        seconds = frame // n
+        sep = ";" if self.drop else ":"
+        return f"{seconds // 3600 % 24:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}{sep}{ff:02d}"
+
+    def frame_number(self, timecode: str) -> int:
+        """Frames since midnight of a label "HH:MM:SS:FF" (or ';' for drop-frame)."""
+        m = _TIMECODE.match(timecode.strip())
+        if m is None:
+            raise TakeError(f"{timecode!r} is not a timecode (HH:MM:SS:FF)")
+        hh, mm, ss, _, ff = m.groups()
+        h, mi, s, f = int(hh), int(mm), int(ss), int(ff)
+        n = self.nominal
+        if mi > 59 or s > 59 or f >= n or h > 24:
+            raise TakeError(f"{timecode!r} is not a timecode at {self.label()}")
+        total_minutes = 60 * h + mi
+        frame = (3600 * h + 60 * mi + s) * n + f
+        if self.drop:
+            dropped = 2 * (n // 30)
+            if s == 0 and f < dropped and mi % 10:
+                raise TakeError(f"{timecode!r} is a label drop-frame timecode skips")
+            frame -= dropped * (total_minutes - total_minutes // 10)
+        return frame
