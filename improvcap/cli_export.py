@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from contextlib import ExitStack
-
 from pathlib import Path
 from typing import Annotated, Any, Optional
 

@@ -859,7 +859,7 @@ def _new_manifest(rig: Rig, calibration: dict[str, Any] | None, session: str, sc
     return {
         "format": FORMAT, "version": VERSION, "status": "recording",
         "session": session, "scene": scene, "take": number,
-        "t0_utc": origin.utc.isoformat(), "t0_host_ns": origin.t0_ns,
+        "t0_utc": origin.utc.isoformat(), "t0_local": origin.utc.astimezone().isoformat(), "t0_host_ns": origin.t0_ns,
         "timecode": rate.timecode(rate.frame_at(origin.seconds_since_midnight())), "timecode_rate": rate.label(),
         "duration_s": None, "rig": rig.snapshot(), "rig_sha256": rig.sha256,
         "calibration": calibration,

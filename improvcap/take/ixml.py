@@ -55,9 +55,6 @@ class IxmlFields:
     note: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
-    def with_take(self, *, circled: bool, note: str) -> "IxmlFields":
-        return replace(self, circled=circled, note=note)
-
 
 def file_uid(t0_utc: str, take: str, stream: str) -> str:
     """A file's unique id, the same at every rewrite: derived from the take's start, folder and stream."""
@@ -133,19 +130,24 @@ def _serialise(f: IxmlFields, note: str) -> bytes:
 def rewrite(path: Path, circled: bool, note: str, folder: Folder | None = None) -> bool:
     """Rewrite a WAV's iXML in place with `circled` and `note` (everything else as it says); False when the
     file has no iXML room (recorded before iXML): it is left as it is. `folder`: the take, already open."""
-    span = ixml_span(path if folder is None else folder.anchored / path.name)
+    fd = patch_take_file(path, folder)
+    try:
+        return rewrite_fields(fd, path if folder is None else folder.anchored / path.name, circled=circled, note=note)
+    finally:
+        os.close(fd)
+
+
+def rewrite_fields(fd: int, layout_of: Path, **changes: Any) -> bool:
+    """Rewrite the iXML of the WAV open as `fd` (laid out as `layout_of`) with `changes` to its fields, in
+    one write, made durable; False when it has no iXML room."""
+    span = ixml_span(layout_of)
     if span is None or span[1] != IXML_ROOM:
         return False
     at, size = span
-    fd = patch_take_file(path, folder)
-    try:
-        fields = parse(os.pread(fd, size, at))
-        body = document(fields.with_take(circled=circled, note=note))
-        if os.pwrite(fd, body, at) != len(body):
-            raise OSError(f"{path.name}: iXML written short")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    body = document(replace(parse(os.pread(fd, size, at)), **changes))
+    if os.pwrite(fd, body, at) != len(body):
+        raise OSError(f"{layout_of.name}: iXML written short")
+    os.fsync(fd)
     return True
 
 

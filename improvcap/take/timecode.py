@@ -7,9 +7,11 @@ its frames are separated by ';'.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any, Mapping
 
 from ..errors import TakeError
 
@@ -104,3 +106,24 @@ class TimecodeRate:
                 raise TakeError(f"{timecode!r} is a label drop-frame timecode skips")
             frame -= dropped * (total_minutes - total_minutes // 10)
         return frame
+
+
+def take_rate(manifest: Mapping[str, Any]) -> TimecodeRate:
+    """A take's timecode rate (`timecode_rate`, "30000/1001 DF"; before it was stored, 30 fps)."""
+    label = str(manifest.get("timecode_rate") or DEFAULT_TIMECODE_FPS).split()
+    rate = TimecodeRate.of(label[0])
+    return TimecodeRate(rate.rate, label[1] == "DF") if len(label) > 1 else rate
+
+
+def t0_since_midnight(manifest: Mapping[str, Any]) -> Fraction:
+    """A take's t0 as seconds since the local midnight its timecode counts from: from `t0_local` to the
+    microsecond, else (a take from before it was stored) from its timecode label, to the frame."""
+    local = manifest.get("t0_local")
+    if isinstance(local, str):
+        try:
+            t = _dt.datetime.fromisoformat(local)
+            return Fraction(t.hour * 3600 + t.minute * 60 + t.second) + Fraction(t.microsecond, 10**6)
+        except ValueError:
+            pass
+    rate = take_rate(manifest)
+    return Fraction(rate.frame_number(str(manifest.get("timecode") or "00:00:00:00")), 1) / rate.rate

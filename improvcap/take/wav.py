@@ -25,6 +25,7 @@ WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 FORMATS = {"s16": (WAVE_FORMAT_PCM, 16), "s24": (WAVE_FORMAT_PCM, 24), "f32": (WAVE_FORMAT_IEEE_FLOAT, 32)}
 BEXT_FIXED = 602      # bext v1: every field up to and including the reserved block
+BEXT_TIME_REFERENCE = 338  # its offset in the chunk: after description, originator, reference, date, time
 DS64_SIZE = 28        # riffSize u64, dataSize u64, sampleCount u64, tableLength u32
 U32_MAX = 0xFFFFFFFF
 
@@ -246,9 +247,10 @@ def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
         elif tag == b"ds64":
             ds64_data = struct.unpack("<Q", body[8:16])[0]
         elif tag == b"bext" and len(body) >= BEXT_FIXED:
+            info["bext_at"] = at
             info["description"] = body[:256].rstrip(b"\0").decode("ascii", "replace")
             info["originator"] = body[256:288].rstrip(b"\0").decode("ascii", "replace")
-            lo, hi = struct.unpack("<II", body[338:346])
+            lo, hi = struct.unpack("<II", body[BEXT_TIME_REFERENCE:BEXT_TIME_REFERENCE + 8])
             info["time_reference"] = lo | hi << 32
             info["coding_history"] = body[BEXT_FIXED:].rstrip(b"\0").decode("ascii", "replace")
         f.seek(at + size + size % 2)
@@ -279,6 +281,12 @@ def wav_info(path: Path | str) -> dict[str, Any]:
 def ixml_span(path: Path | str) -> tuple[int, int] | None:
     """(offset, size) of the WAV's iXML chunk body, None when it has none."""
     return _parse(Path(path))["ixml"]
+
+
+def bext_time_reference_at(path: Path | str) -> int | None:
+    """The file offset of the WAV's bext time_reference (two little-endian u32: low, high), None without bext."""
+    at = _parse(Path(path)).get("bext_at")
+    return None if at is None else at + BEXT_TIME_REFERENCE
 
 
 def read_ixml(path: Path | str) -> bytes | None:
