@@ -106,8 +106,8 @@ def _audio(ed: TakeEditorial, name: str, folder: Folder) -> Placed:
     first = int(round(float(timeline_.t_ns_of(0))))
     end = int(round(float(timeline_.t_ns_of(timeline_.total - 1)))) + NS // rate
     start = round((ed.t0 + Fraction(first, NS)) * rate)
-    copy_wav(wav, folder, f"{name}.wav", start)
-    return Placed(name, "audio", f"{name}.wav", first, end, Fraction(rate), start, int(info["frames"]))
+    copy_wav(wav, folder, wav.name, start)
+    return Placed(name, "audio", wav.name, first, end, Fraction(rate), start, int(info["frames"]))
 
 
 def write_timelines(folder: Folder, stem: str, tl: Any, rate: TimecodeRate, warnings: list[str]) -> list[str]:

@@ -70,16 +70,16 @@ ADAPTER_RATES = (23.98, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0)
 
 
 def conformed(tl: Any, rate: TimecodeRate) -> Any:
-    """A copy of `tl` with every time at the video rate as the adapters spell it (29.97, not 30000/1001;
-    audio clips too): the FCP XML and EDL adapters know a few rates and one rate per timeline. The
-    .otio keeps the exact rates."""
+    """A copy of `tl` with every time in whole frames at the video rate as the adapters spell it (29.97,
+    not 30000/1001; audio clips too): the FCP XML and EDL adapters know a few rates, one rate per
+    timeline, and frames. The .otio keeps the exact times."""
     fps = min(ADAPTER_RATES, key=lambda r: abs(r - float(rate.rate)))
     if abs(fps - float(rate.rate)) > 0.01:
         fps = float(rate.rate)
     out = tl.deepcopy()
 
-    def at(t: Any) -> Any:
-        return otio.opentime.RationalTime(t.to_seconds() * float(rate.rate), fps)
+    def at(t: Any) -> Any:  # whole frames: an EDL's record durations are sums of its events' frames
+        return otio.opentime.RationalTime(round(t.to_seconds() * float(rate.rate)), fps)
 
     def span(r: Any) -> Any:
         return otio.opentime.TimeRange(at(r.start_time), at(r.duration))
