@@ -28,7 +28,7 @@ from .devices import Device, make_device
 from .devices.base import SILENCE_S, FiresSlate, MapsToHost, StreamEnded
 from .errors import DeviceError, ImprovcapError, RigError, TakeError
 from .records import AudioBlock, Event, Record, Sample, full_scale
-from .rig import Rig, StreamSpec
+from .rig import Rig, StreamSpec, ltc_source
 from .take import counters, space
 from .take import folder as take_folder
 from .take.atomic import Folder, create_take_file, write_json_atomic
@@ -43,6 +43,7 @@ from .take.timecode import DEFAULT_TIMECODE_FPS, TimecodeRate
 from .take.wav import FORMATS as WAV_FORMATS
 from .writers import make_writer
 from .writers.base import CsvLog, Writer
+from .writers.ltc_table import decode_take
 from .writers.lsl_outlets import LslOutlets, NoOutlets, open_outlets
 
 READ_TIMEOUT = 0.2
@@ -713,7 +714,7 @@ class Recorder:
             if (fault := _shortfall(runner, t, stop_ns)) is not None:
                 self.event(Event(t_stop, "fault", runner.spec.name, fault))
         self.manifest["streams"] = {r.spec.name: _stream_summary(self.take_dir, r, t) for r, t in takes}
-        for event in _final_refit(folder, self.manifest, t_stop):
+        for event in _final_refit(folder, self.manifest, t_stop) + _jam_sync(self.rig, folder, self.manifest, t_stop):
             self.event(event)
         self.event(Event(t_stop, "stop", "", ""))
         with self._event_lock:
@@ -867,6 +868,22 @@ def _new_manifest(rig: Rig, calibration: dict[str, Any] | None, session: str, sc
         **extra,
         "streams": {}, "faults": [], "files": {},
     }
+
+
+def _jam_sync(rig: Rig, folder: Folder, manifest: dict[str, Any], t_stop: int) -> list[Event]:
+    """With `[rig] timecode = "ltc:…"`: the LTC decoded into the take and its timecode taken from it (after
+    the final fit: the frames get their final t_ns); a fault when no LTC could be read."""
+    source = ltc_source(rig.timecode)
+    if source is None or source[0] not in manifest["streams"]:
+        return []
+    try:
+        entry = decode_take(folder.path, manifest, *source, folder=folder)
+    except Exception as e:  # the take is kept on the PC's clock
+        return [Event(t_stop, "fault", source[0], f"LTC not read: {type(e).__name__}: {e}")]
+    if entry.get("t0_s") is None:
+        return [Event(t_stop, "fault", source[0], f"no LTC on channel {source[1]} ({entry['frames']} frames "
+                                                  f"decoded): the take's timecode is this PC's clock")]
+    return []
 
 
 def _final_refit(folder: Folder, manifest: dict[str, Any], t_stop: int) -> list[Event]:

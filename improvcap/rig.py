@@ -59,6 +59,8 @@ class Rig:
     lsl_outlets: bool = False
     """Publish the takes' events and frame times as LSL streams (improvcap.lsl_outlets)."""
     nodes: tuple["NodeSpec", ...] = ()
+    timecode: str | None = None
+    """Where takes get their timecode: None, this PC's clock; "ltc:<audio stream>:<channel>", LTC on it."""
     """The capture PCs whose streams are part of the rig (`[[node]]`), in file order."""
 
     @property
@@ -78,6 +80,7 @@ class Rig:
             "master": self.master,
             **({"group": self.group} if self.group else {}),
             **({"lsl_outlets": True} if self.lsl_outlets else {}),
+            **({"timecode": self.timecode} if self.timecode else {}),
             "path": str(self.path),
             **({"nodes": [n.snapshot() for n in self.nodes]} if self.nodes else {}),
             "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **({"node": s.node} if s.node else {}),
@@ -252,6 +255,9 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "sample_format": (_string(("s16", "s24", "f32")), "s24"),
         "tone_hz": (_number(1, 20000), 440.0),
         "channel_names": (_strings(), []),  # iXML track names, one per channel; default "<name> 1…N"
+        "ltc_channel": (_number(0, 64, integer=True), 0),   # demo: this channel (1…) carries LTC; 0: none
+        "ltc_fps": (_number(23, 61), 30.0),                  # demo: the LTC's frame rate (29.97: drop-frame)
+        "ltc_offset_s": (_number(-86400, 86400), 0.0),       # demo: the studio master clock against this PC's
     },
     "mocap": {
         "driver": (_string(registry.drivers("mocap")), REQUIRED),
@@ -336,7 +342,7 @@ def parse_rig(text: str, path: Path) -> Rig:
     head = doc.get("rig")
     if not isinstance(head, dict):
         raise fail("rig", "missing [rig] table")
-    head_keys = ["name", "master", "group", "lsl_outlets"]
+    head_keys = ["name", "master", "group", "lsl_outlets", "timecode"]
     for key in set(head) - set(head_keys):
         raise fail(f"rig.{key}", f"unknown key{did_you_mean(key, head_keys)} (expected {', '.join(head_keys)})")
     if "group" in head and (problem := _string(pattern=NAME_RE)(head["group"])):
@@ -370,6 +376,7 @@ def parse_rig(text: str, path: Path) -> Rig:
     for i, mic in enumerate(s for s in streams if s.kind == "audio"):
         if mic["channel_names"] and len(mic["channel_names"]) != mic["channels"]:
             raise fail(f"audio[{i}].channel_names", f"{len(mic['channel_names'])} names for {mic['channels']} channels")
+    timecode = _check_timecode(head.get("timecode"), streams, fail)
     cameras = [s.name for s in streams if s.kind == "camera"]
     master = head.get("master", cameras[0] if cameras else None)
     if master is not None:
@@ -378,7 +385,34 @@ def parse_rig(text: str, path: Path) -> Rig:
         if master not in cameras:
             raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
     return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text,
-               group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False), nodes=nodes)
+               group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False), nodes=nodes, timecode=timecode)
+
+
+LTC_SOURCE = re.compile(r"^ltc:([A-Za-z0-9_-]+):([0-9]+)$")
+
+
+def ltc_source(timecode: str | None) -> tuple[str, int] | None:
+    """(audio stream, channel from 1) of a rig's `timecode = "ltc:<stream>:<channel>"`, else None."""
+    m = LTC_SOURCE.match(timecode or "")
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def _check_timecode(value: Any, streams: list[StreamSpec], fail: Callable[[str, str], RigError]) -> str | None:
+    """`[rig] timecode`: absent ("clock": this PC's time of day) or LTC on a channel of an audio stream."""
+    if value is None or value == "clock":
+        return None
+    source = ltc_source(value) if isinstance(value, str) else None
+    if source is None:
+        raise fail("rig.timecode", f'expected "clock" or "ltc:<audio stream>:<channel>", got {value!r}')
+    name, channel = source
+    mic = next((s for s in streams if s.kind == "audio" and s.name == name), None)
+    if mic is None:
+        raise fail("rig.timecode", f"{name!r} is not an audio stream of this rig")
+    if not 1 <= channel <= mic["channels"]:
+        raise fail("rig.timecode", f"{name} has channels 1…{mic['channels']}, not {channel}")
+    if mic.node:
+        raise fail("rig.timecode", f"{name} is recorded by node {mic.node}: LTC is read on the controller's audio")
+    return str(value)
 
 
 def _check_triggers(streams: list[StreamSpec], fail: Callable[[str, str], RigError]) -> None:

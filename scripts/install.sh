@@ -2,11 +2,11 @@
 # Install improvcap into ./.venv with the system packages it needs (Debian/Ubuntu).
 #   PortAudio (sounddevice), FFmpeg's ffprobe (tests check written files with it), PulseAudio and the ALSA
 #   plugins (the tests' stand-in microphone), libGL/GLib (opencv-python), libfaketime (the demo LSL sender's
-#   drifting clock).
+#   drifting clock), libltc (LTC timecode read from, and by the demo written to, an audio channel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libportaudio2 ffmpeg pulseaudio pulseaudio-utils libasound2-plugins libgl1 libglib2.0-0 libfaketime python3-venv)
+packages=(libportaudio2 ffmpeg pulseaudio pulseaudio-utils libasound2-plugins libgl1 libglib2.0-0 libfaketime libltc11 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

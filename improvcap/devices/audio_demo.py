@@ -4,12 +4,16 @@ The ADC runs at samplerate * (1 + drift): sample k is captured at true host time
 `timing.true_ns(k * 1e9 / samplerate)`. A block is complete at the true time of its last sample and reaches
 the host `timing.arrival_ns` of that. The device clock is the sample counter, as on real hardware; a block
 lost in transport leaves a jump in it. `slate` renders a beep burst starting at the first sample captured
-at or after the requested host time, on every channel.
+at or after the requested host time, on every channel but an LTC one. With `ltc_channel`, that channel
+carries LTC (libltc's encoder) at `ltc_fps`, as a studio's master timecode reaches an input: its frames
+label the time of day of the samples they start at, `ltc_offset_s` ahead of this PC's clock.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -55,6 +59,10 @@ class DemoAudio(ThreadedDevice):
         self._opened = False
         self._delivered = 0
         self._dropped = 0
+        self.ltc_channel = int(spec["ltc_channel"]) - 1 if spec["ltc_channel"] else None
+        if self.ltc_channel is not None and self.ltc_channel >= self.channels:
+            raise DeviceError(f"{spec.name}: ltc_channel {spec['ltc_channel']} of {self.channels} channels")
+        self._ltc: _LtcTrack | None = None
 
     def open(self) -> None:
         self._opened = True
@@ -96,6 +104,14 @@ class DemoAudio(ThreadedDevice):
             k += n
 
     def _render(self, k: int, n: int) -> np.ndarray:
+        out = self._render_tones(k, n)
+        if self.ltc_channel is not None:
+            if self._ltc is None:
+                self._ltc = _LtcTrack(self.spec, self.samplerate, self._true_ns(0))
+            out[:, self.ltc_channel] = self._ltc.samples(k, n)
+        return out
+
+    def _render_tones(self, k: int, n: int) -> np.ndarray:
         idx = np.arange(k, k + n, dtype=np.float64)
         out = self._amp * np.sin(np.outer(idx, self._w) + self._phase)
         start = k % self.samplerate
@@ -108,7 +124,7 @@ class DemoAudio(ThreadedDevice):
         for s in slates:
             a, b = max(s, k), min(s + len(self._beep), k + n)
             if a < b:
-                out[a - k:b - k, :] = self._beep[a - s:b - s, None]
+                out[a - k:b - k, :] = self._beep[a - s:b - s, None]  # the LTC channel is rendered over it
         return out.astype(np.float32)
 
     def close(self) -> None:
@@ -135,8 +151,37 @@ class DemoAudio(ThreadedDevice):
             "samplerate": self.samplerate, "blocksize": self.blocksize,
             "sample_format": self.spec["sample_format"], "dtype": "float32", "device_clock": "sample counter",
             "tones_hz": [round(f, 3) for f in self.tones_hz], "drift_ppm": self.spec["drift_ppm"],
+            **({"ltc_channel": self.ltc_channel + 1, "ltc_fps": self.spec["ltc_fps"],
+                "ltc_offset_s": self.spec["ltc_offset_s"]} if self.ltc_channel is not None else {}),
         }
 
     def stats(self) -> dict[str, int]:
         return {"blocks": self._delivered, "dropped_blocks": self._dropped,
                 "buffer_overflows": self._buffer.overflows}
+
+
+class _LtcTrack:
+    """LTC for the demo's LTC channel, rendered ahead of the samples asked for, one LTC frame at a time."""
+
+    def __init__(self, spec: StreamSpec, samplerate: int, first_true_ns: int) -> None:
+        from ..ltc import LtcEncoder
+        from ..take.timecode import TimecodeRate
+
+        rate = TimecodeRate.of(float(spec["ltc_fps"]))
+        # the time of day (local, as timecode counts it) of sample 0 on the master clock
+        wall_ns = first_true_ns + (time.time_ns() - now_ns())
+        local = _dt.datetime.fromtimestamp(wall_ns / 1e9).astimezone()
+        tod = (local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+               + float(spec["ltc_offset_s"])) % 86400
+        first = math.ceil(tod * float(rate.rate))          # the first whole LTC frame starts after sample 0
+        lead = int(round((first / float(rate.rate) - tod) * samplerate))
+        self._encoder = LtcEncoder(samplerate, rate, first % rate.frames_in_day())
+        self._buffer = np.zeros(lead, np.float32)
+        self._at = 0  # sample index of the buffer's start
+
+    def samples(self, k: int, n: int) -> np.ndarray:
+        while self._at + len(self._buffer) < k + n:
+            self._buffer = np.concatenate([self._buffer, self._encoder.next_frame()])
+        out = self._buffer[k - self._at:k - self._at + n]
+        self._buffer, self._at = self._buffer[k + n - self._at:], k + n
+        return out

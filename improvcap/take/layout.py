@@ -25,6 +25,7 @@ EVENT_COLUMNS = ("t_ns", "kind", "stream", "detail")
 # demo devices' ground truth: the true instant since the take's t0, and on the recording host's own clock
 # (CLOCK_MONOTONIC, absolute: a take across PCs is checked against it on each PC's clock)
 TRUTH_SUFFIX, TRUTH_COLUMNS = ".truth.csv", ("index", "true_t_ns", "true_host_ns")
+LTC_SUFFIX, LTC_COLUMNS = ".ltc.csv", ("t_ns", "sample", "timecode", "user_bits")  # LTC decoded from audio
 ROUNDTRIPS_SUFFIX = ".roundtrips.csv"
 ROUNDTRIP_COLUMNS = ("id", "host_send_ns", "host_recv_ns", "box_ns")
 SYNC_LEAD_COLUMNS = ("tick", "t_ns")
@@ -131,6 +132,11 @@ def media_file(name: str, kind: str) -> str:
 
 def truth_file(name: str) -> str:
     return name + TRUTH_SUFFIX
+
+
+def ltc_file(name: str) -> str:
+    """`<audio stream>.ltc.csv`: every LTC frame decoded from the stream's timecode channel."""
+    return name + LTC_SUFFIX
 
 
 def roundtrips_file(name: str) -> str:

@@ -117,7 +117,11 @@ def take_rate(manifest: Mapping[str, Any]) -> TimecodeRate:
 
 def t0_since_midnight(manifest: Mapping[str, Any]) -> Fraction:
     """A take's t0 as seconds since the local midnight its timecode counts from: from `t0_local` to the
-    microsecond, else (a take from before it was stored) from its timecode label, to the frame."""
+    microsecond, else (a take from before it was stored) from its timecode label, to the frame. A take
+    jam-synced to LTC has it from the LTC (`timecode_t0_s`)."""
+    jammed = manifest.get("timecode_t0_s")
+    if isinstance(jammed, (int, float)) and not isinstance(jammed, bool):
+        return Fraction(jammed)
     local = manifest.get("t0_local")
     if isinstance(local, str):
         try:

@@ -22,7 +22,7 @@ from .files import Listing, TakeFiles, walk
 from .findings import Findings, integer, number, show
 from .limits import Limits
 from .streams import STREAM_CHECKS, check_nodes, check_settings, stream_entries, stream_files
-from .timing import check_clock, check_skew, check_slates, check_sync_csv
+from .timing import check_clock, check_ltc, check_skew, check_slates, check_sync_csv
 
 
 class TakeCheck:
@@ -124,6 +124,8 @@ class TakeCheck:
                     check_sync_csv(self)
             with f.check("skew"):
                 check_skew(self)
+            with f.check("ltc"):
+                check_ltc(self)
             with f.check("nodes"):
                 check_nodes(self)
             if hasher is not None:

@@ -1,6 +1,7 @@
 """Timing checks of a take: clock fits, slates found in the media, sync.csv recomputed, skew between streams."""
 from __future__ import annotations
 
+import csv
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -8,9 +9,13 @@ import numpy as np
 from ..clock import ClockDomain
 from ..slates import VIDEO_HISTORY, VIDEO_MIN_HISTORY, Onset, detect_audio, detect_mocap, detect_video
 from ..take.events import read_slates
-from ..take.layout import EVENTS, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, media_file, table_file
+from ..errors import TakeError
+from ..take.layout import (EVENTS, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, ltc_file, media_file,
+                           table_file)
 from ..take.sync import SYNTHETIC_RATE, StreamInput, has_sync_columns, nominal_rate, sync_table
 from ..take.tables import read_table
+from ..take.timecode import take_rate
+from ..writers.ltc_table import ltc_summary
 from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
 
@@ -224,3 +229,33 @@ def check_skew(c: TakeCheck) -> None:
         if skew > limit:
             c.f.warn(f"{label} skew {skew:.1f} ms between streams ({first} at {ends[first][i] / 1e9:.3f} s, "
                         f"{last} at {ends[last][i] / 1e9:.3f} s) above {limit:g} ms")
+
+
+def check_ltc(c: TakeCheck) -> None:
+    """A take jam-synced to LTC: its `<stream>.ltc.csv` read again and its frames checked to follow one
+    another (each label one after the last, each start one frame after it); a jump is a warning (the
+    studio's timecode was re-jammed, or a frame was misread), a table unlike what take.json says fails."""
+    entry = c.manifest.get("ltc")
+    if not isinstance(entry, dict) or not isinstance(entry.get("stream"), str):
+        return
+    name = entry["stream"]
+    rel = ltc_file(name)
+    path = c.regular(rel)
+    if path is None:
+        c.f.fail(f"{rel}: missing (take.json says the take's timecode is LTC on {name})")
+        return
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    try:
+        t_ns, labels = [int(r[0]) for r in rows], [r[2] for r in rows]
+        summary = ltc_summary(take_rate(c.manifest), t_ns, labels)
+    except (ValueError, IndexError, TakeError) as e:
+        c.f.fail(f"{rel}: malformed: {e}")
+        return
+    figures = {k: summary.get(k) for k in ("frames", "jumps", "drift_ppm", "residual_ms_max")}
+    if name in c.streams:
+        c.streams[name]["ltc"] = figures
+    if summary["frames"] != entry.get("frames"):
+        c.f.fail(f"{rel}: {summary['frames']} LTC frames, take.json says {entry.get('frames')}")
+    if summary["jumps"]:
+        c.f.warn(f"{name}: the LTC jumps {summary['jumps']} time(s) (at {', '.join(summary['first_jumps'])})")
