@@ -4,12 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from ..errors import ImprovcapError
+from ..rig import ltc_source
 from ..take.atomic import Folder, is_temporary
-from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, media_file, nominal_rate, table_file
+from ..take.ixml import stamp_take
+from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, ltc_file, media_file, nominal_rate, table_file
 from ..take.refit import controller_clock, refit_stream, retime_triggered
 from ..take.tables import read_table, stream_table
+from ..writers.ltc_table import decode_take
 from .counting import audio_gaps, counter_gaps, time_gaps
 from .kinds import KIND_REPAIRS, repair_truth_rows
 from .record import write_manifest
@@ -46,7 +48,30 @@ class TakeRepair:
                 self.actions.append(f"{EVENTS}: left as found: {one_line(e)}")
         repair_truth_rows(self)
         self.refit()
+        self.mark_media()
         return write_manifest(self)
+
+    def mark_media(self) -> None:
+        """What the stop does after the final fit: the take jam-synced to its LTC again (`[rig] timecode`),
+        from the repaired audio, and the WAVs' iXML told the take's notes and circle."""
+        source = ltc_source(self.manifest["rig"].get("timecode"))
+        healthy = {s.name for s in self.streams if s.fault is None}
+        if source is not None and source[0] in healthy:
+            try:
+                with Folder(self.take, follow=False) as folder:
+                    folder.unlink(ltc_file(source[0]))  # derived from the audio: decoded anew
+                    entry = decode_take(self.take, self.manifest, *source, folder=folder)
+                self.actions.append(f"{source[0]}: {entry['frames']} LTC frames decoded"
+                                    + ("" if entry.get("t0_s") is not None else ": no LTC, the take keeps the PC's clock"))
+            except Exception as e:
+                self.actions.append(f"{source[0]}: LTC not read: {reason(e)}")
+        view = {**self.manifest, "streams": {s.name: {"kind": s.kind} for s in self.streams if s.name in healthy}}
+        try:
+            with Folder(self.take, follow=False) as folder:
+                stamp_take(self.take, view, folder)
+            self.manifest["circled"] = view["circled"]
+        except Exception as e:
+            self.actions.append(f"iXML not updated: {reason(e)}")
 
     def table(self, stream: RepairStream) -> Path:
         return self.take / table_file(stream.name, stream.kind)
