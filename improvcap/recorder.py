@@ -665,7 +665,7 @@ class Recorder:
             self.event(event)
             return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
         append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder,
-                     then=lambda: stamp_take(self.take_dir, self.manifest, self._folder))
+                     then=(lambda: stamp_take(self.take_dir, self.manifest, self._folder)) if kind != "mark" else None)
         self.outlets.event(event)
         return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
 

@@ -11,9 +11,7 @@ sample arrived a little later (the first block): the copy says when its first sa
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +25,7 @@ from ..take.atomic import Folder, rewriting
 from ..take.ixml import rewrite_fields
 from ..take.mkv import open_video, video_packets
 from ..take.timecode import TimecodeRate
-from ..take.wav import bext_time_reference_at
+from ..take.wav import set_time_reference
 
 IO_BUFFER = 1 << 20
 
@@ -104,10 +102,7 @@ def copy_wav(wav: Path, folder: Folder, name: str, samples_since_midnight: int) 
         with open(wav, "rb") as src:
             shutil.copyfileobj(src, fh, IO_BUFFER)
         fh.flush()
-        at = bext_time_reference_at(wav)
-        if at is not None:
-            os.pwrite(fh.fileno(), struct.pack("<II", samples_since_midnight & 0xFFFFFFFF,
-                                               samples_since_midnight >> 32), at)
+        set_time_reference(fh.fileno(), wav, samples_since_midnight)
         rewrite_fields(fh.fileno(), wav, samples_since_midnight=samples_since_midnight)
 
 

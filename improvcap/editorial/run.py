@@ -65,7 +65,7 @@ def _frame_period_ns(take: Take, stream: str, t_ns: np.ndarray) -> int:
     return int(np.median(np.diff(t_ns))) if len(t_ns) > 1 else 0
 
 
-def write_take(take: Take, session_folder: Folder, warnings: list[str]) -> TakeEditorial:
+def write_take(take: Take, session_folder: Folder, adapters: Sequence[str], warnings: list[str]) -> TakeEditorial:
     """The take's editorial folder `<take>/` in the session's: MOVs, WAVs and its timeline."""
     ed = TakeEditorial(take, _session_name(take), take_rate(take.manifest), t0_since_midnight(take.manifest))
     session_folder.mkdir(ed.name, FOLDER_MODE)
@@ -79,7 +79,7 @@ def write_take(take: Take, session_folder: Folder, warnings: list[str]) -> TakeE
             start = math.floor(min(ed.at(p) for p in ed.placed) * ed.rate.rate)
             entries = [Entry(ed.name, ".", p, ed.at(p) - start / ed.rate.rate) for p in ed.placed]
             write_timelines(folder, ed.name, timeline(f"{ed.session} {ed.name}", ed.rate, start, entries), ed.rate,
-                            warnings)
+                            adapters, warnings)
     return ed
 
 
@@ -110,14 +110,14 @@ def _audio(ed: TakeEditorial, name: str, folder: Folder) -> Placed:
     return Placed(name, "audio", wav.name, first, end, Fraction(rate), start, int(info["frames"]))
 
 
-def write_timelines(folder: Folder, stem: str, tl: Any, rate: TimecodeRate, warnings: list[str]) -> list[str]:
+def write_timelines(folder: Folder, stem: str, tl: Any, rate: TimecodeRate, adapters: Sequence[str],
+                    warnings: list[str]) -> list[str]:
     """`<stem>.otio`, and where their adapters are installed `<stem>.fcpxml` and a CMX 3600 EDL per camera
     (`<stem>.<camera>.edl`: an EDL holds one picture track), at the rate the adapters spell. What an adapter
     could not write goes into `warnings`."""
     import opentimelineio as otio
     written = [f"{stem}.otio"]
     _write(folder, written[0], otio.adapters.write_to_string(tl, "otio_json"))
-    adapters = installed_adapters()
     if not adapters:
         return written
     near = conformed(tl, rate)
@@ -162,7 +162,7 @@ def editorial(paths: Sequence[Path], out: Path, on_take: Callable[[str], None] =
                 root.mkdir(session, FOLDER_MODE)
                 done[session] = []
             with Folder(out / session) as session_folder:
-                ed = write_take(take, session_folder, report["warnings"])
+                ed = write_take(take, session_folder, report["adapters"], report["warnings"])
             done[session].append(ed)
             report["takes"].append({"take": f"{session}/{ed.name}", "source": str(path),
                                     "timecode_rate": ed.rate.label(),
@@ -177,7 +177,7 @@ def editorial(paths: Sequence[Path], out: Path, on_take: Callable[[str], None] =
             entries = [Entry(ed.name, ed.name, p, ed.at(p) - start / rate.rate) for ed, p in placed]
             with Folder(out / session) as session_folder:
                 files = write_timelines(session_folder, session, timeline(session, rate, start, entries), rate,
-                                        report["warnings"])
+                                        report["adapters"], report["warnings"])
             report["sessions"].append({"session": session, "takes": [ed.name for ed in eds], "files": files,
                                        "start_timecode": rate.timecode(start)})
         _write(root, MANIFEST, json.dumps(report, indent=2) + "\n")

@@ -144,8 +144,6 @@ class _Export:
         for d in self.included():
             if d.name in done:
                 continue
-            if self.stop():
-                raise KeyboardInterrupt
             name = _mcap_name(d)
             take = open_take(d.path)
             calibration = self.request.calibration or Path.cwd() / "calibration" / str(d.manifest["rig"].get("name"))

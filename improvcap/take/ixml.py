@@ -21,10 +21,9 @@ from .atomic import Folder, patch_take_file
 from .events import read_events
 from .hashing import file_entry
 from .layout import EVENTS, media_file
-from .timecode import DEFAULT_TIMECODE_FPS, TimecodeRate
+from .timecode import TimecodeRate, take_rate
 from .wav import ixml_span
 
-IXML_TAG = b"iXML"
 IXML_ROOM = 16384     # bytes of the chunk's body: a long note is cut to fit
 IXML_VERSION = "2.10"
 _CUT = " …"
@@ -67,7 +66,7 @@ def take_document(manifest: dict[str, Any], take: str, stream: str, channels: in
     return document(IxmlFields(
         project=str(manifest.get("session", "")), scene=str(manifest.get("scene", "")), take=manifest.get("take", ""),
         tape=str(manifest.get("session", "")), file_uid=file_uid(str(manifest.get("t0_utc")), take, stream),
-        rate=TimecodeRate.of(str(manifest.get("timecode_rate", DEFAULT_TIMECODE_FPS)).split()[0]),
+        rate=take_rate(manifest),
         samplerate=samplerate, bits=bits, samples_since_midnight=time_reference,
         tracks=channel_names(stream, channels, names)))
 

@@ -283,10 +283,14 @@ def ixml_span(path: Path | str) -> tuple[int, int] | None:
     return _parse(Path(path))["ixml"]
 
 
-def bext_time_reference_at(path: Path | str) -> int | None:
-    """The file offset of the WAV's bext time_reference (two little-endian u32: low, high), None without bext."""
-    at = _parse(Path(path)).get("bext_at")
-    return None if at is None else at + BEXT_TIME_REFERENCE
+def set_time_reference(fd: int, layout_of: Path | str, samples: int) -> bool:
+    """Set the bext time_reference of the WAV open as `fd` (laid out as `layout_of`) in place; False
+    without bext."""
+    at = _parse(Path(layout_of)).get("bext_at")
+    if at is None:
+        return False
+    os.pwrite(fd, struct.pack("<II", samples & U32_MAX, samples >> 32), at + BEXT_TIME_REFERENCE)
+    return True
 
 
 def read_ixml(path: Path | str) -> bytes | None:
