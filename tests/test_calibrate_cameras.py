@@ -371,7 +371,7 @@ def test_demo_take_calibrates_to_its_truth(tmp_path: Path, cli) -> None:
     for name, e in errors.items():
         assert abs(e["fx_pct"]) < 1.5 and abs(e["fy_pct"]) < 1.5, (name, e)
         assert abs(e["cx_px"]) < 15 and abs(e["cy_px"]) < 15, (name, e)
-    assert errors["cam1"]["rotation_deg"] < 1.0 and errors["cam1"]["translation_pct"] < 2.0, errors
+    assert errors["cam1"]["rotation_deg"] < 1.0 and errors["cam1"]["translation_pct"] < 3.0, errors
     assert result["metadata"]["error"] < 0.5
     assert result["metadata"]["board_found"]["cam0"] >= 250
     # The board is held at each pose: only those still frames are used, so no gliding view needs dropping.
