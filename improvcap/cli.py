@@ -24,6 +24,7 @@ from .cli_support import (CalibrationOption, progress_bar, GroupOption, LslOptio
 from . import __version__
 from .cli_calibrate import calibrate_app
 from .cli_editorial import editorial_command
+from .cli_ingest import ingest_command
 from .cli_export import export_command, performers_app, verify_export_command
 from .cli_nodes import collect_command, key_app, node_command, nodes_command
 from .rig import Rig, load_rig
@@ -48,6 +49,7 @@ app.command("nodes")(nodes_command)
 app.command("collect")(collect_command)
 app.command("export")(export_command)
 app.command("editorial")(editorial_command)
+app.command("ingest")(ingest_command)
 app.command("verify-export")(verify_export_command)
 app.add_typer(performers_app, name="performers")
 

@@ -20,7 +20,8 @@ class ClockDomain(enum.StrEnum):
     DEVICE: the device's own clock, fitted to host arrivals; HOST: its stamps already are the host's
     monotonic clock (V4L2 buffer times); ARRIVAL: no clock, stamped on arrival; ROUNDTRIP: a sync box's
     clock, fitted from the round trips of its timing queries; LSL: an LSL sender's local_clock, fitted from
-    liblsl's time-correction offsets (improvcap.lslclock). A StrEnum: stored and printed as its value.
+    liblsl's time-correction offsets (improvcap.lslclock); FILE: a file recorded elsewhere, its own times
+    put on the shared clock by its alignment (`improvcap ingest`). A StrEnum: stored and printed as its value.
     """
 
     DEVICE = "device"
@@ -28,6 +29,7 @@ class ClockDomain(enum.StrEnum):
     ARRIVAL = "arrival"
     ROUNDTRIP = "roundtrip"
     LSL = "lsl"
+    FILE = "file"
 
     @classmethod
     def named(cls, value: object) -> "ClockDomain | None":

@@ -35,6 +35,12 @@ class AuthError(ImprovcapError, PermissionError):
     """A message between a controller and a capture node is not from a holder of the rig's key, or not fresh."""
 
 
+class AlignmentError(ImprovcapError, ValueError):
+    """A file recorded elsewhere cannot be placed on a take's clock: nothing to align by, or two answers."""
+
+    exit_code = 1
+
+
 class CheckFailed(ImprovcapError):
     """A check ran and found a problem (exit status 1)."""
 

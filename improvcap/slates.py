@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import TakeError, UsageError
-from .take.layout import MANIFEST, MOCAP, media_file, stream_of_table, table_file
+from .take.layout import MANIFEST, MOCAP, stream_media, stream_of_table, table_file
 from .take.manifest import LOAD_ERRORS, load_json
 from .take.mkv import open_video
 from .take.tables import read_table, stream_table
@@ -519,10 +519,11 @@ def detect_take(take_dir: Path) -> dict[str, list[Onset]]:
 
     def detect(name: str, kind: str) -> list[Onset]:
         table = take_dir / table_file(name, kind)
+        media = take_dir / stream_media(name, kind, (manifest.get("streams") or {}).get(name))
         if kind == "camera":
-            return detect_video(take_dir / media_file(name, kind), table, threads=threads)
+            return detect_video(media, table, threads=threads)
         if kind == "audio":
-            wav = take_dir / media_file(name, kind)
+            wav = media
             rate = settings.get(name, {}).get("samplerate") or wav_info(wav)["samplerate"]
             return detect_audio(wav, table, float(rate))
         return detect_mocap(table)

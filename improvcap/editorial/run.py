@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import TakeError, UsageError
 from ..take.atomic import Folder, write_bytes_atomic
-from ..take.layout import FOLDER_MODE, NAME_RE, media_file
+from ..take.layout import FOLDER_MODE, NAME_RE
 from ..take.reader import Take, open_take
 from ..take.tables import stream_table
 from ..take.timecode import TimecodeRate, t0_since_midnight, take_rate
@@ -89,7 +89,7 @@ def _camera(ed: TakeEditorial, name: str, folder: Folder) -> Placed:
         raise TakeError(f"{name}: no frames")
     first = int(t_ns[0])
     start = round((ed.t0 + Fraction(first, NS)) * ed.rate.rate)
-    frames = remux_mov(ed.take.path / media_file(name, "camera"), t_ns, folder, f"{name}.mov", ed.rate, start, name)
+    frames = remux_mov(ed.take.media(name, "camera"), t_ns, folder, f"{name}.mov", ed.rate, start, name)
     if frames != len(t_ns):
         raise TakeError(f"{name}: {frames} packets remuxed for {len(t_ns)} frames recorded")
     end = int(t_ns[-1]) + _frame_period_ns(ed.take, name, t_ns)
@@ -97,7 +97,7 @@ def _camera(ed: TakeEditorial, name: str, folder: Folder) -> Placed:
 
 
 def _audio(ed: TakeEditorial, name: str, folder: Folder) -> Placed:
-    wav = ed.take.path / media_file(name, "audio")
+    wav = ed.take.media(name, "audio")
     info = wav_info(wav)
     rate = int(info["rate"])
     timeline_ = AudioTimeline.from_blocks(stream_table(ed.take.path, name, "audio", time_only=True), rate)

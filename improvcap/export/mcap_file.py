@@ -23,7 +23,7 @@ from mcap.writer import CompressionType, Writer
 from ..errors import TakeError
 from ..take.events import read_events
 from ..take.hashing import read_small, sha256_file
-from ..take.layout import EVENTS, LAYOUTS, MANIFEST, PERFORMERS_RECORD, marker_value, media_file, table_file
+from ..take.layout import EVENTS, LAYOUTS, MANIFEST, PERFORMERS_RECORD, marker_value, table_file
 from ..take.manifest import MAX_MANIFEST_BYTES
 from ..take.mkv import open_video, video_packets
 from ..take.reader import Take
@@ -122,14 +122,14 @@ class TakeMcap:
 
     def _source(self, name: str, kind: str) -> tuple[str, Any, dict[str, str]]:
         if kind == "camera":
-            codec = open_video(self.take.path / media_file(name, kind)).streams.video[0].codec_context.name
+            codec = open_video(self.take.media(name, kind)).streams.video[0].codec_context.name
             if codec in ANNEX_B:
                 return "foxglove.CompressedVideo", lambda cid: self._video(name, cid, codec), {"codec": codec}
             if codec == "mjpeg":
                 return "foxglove.CompressedImage", lambda cid: self._video(name, cid, codec), {"codec": codec}
             raise TakeError(f"{name}: {codec} video has no Foxglove message (H.264, H.265 or MJPEG)")
         if kind == "audio":
-            info = wav_info(self.take.path / media_file(name, kind))
+            info = wav_info(self.take.media(name, kind))
             return "foxglove.RawAudio", lambda cid: self._audio(name, cid, info), \
                 {"sample_format": str(info["sample_format"])}
         if kind == "markers":
@@ -144,7 +144,7 @@ class TakeMcap:
 
     def _video(self, name: str, cid: int, codec: str) -> Iterator[Message]:
         t_ns = stream_table(self.take.path, name, "camera", time_only=True)["t_ns"].tolist()
-        container = open_video(self.take.path / media_file(name, "camera"))
+        container = open_video(self.take.media(name, "camera"))
         try:
             stream = container.streams.video[0]
             bsf = av.bitstream.BitStreamFilterContext(ANNEX_B[codec], stream) if codec in ANNEX_B else None
@@ -166,7 +166,7 @@ class TakeMcap:
 
     def _audio(self, name: str, cid: int, info: dict[str, Any]) -> Iterator[Message]:
         blocks = stream_table(self.take.path, name, "audio", time_only=True)
-        wav = self.take.path / media_file(name, "audio")
+        wav = self.take.media(name, "audio")
         fmt = f"pcm-{info['sample_format']}"
         for first, frames, t in zip(blocks["first_sample"].tolist(), blocks["frames"].tolist(), blocks["t_ns"].tolist()):
             log = self.t0 + int(t)

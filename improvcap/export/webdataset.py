@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..take.layout import EVENTS, SYNC, media_file, table_file
+from ..take.layout import EVENTS, SYNC, table_file
 from ..take.events import read_events
 from ..take.reader import Take
 from ..take.tables import read_markers, read_table, stream_table
@@ -89,7 +89,7 @@ class TakeSamples:
               done: Callable[[str], bool] = lambda key: False) -> Iterator[str]:
         """Write every clip as one sample (skipping keys `done` says are written); yields each key written."""
         m = self.manifest
-        cameras = {s.name: CameraClips(self.take.path / media_file(s.name, "camera"))
+        cameras = {s.name: CameraClips(self.take.media(s.name, "camera"))
                    for s in self.streams if s.kind == "camera"}
         tables = {s.name: TableRows(self.take.path / table_file(s.name, s.kind), len(s.table))
                   for s in self.streams if s.kind in TABLE_KINDS}
@@ -118,7 +118,7 @@ class TakeSamples:
             assert s.timeline is not None
             samples = range(s.timeline.first_sample_at(clip.start_ns), s.timeline.first_sample_at(clip.end_ns))
             blocks = s.rows(clip)
-            wav = self.take.path / media_file(s.name, "audio")
+            wav = self.take.media(s.name, "audio")
             ext = audio_extension(wav)
             with member(f"{s.name}.{ext}") as fh:
                 entry.update(write_audio(wav, samples, fh))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def rebuild_sync(r: TakeRepair, streams: dict[str, Any]) -> dict[str, Any] | None:
     """Rebuild sync.csv over the streams that are not failed (the master's ticks if it is one of them)."""
-    healthy = {s.name for s in r.streams if s.fault is None}
+    healthy = {s.name for s in r.streams if s.fault is None} | r.ingested.keys()
     rig = dict(r.manifest["rig"])
     rig["streams"] = [s for s in rig["streams"] if s["name"] in healthy]
     if rig.get("master") is not None and rig["master"] not in healthy:
@@ -65,6 +65,9 @@ def write_manifest(r: TakeRepair) -> dict[str, Any]:
         {"t_ns": int_or_none(e.get("t_ns")), "stream": e.get("stream") or "", "detail": e.get("detail") or ""}
         for e in events if e.get("kind") == "fault"]
     streams = {s.name: stream_entry(r, s, faults) for s in r.streams}
+    for name, entry in r.ingested.items():
+        streams[name] = entry
+        r.actions.append(f"{name}: ingested from {entry.get('ingest', {}).get('source')}, kept as it was aligned")
     sync = rebuild_sync(r, streams)
     # where each stream's data ends: its last frame or row; the end of its last audio block
     ends = {s.name: s.entry["last_t_ns"] + (s.entry["_step_ns"] if s.kind == "audio" else 0)

@@ -8,7 +8,7 @@ from ..errors import ImprovcapError
 from ..rig import ltc_source
 from ..take.atomic import Folder, is_temporary
 from ..take.ixml import stamp_take
-from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, ltc_file, media_file, nominal_rate, table_file
+from ..take.layout import EVENTS, LAYOUTS, LSL_KINDS, is_ingested, ltc_file, media_file, nominal_rate, table_file
 from ..take.refit import controller_clock, refit_stream, retime_triggered
 from ..take.tables import read_table, stream_table
 from ..writers.ltc_table import decode_take
@@ -27,7 +27,11 @@ class TakeRepair:
         self.actions: list[str] = []
         previous = manifest.get("repair")
         self.previous: dict[str, Any] | None = previous if isinstance(previous, dict) else None
-        self.streams = [RepairStream(s["name"], s["kind"], s) for s in manifest["rig"]["streams"]]
+        self.streams = [RepairStream(s["name"], s["kind"], s) for s in manifest["rig"]["streams"] if not is_ingested(s)]
+        # files brought in after the take (improvcap ingest) were written whole: kept as they were aligned
+        old = manifest.get("streams") if isinstance(manifest.get("streams"), dict) else {}
+        self.ingested = {s["name"]: old[s["name"]] for s in manifest["rig"]["streams"]
+                         if is_ingested(s) and isinstance(old.get(s["name"]), dict)}
         # whether the recorder stopped this take itself (complete, perhaps repaired on request since)
         self.stopped = "complete" in [manifest["status"], *(r.get("from_status") for r in self.previous_records())]
 

@@ -20,7 +20,7 @@ from ..errors import TakeError
 from .atomic import Folder, patch_take_file
 from .events import read_events
 from .hashing import file_entry
-from .layout import EVENTS, media_file
+from .layout import EVENTS, INGEST_DRIVER, media_file
 from .timecode import TimecodeRate, take_rate
 from .wav import ixml_span
 
@@ -169,8 +169,8 @@ def stamp_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None =
     manifest["circled"] = circled
     without = []
     for name, stream in (manifest.get("streams") or {}).items():
-        if not isinstance(stream, dict) or stream.get("kind") != "audio":
-            continue
+        if not isinstance(stream, dict) or stream.get("kind") != "audio" or stream.get("driver") == INGEST_DRIVER:
+            continue  # an ingested WAV stays as it was brought in
         rel = media_file(name, "audio")
         if not (anchored / rel).is_file():
             continue

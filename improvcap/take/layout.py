@@ -31,7 +31,7 @@ ROUNDTRIP_COLUMNS = ("id", "host_send_ns", "host_recv_ns", "box_ns")
 SYNC_LEAD_COLUMNS = ("tick", "t_ns")
 # sync.csv's columns per other stream: camera/mocap `<name>_index,<name>_offset_ns`, audio `<name>_sample`
 SYNC_INDEX, SYNC_OFFSET, SYNC_SAMPLE = "_index", "_offset_ns", "_sample"
-MEDIA_SUFFIXES = (".mkv", ".wav", ".csv")  # an unlisted file with one of these is media out of the manifest
+MEDIA_SUFFIXES = (".mkv", ".wav", ".csv", ".mov", ".mp4", ".m4v", ".mxf", ".avi", ".bwf")  # unlisted: media out of the manifest
 # Performers' data and media are for the owner and the studio's group, never the world: every take file is
 # created with FILE_MODE and every session and take folder with FOLDER_MODE (a group-owned session folder
 # also has the setgid bit, so that its takes and their files get that group).
@@ -128,6 +128,36 @@ def media_file(name: str, kind: str) -> str:
     if suffix is None:
         raise ValueError(f"a {kind} stream has no media file")
     return name + suffix
+
+
+# A stream ingested into a take after it was recorded (`improvcap ingest`): its rig snapshot entry has this
+# driver, its media is the file as it was brought in (any of these suffixes, named in its manifest entry's
+# `media`), and its table is a recorded stream's, with device_ns the file's own time from its first frame or
+# sample and host_ns its t_ns on the recording PC's clock (it never arrived there).
+INGEST_DRIVER = "ingest"
+INGEST_SUFFIXES: dict[str, tuple[str, ...]] = {"camera": (".mov", ".mp4", ".m4v", ".mxf", ".mkv", ".avi"),
+                                              "audio": (".wav", ".bwf")}
+
+
+def is_ingested(spec: Mapping[str, Any]) -> bool:
+    """Whether a rig snapshot entry is a stream ingested after the take."""
+    return spec.get("driver") == INGEST_DRIVER
+
+
+def stream_media(name: str, kind: str, entry: Mapping[str, Any] | None = None) -> str:
+    """The media file of a stream as its manifest entry names it: an ingested file keeps its own suffix
+    (only `<name>` + one of INGEST_SUFFIXES is taken from a manifest); every other stream's is media_file's."""
+    media = (entry or {}).get("media")
+    if isinstance(media, str) and kind in INGEST_SUFFIXES \
+            and any(media == name + suffix for suffix in INGEST_SUFFIXES[kind]):
+        return media
+    return media_file(name, kind)
+
+
+def stream_files(name: str, kind: str, entry: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+    """The stream's files, media first (an ingested stream's media under its own suffix)."""
+    files = LAYOUTS[kind].files(name)
+    return (stream_media(name, kind, entry), *files[1:]) if LAYOUTS[kind].media else files
 
 
 def truth_file(name: str) -> str:

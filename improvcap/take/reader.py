@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import TakeError
 from .layout import (FORMAT, LAYOUTS, MANIFEST, NAME_RE, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE,
-                     media_file, table_file)
+                     stream_media, table_file)
 from .manifest import LOAD_ERRORS, load_json
 from .sync import SYNTHETIC_RATE, has_sync_columns, nominal_rate
 from .tables import read_markers, read_table, stream_table
@@ -79,7 +79,6 @@ class _VideoCursor:
         except (av.FFmpegError, IndexError) as e:
             raise TakeError(f"{mkv}: cannot open the video: {e}") from None
         self._stream.thread_type = "AUTO"
-        self._ms_per_tick = float(self._stream.time_base * 1000) if self._stream.time_base else 1.0
         self._decoded: Iterator[av.VideoFrame] | None = None
         self._current: av.VideoFrame | None = None
         self._current_pts = -math.inf
@@ -88,7 +87,7 @@ class _VideoCursor:
     def _start(self, pts: int) -> None:
         if pts > 0:  # start at the keyframe before the first frame wanted, not at the file's start
             try:
-                self._container.seek(int(pts / self._ms_per_tick), stream=self._stream, backward=True)
+                self._container.seek(pts, stream=self._stream, backward=True)
             except av.FFmpegError:
                 self._container.seek(0)
         self._decoded = self._container.decode(self._stream)
@@ -107,7 +106,7 @@ class _VideoCursor:
             while self._current_pts < target:
                 self._current = next(self._decoded)
                 pts = self._current.pts
-                self._current_pts = -math.inf if pts is None else round(pts * self._ms_per_tick)
+                self._current_pts = -math.inf if pts is None else pts
         except (StopIteration, av.FFmpegError):
             self._current_pts = math.inf  # the file ends early (a crash cut it): no more frames
             return None
@@ -208,6 +207,10 @@ class Take:
     def __repr__(self) -> str:
         return f"Take({str(self.path)!r}, master={self.master!r}, streams={list(self.streams)})"
 
+    def media(self, name: str, kind: str) -> Path:
+        """The stream's media file (an ingested one under its own suffix)."""
+        return self.path / stream_media(name, kind, (self.manifest.get("streams") or {}).get(name))
+
     def _info(self, spec: dict[str, Any]) -> StreamInfo:
         name, kind = spec["name"], spec["kind"]
         summary = (self.manifest.get("streams") or {}).get(name) or {}
@@ -222,7 +225,7 @@ class Take:
             info["width"] = int(device.get("width") or spec["width"])
             info["height"] = int(device.get("height") or spec["height"])
         elif kind == "audio":
-            wav = self.path / media_file(name, kind)
+            wav = self.media(name, kind)
             fmt = wav_info(wav) if wav.exists() else {}
             info["channels"] = int(fmt.get("channels") or spec["channels"])
             info["samplerate"] = int(fmt.get("rate") or spec["samplerate"])
@@ -279,7 +282,7 @@ class Take:
         if timeline.total == 0:
             return np.zeros((0, info.channels or 0), np.float32)
         a, b = timeline.first_sample_at(t0_ns), timeline.first_sample_at(t1_ns)
-        return read_wav(self.path / media_file(stream, "audio"), a, max(0, b - a))
+        return read_wav(self.media(stream, "audio"), a, max(0, b - a))
 
     def sync(self) -> dict[str, np.ndarray]:
         """sync.csv as float64 columns (NaN in the gaps), for analysis; frames() reads it lazily instead."""
@@ -323,10 +326,10 @@ class Take:
             for name in wanted:
                 kind = self.streams[name].kind
                 if kind == "camera":
-                    video[name] = _VideoCursor(self.path / media_file(name, kind),
+                    video[name] = _VideoCursor(self.media(name, kind),
                                                stream_table(self.path, name, "camera"), video_format)
                 elif kind == "audio":
-                    audio[name] = _AudioCursor(self.path / media_file(name, kind))
+                    audio[name] = _AudioCursor(self.media(name, kind))
                 else:
                     mocap[name] = _MocapCursor(self.path / table_file(name, kind))
             seen = dict.fromkeys(audio, False)  # audio cells are empty before the audio starts and after it ends

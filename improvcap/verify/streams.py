@@ -14,7 +14,8 @@ from ..clock import ClockDomain
 from ..errors import TakeError
 from ..rig import stored_settings_problem
 from ..take import counters
-from ..take.layout import CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, media_file, roundtrips_file, table_file
+from ..take.layout import (CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, roundtrips_file, stream_files as files_of,
+                           stream_media, table_file)
 from ..take.mkv import count_packets, open_video
 from ..take.tables import read_markers, read_table, stream_table
 from ..take.trigger import triggered_frame_times
@@ -77,7 +78,7 @@ def stream_files(c: TakeCheck, name: str, entry: dict[str, Any]) -> bool:
     ok = True
     listed = entry.get("files")
     listed = listed if isinstance(listed, list) else []
-    for rel in LAYOUTS[c.kinds[name]].files(name):
+    for rel in files_of(name, c.kinds[name], entry):
         if c.regular(rel) is None:
             if rel not in c.listing.links and rel not in c.listing.special:
                 c.f.fail(f"{name}: {rel} missing")
@@ -132,7 +133,7 @@ def intervals(c: TakeCheck, name: str, t_ns: np.ndarray) -> None:
 
 
 def check_camera(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
-    rel_csv, rel_mkv = table_file(name, "camera"), media_file(name, "camera")
+    rel_csv, rel_mkv = table_file(name, "camera"), stream_media(name, "camera", entry)
     table = read_table(c.take / rel_csv, columns=(*CAMERA.time_columns, "pts"))
     c.tables[name] = table
     t_ns, rows = table["t_ns"], len(table["t_ns"])
@@ -190,7 +191,7 @@ def check_trigger(c: TakeCheck, name: str, box: str, spec: dict[str, Any]) -> No
 
 
 def check_audio(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
-    rel_wav, rel_csv = media_file(name, "audio"), table_file(name, "audio")
+    rel_wav, rel_csv = stream_media(name, "audio", entry), table_file(name, "audio")
     info = wav_info(c.take / rel_wav)
     blocks = stream_table(c.take, name, "audio", time_only=True)  # adc_ns (often empty) left out
     c.tables[name] = blocks

@@ -10,7 +10,7 @@ from ..clock import ClockDomain
 from ..slates import VIDEO_HISTORY, VIDEO_MIN_HISTORY, Onset, detect_audio, detect_mocap, detect_video
 from ..take.events import read_slates
 from ..errors import TakeError
-from ..take.layout import (EVENTS, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, ltc_file, media_file,
+from ..take.layout import (EVENTS, INGEST_DRIVER, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, ltc_file, stream_media,
                            table_file)
 from ..take.sync import SYNTHETIC_RATE, StreamInput, has_sync_columns, nominal_rate, sync_table
 from ..take.tables import read_table
@@ -84,6 +84,9 @@ def check_slates(c: TakeCheck) -> None:
             kind, t_ns = c.kinds[name], table["t_ns"]
             period = 1e9 / c.rate(name, mapping(c.manifest["streams"][name]))
             allowed = on_time(c, kind, period)
+            ingested = mapping(mapping(c.manifest["streams"][name]).get("ingest"))
+            if (spread := number(ingested.get("uncertainty_ns"))) is not None:  # a file placed to ± this
+                allowed = (allowed[0] - spread, allowed[1] + spread)
             onsets = detect(c, name, kind, period)
             offsets: list[float | None] = []
             for s in c.slates:
@@ -146,11 +149,13 @@ def detect(c: TakeCheck, name: str, kind: str, period: float) -> list[Onset]:
 
 
 def search(c: TakeCheck, name: str, kind: str, windows: list[tuple[int, int]]) -> list[Onset]:
+    if kind in ("camera", "audio"):
+        media = c.take / stream_media(name, kind, mapping(c.manifest["streams"][name]))
     if kind == "camera":
-        return detect_video(c.take / media_file(name, kind), c.take / table_file(name, kind), threads=1,
+        return detect_video(media, c.take / table_file(name, kind), threads=1,
                             windows=windows, table=c.tables[name], container=c.videos[name])
     if kind == "audio":
-        return detect_audio(c.take / media_file(name, kind), c.take / table_file(name, kind),
+        return detect_audio(media, c.take / table_file(name, kind),
                             c.rate(name, mapping(c.manifest["streams"][name])), windows=windows,
                             table=c.tables[name])
     return detect_mocap(c.take / table_file(name, kind), windows=windows, table=c.tables[name])  # and LSL rows
@@ -216,9 +221,11 @@ def check_sync_csv(c: TakeCheck) -> None:
 
 def check_skew(c: TakeCheck) -> None:
     """Streams that start or end far apart. Not those that send when something happens (markers, an
-    irregular stream): their first and last rows are events, not where they began and ended."""
+    irregular stream): their first and last rows are events, not where they began and ended; nor a file
+    ingested after the take (a camera on its own card rolls when its operator starts it)."""
     ends = {n: (int(t["t_ns"][0]), int(t["t_ns"][-1])) for n, t in c.tables.items()
-            if len(t["t_ns"]) and c.kinds[n] != "markers" and c.rate(n, mapping(c.manifest["streams"][n])) > 0}
+            if len(t["t_ns"]) and c.kinds[n] != "markers" and c.rate(n, entry := mapping(c.manifest["streams"][n])) > 0
+            and entry.get("driver") != INGEST_DRIVER}
     if len(ends) < 2:
         return
     limit = c.limits.max_skew_ms

@@ -1,0 +1,339 @@
+"""Where a file recorded elsewhere lies on a take's shared clock: t_ns = offset + own time × (1 + drift).
+
+Four ways, each from what both sides hold: the file's embedded start timecode against the take's
+(`timecode`: both jam-synced to one master), LTC on one of its audio channels (`ltc`), the take's slates
+found in it (`slates`: flashes in a video, beeps in a WAV), or its sound against one of the take's audio
+streams (`audio`, cross-correlation). Each gives the points it rests on and what is left of them once the
+line is through them (residuals); an alignment that two answers would fit equally is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from ..errors import AlignmentError, UsageError
+from ..ltc import LtcDecoder
+from ..slates import detect_audio, detect_video
+from ..take.events import read_slates
+from ..take.layout import EVENTS, stream_media
+from ..take.reader import Take
+from ..take.tables import stream_table
+from ..take.timecode import TimecodeRate, t0_since_midnight, take_rate
+from ..take.timeline import AudioTimeline
+from ..take.wav import read_wav
+from .source import Source, audio_pieces, audio_windows
+
+METHODS = ("timecode", "ltc", "slates", "audio")
+DAY_S = 86400
+SLATE_MATCH_NS = 40_000_000     # a slate and an onset this close under one offset are the same event
+AMBIGUOUS_RATIO = 0.8           # a second correlation peak this high against the first: two answers
+COARSE_RATE = 2000              # Hz: the whole files correlated at this rate first ...
+FINE_WINDOW_S = 0.5             # ... then windows this long at the full rate around that lag
+FINE_WINDOWS = 9
+FINE_SLACK_S = 0.02             # searched either side of the coarse lag, plus the largest drift
+MAX_DRIFT_PPM = 500.0           # the largest drift searched for
+MAX_DRIFT_ERROR_PPM = 20.0      # drift is fitted only where the points measure it this well
+PEAK_SEPARATION_S = 0.02        # peaks closer than this to the best are the best's own
+
+
+@dataclass
+class Alignment:
+    """The line from the file's own time to the take's: t_ns = offset_ns + file_ns × (1 + drift_ppm 1e-6)."""
+
+    method: str
+    offset_ns: float
+    drift_ppm: float = 0.0
+    points: list[tuple[float, float]] = field(default_factory=list)  # (file ns, take ns) it rests on
+    detail: str = ""
+    uncertainty_ns: float = 0.0  # how far the file may lie from where it is put: its points' resolution
+
+    def t_ns(self, file_ns: np.ndarray | float) -> np.ndarray:
+        return np.rint(self.offset_ns + np.asarray(file_ns, np.float64) * (1 + self.drift_ppm * 1e-6)).astype(np.int64)
+
+    def residuals_ns(self) -> list[float]:
+        return [round(float(t - self.t_ns(f)), 1) for f, t in self.points]
+
+    def record(self) -> dict[str, Any]:
+        res = self.residuals_ns()
+        return {"method": self.method, "offset_ns": int(round(self.offset_ns)), "drift_ppm": round(self.drift_ppm, 4),
+                "points": len(self.points), "residuals_ns": res[:100],
+                "residual_max_ns": max((abs(r) for r in res), default=None),
+                "uncertainty_ns": round(self.uncertainty_ns, 1), "detail": self.detail}
+
+
+def fitted(method: str, points: list[tuple[float, float]], detail: str, resolution_ns: float) -> Alignment:
+    """The line through `points`, each known to about `resolution_ns`: the offset alone (their median) from
+    one point, or where they lie too close together to measure drift to MAX_DRIFT_ERROR_PPM."""
+    f = np.asarray([p[0] for p in points], np.float64)
+    t = np.asarray([p[1] for p in points], np.float64)
+    span = float(np.ptp(f)) if len(points) else 0.0
+    if len(points) >= 2 and span > 0 and resolution_ns / span * 1e6 <= MAX_DRIFT_ERROR_PPM:
+        slope, intercept = np.polyfit(f, t - f, 1)  # fitted as t - f: the slope is the drift itself
+        return Alignment(method, float(intercept), float(slope * 1e6), points, detail, resolution_ns / 2)
+    if len(points) >= 2:
+        detail += (f"; drift not fitted (points {span / 1e9:.1f} s apart, each to {resolution_ns / 1e6:.3g} ms, "
+                   f"measure it to ±{resolution_ns / span * 1e6:.0f} ppm only)")
+    return Alignment(method, float(np.median(t - f)), 0.0, points, detail, resolution_ns / 2)
+
+
+def by_hand(offset_ms: float) -> Alignment:
+    return Alignment("offset", offset_ms * 1e6, 0.0, [], "--offset-ms")
+
+
+# --- the take's time of day -------------------------------------------------------------------------
+
+def take_ns_of_day(manifest: dict[str, Any], seconds: np.ndarray) -> np.ndarray:
+    """The take's t_ns at times of day (s since midnight, on the studio's timecode): a take jam-synced to
+    LTC through the line fitted to its LTC (its offset and drift), else from its own t0's time of day.
+    A time of day within 12 hours either side of t0's (a take across midnight)."""
+    t0 = float(t0_since_midnight(manifest))
+    ltc = manifest.get("ltc") if isinstance(manifest.get("ltc"), dict) else {}
+    slope = 1 + (ltc.get("drift_ppm") or 0.0) * 1e-6 if manifest.get("timecode_t0_s") is not None else 1.0
+    d = (np.asarray(seconds, np.float64) - t0 + DAY_S / 2) % DAY_S - DAY_S / 2
+    return d / slope * 1e9
+
+
+def _jammed(manifest: dict[str, Any]) -> str:
+    source = manifest.get("timecode_source")
+    return f"the take's timecode from {source}" if source else "the take's timecode (this PC's clock at t0)"
+
+
+# --- embedded timecode ------------------------------------------------------------------------------
+
+def by_timecode(take: Take, src: Source) -> Alignment:
+    m = take.manifest
+    if src.kind == "camera":
+        if src.timecode is None:
+            raise AlignmentError(f"{src.path.name}: no embedded timecode (no tmcd track or timecode tag)")
+        rate = TimecodeRate.of(src.rate)
+        rate = TimecodeRate(rate.rate, rate.drop and ";" in src.timecode)  # 29.97 labels drop frames if they say so
+        try:
+            start = Fraction(rate.frame_number(src.timecode), 1) / rate.rate
+        except Exception as e:  # noqa: BLE001 - a label this rate cannot have
+            raise AlignmentError(f"{src.path.name}: timecode {src.timecode!r}: {e}") from None
+        label = f"start timecode {src.timecode} at {rate.label()}"
+        resolution = 1e9 / float(rate.rate)  # a label names a whole frame
+    else:
+        if src.time_reference is None:
+            raise AlignmentError(f"{src.path.name}: no embedded timecode (no bext time_reference)")
+        start = Fraction(src.time_reference, int(src.rate))
+        label = f"time_reference {src.time_reference} samples at {int(src.rate)} Hz"
+        resolution = 1e9 / float(src.rate)
+    t = float(take_ns_of_day(m, np.asarray([float(start)]))[0])
+    return fitted("timecode", [(0.0, t)], f"{label}, against {_jammed(m)}", resolution)
+
+
+# --- LTC --------------------------------------------------------------------------------------------
+
+def ltc_frames(src: Source, rate: TimecodeRate, channel: int | None) -> tuple[int, list[tuple[int, str]]]:
+    """(channel, [(sample, label)]) of the file's channel carrying the most LTC (or `channel`, from 1)."""
+    if src.audio_rate is None:
+        raise AlignmentError(f"{src.path.name}: no audio to read LTC from")
+    channels = [channel] if channel is not None else list(range(1, src.audio_channels + 1))
+    if channel is not None and not 1 <= channel <= src.audio_channels:
+        raise UsageError(f"--channel {channel}: {src.path.name} has {src.audio_channels} channels")
+    decoders = {c: LtcDecoder(float(src.audio_rate), rate) for c in channels}
+    found: dict[int, list[tuple[int, str]]] = {c: [] for c in channels}
+    try:
+        for at, data in audio_pieces(src):
+            for c, d in decoders.items():
+                found[c] += [(f.sample, f.timecode) for f in d.write(data[:, c - 1], at) if not f.reverse]
+    finally:
+        for d in decoders.values():
+            d.close()
+    best = max(found, key=lambda c: len(found[c]))
+    return best, found[best]
+
+
+def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
+    m = take.manifest
+    rate = take_rate(m)
+    ch, frames = ltc_frames(src, rate, channel)
+    if len(frames) < 2:
+        raise AlignmentError(f"{src.path.name}: no LTC at {rate.label()} on "
+                             + (f"channel {channel}" if channel else f"any of its {src.audio_channels} channels"))
+    seconds = np.asarray([rate.frame_number(label) for _, label in frames], np.float64) / float(rate.rate)
+    t = take_ns_of_day(m, seconds)
+    file_ns = [src.audio_start_ns + s * 1e9 / src.audio_rate for s, _ in frames]  # type: ignore[operator]
+    points = list(zip(file_ns, t.tolist()))
+    a = fitted("ltc", points, f"{len(frames)} LTC frames on channel {ch} ({frames[0][1]} … {frames[-1][1]}), "
+                              f"against {_jammed(m)}", 2e9 / src.audio_rate)  # type: ignore[operator]
+    # a jump in the file's LTC (a restarted generator) leaves frames far off the line: not one alignment
+    worst = max(abs(r) for r in a.residuals_ns())
+    if worst > 0.5e9 / float(rate.rate):
+        raise AlignmentError(f"{src.path.name}: its LTC jumps (a frame {worst / 1e6:.1f} ms off the line through "
+                             "the others): align it by hand with --offset-ms")
+    return a
+
+
+# --- slates -----------------------------------------------------------------------------------------
+
+def file_onsets(src: Source) -> list[float]:
+    """Slate onsets in the file, in its own ns: flashes (the middle of the frame before and the one that
+    shows it: a flash lies between them) in a video, beeps (to the sample) in a WAV."""
+    if src.kind == "camera":
+        assert src.file_ns is not None and src.pts is not None
+        rows = {"index": np.arange(src.count), "t_ns": src.file_ns, "pts": src.pts}
+        half = 0.5e9 / float(src.rate)
+        return [o.t_ns - half for o in detect_video(src.path, src.path, table=rows)]
+    blocks = {"first_sample": np.zeros(1, np.int64), "t_ns": np.zeros(1, np.int64),
+              "frames": np.asarray([src.count], np.int64)}
+    return [o.index * 1e9 / float(src.rate) for o in detect_audio(src.path, src.path, float(src.rate), table=blocks)]
+
+
+def by_slates(take: Take, src: Source) -> Alignment:
+    events = take.path / EVENTS
+    slates = [float(s) for s in read_slates(events)] if events.is_file() else []
+    if not slates:
+        raise AlignmentError(f"{take.path.name}: the take has no slates to find in {src.path.name}")
+    onsets = file_onsets(src)
+    what = "flash" if src.kind == "camera" else "beep"
+    if not onsets:
+        raise AlignmentError(f"{src.path.name}: no slate found (no {what}) for the take's {len(slates)} slates")
+    # every pairing of a slate and an onset proposes an offset; its support is the slates it then matches
+    def matched(c: float) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for s in slates:
+            near = [o for o in onsets if abs(o + c - s) <= SLATE_MATCH_NS]
+            if near:
+                out[s] = min(near, key=lambda o: abs(o + c - s))
+        return out
+
+    proposals = sorted({s - o for s in slates for o in onsets})
+    support = {c: len(matched(c)) for c in proposals}
+    most = max(support.values())
+    best = min((c for c in proposals if support[c] == most), key=lambda c: -sum(
+        1 for d in proposals if abs(d - c) <= SLATE_MATCH_NS))  # the proposal most others agree with
+    rivals = sorted({round(c / 1e9, 3) for c in proposals if support[c] == most and abs(c - best) > SLATE_MATCH_NS})
+    if rivals:
+        plural = "es" if what == "flash" else "s"
+        raise AlignmentError(
+            f"{src.path.name}: ambiguous: {len(onsets)} {what}{plural} at "
+            f"{', '.join(f'{o / 1e9:.3f}' for o in onsets[:6])} s for {len(slates)} slate{'s' * (len(slates) > 1)}; "
+            f"offsets {', '.join(f'{o:+.3f}' for o in sorted({round(best / 1e9, 3), *rivals})[:6])} s fit as well: "
+            "pick one with --offset-ms")
+    points = sorted((o, s) for s, o in matched(best).items())
+    found = "flashes" if what == "flash" else "beeps"
+    resolution = 1e9 / float(src.rate) if src.kind == "camera" else 2e9 / float(src.rate)
+    return fitted("slates", points, f"{len(points)} of the take's {len(slates)} slates found as {found}", resolution)
+
+
+# --- audio cross-correlation ------------------------------------------------------------------------
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1, dtype=np.float64) if x.ndim == 2 else x.astype(np.float64)
+
+
+def _decimated(pieces: Any, q: int) -> np.ndarray:
+    """The mono mix averaged over blocks of q samples (a crude low-pass, enough to find the lag)."""
+    out, rest = [], np.zeros(0)
+    for _, data in pieces:
+        x = np.concatenate([rest, _mono(data)])
+        n = len(x) // q * q
+        out.append(x[:n].reshape(-1, q).mean(axis=1))
+        rest = x[n:]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _xcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """c[k] = Σ a[n] b[n + k - (len(a) - 1)]: k = len(a) - 1 is no lag."""
+    n = len(a) + len(b) - 1
+    size = 1 << (n - 1).bit_length()
+    fa, fb = np.fft.rfft(a[::-1], size), np.fft.rfft(b, size)
+    return np.fft.irfft(fa * fb, size)[:n]
+
+
+def _peak(c: np.ndarray, i: int) -> float:
+    """The peak at i to a fraction of a sample (a parabola through it and its neighbours)."""
+    if 0 < i < len(c) - 1:
+        y0, y1, y2 = c[i - 1], c[i], c[i + 1]
+        d = y0 - 2 * y1 + y2
+        return i + (0.5 * (y0 - y2) / d if d else 0.0)
+    return float(i)
+
+
+def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
+    audio = [n for n, s in take.streams.items() if s.kind == "audio"]
+    name = against or next((n for n in audio if take.streams[n].samplerate == src.audio_rate), None)
+    if name is None or name not in audio:
+        raise UsageError(f"--against {against}: not an audio stream of the take ({', '.join(audio) or 'none'})"
+                         if against else f"{take.path.name}: no audio stream at {src.audio_rate} Hz to correlate with")
+    rate = take.streams[name].samplerate
+    if src.audio_rate != rate:
+        raise UsageError(f"{src.path.name}: {src.audio_rate} Hz against {name}'s {rate} Hz: correlation needs one rate")
+    wav = take.path / stream_media(name, "audio", take.manifest["streams"].get(name))
+    timeline = AudioTimeline.from_blocks(stream_table(take.path, name, "audio", time_only=True), float(rate))
+    q = max(1, rate // COARSE_RATE)
+    ref = _decimated(((a, read_wav(wav, a, min(1 << 16, timeline.total - a))) for a in range(0, timeline.total, 1 << 16)), q)
+    mine = _decimated(audio_pieces(src), q)
+    if len(mine) < 16 or len(ref) < 16:
+        raise AlignmentError(f"{src.path.name}: too little audio to correlate")
+    c = _xcorr(mine - mine.mean(), ref - ref.mean())
+    best = int(np.argmax(c))
+    guard = max(3, int(PEAK_SEPARATION_S * rate / q))
+    others = c.copy()
+    others[max(0, best - guard):best + guard + 1] = -np.inf
+    second = int(np.argmax(others))
+    lag = lambda i: (i - (len(mine) - 1)) * q / rate  # noqa: E731 - take sample of the file's first, in s
+    if c[best] <= 0 or others[second] >= AMBIGUOUS_RATIO * c[best]:
+        raise AlignmentError(f"{src.path.name}: ambiguous against {name}: correlation peaks at {lag(best):+.3f} s "
+                             f"and {lag(second):+.3f} s ({others[second] / c[best]:.2f} of it): "
+                             "pick one with --offset-ms or align by slates")
+    coarse = (best - (len(mine) - 1)) * q  # the take's sample at the file's first
+    n = int(FINE_WINDOW_S * rate)
+    length = src.count if src.kind == "audio" else int(src.count / float(src.rate) * rate)
+    lo, hi = max(0, -coarse), min(length, timeline.total - coarse) - n
+    if hi <= lo:
+        raise AlignmentError(f"{src.path.name}: overlaps {name} by less than {FINE_WINDOW_S:g} s")
+    starts = np.unique(np.linspace(lo, hi, FINE_WINDOWS).astype(np.int64)).tolist()
+    slack = int((FINE_SLACK_S + MAX_DRIFT_PPM * 1e-6 * length / rate) * rate)
+    pieces = audio_windows(src, [(a, a + n) for a in starts])
+    points = []
+    for a, piece in zip(starts, pieces):
+        r0 = max(0, a + coarse - slack)
+        r = _mono(read_wav(wav, r0, min(n + 2 * slack, timeline.total - r0)))
+        x = _mono(piece)
+        if len(x) < n or len(r) < n:
+            continue
+        cc = _xcorr(x - x.mean(), r - r.mean())
+        k = int(np.argmax(cc))
+        if cc[k] <= 0:
+            continue
+        take_sample = r0 + _peak(cc, k) - (len(x) - 1)
+        file_ns = src.audio_start_ns + a * 1e9 / rate
+        points.append((file_ns, float(timeline.t_ns_of(take_sample))))
+    if not points:
+        raise AlignmentError(f"{src.path.name}: no window of it correlates with {name}")
+    return fitted("audio", points, f"against {name}: {len(points)} windows of {FINE_WINDOW_S:g} s; "
+                                   f"the next peak {others[second] / c[best]:.2f} of the best", 1e9 / rate)
+
+
+def align(take: Take, src: Source, by: str | None, *, channel: int | None = None,
+          against: str | None = None) -> Alignment:
+    """The file on the take's clock by `by`, or (None) by the first of timecode, LTC, slates and audio
+    that the file and the take both carry; what each found when none does."""
+    if by is not None:
+        if by not in METHODS:
+            raise UsageError(f"--by {by}: one of {', '.join(METHODS)}")
+        return _one(take, src, by, channel, against)
+    tried = []
+    for method in METHODS:
+        try:
+            return _one(take, src, method, channel, against)
+        except (AlignmentError, UsageError) as e:  # what this file or take lacks for that method
+            tried.append(f"{method}: {str(e).removeprefix(src.path.name + ': ')}")
+    raise AlignmentError(f"{src.path.name}: not aligned ({'; '.join(tried)})")
+
+
+def _one(take: Take, src: Source, by: str, channel: int | None, against: str | None) -> Alignment:
+    if by == "timecode":
+        return by_timecode(take, src)
+    if by == "ltc":
+        return by_ltc(take, src, channel)
+    if by == "slates":
+        return by_slates(take, src)
+    return by_audio(take, src, against)
+
