@@ -9,12 +9,11 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from conftest import run_cli
-from improvcap.ltc import LtcEncoder
+from external_media import FPS, RATE, make_video, make_wav
 from improvcap.take.events import read_slates
 from improvcap.take.reader import open_take
 from improvcap.take.timecode import TimecodeRate, t0_since_midnight
@@ -39,8 +38,6 @@ ltc_channel = 2
 ltc_fps = 30
 ltc_offset_s = 3600.25
 """
-RATE = 48000
-FPS = 30
 
 
 @pytest.fixture(scope="module")
@@ -79,46 +76,6 @@ def verified(take: Path) -> dict:
     report = json.loads(done.stdout)
     assert done.returncode == 0, (done.stderr, report)
     return report
-
-
-def make_video(path: Path, frames: int, flashes: list[int]) -> None:
-    """H.264 at 30 fps: grey frames, white at the `flashes` frame numbers (a slate filmed by that camera)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for i in range(frames):
-            level = 235 if i in flashes else 60
-            frame = av.VideoFrame.from_ndarray(np.full((240, 320, 3), level, np.uint8), format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-
-
-def make_wav(path: Path, samples: int, beeps: list[int], ltc: tuple[TimecodeRate, int] | None = None,
-             seed: int = 1) -> None:
-    """A field recorder's WAV: low noise on channel 1 with 100 ms 1 kHz beeps starting at `beeps` (samples),
-    and (ltc: rate, first frame) LTC on channel 2 from its first sample."""
-    rng = np.random.default_rng(seed)
-    data = np.zeros((samples, 2), np.float32)
-    data[:, 0] = rng.standard_normal(samples) * 1e-3
-    burst = 0.5 * np.cos(2 * np.pi * 1000 * np.arange(RATE // 10) / RATE)
-    for b in beeps:
-        n = min(len(burst), samples - b)
-        data[b:b + n, 0] += burst[:n]
-    if ltc is not None:
-        encoder = LtcEncoder(RATE, ltc[0], ltc[1])
-        at = 0
-        try:
-            while at < samples:
-                piece = encoder.next_frame()
-                n = min(len(piece), samples - at)
-                data[at:at + n, 1] = piece[:n]
-                at += n
-        finally:
-            encoder.close()
-    w = WavWriter(path, 2, RATE, "s24")  # a bext with time_reference 0: a recorder given no timecode
-    w.write(data)
-    w.close()
 
 
 def first_t_ns(take: Path, name: str) -> int:

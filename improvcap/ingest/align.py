@@ -30,7 +30,8 @@ METHODS = ("timecode", "ltc", "slates", "audio")
 DAY_S = 86400
 SLATE_MATCH_NS = 40_000_000     # a slate and an onset this close under one offset are the same event
 AMBIGUOUS_RATIO = 0.8           # a second correlation peak this high against the first: two answers
-COARSE_RATE = 2000              # Hz: the whole files correlated at this rate first ...
+COARSE_RATE = 8000              # Hz: the whole files correlated at this rate first (whitened) ...
+COARSE_MAX = 1 << 22            # ... or lower, to keep both within this many samples (64 MB a spectrum)
 FINE_WINDOW_S = 0.5             # ... then windows this long at the full rate around that lag
 FINE_WINDOWS = 9
 FINE_SLACK_S = 0.02             # searched either side of the coarse lag, plus the largest drift
@@ -238,12 +239,15 @@ def _decimated(pieces: Any, q: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def _xcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c[k] = Σ a[n] b[n + k - (len(a) - 1)]: k = len(a) - 1 is no lag."""
+def _xcorr(a: np.ndarray, b: np.ndarray, whiten: bool = False) -> np.ndarray:
+    """c[k] = Σ a[n] b[n + k - (len(a) - 1)]: k = len(a) - 1 is no lag. `whiten`: every frequency weighted
+    alike (GCC-PHAT), so that tones and hum, which repeat, do not outweigh what happens only once."""
     n = len(a) + len(b) - 1
     size = 1 << (n - 1).bit_length()
-    fa, fb = np.fft.rfft(a[::-1], size), np.fft.rfft(b, size)
-    return np.fft.irfft(fa * fb, size)[:n]
+    spectrum = np.fft.rfft(a[::-1], size) * np.fft.rfft(b, size)
+    if whiten:
+        spectrum /= np.abs(spectrum) + 1e-12
+    return np.fft.irfft(spectrum, size)[:n]
 
 
 def _peak(c: np.ndarray, i: int) -> float:
@@ -266,12 +270,13 @@ def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
         raise UsageError(f"{src.path.name}: {src.audio_rate} Hz against {name}'s {rate} Hz: correlation needs one rate")
     wav = take.path / stream_media(name, "audio", take.manifest["streams"].get(name))
     timeline = AudioTimeline.from_blocks(stream_table(take.path, name, "audio", time_only=True), float(rate))
-    q = max(1, rate // COARSE_RATE)
+    length = src.count if src.kind == "audio" else int(src.count / float(src.rate) * rate)
+    q = max(1, rate // COARSE_RATE, -(-(length + timeline.total) // COARSE_MAX))
     ref = _decimated(((a, read_wav(wav, a, min(1 << 16, timeline.total - a))) for a in range(0, timeline.total, 1 << 16)), q)
     mine = _decimated(audio_pieces(src), q)
     if len(mine) < 16 or len(ref) < 16:
         raise AlignmentError(f"{src.path.name}: too little audio to correlate")
-    c = _xcorr(mine - mine.mean(), ref - ref.mean())
+    c = _xcorr(mine - mine.mean(), ref - ref.mean(), whiten=True)
     best = int(np.argmax(c))
     guard = max(3, int(PEAK_SEPARATION_S * rate / q))
     others = c.copy()
@@ -284,7 +289,6 @@ def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
                              "pick one with --offset-ms or align by slates")
     coarse = (best - (len(mine) - 1)) * q  # the take's sample at the file's first
     n = int(FINE_WINDOW_S * rate)
-    length = src.count if src.kind == "audio" else int(src.count / float(src.rate) * rate)
     lo, hi = max(0, -coarse), min(length, timeline.total - coarse) - n
     if hi <= lo:
         raise AlignmentError(f"{src.path.name}: overlaps {name} by less than {FINE_WINDOW_S:g} s")
@@ -302,9 +306,10 @@ def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
         k = int(np.argmax(cc))
         if cc[k] <= 0:
             continue
-        take_sample = r0 + _peak(cc, k) - (len(x) - 1)
-        file_ns = src.audio_start_ns + a * 1e9 / rate
-        points.append((file_ns, float(timeline.t_ns_of(take_sample))))
+        # the lag found is the window's mean: its middle's (a drifting file's lag changes across it)
+        middle = a + n / 2
+        take_sample = r0 + _peak(cc, k) - (len(x) - 1) + n / 2
+        points.append((src.audio_start_ns + middle * 1e9 / rate, float(timeline.t_ns_of(take_sample))))
     if not points:
         raise AlignmentError(f"{src.path.name}: no window of it correlates with {name}")
     return fitted("audio", points, f"against {name}: {len(points)} windows of {FINE_WINDOW_S:g} s; "
