@@ -34,34 +34,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from external_media import FPS, RATE, make_video, make_wav  # noqa: E402
+from external_media import FPS, RATE, RIG, make_video, make_wav  # noqa: E402
 
 from improvcap.take.events import read_slates  # noqa: E402
 from improvcap.take.tables import stream_table  # noqa: E402
 from improvcap.take.timecode import TimecodeRate, t0_since_midnight  # noqa: E402
 from improvcap.take.timeline import AudioTimeline  # noqa: E402
 from improvcap.take.wav import WavWriter, read_wav  # noqa: E402
-
-RIG = """
-[rig]
-name = "bench-ingest"
-master = "cam0"
-timecode = "ltc:mic:2"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-ltc_channel = 2
-ltc_fps = 30
-ltc_offset_s = 3600.25
-"""
-
 
 def improvcap(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "improvcap", *args], cwd=cwd, capture_output=True, text=True,
@@ -92,8 +71,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)
         (root / "rigs").mkdir()
-        (root / "rigs" / "bench-ingest.toml").write_text(RIG)
-        done = improvcap("record", "bench-ingest", "--out", "out", "--session", "day", "--duration",
+        (root / "rigs" / "ingest.toml").write_text(RIG)
+        done = improvcap("record", "ingest", "--out", "out", "--session", "day", "--duration",
                          str(args.seconds), "--slate", "--json", cwd=root)
         if done.returncode:
             raise SystemExit(done.stderr)

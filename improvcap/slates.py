@@ -513,17 +513,17 @@ def detect_take(take_dir: Path) -> dict[str, list[Onset]]:
     streams = {name: (s.get("kind") or settings.get(name, {}).get("kind"))
                for name, s in (manifest.get("streams") or {}).items()} \
         or {name: s.get("kind") for name, s in settings.items()}
+    entries = manifest.get("streams") or {}
     cpus = os.cpu_count() or 1
     cameras = sum(kind == "camera" for kind in streams.values())
     threads = max(1, cpus // max(1, cameras))
 
     def detect(name: str, kind: str) -> list[Onset]:
         table = take_dir / table_file(name, kind)
-        media = take_dir / stream_media(name, kind, (manifest.get("streams") or {}).get(name))
         if kind == "camera":
-            return detect_video(media, table, threads=threads)
+            return detect_video(take_dir / stream_media(name, kind, entries.get(name)), table, threads=threads)
         if kind == "audio":
-            wav = media
+            wav = take_dir / stream_media(name, kind, entries.get(name))
             rate = settings.get(name, {}).get("samplerate") or wav_info(wav)["samplerate"]
             return detect_audio(wav, table, float(rate))
         return detect_mocap(table)

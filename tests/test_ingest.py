@@ -13,32 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from external_media import FPS, RATE, make_video, make_wav
+from external_media import FPS, RATE, RIG, make_video, make_wav
 from improvcap.take.events import read_slates
 from improvcap.take.reader import open_take
 from improvcap.take.timecode import TimecodeRate, t0_since_midnight
 from improvcap.take.wav import WavWriter, read_wav, wav_info
-
-RIG = """
-[rig]
-name = "ingest"
-master = "cam0"
-timecode = "ltc:mic:2"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-ltc_channel = 2
-ltc_fps = 30
-ltc_offset_s = 3600.25
-"""
-
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -288,3 +267,29 @@ def test_exports_carry_an_ingested_stream(take: Path, tmp_path: Path):
         summary = make_reader(fh).get_summary()
         counts = {c.topic: summary.statistics.channel_message_counts[i] for i, c in summary.channels.items()}
     assert counts["/cine"] == cine["count"]
+
+
+def test_a_full_disk_refuses_in_one_line_and_leaves_the_take_as_it_was(recorded: Path, tmp_path: Path):
+    import subprocess
+    if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
+        pytest.skip("mounting a small disk needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size_kib = sum(p.stat().st_size for p in recorded.iterdir()) // 1024 + 1024
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        take = Path(shutil.copytree(recorded, disk / "d" / recorded.name))
+        before = {p.name: p.read_bytes() for p in take.iterdir()}
+        wav = tmp_path / "long.wav"
+        make_wav(wav, 30 * RATE, [])  # 8.6 MB: more than the disk has left
+        done = ingest(take, wav, "long", "--offset-ms", "0")
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "No space left" in done.stderr and "Traceback" not in done.stderr
+        assert {p.name: p.read_bytes() for p in take.iterdir()} == before
+        subprocess.run(["mount", "-o", f"remount,size={size_kib + 16 * 1024}k", str(disk)], check=True)
+        assert entry_of(ingest(take, wav, "long", "--offset-ms", "0"))["count"] == 30 * RATE
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ from .source import Source, audio_pieces, audio_windows
 METHODS = ("timecode", "ltc", "slates", "audio")
 DAY_S = 86400
 SLATE_MATCH_NS = 40_000_000     # a slate and an onset this close under one offset are the same event
-AMBIGUOUS_RATIO = 0.8           # a second correlation peak this high against the first: two answers
+CANDIDATES = 5                  # correlation peaks judged at the full rate
+MIN_COHERENCE = 0.3             # a window correlated less than this is not the same sound
+AMBIGUOUS_RESIDUAL = 2.0        # a runner-up leaving less than twice the best's unexplained part: two answers
 COARSE_RATE = 8000              # Hz: the whole files correlated at this rate first (whitened) ...
 COARSE_MAX = 1 << 22            # ... or lower, to keep both within this many samples (64 MB a spectrum)
 FINE_WINDOW_S = 0.5             # ... then windows this long at the full rate around that lag
@@ -259,61 +262,103 @@ def _peak(c: np.ndarray, i: int) -> float:
     return float(i)
 
 
+@dataclass
+class _Sound:
+    """The take's audio stream a file is correlated with: its WAV, timeline and rate."""
+
+    name: str
+    wav: Path
+    timeline: AudioTimeline
+    rate: int
+
+    def window(self, a: int, n: int) -> tuple[int, np.ndarray]:
+        a = max(0, a)
+        return a, _mono(read_wav(self.wav, a, max(0, min(n, self.timeline.total - a))))
+
+
+def _coarse_lags(src: Source, ref: _Sound, length: int) -> list[int]:
+    """Take samples at the file's first, best first: the highest peaks of a whitened correlation of both
+    whole files at about COARSE_RATE."""
+    q = max(1, ref.rate // COARSE_RATE, -(-(length + ref.timeline.total) // COARSE_MAX))
+    theirs = _decimated((ref.window(a, 1 << 16) for a in range(0, ref.timeline.total, 1 << 16)), q)
+    mine = _decimated(audio_pieces(src), q)
+    if len(mine) < 16 or len(theirs) < 16:
+        raise AlignmentError(f"{src.path.name}: too little audio to correlate")
+    c = _xcorr(mine - mine.mean(), theirs - theirs.mean(), whiten=True)
+    guard = max(3, int(PEAK_SEPARATION_S * ref.rate / q))
+    lags = []
+    for _ in range(CANDIDATES):
+        i = int(np.argmax(c))
+        if not np.isfinite(c[i]) or c[i] <= 0:
+            break
+        lags.append((i - (len(mine) - 1)) * q)
+        c[max(0, i - guard):i + guard + 1] = -np.inf
+    return lags
+
+
+def _fine(x: np.ndarray, ref: _Sound, at: int, slack: int) -> tuple[float, float] | None:
+    """(take sample at x's first, to a fraction; the correlation coefficient there) for a window x of the
+    file expected near take sample `at`."""
+    r0, r = ref.window(at - slack, len(x) + 2 * slack)
+    if len(r) < len(x) or len(x) < 2:
+        return None
+    cc = _xcorr(x - x.mean(), r - r.mean())[len(x) - 1:len(r)]  # lags 0 … len(r) - len(x)
+    k = int(np.argmax(cc))
+    seg = r[k:k + len(x)]
+    norm = float(np.linalg.norm(x - x.mean()) * np.linalg.norm(seg - seg.mean()))
+    return r0 + _peak(cc, k), (float(cc[k]) / norm if norm else 0.0)
+
+
 def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
     audio = [n for n, s in take.streams.items() if s.kind == "audio"]
     name = against or next((n for n in audio if take.streams[n].samplerate == src.audio_rate), None)
     if name is None or name not in audio:
         raise UsageError(f"--against {against}: not an audio stream of the take ({', '.join(audio) or 'none'})"
                          if against else f"{take.path.name}: no audio stream at {src.audio_rate} Hz to correlate with")
-    rate = take.streams[name].samplerate
+    rate = int(take.streams[name].samplerate or 0)
     if src.audio_rate != rate:
         raise UsageError(f"{src.path.name}: {src.audio_rate} Hz against {name}'s {rate} Hz: correlation needs one rate")
-    wav = take.path / stream_media(name, "audio", take.manifest["streams"].get(name))
-    timeline = AudioTimeline.from_blocks(stream_table(take.path, name, "audio", time_only=True), float(rate))
+    ref = _Sound(name, take.path / stream_media(name, "audio", take.manifest["streams"].get(name)),
+                 AudioTimeline.from_blocks(stream_table(take.path, name, "audio", time_only=True), float(rate)), rate)
     length = src.count if src.kind == "audio" else int(src.count / float(src.rate) * rate)
-    q = max(1, rate // COARSE_RATE, -(-(length + timeline.total) // COARSE_MAX))
-    ref = _decimated(((a, read_wav(wav, a, min(1 << 16, timeline.total - a))) for a in range(0, timeline.total, 1 << 16)), q)
-    mine = _decimated(audio_pieces(src), q)
-    if len(mine) < 16 or len(ref) < 16:
-        raise AlignmentError(f"{src.path.name}: too little audio to correlate")
-    c = _xcorr(mine - mine.mean(), ref - ref.mean(), whiten=True)
-    best = int(np.argmax(c))
-    guard = max(3, int(PEAK_SEPARATION_S * rate / q))
-    others = c.copy()
-    others[max(0, best - guard):best + guard + 1] = -np.inf
-    second = int(np.argmax(others))
-    lag = lambda i: (i - (len(mine) - 1)) * q / rate  # noqa: E731 - take sample of the file's first, in s
-    if c[best] <= 0 or others[second] >= AMBIGUOUS_RATIO * c[best]:
-        raise AlignmentError(f"{src.path.name}: ambiguous against {name}: correlation peaks at {lag(best):+.3f} s "
-                             f"and {lag(second):+.3f} s ({others[second] / c[best]:.2f} of it): "
-                             "pick one with --offset-ms or align by slates")
-    coarse = (best - (len(mine) - 1)) * q  # the take's sample at the file's first
     n = int(FINE_WINDOW_S * rate)
-    lo, hi = max(0, -coarse), min(length, timeline.total - coarse) - n
-    if hi <= lo:
-        raise AlignmentError(f"{src.path.name}: overlaps {name} by less than {FINE_WINDOW_S:g} s")
-    starts = np.unique(np.linspace(lo, hi, FINE_WINDOWS).astype(np.int64)).tolist()
     slack = int((FINE_SLACK_S + MAX_DRIFT_PPM * 1e-6 * length / rate) * rate)
-    pieces = audio_windows(src, [(a, a + n) for a in starts])
-    points = []
-    for a, piece in zip(starts, pieces):
-        r0 = max(0, a + coarse - slack)
-        r = _mono(read_wav(wav, r0, min(n + 2 * slack, timeline.total - r0)))
-        x = _mono(piece)
-        if len(x) < n or len(r) < n:
+    # each candidate lag judged at the full rate by how much of the file it explains: sound that repeats
+    # (tones, hum, a looped room tone) explains it as well at another lag
+    scored = []
+    for lag in _coarse_lags(src, ref, length):
+        lo, hi = max(0, -lag), min(length, ref.timeline.total - lag) - n
+        if hi <= lo:
             continue
-        cc = _xcorr(x - x.mean(), r - r.mean())
-        k = int(np.argmax(cc))
-        if cc[k] <= 0:
+        starts = np.unique(np.linspace(lo, hi, 3).astype(np.int64)).tolist()
+        fits = [_fine(_mono(x), ref, a + lag, slack) for a, x in zip(starts, audio_windows(src, [(a, a + n) for a in starts]))]
+        r = [f[1] for f in fits if f is not None]
+        if r:
+            scored.append((float(np.median(r)), lag))
+    scored.sort(reverse=True)
+    if not scored or scored[0][0] < MIN_COHERENCE:
+        raise AlignmentError(f"{src.path.name}: its sound is not {name}'s (best correlation "
+                             f"{scored[0][0] if scored else 0:.2f}): align it by slates or by hand")
+    (r_best, lag), rivals = scored[0], scored[1:]
+    if rivals and 1 - rivals[0][0] < AMBIGUOUS_RESIDUAL * (1 - r_best):
+        raise AlignmentError(f"{src.path.name}: ambiguous against {name}: it fits at {lag / rate:+.3f} s "
+                             f"(correlation {r_best:.3f}) and at {rivals[0][1] / rate:+.3f} s ({rivals[0][0]:.3f}): "
+                             "pick one with --offset-ms or align by slates")
+    lo, hi = max(0, -lag), min(length, ref.timeline.total - lag) - n
+    starts = np.unique(np.linspace(lo, hi, FINE_WINDOWS).astype(np.int64)).tolist()
+    points = []
+    for a, x in zip(starts, audio_windows(src, [(a, a + n) for a in starts])):
+        fit = _fine(_mono(x), ref, a + lag, slack)
+        if fit is None or fit[1] < MIN_COHERENCE:
             continue
         # the lag found is the window's mean: its middle's (a drifting file's lag changes across it)
         middle = a + n / 2
-        take_sample = r0 + _peak(cc, k) - (len(x) - 1) + n / 2
-        points.append((src.audio_start_ns + middle * 1e9 / rate, float(timeline.t_ns_of(take_sample))))
+        points.append((src.audio_start_ns + middle * 1e9 / rate, float(ref.timeline.t_ns_of(fit[0] + n / 2))))
     if not points:
         raise AlignmentError(f"{src.path.name}: no window of it correlates with {name}")
-    return fitted("audio", points, f"against {name}: {len(points)} windows of {FINE_WINDOW_S:g} s; "
-                                   f"the next peak {others[second] / c[best]:.2f} of the best", 1e9 / rate)
+    runner = f"; the next best lag {rivals[0][1] / rate:+.3f} s at {rivals[0][0]:.3f}" if rivals else ""
+    return fitted("audio", points, f"against {name}: {len(points)} windows of {FINE_WINDOW_S:g} s, correlation "
+                                   f"{r_best:.3f}{runner}", 1e9 / rate)
 
 
 def align(take: Take, src: Source, by: str | None, *, channel: int | None = None,

@@ -65,16 +65,29 @@ def _lock(folder: Folder) -> None:
 
 def _write(take: Take, folder: Folder, src: Source, name: str, a: Alignment,
            on_step: Callable[[str], None]) -> dict[str, Any]:
-    m = take.manifest
-    kind = src.kind
-    media, table = stream_files(name, kind, {"media": name + src.suffix})[:2]
+    media, table = stream_files(name, src.kind, {"media": name + src.suffix})[:2]
     for rel in (media, table):
         if folder.exists(rel) or folder.is_link(rel):
             raise UsageError(f"{take.path / rel}: already exists; pick another --as")
     on_step(f"copying {src.path.name}")
-    digest = _copy(src.path, take.path / media, folder)
-    rows = _table(src, a, int(m["t0_host_ns"]))
-    write_bytes_atomic(take.path / table, rows, replace_existing=False, folder=folder)
+    made: list[str] = []
+    try:
+        digest = _copy(src.path, take.path / media, folder)
+        made.append(media)
+        rows, text = _table(src, a)
+        write_bytes_atomic(take.path / table, text, replace_existing=False, folder=folder)
+        made.append(table)
+        return _record(take, folder, src, name, a, digest, (media, table), rows, on_step)
+    except BaseException:  # the manifest is written last: until then the files made are ours, not the take's
+        for rel in made:
+            folder.unlink(rel)
+        raise
+
+
+def _record(take: Take, folder: Folder, src: Source, name: str, a: Alignment, digest: str, files: tuple[str, str],
+            rows: int, on_step: Callable[[str], None]) -> dict[str, Any]:
+    """The stream in take.json (rig snapshot and streams), sync.csv rebuilt, the hashes updated."""
+    m, kind, (media, table) = take.manifest, src.kind, files
     t_ns = a.t_ns(src.file_ns) if kind == "camera" else a.t_ns(np.asarray([0.0, (src.count - 1) * 1e9 / float(src.rate)]))
     spec: dict[str, Any] = {"kind": kind, "name": name, "driver": INGEST_DRIVER, "latency_ms": 0.0}
     if kind == "camera":
@@ -90,14 +103,14 @@ def _write(take: Take, folder: Folder, src: Source, name: str, a: Alignment,
         "latency_ms": 0.0,
         "clock": {"domain": "file", "method": record["method"], "offset_ns": record["offset_ns"],
                   "drift_ppm": record["drift_ppm"], "residual_p99_ns": _p99(a.residuals_ns()),
-                  "effective_rate": effective, "rows": len(t_ns)},
+                  "effective_rate": effective, "rows": rows},
         "first_t_ns": int(t_ns[0]), "last_t_ns": int(t_ns[-1]), "state": "ok", "fault": None,
         "ingest": {"source": str(src.path.resolve()), "source_sha256": digest,
                    "ingested_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record},
     }
     m["rig"]["streams"].append(spec)
     m["streams"][name] = entry
-    on_step("rebuilding sync.csv")
+    on_step(f"rebuilding {SYNC}")
     m["sync"] = build_sync(take.path, m, replace=True, folder=folder)
     files = m.setdefault("files", {})
     for rel in (media, table, SYNC):
@@ -127,12 +140,13 @@ def _copy(source: Path, dest: Path, folder: Folder) -> str:
     return h.hexdigest()
 
 
-def _table(src: Source, a: Alignment, t0_host_ns: int) -> bytes:
-    """A recorded stream's timing table for the file: device_ns its own time, host_ns t_ns on the host clock."""
+def _table(src: Source, a: Alignment) -> tuple[int, bytes]:
+    """A recorded stream's timing table for the file (rows, CSV): device_ns its own time, host_ns when its
+    data ended on the shared clock (a frame's t_ns, a block's end: where a recorded row's arrival would be)."""
     if src.kind == "camera":
         assert src.file_ns is not None and src.pts is not None
         t = a.t_ns(src.file_ns)
-        cols = [np.arange(src.count), t, src.file_ns, t + t0_host_ns, np.arange(src.count), src.pts]
+        cols = [np.arange(src.count), t, src.file_ns, t, np.arange(src.count), src.pts]
         header = CAMERA.columns
     else:
         step = max(1, int(round(BLOCK_S * float(src.rate))))
@@ -140,12 +154,12 @@ def _table(src: Source, a: Alignment, t0_host_ns: int) -> bytes:
         frames = np.minimum(step, src.count - first)
         own = np.rint(first * 1e9 / float(src.rate)).astype(np.int64)
         t = a.t_ns(own)
-        cols = [first, t, own, t + t0_host_ns, frames]
+        cols = [first, t, own, a.t_ns(own + np.rint(frames * 1e9 / float(src.rate))), frames]
         header = AUDIO.columns
     lines = [",".join(header)]
     empty = "," if src.kind == "audio" else ""  # adc_ns: no converter times in a file
     lines += [",".join(str(int(v)) for v in row) + empty for row in zip(*cols)]
-    return ("\n".join(lines) + "\n").encode("ascii")
+    return len(lines) - 1, ("\n".join(lines) + "\n").encode("ascii")
 
 
 def _p99(values: list[float]) -> float | None:
