@@ -169,6 +169,10 @@ def test_ambiguous_files_are_refused_and_the_take_is_untouched(take: Path, tmp_p
     assert done.returncode == 2 and "already" in done.stderr  # never over a stream
     done = ingest(take, tmp_path / "clip.txt", "x")
     assert done.returncode == 2 and "not a file ingest reads" in done.stderr
+    done = run_cli("ingest", str(tmp_path / "nope"), str(one), "--as", "x", cwd=tmp_path)
+    assert done.returncode == 2 and "not a take folder" in done.stderr and "Traceback" not in done.stderr
+    done = ingest(take, one, "../x")
+    assert done.returncode == 2 and "a stream name is" in done.stderr
 
 
 # --- a stream of the take ---------------------------------------------------------------------------

@@ -37,7 +37,11 @@ def ingest(take_dir: Path, file: Path, name: str, *, by: str | None = None, offs
     if not NAME_RE.match(name):
         raise UsageError(f"--as {name!r}: a stream name is letters, digits, '_', '.' and '-', not starting with '.'")
     src = probe(file)
-    with Folder(Path(take_dir), follow=False) as folder:
+    try:
+        opened = Folder(Path(take_dir), follow=False)
+    except OSError as e:
+        raise TakeError(f"{take_dir}: not a take folder ({e.strerror or e})") from None
+    with opened as folder:
         _lock(folder)
         take = open_take(take_dir)
         m = take.manifest
