@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..clock import ClockDomain
 from ..errors import TakeError, UsageError
 from ..take.atomic import Folder, rewriting, pid_tag, write_bytes_atomic, write_json_atomic
 from ..take.hashing import file_entry
@@ -105,7 +106,7 @@ def _record(take: Take, folder: Folder, src: Source, name: str, a: Alignment, di
         "kind": kind, "driver": INGEST_DRIVER, "device": src.describe(), "media": media, "files": [media, table],
         "nominal_rate": nominal, "measured_rate": round(effective, 4), "count": src.count, "dropped": 0,
         "latency_ms": 0.0,
-        "clock": {"domain": "file", "method": record["method"], "offset_ns": record["offset_ns"],
+        "clock": {"domain": ClockDomain.FILE.value, "method": record["method"], "offset_ns": record["offset_ns"],
                   "drift_ppm": record["drift_ppm"], "residual_p99_ns": _p99(a.residuals_ns()),
                   "effective_rate": effective, "rows": rows},
         "first_t_ns": int(t_ns[0]), "last_t_ns": int(t_ns[-1]), "state": "ok", "fault": None,
