@@ -297,3 +297,13 @@ def test_a_full_disk_refuses_in_one_line_and_leaves_the_take_as_it_was(recorded:
         assert entry_of(ingest(take, wav, "long", "--offset-ms", "0"))["count"] == 30 * RATE
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_video_with_b_frames_is_refused_in_one_line(take: Path, tmp_path: Path):
+    import subprocess
+    video = tmp_path / "phone.mp4"  # libx264 with B-frames: stored out of display order
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size=320x240:rate={FPS}", "-t", "1",
+                    "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p", str(video)], check=True)
+    done = ingest(take, video, "phone", "--offset-ms", "0")
+    assert done.returncode == 2 and "B-frames" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (take / "phone.mp4").exists()

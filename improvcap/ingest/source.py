@@ -114,7 +114,13 @@ def _video(path: Path, suffix: str) -> Source:
         if errors or not pts or any(p is None for p in pts):
             raise UsageError(f"{path.name}: its video cannot be read to the end"
                              + (f" ({errors[0]})" if errors else " (packets without times)"))
-        order = np.sort(np.asarray(pts, np.int64))
+        stored = np.asarray(pts, np.int64)
+        if len(stored) > 1 and (np.diff(stored) <= 0).any():
+            # a take's streams keep their frames in the order they are shown (one pts a row, in file order),
+            # which editorial and the exports rely on
+            raise UsageError(f"{path.name}: its video stores frames out of display order (B-frames), which a take's "
+                             "streams do not: bring it in as ProRes, DNxHR, MJPEG or H.264/HEVC without B-frames")
+        order = stored
         tb = Fraction(video.time_base)
         file_ns = np.asarray([round((int(p) - int(order[0])) * tb * 10**9) for p in order], np.int64)
         start_ns = 0
