@@ -22,13 +22,13 @@ from ..take.events import read_slates
 from ..take.layout import EVENTS, stream_media
 from ..take.reader import Take
 from ..take.tables import stream_table
-from ..take.timecode import TimecodeRate, t0_since_midnight, take_rate
+from ..take.timecode import TimecodeRate, take_ns_of_day, take_rate
 from ..take.timeline import AudioTimeline
 from ..take.wav import read_wav
+from ..writers.ltc_table import ltc_summary
 from .source import Source, audio_pieces, audio_windows
 
 METHODS = ("timecode", "ltc", "slates", "audio")
-DAY_S = 86400
 SLATE_MATCH_NS = 40_000_000     # a slate and an onset this close under one offset are the same event
 CANDIDATES = 5                  # correlation peaks judged at the full rate
 MIN_COHERENCE = 0.3             # a window correlated less than this is not the same sound
@@ -88,17 +88,6 @@ def by_hand(offset_ms: float) -> Alignment:
 
 
 # --- the take's time of day -------------------------------------------------------------------------
-
-def take_ns_of_day(manifest: dict[str, Any], seconds: np.ndarray) -> np.ndarray:
-    """The take's t_ns at times of day (s since midnight, on the studio's timecode): a take jam-synced to
-    LTC through the line fitted to its LTC (its offset and drift), else from its own t0's time of day.
-    A time of day within 12 hours either side of t0's (a take across midnight)."""
-    t0 = float(t0_since_midnight(manifest))
-    ltc = manifest.get("ltc") if isinstance(manifest.get("ltc"), dict) else {}
-    slope = 1 + (ltc.get("drift_ppm") or 0.0) * 1e-6 if manifest.get("timecode_t0_s") is not None else 1.0
-    d = (np.asarray(seconds, np.float64) - t0 + DAY_S / 2) % DAY_S - DAY_S / 2
-    return d / slope * 1e9
-
 
 def _jammed(manifest: dict[str, Any]) -> str:
     source = manifest.get("timecode_source")
@@ -163,14 +152,13 @@ def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
     t = take_ns_of_day(m, seconds)
     file_ns = [src.audio_start_ns + s * 1e9 / src.audio_rate for s, _ in frames]  # type: ignore[operator]
     points = list(zip(file_ns, t.tolist()))
-    a = fitted("ltc", points, f"{len(frames)} LTC frames on channel {ch} ({frames[0][1]} … {frames[-1][1]}), "
-                              f"against {_jammed(m)}", 2e9 / src.audio_rate)  # type: ignore[operator]
-    # a jump in the file's LTC (a restarted generator) leaves frames far off the line: not one alignment
-    worst = max(abs(r) for r in a.residuals_ns())
-    if worst > 0.5e9 / float(rate.rate):
-        raise AlignmentError(f"{src.path.name}: its LTC jumps (a frame {worst / 1e6:.1f} ms off the line through "
-                             "the others): align it by hand with --offset-ms")
-    return a
+    # a jump in the file's LTC (a restarted generator), as verify counts them in a take's: not one line
+    continuity = ltc_summary(rate, [round(f) for f in file_ns], [label for _, label in frames])
+    if continuity["jumps"]:
+        raise AlignmentError(f"{src.path.name}: its LTC jumps {continuity['jumps']} time(s) (first at "
+                             f"{continuity['first_jumps'][0]}): align it by hand with --offset-ms")
+    return fitted("ltc", points, f"{len(frames)} LTC frames on channel {ch} ({frames[0][1]} … {frames[-1][1]}), "
+                                 f"against {_jammed(m)}", 2e9 / src.audio_rate)  # type: ignore[operator]
 
 
 # --- slates -----------------------------------------------------------------------------------------

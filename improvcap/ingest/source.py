@@ -120,13 +120,12 @@ def _video(path: Path, suffix: str) -> Source:
             # which editorial and the exports rely on
             raise UsageError(f"{path.name}: its video stores frames out of display order (B-frames), which a take's "
                              "streams do not: bring it in as ProRes, DNxHR, MJPEG or H.264/HEVC without B-frames")
-        order = stored
         tb = Fraction(video.time_base)
-        file_ns = np.asarray([round((int(p) - int(order[0])) * tb * 10**9) for p in order], np.int64)
+        file_ns = np.asarray([round((int(p) - int(stored[0])) * tb * 10**9) for p in stored], np.int64)
         start_ns = 0
         if audio is not None and audio.start_time is not None and video.start_time is not None:
-            start_ns = round((audio.start_time * Fraction(audio.time_base) - int(order[0]) * tb) * 10**9)
-        return Source(path, "camera", suffix, Fraction(rate), len(order), order, file_ns, _timecode(container), None,
+            start_ns = round((audio.start_time * Fraction(audio.time_base) - int(stored[0]) * tb) * 10**9)
+        return Source(path, "camera", suffix, Fraction(rate), len(stored), stored, file_ns, _timecode(container), None,
                       audio.codec_context.sample_rate if audio is not None else None,
                       audio.codec_context.layout.nb_channels if audio is not None else 0, start_ns,
                       video.codec_context.width, video.codec_context.height, video.codec_context.name)

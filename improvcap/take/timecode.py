@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..errors import TakeError
 
 # the NTSC rates as cameras report them in floats, and their exact values
@@ -131,3 +133,14 @@ def t0_since_midnight(manifest: Mapping[str, Any]) -> Fraction:
             pass
     rate = take_rate(manifest)
     return Fraction(rate.frame_number(str(manifest.get("timecode") or "00:00:00:00")), 1) / rate.rate
+
+
+def take_ns_of_day(manifest: Mapping[str, Any], seconds: np.ndarray) -> np.ndarray:
+    """The take's t_ns at times of day (s since midnight, on the studio's timecode): a take jam-synced to
+    LTC through the line fitted to its LTC (its offset and drift), else from its own t0's time of day.
+    A time of day within 12 hours either side of t0's (a take across midnight)."""
+    t0 = float(t0_since_midnight(manifest))
+    ltc = manifest.get("ltc") if isinstance(manifest.get("ltc"), dict) else {}
+    slope = 1 + (ltc.get("drift_ppm") or 0.0) * 1e-6 if manifest.get("timecode_t0_s") is not None else 1.0
+    d = (np.asarray(seconds, np.float64) - t0 + SECONDS_PER_DAY / 2) % SECONDS_PER_DAY - SECONDS_PER_DAY / 2
+    return d / slope * 1e9
