@@ -18,6 +18,7 @@ the folders (PNG decoding included in the time) and only the corners are kept. R
 
     python bench/calibrate.py [--views 200] [--width 1280] [--height 720]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,14 @@ def summary(result: dict, truth: dict, covered: dict) -> dict:
         "ray_px_max_covered": max(e["ray_px_max_covered"] for e in errors.values()),
         "ray_px_max": max(e["ray_px_max"] for e in errors.values()),
     }
-    return {"rms_px": round(meta["error"], 4),
-            "per_camera_rms_px": {k: round(v, 4) for k, v in meta["per_camera_error"].items()},
-            "views_used": meta["views_used"], "coverage": meta["coverage"],
-            "worst": {k: round(v, 4) for k, v in worst.items()},
-            "per_camera": {n: {k: round(v, 4) for k, v in e.items()} for n, e in errors.items()}}
+    return {
+        "rms_px": round(meta["error"], 4),
+        "per_camera_rms_px": {k: round(v, 4) for k, v in meta["per_camera_error"].items()},
+        "views_used": meta["views_used"],
+        "coverage": meta["coverage"],
+        "worst": {k: round(v, 4) for k, v in worst.items()},
+        "per_camera": {n: {k: round(v, 4) for k, v in e.items()} for n, e in errors.items()},
+    }
 
 
 def main() -> None:
@@ -87,7 +91,9 @@ def main() -> None:
 
     result = {
         "command": " ".join(["bench/calibrate.py", *sys.argv[1:]]),
-        "cameras": len(cameras), "views": args.views, "size": [args.width, args.height],
+        "cameras": len(cameras),
+        "views": args.views,
+        "size": [args.width, args.height],
         "board": spec.describe(),
         "board_found": {n: len(d.detections) for n, d in detections.items()},
         "time_s": {

@@ -12,6 +12,7 @@ the ratios (target ≥ 0.8 × ffmpeg).
 
     python bench/editorial.py [--gb 1] [--takes 1] [--seconds 60] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,24 @@ def ffmpeg_remux(day: Path, out: Path, wavs: bool) -> float:
         dest = out / take.name
         dest.mkdir(parents=True)
         for mkv in sorted(take.glob("*.mkv")):
-            subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(mkv), "-map", "0:v", "-c", "copy",
-                            "-timecode", "01:00:00:00", str(dest / (mkv.stem + ".mov"))], check=True)
+            subprocess.run(
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-nostdin",
+                    "-i",
+                    str(mkv),
+                    "-map",
+                    "0:v",
+                    "-c",
+                    "copy",
+                    "-timecode",
+                    "01:00:00:00",
+                    str(dest / (mkv.stem + ".mov")),
+                ],
+                check=True,
+            )
         if wavs:
             for wav in sorted(take.glob("*.wav")):
                 shutil.copyfile(wav, dest / wav.name)
@@ -61,8 +78,9 @@ def main() -> None:
         ours, theirs, with_wavs, rss = [], [], [], []
         for i in range(args.repeats):
             out = root / f"ed{i}"
-            wall, peak, _ = timed([sys.executable, "-m", "improvcap", "editorial", str(day), "--to", str(out),
-                                   "--json"], root)
+            wall, peak, _ = timed(
+                [sys.executable, "-m", "improvcap", "editorial", str(day), "--to", str(out), "--json"], root
+            )
             report = json.loads((out / "editorial.json").read_text())
             assert not report["warnings"], report["warnings"]
             ours.append(wall)
@@ -73,18 +91,26 @@ def main() -> None:
             with_wavs.append(ffmpeg_remux(day, root / f"fw{i}", wavs=True))
             shutil.rmtree(root / f"fw{i}")
     t_ours = statistics.median(ours)
-    print(json.dumps({
-        "command": " ".join(["bench/editorial.py", *sys.argv[1:]]),
-        "bytes": size, "camera_bytes": cameras, "takes": len({Path(f).parent for f in files}),
-        "cache": "warm (every file read twice before timing)",
-        "editorial_wall_s": [round(x, 2) for x in ours], "ffmpeg_wall_s": [round(x, 2) for x in theirs],
-        "ffmpeg_and_cp_wall_s": [round(x, 2) for x in with_wavs],
-        "editorial_camera_mb_per_s_median": round(cameras / t_ours / 1e6, 1),
-        "ffmpeg_camera_mb_per_s_median": round(cameras / statistics.median(theirs) / 1e6, 1),
-        "throughput_ratio": round(statistics.median(theirs) / t_ours, 3),
-        "ratio_to_ffmpeg_and_cp": round(statistics.median(with_wavs) / t_ours, 3),
-        "editorial_peak_rss_mb": round(max(rss) / 1024, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": " ".join(["bench/editorial.py", *sys.argv[1:]]),
+                "bytes": size,
+                "camera_bytes": cameras,
+                "takes": len({Path(f).parent for f in files}),
+                "cache": "warm (every file read twice before timing)",
+                "editorial_wall_s": [round(x, 2) for x in ours],
+                "ffmpeg_wall_s": [round(x, 2) for x in theirs],
+                "ffmpeg_and_cp_wall_s": [round(x, 2) for x in with_wavs],
+                "editorial_camera_mb_per_s_median": round(cameras / t_ours / 1e6, 1),
+                "ffmpeg_camera_mb_per_s_median": round(cameras / statistics.median(theirs) / 1e6, 1),
+                "throughput_ratio": round(statistics.median(theirs) / t_ours, 3),
+                "ratio_to_ffmpeg_and_cp": round(statistics.median(with_wavs) / t_ours, 3),
+                "editorial_peak_rss_mb": round(max(rss) / 1024, 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ must not grow with the take).
 
     python bench/export.py [--gb 2] [--takes 2] [--seconds 20] [--repeats 3] [--long 120]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,12 +64,15 @@ def performers(root: Path) -> None:
     (session / "performers.toml").write_text(
         '[performers.ana]\nname = "Ana"\nconsent_form = "forms/ana.pdf"\n'
         f'consent_sha256 = "{hashlib.sha256(b"%PDF ana").hexdigest()}"\nsigned = "2026-11-20"\n'
-        'allowed = ["llm-training"]\n')
+        'allowed = ["llm-training"]\n'
+    )
 
 
 def export_run(day: Path, out: Path) -> tuple[float, int]:
-    wall, peak, _ = timed([sys.executable, "-m", "improvcap", "export", str(day), "--use", "llm-training", "--to",
-                           str(out), "--json"], day.parent)
+    wall, peak, _ = timed(
+        [sys.executable, "-m", "improvcap", "export", str(day), "--use", "llm-training", "--to", str(out), "--json"],
+        day.parent,
+    )
     return wall, peak
 
 
@@ -101,8 +105,10 @@ def main() -> None:
             theirs.append(wall)
             (root / f"tar{i}.tar").unlink()
             # what a careful user does instead: verify the day, then tar it (consent left to them)
-            check, _, _ = timed([sys.executable, "-m", "improvcap", "verify", str(day), "--jobs", str(os.cpu_count()),
-                                 "--json"], day.parent)
+            check, _, _ = timed(
+                [sys.executable, "-m", "improvcap", "verify", str(day), "--jobs", str(os.cpu_count()), "--json"],
+                day.parent,
+            )
             checked.append(check + wall)
         long_rss = None
         if args.long:
@@ -112,19 +118,29 @@ def main() -> None:
             long_day, _, _ = make_day(other, 1, args.long, 0.0, RIG, ("--performer", "ana"))
             _, long_rss = export_run(long_day, other / "export")
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
-    print(json.dumps({
-        "command": " ".join(["bench/export.py", *sys.argv[1:]]),
-        "bytes": size, "gb": round(size / 1e9, 3), "files": len(files), "takes": len(takes),
-        "largest_file_mb": round(largest / 1e6, 1), "cache": "warm (every file read twice before timing)",
-        "export_wall_s": [round(x, 2) for x in ours], "tar_wall_s": [round(x, 2) for x in theirs],
-        "export_mb_per_s_median": round(size / t_ours / 1e6, 1),
-        "tar_mb_per_s_median": round(size / t_theirs / 1e6, 1),
-        "throughput_ratio": round(t_theirs / t_ours, 3),
-        "verify_then_tar_wall_s": [round(x, 2) for x in checked],
-        "ratio_to_verify_then_tar": round(statistics.median(checked) / t_ours, 3),
-        "export_peak_rss_mb": round(max(rss) / 1024, 1),
-        **({"long_take_s": args.long, "long_take_peak_rss_mb": round(long_rss / 1024, 1)} if long_rss else {}),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": " ".join(["bench/export.py", *sys.argv[1:]]),
+                "bytes": size,
+                "gb": round(size / 1e9, 3),
+                "files": len(files),
+                "takes": len(takes),
+                "largest_file_mb": round(largest / 1e6, 1),
+                "cache": "warm (every file read twice before timing)",
+                "export_wall_s": [round(x, 2) for x in ours],
+                "tar_wall_s": [round(x, 2) for x in theirs],
+                "export_mb_per_s_median": round(size / t_ours / 1e6, 1),
+                "tar_mb_per_s_median": round(size / t_theirs / 1e6, 1),
+                "throughput_ratio": round(t_theirs / t_ours, 3),
+                "verify_then_tar_wall_s": [round(x, 2) for x in checked],
+                "ratio_to_verify_then_tar": round(statistics.median(checked) / t_ours, 3),
+                "export_peak_rss_mb": round(max(rss) / 1024, 1),
+                **({"long_take_s": args.long, "long_take_peak_rss_mb": round(long_rss / 1024, 1)} if long_rss else {}),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ and the median wall time of an ingest beside `cp` of the same file.
 
     python bench/ingest.py [--seconds 20] [--trials 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,11 @@ from improvcap.take.timecode import TimecodeRate, t0_since_midnight  # noqa: E40
 from improvcap.take.timeline import AudioTimeline  # noqa: E402
 from improvcap.take.wav import WavWriter, read_wav  # noqa: E402
 
+
 def improvcap(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "improvcap", *args], cwd=cwd, capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "improvcap", *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
 
 
 def ingest(take: Path, file: Path, *args: str) -> tuple[dict, float, float]:
@@ -72,8 +75,19 @@ def main() -> None:
         root = Path(tmp)
         (root / "rigs").mkdir()
         (root / "rigs" / "ingest.toml").write_text(RIG)
-        done = improvcap("record", "ingest", "--out", "out", "--session", "day", "--duration",
-                         str(args.seconds), "--slate", "--json", cwd=root)
+        done = improvcap(
+            "record",
+            "ingest",
+            "--out",
+            "out",
+            "--session",
+            "day",
+            "--duration",
+            str(args.seconds),
+            "--slate",
+            "--json",
+            cwd=root,
+        )
         if done.returncode:
             raise SystemExit(done.stderr)
         take = Path(json.loads(done.stdout)["take"])
@@ -99,8 +113,13 @@ def main() -> None:
             wav = root / f"beeps_{i}.wav"
             make_wav(wav, beeps[1] + RATE, beeps)
             e, wall, cp = ingest(take, wav, "--by", "slates")
-            note("slates, WAV 50 ppm", offset_error_ms=(e["ingest"]["offset_ns"] - start) / 1e6,
-                 drift_error_ppm=e["ingest"]["drift_ppm"] - (1 / (1 + fast) - 1) * 1e6, wall_s=wall, cp_s=cp)
+            note(
+                "slates, WAV 50 ppm",
+                offset_error_ms=(e["ingest"]["offset_ns"] - start) / 1e6,
+                drift_error_ppm=e["ingest"]["drift_ppm"] - (1 / (1 + fast) - 1) * 1e6,
+                wall_s=wall,
+                cp_s=cp,
+            )
 
             rate = TimecodeRate.of(FPS)
             day = float(t0_since_midnight(manifest))
@@ -109,8 +128,13 @@ def main() -> None:
             wav = root / f"ltc_{i}.wav"
             make_wav(wav, int((args.seconds - 4) * RATE), [], ltc=(rate, first))
             e, wall, cp = ingest(take, wav, "--by", "ltc")
-            note("ltc", offset_error_ms=(e["ingest"]["offset_ns"] - start) / 1e6, drift_ppm=e["ingest"]["drift_ppm"],
-                 wall_s=wall, cp_s=cp)
+            note(
+                "ltc",
+                offset_error_ms=(e["ingest"]["offset_ns"] - start) / 1e6,
+                drift_ppm=e["ingest"]["drift_ppm"],
+                wall_s=wall,
+                cp_s=cp,
+            )
 
             k, n = int(rng.uniform(1.0, args.seconds - 8) * RATE), 6 * RATE
             recorded = read_wav(take / "mic.wav").astype(np.float64)
@@ -124,8 +148,13 @@ def main() -> None:
             t_first, t_last = float(mic.t_ns_of(at[0])), float(mic.t_ns_of(at[-1]))
             drift = ((t_last - t_first) / ((n - 1) * 1e9 / RATE) - 1) * 1e6
             e, wall, cp = ingest(take, wav, "--by", "audio")
-            note("audio", offset_error_ms=(e["ingest"]["offset_ns"] - t_first) / 1e6,
-                 drift_error_ppm=e["ingest"]["drift_ppm"] - drift, wall_s=wall, cp_s=cp)
+            note(
+                "audio",
+                offset_error_ms=(e["ingest"]["offset_ns"] - t_first) / 1e6,
+                drift_error_ppm=e["ingest"]["drift_ppm"] - drift,
+                wall_s=wall,
+                cp_s=cp,
+            )
 
         done = improvcap("editorial", str(take), "--to", str(root / "ed"), cwd=root)
         if done.returncode:
@@ -134,8 +163,9 @@ def main() -> None:
         for stream, suffix, table in (("cam0", ".mov", "camera"), ("mic", ".wav", "audio")):
             e, wall, cp = ingest(take, made / (stream + suffix), "--by", "timecode")
             first = int(stream_table(take, stream, table, time_only=True)["t_ns"][0])
-            note(f"timecode, {suffix[1:].upper()}", offset_error_ms=(e["first_t_ns"] - first) / 1e6, wall_s=wall,
-                 cp_s=cp)
+            note(
+                f"timecode, {suffix[1:].upper()}", offset_error_ms=(e["first_t_ns"] - first) / 1e6, wall_s=wall, cp_s=cp
+            )
 
     print(f"python bench/ingest.py --seconds {args.seconds:g} --trials {args.trials}")
     print("| method | trials | offset error, median | worst | drift error, median | worst | ingest s | cp s |")
@@ -143,9 +173,16 @@ def main() -> None:
     for method, r in results.items():
         off = [abs(v) for v in r["offset_error_ms"]]
         drift = [abs(v) for v in r.get("drift_error_ppm", [])]
-        cells = [method, str(len(off)), f"{statistics.median(off):.4f} ms", f"{max(off):.4f} ms",
-                 f"{statistics.median(drift):.2f} ppm" if drift else "–", f"{max(drift):.2f} ppm" if drift else "–",
-                 f"{statistics.median(r['wall_s']):.2f}", f"{statistics.median(r['cp_s']):.3f}"]
+        cells = [
+            method,
+            str(len(off)),
+            f"{statistics.median(off):.4f} ms",
+            f"{max(off):.4f} ms",
+            f"{statistics.median(drift):.2f} ppm" if drift else "–",
+            f"{max(drift):.2f} ppm" if drift else "–",
+            f"{statistics.median(r['wall_s']):.2f}",
+            f"{statistics.median(r['cp_s']):.3f}",
+        ]
         print("| " + " | ".join(cells) + " |")
     print(json.dumps(results))
 

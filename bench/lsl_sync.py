@@ -15,6 +15,7 @@ CPU_SECONDS; CPU seconds (user + system, wait4) over the take's wall time, in pe
     pip install pyxdf   # the anchor, a benchmark dependency only
     python bench/lsl_sync.py [--seconds 300] [--rate 100] [--cpu-seconds 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,14 @@ def sender(args: list[str], drift_ppm: float, namespace_s: int) -> tuple[subproc
     if drift_ppm:
         env.update({"LD_PRELOAD": lib, "FAKETIME_NO_CACHE": "1", "FAKETIME": f"+0 x{1 + drift_ppm * 1e-6:.9f}"})
     prefix = ["unshare", "--time", "--monotonic", str(namespace_s), "--fork"] if namespace_s else []
-    proc = subprocess.Popen([*prefix, sys.executable, "-m", "improvcap.devices.lsl_sender", *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "improvcap.devices.lsl_sender", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     if not proc.stdout.readline().startswith("ready"):
         raise SystemExit("the sender did not start")
@@ -59,6 +66,7 @@ def sender(args: list[str], drift_ppm: float, namespace_s: int) -> tuple[subproc
             parts = line.split()
             if len(parts) == 3:
                 truth[round(float(parts[2]) * 1e6)] = int(parts[1])
+
     threading.Thread(target=collect, daemon=True).start()
     return proc, truth
 
@@ -68,6 +76,7 @@ def pyxdf_sync(stamps_s: np.ndarray, offsets: list[ClockOffset], rate: float) ->
 
     class Stream:  # the fields of pyxdf's StreamData that its synchronisation reads and writes
         pass
+
     s = Stream()
     s.time_stamps = stamps_s.copy()
     s.clock_times = [o.remote_ns / 1e9 for o in offsets]
@@ -82,10 +91,24 @@ def pyxdf_sync(stamps_s: np.ndarray, offsets: list[ClockOffset], rate: float) ->
 def sync_figures(seconds: float, rate: float) -> dict:
     sid = f"bench-{uuid.uuid4().hex[:10]}"
     root = os.geteuid() == 0 and shutil.which("unshare") is not None
-    proc, truth = sender(["--name", "bench-wrist", "--source-id", sid, "--rate", str(rate), "--jitter-ms", "2"],
-                         100.0, 1000 if root else 0)
-    spec = StreamSpec("lsl", "wrist", "lsl", {"name": "wrist", "stream": f"source_id='{sid}'", "timeout_s": 10.0,
-                                              "channels": None, "rate": None, "latency_ms": 0.0})
+    proc, truth = sender(
+        ["--name", "bench-wrist", "--source-id", sid, "--rate", str(rate), "--jitter-ms", "2"],
+        100.0,
+        1000 if root else 0,
+    )
+    spec = StreamSpec(
+        "lsl",
+        "wrist",
+        "lsl",
+        {
+            "name": "wrist",
+            "stream": f"source_id='{sid}'",
+            "timeout_s": 10.0,
+            "channels": None,
+            "rate": None,
+            "latency_ms": 0.0,
+        },
+    )
     inlet = LslInlet(spec)
     samples = []
     try:
@@ -106,31 +129,60 @@ def sync_figures(seconds: float, rate: float) -> dict:
     true = [truth.get(round(d / 1e3)) for d in device]
     known = np.array([t is not None for t in true])
     true_ns = np.array([t or 0 for t in true], dtype=np.int64)
-    clock = {k: np.array([getattr(o, k) for o in offsets], dtype=np.int64)
-             for k in ("host_ns", "remote_ns", "offset_ns", "rtt_ns")}
+    clock = {
+        k: np.array([getattr(o, k) for o in offsets], dtype=np.int64)
+        for k in ("host_ns", "remote_ns", "offset_ns", "rtt_ns")
+    }
     ours, fit = fit_lsl(device, arrival, clock, rate)
     ours_err = np.abs(ours - true_ns)[known] / 1e6
     # pyxdf in float seconds, as it works; its result and the truth both on our clock
     theirs = pyxdf_sync(device / 1e9, offsets, rate)
     theirs_err = np.abs(theirs - true_ns / 1e9)[known] * 1e3
     p = lambda e: [round(float(v), 4) for v in np.percentile(e, [50, 99])]  # noqa: E731
-    return {"seconds": seconds, "rate": rate, "samples": len(data), "with_truth": int(known.sum()),
-            "offsets": len(offsets), "time_namespace_s": 1000 if root else 0, "drift_ppm_true": 100.0,
-            "drift_ppm_fitted": round(fit.as_dict()["drift_ppm"], 3),
-            "improvcap_err_ms_p50_p99": p(ours_err), "pyxdf_err_ms_p50_p99": p(theirs_err)}
+    return {
+        "seconds": seconds,
+        "rate": rate,
+        "samples": len(data),
+        "with_truth": int(known.sum()),
+        "offsets": len(offsets),
+        "time_namespace_s": 1000 if root else 0,
+        "drift_ppm_true": 100.0,
+        "drift_ppm_fitted": round(fit.as_dict()["drift_ppm"], 3),
+        "improvcap_err_ms_p50_p99": p(ours_err),
+        "pyxdf_err_ms_p50_p99": p(theirs_err),
+    }
 
 
 def cpu_figures(seconds: float) -> dict:
     sid = f"bench-{uuid.uuid4().hex[:10]}"
-    proc, _ = sender(["--name", "bench-eeg", "--source-id", sid, "--rate", "1000", "--channels", "32", "--quiet"], 0.0, 0)
+    proc, _ = sender(
+        ["--name", "bench-eeg", "--source-id", sid, "--rate", "1000", "--channels", "32", "--quiet"], 0.0, 0
+    )
     with tempfile.TemporaryDirectory() as tmp:
         rig = Path(tmp) / "rig.toml"
-        rig.write_text(f'[rig]\nname = "lsl-cpu"\n\n[[lsl]]\nname = "eeg"\ndriver = "lsl"\n'
-                       f'stream = "source_id=\'{sid}\'"\nchannels = 32\nrate = 1000\n')
+        rig.write_text(
+            f'[rig]\nname = "lsl-cpu"\n\n[[lsl]]\nname = "eeg"\ndriver = "lsl"\n'
+            f"stream = \"source_id='{sid}'\"\nchannels = 32\nrate = 1000\n"
+        )
         started = time.monotonic()
-        run = subprocess.Popen([sys.executable, "-m", "improvcap", "record", str(rig), "--out", "out", "--duration",
-                                str(seconds), "--json"], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "improvcap",
+                "record",
+                str(rig),
+                "--out",
+                "out",
+                "--duration",
+                str(seconds),
+                "--json",
+            ],
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         out = run.stdout.read() if run.stdout else ""
         _, status, usage = os.wait4(run.pid, 0)
         wall = time.monotonic() - started
@@ -139,9 +191,15 @@ def cpu_figures(seconds: float) -> dict:
         summary = json.loads(out)
     cpu = usage.ru_utime + usage.ru_stime
     stream = summary["streams"]["eeg"]
-    return {"seconds": seconds, "exit": os.waitstatus_to_exitcode(status), "wall_s": round(wall, 2),
-            "cpu_s": round(cpu, 2), "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
-            "samples": stream["count"], "dropped": stream["dropped"]}
+    return {
+        "seconds": seconds,
+        "exit": os.waitstatus_to_exitcode(status),
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+        "samples": stream["count"],
+        "dropped": stream["dropped"],
+    }
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ Measured, driven through the controller's control socket as `improvcap ctl` does
 
     python bench/nodes.py [--seconds 60] [--short-takes 5]      (as root)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,11 @@ truth = true
 {node}"""
 
 
-RIG = '[rig]\nname = "four-pc"\nmaster = "cam_ctl"\n' + "".join(f'\n[[node]]\nname = "{n}"\n' for n in OFFSETS
-                                                            if n != "ctl") + "".join(streams(pc) for pc in OFFSETS)
+RIG = (
+    '[rig]\nname = "four-pc"\nmaster = "cam_ctl"\n'
+    + "".join(f'\n[[node]]\nname = "{n}"\n' for n in OFFSETS if n != "ctl")
+    + "".join(streams(pc) for pc in OFFSETS)
+)
 
 
 def improvcap(*args: str) -> list[str]:
@@ -135,16 +139,32 @@ def run(hosts: Hosts, work: Path, args: argparse.Namespace) -> None:
     for pc, ahead in OFFSETS.items():
         if pc == "ctl":
             continue
-        hosts.start(pc, improvcap("node", "--name", pc, "--key", str(key), "--out", str(work / pc)), ahead,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda pc=pc: (work / pc / "node.log").exists() and "listening" in (work / pc / "node.log").read_text(),
-                 f"node {pc}")
+        hosts.start(
+            pc,
+            improvcap("node", "--name", pc, "--key", str(key), "--out", str(work / pc)),
+            ahead,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda pc=pc: (work / pc / "node.log").exists() and "listening" in (work / pc / "node.log").read_text(),
+            f"node {pc}",
+        )
     session_dir = work / "ctl" / "day"
-    hosts.start("ctl", improvcap("session", str(rig_file), "--key", str(key), "--out", str(work / "ctl"),
-                                 "--session", "day"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=open(work / "session.log", "w"))
-    wait_for(lambda: (session_dir / "control.sock").exists() and
-             request(session_dir, {"cmd": "status"}).get("state") == "idle", "the session to open", 120)
+    hosts.start(
+        "ctl",
+        improvcap("session", str(rig_file), "--key", str(key), "--out", str(work / "ctl"), "--session", "day"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "session.log", "w"),
+    )
+    wait_for(
+        lambda: (
+            (session_dir / "control.sock").exists() and request(session_dir, {"cmd": "status"}).get("state") == "idle"
+        ),
+        "the session to open",
+        120,
+    )
     # the long take, with slates
     start_ms, started = timed(session_dir, "start")
     take = Path(started["take"])
@@ -185,8 +205,18 @@ def run(hosts: Hosts, work: Path, args: argparse.Namespace) -> None:
     report(take, manifest, verdict, starts, stops, cp_s, (collect_s, transfer_s), moved, total, args)
 
 
-def report(take: Path, manifest: dict, verdict: dict, starts: list[float], stops: list[float], cp_s: float,
-           collect: tuple[float, float], moved: int, total: int, args: argparse.Namespace) -> None:
+def report(
+    take: Path,
+    manifest: dict,
+    verdict: dict,
+    starts: list[float],
+    stops: list[float],
+    cp_s: float,
+    collect: tuple[float, float],
+    moved: int,
+    total: int,
+    args: argparse.Namespace,
+) -> None:
     collect_s, transfer_s = collect
     print(f"take of {args.seconds:g} s across {len(OFFSETS)} PCs: {take.name}; verify {verdict['verdict']}")
     for reason in verdict["reasons"]:
@@ -200,18 +230,27 @@ def report(take: Path, manifest: dict, verdict: dict, starts: list[float], stops
             first = manifest["streams"][stream]["first_t_ns"] / 1e6
             firsts.setdefault(kind, {})[pc] = first
             slates = verdict["streams"].get(stream, {}).get("slate_offsets_ms") or []
-            print(f"| {pc} | {stream} | {np.percentile(e, 50):.3f} | {np.percentile(e, 99):.3f} | {e.max():.3f} | "
-                  f"{first:.1f} | {', '.join(f'{s:+.2f}' for s in slates)} |")
+            print(
+                f"| {pc} | {stream} | {np.percentile(e, 50):.3f} | {np.percentile(e, 99):.3f} | {e.max():.3f} | "
+                f"{first:.1f} | {', '.join(f'{s:+.2f}' for s in slates)} |"
+            )
     print()
     for kind, by_pc in firsts.items():
-        print(f"start skew of the {kind}s across PCs (first t_ns, max - min): {max(by_pc.values()) - min(by_pc.values()):.1f} ms")
+        print(
+            f"start skew of the {kind}s across PCs (first t_ns, max - min): "
+            f"{max(by_pc.values()) - min(by_pc.values()):.1f} ms"
+        )
     print(f"ctl start: median {statistics.median(starts):.0f} ms, max {max(starts):.0f} ms over {len(starts)} takes")
     print(f"ctl stop:  median {statistics.median(stops):.0f} ms, max {max(stops):.0f} ms over {len(stops)} takes")
-    print(f"collect: {moved / 1e6:.1f} MB in {collect_s:.2f} s wall (the command, Python's start included) = "
-          f"{moved / 1e6 / collect_s:.1f} MB/s; {transfer_s:.2f} s moving the files (the slowest node) = "
-          f"{moved / 1e6 / transfer_s:.1f} MB/s")
-    print(f"cp -r: {total / 1e6:.1f} MB in {cp_s:.2f} s = {total / 1e6 / cp_s:.1f} MB/s; ratio collect/cp "
-          f"{(moved / collect_s) / (total / cp_s):.2f} wall, {(moved / transfer_s) / (total / cp_s):.2f} transfer")
+    print(
+        f"collect: {moved / 1e6:.1f} MB in {collect_s:.2f} s wall (the command, Python's start included) = "
+        f"{moved / 1e6 / collect_s:.1f} MB/s; {transfer_s:.2f} s moving the files (the slowest node) = "
+        f"{moved / 1e6 / transfer_s:.1f} MB/s"
+    )
+    print(
+        f"cp -r: {total / 1e6:.1f} MB in {cp_s:.2f} s = {total / 1e6 / cp_s:.1f} MB/s; ratio collect/cp "
+        f"{(moved / collect_s) / (total / cp_s):.2f} wall, {(moved / transfer_s) / (total / cp_s):.2f} transfer"
+    )
     print(f"\n    python bench/nodes.py --seconds {args.seconds:g} --short-takes {args.short_takes}")
 
 

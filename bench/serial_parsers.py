@@ -10,6 +10,7 @@
 
     python bench/serial_parsers.py [--repeats 5] [--rate 2000] [--seconds 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ CHUNK = 4096
 
 def spec(protocol: str, rate: float) -> StreamSpec:
     channels = "channels = 24\n" if protocol in ("binary", "csv") else ""
-    text = (f'[rig]\nname = "bench"\n[[mocap]]\nname = "imu"\ndriver = "demo"\nprotocol = "{protocol}"\n'
-            f"rate = {rate}\n{channels}")
+    text = (
+        f'[rig]\nname = "bench"\n[[mocap]]\nname = "imu"\ndriver = "demo"\nprotocol = "{protocol}"\n'
+        f"rate = {rate}\n{channels}"
+    )
     return parse_rig(text, Path("bench.toml")).streams[0]
 
 
@@ -57,7 +60,7 @@ def parse_time(protocol: str, data: bytes, frames: int) -> float:
     start = time.perf_counter()
     got = 0
     for i in range(0, len(data), CHUNK):
-        got += len(parser.feed(data[i:i + CHUNK]))
+        got += len(parser.feed(data[i : i + CHUNK]))
     elapsed = time.perf_counter() - start
     if got != frames:
         raise SystemExit(f"{protocol}: parsed {got} of {frames} frames")
@@ -80,8 +83,7 @@ e.close()
 
 
 def serial_path_cpu(protocol: str, rate: float, seconds: float) -> dict[str, float | int]:
-    code = CHILD.format(path=str(Path(__file__).resolve()), protocol=protocol,
-                        rate=rate, seconds=seconds)
+    code = CHILD.format(path=str(Path(__file__).resolve()), protocol=protocol, rate=rate, seconds=seconds)
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdin is not None
@@ -107,9 +109,13 @@ def serial_path_cpu(protocol: str, rate: float, seconds: float) -> dict[str, flo
         child.kill()
         child.wait()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"frames": frames, "frames_per_s": round(frames / wall, 1), "cpu_s_per_s": round(cpu / wall, 4),
-            "core_percent": round(100 * cpu / wall, 2),
-            "errors": stats.get("crc_errors", 0) + stats.get("parse_errors", 0)}
+    return {
+        "frames": frames,
+        "frames_per_s": round(frames / wall, 1),
+        "cpu_s_per_s": round(cpu / wall, 4),
+        "core_percent": round(100 * cpu / wall, 2),
+        "errors": stats.get("crc_errors", 0) + stats.get("parse_errors", 0),
+    }
 
 
 def main() -> None:
@@ -123,14 +129,27 @@ def main() -> None:
         data, n = recorded_minute(protocol)
         times = [parse_time(protocol, data, n) for _ in range(args.repeats)]
         t = statistics.median(times)
-        parsers[protocol] = {"frames": n, "bytes": len(data), "minute_s_median": round(t, 4),
-                             "frames_per_s": round(n / t), "runs_s": [round(x, 4) for x in times]}
+        parsers[protocol] = {
+            "frames": n,
+            "bytes": len(data),
+            "minute_s_median": round(t, 4),
+            "frames_per_s": round(n / t),
+            "runs_s": [round(x, 4) for x in times],
+        }
         print(f"{protocol}: a minute at 400 Hz parses in {t * 1e3:.1f} ms ({n / t:,.0f} frames/s)", file=sys.stderr)
     for protocol in PROTOCOLS:
         paths[protocol] = serial_path_cpu(protocol, args.rate, args.seconds)
         print(f"{protocol} at {args.rate:g} Hz: {paths[protocol]}", file=sys.stderr)
-    print(json.dumps({"command": " ".join(["bench/serial_parsers.py", *sys.argv[1:]]), "parser_400hz_minute": parsers,
-                      f"serial_path_{args.rate:g}hz": paths}, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": " ".join(["bench/serial_parsers.py", *sys.argv[1:]]),
+                "parser_400hz_minute": parsers,
+                f"serial_path_{args.rate:g}hz": paths,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

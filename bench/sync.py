@@ -11,6 +11,7 @@
 
     python bench/sync.py [--seconds 60] [--hours 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,10 @@ JITTER_MS, TRANSPORT_MS = 5.0, 20.0
 
 
 def rig_text() -> str:
-    demo = f"jitter_ms = {JITTER_MS}\ntransport_ms = {TRANSPORT_MS}\noffset_ms = 0.0\nlatency_ms = {TRANSPORT_MS}\ntruth = true\n"
+    demo = (
+        f"jitter_ms = {JITTER_MS}\ntransport_ms = {TRANSPORT_MS}\n"
+        f"offset_ms = 0.0\nlatency_ms = {TRANSPORT_MS}\ntruth = true\n"
+    )
     return f"""
 [rig]
 name = "sync-bench"
@@ -42,25 +46,25 @@ master = "cam0"
 [[camera]]
 name = "cam0"
 driver = "demo"
-drift_ppm = {DRIFT_PPM['cam0']}
+drift_ppm = {DRIFT_PPM["cam0"]}
 {demo}
 [[camera]]
 name = "cam1"
 driver = "demo"
-drift_ppm = {DRIFT_PPM['cam1']}
+drift_ppm = {DRIFT_PPM["cam1"]}
 {demo}
 [[audio]]
 name = "room"
 driver = "demo"
 channels = 4
-drift_ppm = {DRIFT_PPM['room']}
+drift_ppm = {DRIFT_PPM["room"]}
 {demo}
 [[mocap]]
 name = "suit"
 driver = "demo"
 rate = 240
 channels = 24
-drift_ppm = {DRIFT_PPM['suit']}
+drift_ppm = {DRIFT_PPM["suit"]}
 {demo}
 """
 
@@ -91,12 +95,18 @@ def truth_errors(take: Path, manifest: dict) -> dict:
         key = "first_sample" if stream["kind"] == "audio" else "index"
         truth = read_table(take / f"{name}.truth.csv")
         true_by_index = dict(zip(truth["index"].tolist(), truth["true_t_ns"].tolist()))
-        pairs = [(t, true_by_index[i]) for i, t in zip(table[key].tolist(), table["t_ns"].tolist()) if i in true_by_index]
+        pairs = [
+            (t, true_by_index[i]) for i, t in zip(table[key].tolist(), table["t_ns"].tolist()) if i in true_by_index
+        ]
         err = np.abs(np.array([t - true for t, true in pairs], dtype=np.float64)) / 1e6
-        out[name] = {"rows": len(pairs), "p50_ms": round(float(np.percentile(err, 50)), 4),
-                     "p99_ms": round(float(np.percentile(err, 99)), 4), "max_ms": round(float(err.max()), 4),
-                     "fitted_drift_ppm": round(stream["clock"]["drift_ppm"], 2),
-                     "true_drift_ppm": DRIFT_PPM[name]}
+        out[name] = {
+            "rows": len(pairs),
+            "p50_ms": round(float(np.percentile(err, 50)), 4),
+            "p99_ms": round(float(np.percentile(err, 99)), 4),
+            "max_ms": round(float(err.max()), 4),
+            "fitted_drift_ppm": round(stream["clock"]["drift_ppm"], 2),
+            "true_drift_ppm": DRIFT_PPM[name],
+        }
     return out
 
 
@@ -124,9 +134,14 @@ def slate_errors(take: Path, manifest: dict) -> dict:
                 row["stored_minus_true_ms"] = round((o.t_ns - true_by_index[o.index]) / 1e6, 4)
             rows.append(row)
         errors = [abs(r["onset_minus_slate_ms"]) for r in rows if r["found"]]
-        out[name] = {"kind": kind, "slates": len(slates), "found": sum(r["found"] for r in rows),
-                     "max_abs_onset_minus_slate_ms": round(max(errors), 4) if errors else None,
-                     "sample_period_ms": round(period_ms, 4), "per_slate": rows}
+        out[name] = {
+            "kind": kind,
+            "slates": len(slates),
+            "found": sum(r["found"] for r in rows),
+            "max_abs_onset_minus_slate_ms": round(max(errors), 4) if errors else None,
+            "sample_period_ms": round(period_ms, 4),
+            "per_slate": rows,
+        }
     return out
 
 
@@ -138,16 +153,24 @@ def synthetic_hour(hours: float, seed: int = 1) -> dict:
     """
     rng = np.random.default_rng(seed)
     seconds = hours * 3600
-    streams = {"cam0": ("camera", 30.0, 1), "cam1": ("camera", 30.0, 1), "room": ("audio", 48000.0, 480),
-               "suit": ("mocap", 240.0, 1)}
+    streams = {
+        "cam0": ("camera", 30.0, 1),
+        "cam1": ("camera", 30.0, 1),
+        "room": ("audio", 48000.0, 480),
+        "suit": ("mocap", 240.0, 1),
+    }
     tables, fits = {}, {}
     for name, (kind, rate, block) in streams.items():
         n = int(seconds * rate / block)
         true = np.arange(n) * (block / rate * 1e9) / (1 + DRIFT_PPM[name] * 1e-6)
         device = (true * (1 + DRIFT_PPM[name] * 1e-6)).astype(np.int64) + 10**12
         end = device + int(block / rate * 1e9) if kind == "audio" else device
-        host = true + (block / rate * 1e9 if kind == "audio" else 0) + TRANSPORT_MS * 1e6 \
+        host = (
+            true
+            + (block / rate * 1e9 if kind == "audio" else 0)
+            + TRANSPORT_MS * 1e6
             + rng.exponential(JITTER_MS * 1e6, n)
+        )
         fits[name] = (kind, end, host.astype(np.int64), device, rate, block)
     t_fit0 = time.perf_counter()
     for name, (kind, end, host, device, rate, block) in fits.items():
@@ -168,9 +191,15 @@ def synthetic_hour(hours: float, seed: int = 1) -> dict:
     columns = sync_table(np.arange(len(master_t)), master_t, others, master_rate=master_rate)
     csv_bytes = format_sync_csv(columns)  # the file's content, as build_sync writes it
     t_sync = time.perf_counter() - t_sync0
-    return {"hours": hours, "rows": {k: len(v[1]) for k, v in tables.items()},
-            "fit_s": round(t_fit, 3), "sync_table_s": round(t_sync, 3), "fit_plus_sync_s": round(t_fit + t_sync, 3),
-            "sync_rows": int(len(columns["t_ns"])), "sync_csv_mib": round(len(csv_bytes) / 2**20, 1)}
+    return {
+        "hours": hours,
+        "rows": {k: len(v[1]) for k, v in tables.items()},
+        "fit_s": round(t_fit, 3),
+        "sync_table_s": round(t_sync, 3),
+        "fit_plus_sync_s": round(t_fit + t_sync, 3),
+        "sync_rows": int(len(columns["t_ns"])),
+        "sync_csv_mib": round(len(csv_bytes) / 2**20, 1),
+    }
 
 
 def main() -> None:

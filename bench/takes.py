@@ -9,6 +9,7 @@ stops TAKES takes of SECONDS each, then LONG_TAKES takes of LONG seconds. Report
 
     python bench/takes.py [--takes 20] [--seconds 3] [--long-takes 3] [--long 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ def one_take(session_dir: Path, seconds: float) -> dict:
     stop_ms = (time.perf_counter() - t) * 1e3
     assert stopped["ok"], stopped
     first = started["first_record_ms"]
-    return {"start_ms": max(first.values()), "start_rtt_ms": start_rtt, "stop_ms": stop_ms,
-            "per_stream_start_ms": first, "dropped": sum(s["dropped"] for s in stopped["streams"].values())}
+    return {
+        "start_ms": max(first.values()),
+        "start_rtt_ms": start_rtt,
+        "stop_ms": stop_ms,
+        "per_stream_start_ms": first,
+        "dropped": sum(s["dropped"] for s in stopped["streams"].values()),
+    }
 
 
 def summary(values: list[float]) -> dict:
@@ -65,9 +71,13 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="improvcap-takes-") as tmp:
         workdir = Path(tmp)
-        proc = subprocess.Popen([sys.executable, "-m", "improvcap", "session", "demo", "--out", "out",
-                                 "--session", "bench"], cwd=workdir, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "improvcap", "session", "demo", "--out", "out", "--session", "bench"],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         session_dir = workdir / "out" / "bench"
         try:
             wait_idle(session_dir, proc)
@@ -79,11 +89,13 @@ def main() -> None:
             proc.wait(60)
     result = {
         "command": " ".join(["bench/takes.py", *sys.argv[1:]]),
-        "takes": args.takes, "seconds": args.seconds,
+        "takes": args.takes,
+        "seconds": args.seconds,
         "start_first_record_ms": summary([r["start_ms"] for r in short]),
         "start_round_trip_ms": summary([r["start_rtt_ms"] for r in short]),
         "stop_ms_short_takes": summary([r["stop_ms"] for r in short]),
-        "long_takes": args.long_takes, "long_seconds": args.long,
+        "long_takes": args.long_takes,
+        "long_seconds": args.long,
         "stop_ms_long_takes": summary([r["stop_ms"] for r in long]) if long else None,
         "start_first_record_ms_long": summary([r["start_ms"] for r in long]) if long else None,
         "dropped_total": sum(r["dropped"] for r in short + long),

@@ -5,11 +5,12 @@ jitter, 10 ms transport, 2 % of frames lost): `trig` exposed by the demo sync bo
 pulses (40 ppm drift, 1 ms reply jitter, 50 queries/s) and put on them (improvcap.take.trigger), `free`
 running on its own clock, fitted to arrivals as every untriggered camera is (and as a capture tool without
 a sync box must), its latency_ms = 10 the transport a sync calibration would measure. The triggered
-camera's latency_ms is its exposure offset from the pulse: 0 for the demo camera. Reported per camera: p50 / p99 / max of |t_ns - true exposure time| (the demo's ground
-truth), frames matched and missing.
+camera's latency_ms is its exposure offset from the pulse: 0 for the demo camera. Reported per camera:
+p50 / p99 / max of |t_ns - true exposure time| (the demo's ground truth), frames matched and missing.
 
     python bench/trigger.py [--seconds 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,12 +76,19 @@ def main() -> None:
             manifest = recorder.stop_take()
         finally:
             recorder.close()
-        result = {"seconds": args.seconds, "faults": manifest["faults"],
-                  "trigger": manifest["streams"]["trig"]["trigger"]}
+        result = {
+            "seconds": args.seconds,
+            "faults": manifest["faults"],
+            "trigger": manifest["streams"]["trig"]["trigger"],
+        }
         for camera in ("trig", "free"):
             err = errors_ms(take, camera)
-            result[camera] = {"frames": len(err), "p50_ms": round(float(np.percentile(err, 50)), 4),
-                              "p99_ms": round(float(np.percentile(err, 99)), 4), "max_ms": round(float(err.max()), 4)}
+            result[camera] = {
+                "frames": len(err),
+                "p50_ms": round(float(np.percentile(err, 50)), 4),
+                "p99_ms": round(float(np.percentile(err, 99)), 4),
+                "max_ms": round(float(err.max()), 4),
+            }
         result["p99_ratio_trig_to_free"] = round(result["trig"]["p99_ms"] / result["free"]["p99_ms"], 4)
         print(json.dumps(result, indent=1))
 

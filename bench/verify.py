@@ -2,17 +2,18 @@
 
 The day: TAKES takes of a demo rig (two cameras with lossless video, libx264 crf 0, a 64-channel 96 kHz
 32-bit float audio interface, which makes the large files, and a mocap suit), then copied into further
-take folders until the day holds at least GB gigabytes (each copy is a complete, valid take). The page cache is warmed by reading every file twice before timing (warm cache). Then,
-alternating, REPEATS times: `improvcap verify DAY --jobs JOBS --json` and one `openssl dgst -sha256`
-process over the same files. Reported: wall time, throughput (bytes/s), their ratio (target: verify at
-least 1.5 × openssl with --jobs 2 on 2 cores), and verify's peak memory (largest process) against the
-largest file.
+take folders until the day holds at least GB gigabytes (each copy is a complete, valid take). The page
+cache is warmed by reading every file twice before timing (warm cache). Then, alternating, REPEATS times:
+`improvcap verify DAY --jobs JOBS --json` and one `openssl dgst -sha256` process over the same files.
+Reported: wall time, throughput (bytes/s), their ratio (target: verify at least 1.5 × openssl with --jobs 2
+on 2 cores), and verify's peak memory (largest process) against the largest file.
 
     python bench/verify.py [--gb 2] [--takes 2] [--seconds 20] [--jobs 2] [--repeats 3] [--day DIR]
 
 `--day DIR` times an existing folder of takes (a real shoot day, or one recorded earlier) instead of
 recording one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,15 +50,34 @@ driver = "demo"
 """
 
 
-def make_day(root: Path, takes: int, seconds: float, gb: float, rig: str = RIG, record_args: tuple[str, ...] = (),
-             ) -> tuple[Path, int, int]:
+def make_day(
+    root: Path, takes: int, seconds: float, gb: float, rig: str = RIG, record_args: tuple[str, ...] = ()
+) -> tuple[Path, int, int]:
     """TAKES takes of `rig` (named bench-day) recorded in root/out/day, then copied until the day holds GB."""
     (root / "rigs").mkdir(parents=True, exist_ok=True)
     (root / "rigs" / "bench-day.toml").write_text(rig)
     for _ in range(takes):
-        subprocess.run([sys.executable, "-m", "improvcap", "record", "bench-day", "--out", "out", "--session", "day",
-                        "--duration", str(seconds), "--slate", "--json", *record_args], cwd=root, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "improvcap",
+                "record",
+                "bench-day",
+                "--out",
+                "out",
+                "--session",
+                "day",
+                "--duration",
+                str(seconds),
+                "--slate",
+                "--json",
+                *record_args,
+            ],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
     day = root / "out" / "day"
     originals = sorted(p for p in day.iterdir() if (p / "take.json").exists())
     size = sum(f.stat().st_size for p in originals for f in p.iterdir())
@@ -110,8 +130,9 @@ def main() -> None:
             subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
         ours, theirs, rss, verdicts = [], [], [], {}
         for _ in range(args.repeats):
-            wall, peak, out = timed([sys.executable, "-m", "improvcap", "verify", str(day), "--jobs", str(args.jobs),
-                                     "--json"], root)
+            wall, peak, out = timed(
+                [sys.executable, "-m", "improvcap", "verify", str(day), "--jobs", str(args.jobs), "--json"], root
+            )
             ours.append(wall)
             rss.append(peak)
             verdicts = {}
@@ -120,16 +141,27 @@ def main() -> None:
             wall, _, _ = timed(["openssl", "dgst", "-sha256", *files], root)
             theirs.append(wall)
     t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
-    print(json.dumps({
-        "command": " ".join(["bench/verify.py", *sys.argv[1:]]),
-        "bytes": size, "gb": round(size / 1e9, 3), "files": len(files), "takes": takes,
-        "largest_file_mb": round(largest / 1e6, 1), "cache": "warm (every file read twice before timing)",
-        "verify_wall_s": [round(x, 2) for x in ours], "openssl_wall_s": [round(x, 2) for x in theirs],
-        "verify_mb_per_s_median": round(size / t_ours / 1e6, 1),
-        "openssl_mb_per_s_median": round(size / t_theirs / 1e6, 1),
-        "throughput_ratio": round(t_theirs / t_ours, 3),
-        "verify_peak_rss_mb": round(max(rss) / 1024, 1), "verdicts": verdicts,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": " ".join(["bench/verify.py", *sys.argv[1:]]),
+                "bytes": size,
+                "gb": round(size / 1e9, 3),
+                "files": len(files),
+                "takes": takes,
+                "largest_file_mb": round(largest / 1e6, 1),
+                "cache": "warm (every file read twice before timing)",
+                "verify_wall_s": [round(x, 2) for x in ours],
+                "openssl_wall_s": [round(x, 2) for x in theirs],
+                "verify_mb_per_s_median": round(size / t_ours / 1e6, 1),
+                "openssl_mb_per_s_median": round(size / t_theirs / 1e6, 1),
+                "throughput_ratio": round(t_theirs / t_ours, 3),
+                "verify_peak_rss_mb": round(max(rss) / 1024, 1),
+                "verdicts": verdicts,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """improvcap: shared-clock capture of cameras, microphones and serial motion capture into take folders."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,5 +14,6 @@ def __getattr__(name: str) -> Any:
     # the reader pulls in numpy and PyAV: imported when first used, so that the CLI starts quickly
     if name == "open_take":
         from .take.reader import open_take
+
         return open_take
     raise AttributeError(f"module 'improvcap' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 Exit status: 0 ok, 1 a check failed, 2 bad input. Every ImprovcapError becomes one line on stderr.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,24 +11,42 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .take import folder as take_folder
-from .take.space import DEFAULT_FLOOR_MINUTES, room_line
-from .errors import CheckFailed, ImprovcapError, UsageError
-from .cli_support import (CalibrationOption, progress_bar, GroupOption, LslOption, MinFreeOption, NodeKeyOption, OutOption,
-                          PerformerOption, PerformersFileOption, SessionOption, StopRequest, err, escape, new_table,
-                          one_line_errors, out, print_json, warn)
 from . import __version__
 from .cli_calibrate import calibrate_app
 from .cli_editorial import editorial_command
-from .cli_ingest import ingest_command
 from .cli_export import export_command, performers_app, verify_export_command
+from .cli_ingest import ingest_command
 from .cli_nodes import collect_command, key_app, node_command, nodes_command
+from .cli_support import (
+    CalibrationOption,
+    GroupOption,
+    LslOption,
+    MinFreeOption,
+    NodeKeyOption,
+    OutOption,
+    PerformerOption,
+    PerformersFileOption,
+    SessionOption,
+    StopRequest,
+    err,
+    escape,
+    new_table,
+    one_line_errors,
+    out,
+    print_json,
+    progress_bar,
+    warn,
+)
+from .errors import CheckFailed, ImprovcapError, UsageError
 from .rig import Rig, load_rig
+from .take import folder as take_folder
+from .take.space import DEFAULT_FLOOR_MINUTES, room_line
 
 if TYPE_CHECKING:  # the recording stack is imported by the commands that record: `verify`, `ctl` start faster
     from .control import ControlServer
@@ -38,8 +57,12 @@ if TYPE_CHECKING:  # the recording stack is imported by the commands that record
 SLATE_LEAD_S = 0.2  # record --slate: the opening slate this long after the start ...
 SLATE_TAIL_S = 0.5  # ... and the closing one this long before the end, for every stream to show it
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Shared-clock capture of cameras, microphones and serial motion capture.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Shared-clock capture of cameras, microphones and serial motion capture.",
+)
 rig_app = typer.Typer(no_args_is_help=True, help="Check rig files and their devices.")
 app.add_typer(rig_app, name="rig")
 app.add_typer(calibrate_app, name="calibrate")
@@ -61,8 +84,11 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
-                                                   help="Print the version and exit.")] = False) -> None:
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """Shared-clock capture of cameras, microphones and serial motion capture."""
 
 
@@ -72,6 +98,7 @@ def _check_out(out_dir: Path, session: str) -> None:
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{folder}: not a folder (--out names the folder that holds the sessions)")
 
+
 @app.command()
 @one_line_errors
 def record(
@@ -79,9 +106,14 @@ def record(
     out_dir: OutOption = Path("takes"),
     session: SessionOption = None,
     scene: Annotated[str, typer.Option(help="Scene name; takes number themselves within it.")] = "scene",
-    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
-    slate: Annotated[bool, typer.Option("--slate", help=f"Slate {SLATE_LEAD_S:g} s after the start and {SLATE_TAIL_S:g} s "
-                                        "before the end (within --duration).")] = False,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")] = None,
+    slate: Annotated[
+        bool,
+        typer.Option(
+            "--slate",
+            help=f"Slate {SLATE_LEAD_S:g} s after the start and {SLATE_TAIL_S:g} s before the end (within --duration).",
+        ),
+    ] = False,
     performer: PerformerOption = None,
     performers_file: PerformersFileOption = None,
     calibration: CalibrationOption = None,
@@ -96,12 +128,20 @@ def record(
     from .control import refuse_if_driven
     from .recorder import RunState
     from .session import TakeControl
+
     if duration is not None and not (duration > 0 and math.isfinite(duration)):
         raise UsageError(f"--duration must be a positive number of seconds, got {duration}")
     recorder, warnings, nodes = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl, key)
-    control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
-                          performers=performer or (), performers_file=performers_file, single_take=True,
-                          nodes=nodes)
+    control = TakeControl(
+        recorder,
+        out_dir,
+        session or take_folder.default_session(),
+        scene,
+        performers=performer or (),
+        performers_file=performers_file,
+        single_take=True,
+        nodes=nodes,
+    )
     _check_out(out_dir, control.session)
     control.resolve_performers(control.performers)  # refuse unknown or revoked performers before anything
     refuse_if_driven(control.session_dir)  # a second recorder on a session is refused before any device opens
@@ -118,8 +158,9 @@ def record(
             # --duration is the whole take: the closing slate and the tail after it come out of it
             tail = min(SLATE_TAIL_S, duration / 2) if slate and duration is not None else SLATE_TAIL_S
             until = None if duration is None else duration - (tail if slate else 0.0)
-            done = lambda: (stop.requested or control.quit.is_set()  # noqa: E731
-                            or (until is not None and time.monotonic() - started >= until))
+            done = lambda: (  # noqa: E731
+                stop.requested or control.quit.is_set() or (until is not None and time.monotonic() - started >= until)
+            )
             dashboard.watch(recorder, done, title=str(take_dir), console=err, nodes=_node_rows(nodes))
             if slate and recorder.state is RunState.RECORDING:
                 control.slate(0.0)
@@ -138,22 +179,31 @@ def record(
     else:
         _print_summary(summary)
     if recorder.disk_full:
-        raise CheckFailed(f"{summary['take']}: stopped after {summary['duration_s']:.1f} s: {recorder.disk_full}; "
-                          "the take keeps what reached the disk")
+        raise CheckFailed(
+            f"{summary['take']}: stopped after {summary['duration_s']:.1f} s: {recorder.disk_full}; "
+            "the take keeps what reached the disk"
+        )
     if faults := summary["faults"]:  # the take is complete, and someone must look at what went wrong
         first = faults[0]
-        raise CheckFailed(f"{summary['take']}: recorded with {len(faults)} fault{'s' if len(faults) > 1 else ''}; "
-                          f"{first['stream'] or 'take'}: {first['detail']}")
+        raise CheckFailed(
+            f"{summary['take']}: recorded with {len(faults)} fault{'s' if len(faults) > 1 else ''}; "
+            f"{first['stream'] or 'take'}: {first['detail']}"
+        )
 
 
-def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | None = None,
-                         min_free_minutes: float = DEFAULT_FLOOR_MINUTES, lsl: bool = False,
-                         key: Path | None = None) -> tuple[Recorder, list[str], NodeController | None]:
+def _calibrated_recorder(
+    rig_arg: str,
+    calibration: Path | None,
+    group: str | None = None,
+    min_free_minutes: float = DEFAULT_FLOOR_MINUTES,
+    lsl: bool = False,
+    key: Path | None = None,
+) -> tuple[Recorder, list[str], NodeController | None]:
     """A recorder for the rig's own streams with its current calibration applied, what that calibration
     lacks, and the capture nodes that record its other streams (with the shared `key`); `lsl`: publish
     its takes to LSL whatever the rig file says."""
-    from .recorder import Recorder
     from .calibrate.store import applied, calibration_dir
+    from .recorder import Recorder
 
     rig = load_rig(rig_arg)
     rig, entry, warnings = applied(rig, calibration_dir(rig.name, calibration))
@@ -168,8 +218,9 @@ def _calibrated_recorder(rig_arg: str, calibration: Path | None, group: str | No
     return recorder, warnings, nodes
 
 
-def _split_nodes(rig: Rig, key: Path | None, calibration: dict[str, Any] | None = None,
-                 ) -> tuple[Rig, NodeController | None]:
+def _split_nodes(
+    rig: Rig, key: Path | None, calibration: dict[str, Any] | None = None
+) -> tuple[Rig, NodeController | None]:
     """The streams this PC records, and the capture nodes that record the others (with the shared `key`;
     `calibration`: the entry of the calibration applied to `rig`, which the nodes apply to their streams)."""
     from .link.keys import load_key
@@ -178,8 +229,10 @@ def _split_nodes(rig: Rig, key: Path | None, calibration: dict[str, Any] | None 
     if not (remote := [s for s in rig.streams if s.node is not None]):
         return rig, None
     if key is None:
-        raise UsageError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)} are recorded "
-                         "by capture nodes: give the rig's shared key with --key FILE")
+        raise UsageError(
+            f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)} are recorded "
+            "by capture nodes: give the rig's shared key with --key FILE"
+        )
     return controller_rig(rig), NodeController(rig, load_key(key), calibration)
 
 
@@ -207,6 +260,7 @@ def _open_devices(recorder: Recorder, warnings: Sequence[str] = (), nodes: NodeC
 def _finalise(control: TakeControl) -> None:
     """Stop the take being recorded, if any. A second Ctrl-C must not tear the manifest: it is ignored."""
     from .recorder import RunState
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if control.recorder.state is RunState.RECORDING:
         with err.status("finalising take…"):
@@ -216,6 +270,7 @@ def _finalise(control: TakeControl) -> None:
 def _serve_quietly(control: TakeControl) -> ControlServer | None:
     """`record` serves the control socket when it can; a take already recording never fails for it."""
     from .control import ControlServer
+
     server = ControlServer(control.session_dir, control.handle)
     try:
         server.start()
@@ -245,10 +300,18 @@ def session_command(
     from .control import ControlServer
     from .keyboard import HELP, KeyBindings, KeyReader
     from .session import TakeControl
+
     recorder, warnings, nodes = _calibrated_recorder(rig, calibration, group, min_free_minutes, lsl, key)
     spec = recorder.rig
-    control = TakeControl(recorder, out_dir, session or take_folder.default_session(), scene,
-                          performers=performer or (), performers_file=performers_file, nodes=nodes)
+    control = TakeControl(
+        recorder,
+        out_dir,
+        session or take_folder.default_session(),
+        scene,
+        performers=performer or (),
+        performers_file=performers_file,
+        nodes=nodes,
+    )
     _check_out(out_dir, control.session)
     control.resolve_performers(control.performers)
     take_folder.session_folder(out_dir, control.session, spec.name, recorder.group)
@@ -278,6 +341,7 @@ def session_command(
 
 def _session_title(control: TakeControl) -> str:
     from .recorder import RunState
+
     take = control.recorder.take_dir if control.recorder.state is RunState.RECORDING else None
     return f"session {control.session} · scene {control.scene}" + (f" · {take.name}" if take else "")
 
@@ -293,18 +357,20 @@ def _last_take_line(last: dict[str, Any] | None) -> str:
 @app.command()
 @one_line_errors
 def ctl(
-    command: Annotated[str, typer.Argument(
-        help="status, start, stop, slate, mark, note, circle (the last take), scene or quit.")],
-    text: Annotated[Optional[str], typer.Argument(help="Text of a mark or note; name of a scene.")] = None,
+    command: Annotated[
+        str, typer.Argument(help="status, start, stop, slate, mark, note, circle (the last take), scene or quit.")
+    ],
+    text: Annotated[str | None, typer.Argument(help="Text of a mark or note; name of a scene.")] = None,
     out_dir: OutOption = Path("takes"),
     session: SessionOption = None,
-    scene: Annotated[Optional[str], typer.Option(help="start: the scene of the take.")] = None,
+    scene: Annotated[str | None, typer.Option(help="start: the scene of the take.")] = None,
     performer: PerformerOption = None,
     force: Annotated[bool, typer.Option("--force", help="quit: even while recording.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False,
 ) -> None:
     """Drive a running `session` or `record` through its control socket."""
     from .control import request as control_request
+
     payload: dict[str, Any] = {"cmd": command}
     if text is not None:
         payload["scene" if command == "scene" else "text"] = text
@@ -321,14 +387,22 @@ def ctl(
     if as_json:
         print_json(reply)
     elif command == "status":
-        out.print(f"{reply['state']}  session {reply['session']}  scene {reply['scene']}"
-                  + (f"  {reply['take']}  {reply['elapsed_s']:.1f} s" if reply["take"] else "")
-                  + f"  {room_line(reply['disk_free_bytes'], reply['disk_minutes_left'], reply['disk_low'])}",
-                  highlight=False, markup=False, soft_wrap=True)
+        out.print(
+            f"{reply['state']}  session {reply['session']}  scene {reply['scene']}"
+            + (f"  {reply['take']}  {reply['elapsed_s']:.1f} s" if reply["take"] else "")
+            + f"  {room_line(reply['disk_free_bytes'], reply['disk_minutes_left'], reply['disk_low'])}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         for st in reply["streams"]:
-            out.print(f"  {st['name']:<12} {st['kind']:<7} {st['rate']:>10.1f}/s  n={st['count']}  "
-                      f"drops={st['dropped']}" + (f"  FAULT {st['fault']}" if st["fault"] else ""), highlight=False,
-                      markup=False, soft_wrap=True)
+            out.print(
+                f"  {st['name']:<12} {st['kind']:<7} {st['rate']:>10.1f}/s  n={st['count']}  "
+                f"drops={st['dropped']}" + (f"  FAULT {st['fault']}" if st["fault"] else ""),
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     else:
         out.print(reply_line(command, reply), highlight=False, markup=False, soft_wrap=True)
 
@@ -339,9 +413,16 @@ def reply_line(command: str, reply: dict[str, Any]) -> str:
         return f"recording {reply['take']}  (scene {reply['scene']}, take {reply['number']})"
     if command == "stop":
         faults = reply.get("faults") or []
-        return (f"stopped {reply['take']}  ({reply['duration_s']:.1f} s, {reply['status']}"
-                + (f", {len(faults)} fault{'s' if len(faults) != 1 else ''}: "
-                   + "; ".join(f"{f['stream']}: {f['detail']}" for f in faults) if faults else "") + ")")
+        return (
+            f"stopped {reply['take']}  ({reply['duration_s']:.1f} s, {reply['status']}"
+            + (
+                f", {len(faults)} fault{'s' if len(faults) != 1 else ''}: "
+                + "; ".join(f"{f['stream']}: {f['detail']}" for f in faults)
+                if faults
+                else ""
+            )
+            + ")"
+        )
     if command == "slate":
         return f"slate at {reply['t_ns'] / 1e9:.3f} s" if reply["recording"] else "slate (no take recording)"
     if command in ("mark", "note"):
@@ -356,14 +437,25 @@ def reply_line(command: str, reply: dict[str, Any]) -> str:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     # the take's path on a line of its own, never wrapped (a table title wraps at the table's width)
-    out.print(f"{summary['take']}  ({summary['duration_s']:.1f} s, {summary['status']})", markup=False,
-              highlight=False, soft_wrap=True)
+    out.print(
+        f"{summary['take']}  ({summary['duration_s']:.1f} s, {summary['status']})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     table = new_table("")
     for col in ("stream", "kind", "count", "rate", "nominal", "dropped", "state"):
         table.add_column(col)
     for name, s in summary["streams"].items():
-        table.add_row(name, s["kind"], str(s["count"]), f"{s['measured_rate'] or 0:.2f}",
-                      f"{s['nominal_rate']:g}", str(s["dropped"]), s["state"])
+        table.add_row(
+            name,
+            s["kind"],
+            str(s["count"]),
+            f"{s['measured_rate'] or 0:.2f}",
+            f"{s['nominal_rate']:g}",
+            str(s["dropped"]),
+            s["state"],
+        )
     out.print(table)
     for fault in summary["faults"]:
         err.print(f"[red]fault[/] {escape(str(fault['stream']))}: {escape(str(fault['detail']))}", highlight=False)
@@ -401,13 +493,21 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 def verify(
     paths: Annotated[list[Path], typer.Argument(help="Takes, sessions or whole folders of them.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print every take's result as JSON.")] = False,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Also write a self-contained HTML report.")] = None,
-    jobs: Annotated[int, typer.Option(help="Cores to use: threads hashing files, worker processes checking takes.")] = 1,
-    require_consent: Annotated[bool, typer.Option("--require-consent", help="A take with no performers fails.")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write a self-contained HTML report.")] = None,
+    jobs: Annotated[
+        int, typer.Option(help="Cores to use: threads hashing files, worker processes checking takes.")
+    ] = 1,
+    require_consent: Annotated[
+        bool, typer.Option("--require-consent", help="A take with no performers fails.")
+    ] = False,
     max_drift_ppm: Annotated[float, typer.Option(help="Largest clock drift allowed.")] = 500.0,
     max_residual_ms: Annotated[float, typer.Option(help="Largest p99 arrival delay above the clock fit.")] = 100.0,
-    slate_tolerance_ms: Annotated[float, typer.Option(
-        min=0.0, help="Slate offset allowed beyond an audio sample or a mocap row period (video: a frame).")] = 2.0,
+    slate_tolerance_ms: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Slate offset allowed beyond an audio sample or a mocap row period (video: a frame)."
+        ),
+    ] = 2.0,
     max_skew_ms: Annotated[float, typer.Option(help="Largest start/end skew between streams.")] = 100.0,
 ) -> None:
     """Check every take under the paths (reading only): files, drops, clocks, sync, consent. Exit 1 on a FAIL."""
@@ -420,8 +520,13 @@ def verify(
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if report is not None and report.exists():
         raise UsageError(f"{report}: already exists; choose another report file")
-    limits = Limits(max_drift_ppm=max_drift_ppm, max_residual_ms=max_residual_ms,
-                    slate_tolerance_ms=slate_tolerance_ms, max_skew_ms=max_skew_ms, require_consent=require_consent)
+    limits = Limits(
+        max_drift_ppm=max_drift_ppm,
+        max_residual_ms=max_residual_ms,
+        slate_tolerance_ms=slate_tolerance_ms,
+        max_skew_ms=max_skew_ms,
+        require_consent=require_consent,
+    )
     with progress_bar("verifying") as progress:
         results = verify_paths(paths, limits, jobs=jobs, progress=progress)
     if not results:  # the wrong drive, or a typo: bad input, not a clean day
@@ -447,9 +552,15 @@ def verify(
         for row in summary_rows(results):
             verdict = row["verdict"]
             name = "/".join(Path(str(row["take"])).parts[-2:])  # session/take
-            cells = [escape(name), fmt(row["duration_s"], ".1f"), str(row["streams"]), escape(row["drops"] or "0"),
-                     fmt(row["worst_drift_ppm"], ".1f"), fmt(row["worst_slate_offset_ms"], ".2f"),
-                     f"[{style.get(verdict, 'red')}]{verdict}[/]"]
+            cells = [
+                escape(name),
+                fmt(row["duration_s"], ".1f"),
+                str(row["streams"]),
+                escape(row["drops"] or "0"),
+                fmt(row["worst_drift_ppm"], ".1f"),
+                fmt(row["worst_slate_offset_ms"], ".2f"),
+                f"[{style.get(verdict, 'red')}]{verdict}[/]",
+            ]
             # names and reasons come from the disk: shown as they are, never read as rich markup
             table.add_row(*cells, *([escape("\n".join(row["reasons"]))] if inline else []))
             if not inline:
@@ -502,6 +613,7 @@ def rig_check(
     capture nodes too, for their streams)."""
     from .recorder import Recorder
     from .rig_check import MAX_CHECK_S, check_results
+
     if not (seconds > 0 and math.isfinite(seconds) and seconds <= MAX_CHECK_S):
         raise UsageError(f"--seconds must be a positive number of at most {MAX_CHECK_S:g}, got {seconds}")
     spec = load_rig(rig)
@@ -526,10 +638,15 @@ def rig_check(
         for col in (("node",) if nodes else ()) + ("stream", "kind", "measured", "nominal", "peak dBFS", "verdict"):
             table.add_column(col)
         for r in results:
-            table.add_row(*((r.get("node") or "this PC",) if nodes else ()),
-                          r["stream"], r["kind"], f"{r['measured_rate']:.2f}", f"{r['nominal_rate']:g}",
-                          " ".join("-inf" if p is None else f"{p:.0f}" for p in r["peak_dbfs"]),
-                          "[green]ok[/]" if r["ok"] else f"[red]{escape('; '.join(r['problems']))}[/]")
+            table.add_row(
+                *((r.get("node") or "this PC",) if nodes else ()),
+                r["stream"],
+                r["kind"],
+                f"{r['measured_rate']:.2f}",
+                f"{r['nominal_rate']:g}",
+                " ".join("-inf" if p is None else f"{p:.0f}" for p in r["peak_dbfs"]),
+                "[green]ok[/]" if r["ok"] else f"[red]{escape('; '.join(r['problems']))}[/]",
+            )
         out.print(table)
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(results)} streams do not match the rig file")

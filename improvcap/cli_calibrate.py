@@ -1,16 +1,28 @@
 """`improvcap calibrate ...`: board, cameras, sync, audio and show (DESIGN section 6: calibration/<rig>/)."""
+
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from .calibrate import store
-from .cli_support import (CalibrationOption, JsonOption, OutOption, StopRequest, err, escape, new_table, one_line_errors, out,
-                          print_json, warn)
+from .cli_support import (
+    CalibrationOption,
+    JsonOption,
+    OutOption,
+    StopRequest,
+    err,
+    escape,
+    new_table,
+    one_line_errors,
+    out,
+    print_json,
+    warn,
+)
 from .errors import CheckFailed, UsageError
 from .rig import Rig, load_rig
 from .take.layout import MANIFEST
@@ -19,10 +31,13 @@ SLATING_SESSION = "calibration"  # the session folder of the takes calibrate syn
 
 calibrate_app = typer.Typer(no_args_is_help=True, help="Calibrate a rig: cameras, stream latencies, audio levels.")
 
+
 @calibrate_app.command("board")
 @one_line_errors
 def calibrate_board(
-    out_file: Annotated[Path, typer.Option("--out", help="The PNG to write; its spec goes beside it as .toml.")] = Path("charuco-board.png"),
+    out_file: Annotated[Path, typer.Option("--out", help="The PNG to write; its spec goes beside it as .toml.")] = Path(
+        "charuco-board.png"
+    ),
     squares_x: Annotated[int, typer.Option(help="Squares across.")] = 7,
     squares_y: Annotated[int, typer.Option(help="Squares down.")] = 5,
     square_mm: Annotated[float, typer.Option(help="Square side in mm.")] = 35.0,
@@ -33,13 +48,22 @@ def calibrate_board(
     """A printable ChArUco board (PNG at a stated dpi) and its spec (TOML) for `calibrate cameras`."""
     from .calibrate.board import BoardSpec, write_board
 
-    spec = BoardSpec(squares_x=squares_x, squares_y=squares_y, square_mm=square_mm, marker_mm=marker_mm,
-                     dictionary=dictionary, dpi=dpi)
+    spec = BoardSpec(
+        squares_x=squares_x,
+        squares_y=squares_y,
+        square_mm=square_mm,
+        marker_mm=marker_mm,
+        dictionary=dictionary,
+        dpi=dpi,
+    )
     png, toml = write_board(spec, out_file)
     papers = spec.papers()
     w, h = spec.page_mm
-    out.print(f"{png}  ({w:.0f} x {h:.0f} mm at {dpi} dpi; print at 100 %"
-              + (f" on {' or '.join(papers)})" if papers else ")"), highlight=False)
+    out.print(
+        f"{png}  ({w:.0f} x {h:.0f} mm at {dpi} dpi; print at 100 %"
+        + (f" on {' or '.join(papers)})" if papers else ")"),
+        highlight=False,
+    )
     out.print(f"{toml}  (the board's spec: give it to calibrate cameras --board)", highlight=False, markup=False)
     if not papers:
         warn("the page is larger than A4 and US letter")
@@ -49,10 +73,14 @@ def calibrate_board(
 @one_line_errors
 def calibrate_cameras_command(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
-    take: Annotated[Optional[Path], typer.Option("--take", help="A take in which every camera films the board.")] = None,
-    images: Annotated[Optional[list[str]], typer.Option(
-        "--images", help="NAME=DIR: still images of camera NAME (repeatable; same order = same instant).")] = None,
-    board: Annotated[Optional[Path], typer.Option("--board", help="The board's spec TOML (default board otherwise).")] = None,
+    take: Annotated[Path | None, typer.Option("--take", help="A take in which every camera films the board.")] = None,
+    images: Annotated[
+        list[str] | None,
+        typer.Option("--images", help="NAME=DIR: still images of camera NAME (repeatable; same order = same instant)."),
+    ] = None,
+    board: Annotated[
+        Path | None, typer.Option("--board", help="The board's spec TOML (default board otherwise).")
+    ] = None,
     threshold: Annotated[float, typer.Option(help="Flag the result above this RMS reprojection error (px).")] = 1.0,
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
@@ -106,9 +134,16 @@ def calibrate_cameras_command(
                 continue
             (fx, _, cx), (_, fy, cy) = cam["matrix"][0], cam["matrix"][1]
             name = cam["name"]
-            table.add_row(name, f"{fx:.1f}", f"{fy:.1f}", f"{cx:.1f}", f"{cy:.1f}",
-                          f"{meta['per_camera_error'][name]:.3f}", str(meta["views_used"][name]),
-                          f"{meta['coverage'][name]:.0%}")
+            table.add_row(
+                name,
+                f"{fx:.1f}",
+                f"{fy:.1f}",
+                f"{cx:.1f}",
+                f"{cy:.1f}",
+                f"{meta['per_camera_error'][name]:.3f}",
+                str(meta["views_used"][name]),
+                f"{meta['coverage'][name]:.0%}",
+            )
         out.print(table)
     if meta.get("flagged"):
         warn(f"reprojection error {meta['error']:.3f} px is above {threshold:g} px: check the views and the board")
@@ -124,17 +159,33 @@ DEFAULT_MAX_SLATES = 300  # --until without --record: about three minutes of sla
 @one_line_errors
 def calibrate_sync(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
-    take: Annotated[Optional[list[Path]], typer.Option(
-        "--take", help="A take with slates, recorded with the rig (repeatable: the slates of all are pooled; "
-                       "the takes must have been recorded with the same latencies).")] = None,
-    record: Annotated[Optional[int], typer.Option(
-        "--record", help="Record host-timed slates first (devices that render slates, or a sync box), about "
-                         "0.6 s each: one take of N slates; with --until, at most N slates in all.")] = None,
-    until: Annotated[Optional[float], typer.Option(
-        "--until", metavar="MS", help="Record slates, in takes of their own, until every stream's latency "
-                                      f"uncertainty is below MS milliseconds, at most --record N slates (default "
-                                      f"{DEFAULT_MAX_SLATES}). Not reached: the calibration is written all the "
-                                      "same and the exit status is 1.")] = None,
+    take: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--take",
+            help="A take with slates, recorded with the rig (repeatable: the slates of all are pooled; "
+            "the takes must have been recorded with the same latencies).",
+        ),
+    ] = None,
+    record: Annotated[
+        int | None,
+        typer.Option(
+            "--record",
+            help="Record host-timed slates first (devices that render slates, or a sync box), about "
+            "0.6 s each: one take of N slates; with --until, at most N slates in all.",
+        ),
+    ] = None,
+    until: Annotated[
+        float | None,
+        typer.Option(
+            "--until",
+            metavar="MS",
+            help="Record slates, in takes of their own, until every stream's latency "
+            f"uncertainty is below MS milliseconds, at most --record N slates (default "
+            f"{DEFAULT_MAX_SLATES}). Not reached: the calibration is written all the "
+            "same and the exit status is 1.",
+        ),
+    ] = None,
     out_dir: OutOption = Path("takes"),
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
@@ -155,10 +206,12 @@ def calibrate_sync(
     if until is not None and not (until > 0 and math.isfinite(until)):
         raise UsageError(f"--until must be a positive number of milliseconds, got {until:g}")
     if recording and (remote := sorted({s.node for s in spec.streams if s.node})):
-        raise UsageError(f"{spec.path}: --record slates the streams of this PC only, and capture nodes "
-                         f"({', '.join(remote)}) record the others: record slated takes with `improvcap record "
-                         f"{rig} --key FILE --slate`, bring them together with `improvcap collect`, then give them "
-                         "with --take")
+        raise UsageError(
+            f"{spec.path}: --record slates the streams of this PC only, and capture nodes "
+            f"({', '.join(remote)}) record the others: record slated takes with `improvcap record "
+            f"{rig} --key FILE --slate`, bring them together with `improvcap collect`, then give them "
+            "with --take"
+        )
     if recording:
         result = _record_slates(spec, out_dir, record or DEFAULT_MAX_SLATES, until)
     else:
@@ -177,17 +230,24 @@ def calibrate_sync(
         for col in ("stream", "latency ms", "correction ms", "± ms", "spread ms", "slates"):
             table.add_column(col)
         for name, s in result["streams"].items():
-            table.add_row(escape(name), f"{s['latency_ms']:.3f}", f"{s['correction_ms']:+.3f}",
-                          "?" if s.get("uncertainty_ms") is None else f"{s['uncertainty_ms']:.3f}",
-                          f"{s['spread_ms']:.3f}", str(s["slates"]))
+            table.add_row(
+                escape(name),
+                f"{s['latency_ms']:.3f}",
+                f"{s['correction_ms']:+.3f}",
+                "?" if s.get("uncertainty_ms") is None else f"{s['uncertainty_ms']:.3f}",
+                f"{s['spread_ms']:.3f}",
+                str(s["slates"]),
+            )
         out.print(table)
     for line in result["warnings"]:
         warn(line)
     if short:
         slates = max(s["slates"] for s in result["streams"].values())
         reached = ", ".join(f"{name} {'unknown' if u is None else f'±{u:.3f} ms'}" for name, u in short.items())
-        raise CheckFailed(f"after {slates} slates not below ±{until:g} ms: {reached} (written all the same; "
-                          "raise --record N for more slates)")
+        raise CheckFailed(
+            f"after {slates} slates not below ±{until:g} ms: {reached} (written all the same; "
+            "raise --record N for more slates)"
+        )
 
 
 def _record_slates(spec: Rig, out_dir: Path, max_slates: int, until_ms: float | None) -> dict[str, Any]:
@@ -208,9 +268,14 @@ def _record_slates(spec: Rig, out_dir: Path, max_slates: int, until_ms: float | 
         pass
     finally:
         recorder.close()
-    err.print(escape(f"interrupted: no calibration written; the slated takes are kept in "
-                     f"{out_dir / SLATING_SESSION} (calibrate sync {spec.name} --take TAKE... pools them)"),
-              highlight=False, soft_wrap=True)
+    err.print(
+        escape(
+            f"interrupted: no calibration written; the slated takes are kept in "
+            f"{out_dir / SLATING_SESSION} (calibrate sync {spec.name} --take TAKE... pools them)"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(130)
 
 
@@ -219,9 +284,11 @@ def _record_slates(spec: Rig, out_dir: Path, max_slates: int, until_ms: float | 
 def calibrate_audio(
     rig: Annotated[str, typer.Argument(help="Rig file path or name.")],
     seconds: Annotated[float, typer.Option(help="How long to listen to every input.")] = 3.0,
-    loopback: Annotated[Optional[str], typer.Option(
-        help="Output device looped back to an input: measure the input-output latency with a chirp.")] = None,
-    stream: Annotated[Optional[str], typer.Option(help="--loopback: the rig's audio stream that hears it.")] = None,
+    loopback: Annotated[
+        str | None,
+        typer.Option(help="Output device looped back to an input: measure the input-output latency with a chirp."),
+    ] = None,
+    stream: Annotated[str | None, typer.Option(help="--loopback: the rig's audio stream that hears it.")] = None,
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -240,11 +307,17 @@ def calibrate_audio(
     if loopback is not None:
         candidates = [s for s in inputs if s.driver == "portaudio" and (stream is None or s.name == stream)]
         if not candidates:
-            raise UsageError(f"--loopback needs a portaudio audio stream{f' named {stream}' if stream else ''} "
-                             f"in rig {spec.name}")
+            raise UsageError(
+                f"--loopback needs a portaudio audio stream{f' named {stream}' if stream else ''} in rig {spec.name}"
+            )
         looped = candidates[0]
-    result: dict[str, Any] = {"rig": spec.name, "rig_sha256": spec.sha256, "kind": "audio", "seconds": seconds,
-                              "streams": {}}
+    result: dict[str, Any] = {
+        "rig": spec.name,
+        "rig_sha256": spec.sha256,
+        "kind": "audio",
+        "seconds": seconds,
+        "streams": {},
+    }
     for s in inputs:
         device = make_device(s)
         try:
@@ -271,17 +344,28 @@ def calibrate_audio(
         db = lambda v: "-inf" if v is None else f"{v:.1f}"  # noqa: E731
         for name, r in result["streams"].items():
             for c in r["channels"]:
-                table.add_row(name, str(c["channel"]), db(c["peak_dbfs"]), db(c["rms_dbfs"]),
-                              db(c["noise_floor_dbfs"]), f"{c['dc_offset']:+.4f}", str(c["clipped"]),
-                              c["verdict"] if c["verdict"] == "good" else f"[red]{c['verdict']}[/]")
+                table.add_row(
+                    name,
+                    str(c["channel"]),
+                    db(c["peak_dbfs"]),
+                    db(c["rms_dbfs"]),
+                    db(c["noise_floor_dbfs"]),
+                    f"{c['dc_offset']:+.4f}",
+                    str(c["clipped"]),
+                    c["verdict"] if c["verdict"] == "good" else f"[red]{c['verdict']}[/]",
+                )
             if r.get("loopback"):
                 lb = r["loopback"]
-                out.print(f"{name}: loopback latency {lb['latency_ms']:.2f} ms (spread {lb['spread_ms']:.2f} ms)",
-                          highlight=False, markup=False)
+                out.print(
+                    f"{name}: loopback latency {lb['latency_ms']:.2f} ms (spread {lb['spread_ms']:.2f} ms)",
+                    highlight=False,
+                    markup=False,
+                )
         out.print(table)
     if bad:
-        raise CheckFailed(f"{len(bad)} channels not good: " + ", ".join(f"{n} ch{c['channel']} {c['verdict']}"
-                                                                        for n, c in bad))
+        raise CheckFailed(
+            f"{len(bad)} channels not good: " + ", ".join(f"{n} ch{c['channel']} {c['verdict']}" for n, c in bad)
+        )
 
 
 @calibrate_app.command("show")
@@ -303,7 +387,8 @@ def calibrate_show(
         data = store.load(path)
         age_s = time.time() - path.stat().st_mtime
         report["kinds"][kind] = {
-            "file": str(path), "age_hours": round(age_s / 3600, 2),
+            "file": str(path),
+            "age_hours": round(age_s / 3600, 2),
             "made_for_another_rig_file": (stale := store.stale(path, spec)),
             "older_than_rig_file": stale,  # its former name, kept for scripts
             "history": len(store.history(folder, kind)),
@@ -316,10 +401,12 @@ def calibrate_show(
         if entry is None:
             out.print(f"[yellow]{kind}[/]: none in {escape(str(folder))}", highlight=False)
             continue
-        stale = " [yellow](made for another version of the rig file)[/]" if entry["made_for_another_rig_file"] \
-            else ""
-        out.print(f"[bold]{kind}[/]: {escape(Path(entry['file']).name)}, {_age(entry['age_hours'])} old, "
-                  f"{entry['history']} in history{stale}", highlight=False)
+        stale = " [yellow](made for another version of the rig file)[/]" if entry["made_for_another_rig_file"] else ""
+        out.print(
+            f"[bold]{kind}[/]: {escape(Path(entry['file']).name)}, {_age(entry['age_hours'])} old, "
+            f"{entry['history']} in history{stale}",
+            highlight=False,
+        )
         for line in entry["summary"]:
             out.print(f"  {line}", highlight=False, markup=False)
 
@@ -330,16 +417,20 @@ def _age(hours: float) -> str:
 
 def _summary(kind: str, data: dict[str, Any]) -> list[str]:
     if kind == "sync":
-        return [f"{name}: latency {s.get('latency_ms', 0):.3f} ms"
-                + ("" if s.get("uncertainty_ms") is None else f" ± {s['uncertainty_ms']:.3f} ms")
-                + f", spread {s.get('spread_ms', 0):.3f} ms, {s.get('slates', 0)} slates"
-                for name, s in data.get("streams", {}).items()] + [f"warning: {w}" for w in data.get("warnings", [])]
+        return [
+            f"{name}: latency {s.get('latency_ms', 0):.3f} ms"
+            + ("" if s.get("uncertainty_ms") is None else f" ± {s['uncertainty_ms']:.3f} ms")
+            + f", spread {s.get('spread_ms', 0):.3f} ms, {s.get('slates', 0)} slates"
+            for name, s in data.get("streams", {}).items()
+        ] + [f"warning: {w}" for w in data.get("warnings", [])]
     if kind == "cameras":
         meta = data.get("metadata", {})
         flag = " FLAGGED" if meta.get("flagged") else ""
         cams = [k for k in data if k.startswith("cam_")]
         return [f"{len(cams)} cameras, reprojection error {meta.get('error', float('nan')):.3f} px{flag}"]
     if kind == "audio":
-        return [f"{stream}: " + ", ".join(f"ch{c.get('channel')} {c.get('verdict')}" for c in s.get("channels", []))
-                for stream, s in data.get("streams", {}).items()]
+        return [
+            f"{stream}: " + ", ".join(f"ch{c.get('channel')} {c.get('verdict')}" for c in s.get("channels", []))
+            for stream, s in data.get("streams", {}).items()
+        ]
     return []

@@ -1,4 +1,5 @@
 """The command line of `editorial`: a take's cameras, WAVs and timelines as editors open them, synced."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,6 +33,7 @@ def editorial_command(
         table.add_column(col)
     for take in report["takes"]:
         for s in take["streams"]:
-            table.add_row(take["take"], s["stream"], s["file"], s.get("timecode") or f"sample {s['start']}",
-                          str(s["count"]))
+            table.add_row(
+                take["take"], s["stream"], s["file"], s.get("timecode") or f"sample {s['start']}", str(s["count"])
+            )
     out.print(table)

@@ -1,21 +1,37 @@
 """The command line of exports: `export` (takes out of the studio, with consent enforced), `verify-export`
 and `performers report` (a performer's right to know)."""
+
 from __future__ import annotations
 
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
-from .cli_support import CalibrationOption, JsonOption, StopRequest, err, escape, new_table, one_line_errors, out, print_json, \
-    progress_bar, warn
+from .cli_support import (
+    CalibrationOption,
+    JsonOption,
+    StopRequest,
+    err,
+    escape,
+    new_table,
+    one_line_errors,
+    out,
+    print_json,
+    progress_bar,
+    warn,
+)
 from .errors import CheckFailed, UsageError
 
 performers_app = typer.Typer(no_args_is_help=True, help="Performers and their consent.")
-PerformersFile = Annotated[Optional[Path], typer.Option(
-    "--performers", help="Judge consent by this performers file (default: each take's session performers.toml).")]
+PerformersFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--performers", help="Judge consent by this performers file (default: each take's session performers.toml)."
+    ),
+]
 INTERRUPTED_STATUS = 130
 
 
@@ -35,25 +51,36 @@ def _size(text: str) -> int:
 @one_line_errors
 def export_command(
     paths: Annotated[list[Path], typer.Argument(help="Takes, sessions or whole folders of them.")],
-    use: Annotated[str, typer.Option("--use", help="The use (consent scope) the data is exported for, exactly as "
-                                                   "in the performers file.")],
+    use: Annotated[
+        str,
+        typer.Option(
+            "--use", help="The use (consent scope) the data is exported for, exactly as in the performers file."
+        ),
+    ],
     to: Annotated[Path, typer.Option("--to", help="A new or empty folder for the export.")],
-    out_format: Annotated[str, typer.Option("--format", help="webdataset (tar shards of clips) or mcap (a file a take).")
-                          ] = "webdataset",
-    clip: Annotated[str, typer.Option(help="webdataset clips: take, SECONDS windows, or marks (between two marks).")
-                    ] = "take",
-    shard_size: Annotated[str, typer.Option(help="Shard size (a shard closes before the sample that would pass it).")
-                          ] = "1GB",
+    out_format: Annotated[
+        str, typer.Option("--format", help="webdataset (tar shards of clips) or mcap (a file a take).")
+    ] = "webdataset",
+    clip: Annotated[
+        str, typer.Option(help="webdataset clips: take, SECONDS windows, or marks (between two marks).")
+    ] = "take",
+    shard_size: Annotated[
+        str, typer.Option(help="Shard size (a shard closes before the sample that would pass it).")
+    ] = "1GB",
     performers: PerformersFile = None,
-    include_unattributed: Annotated[bool, typer.Option(
-        "--include-unattributed", help="Also export takes that record no performers.")] = False,
-    accept_unverified_forms: Annotated[bool, typer.Option(
-        "--accept-unverified-forms", help="Count consent forms that are not on disk to re-hash.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision for every take; write nothing.")
-                       ] = False,
+    include_unattributed: Annotated[
+        bool, typer.Option("--include-unattributed", help="Also export takes that record no performers.")
+    ] = False,
+    accept_unverified_forms: Annotated[
+        bool, typer.Option("--accept-unverified-forms", help="Count consent forms that are not on disk to re-hash.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the decision for every take; write nothing.")
+    ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an export that stopped, in its folder.")] = False,
-    jobs: Annotated[int, typer.Option(
-        help="Cores for verifying the takes while they are written (default: all).")] = os.cpu_count() or 1,
+    jobs: Annotated[
+        int, typer.Option(help="Cores for verifying the takes while they are written (default: all).")
+    ] = os.cpu_count() or 1,
     calibration: CalibrationOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -67,9 +94,17 @@ def export_command(
         raise UsageError(f"--jobs must be at least 1, got {jobs}")
     if not use.strip():
         raise UsageError("--use must name a scope")
-    request = ExportRequest(paths=paths, out=to, out_format=out_format, clip=parse_clip(clip),
-                            shard_bytes=_size(shard_size), resume=resume, jobs=jobs, calibration=calibration,
-                            rules=ConsentRules(use, performers, include_unattributed, accept_unverified_forms))
+    request = ExportRequest(
+        paths=paths,
+        out=to,
+        out_format=out_format,
+        clip=parse_clip(clip),
+        shard_bytes=_size(shard_size),
+        resume=resume,
+        jobs=jobs,
+        calibration=calibration,
+        rules=ConsentRules(use, performers, include_unattributed, accept_unverified_forms),
+    )
     if not dry_run:
         check_destination(request)  # refused before the takes are verified
     planned = plan(request)
@@ -97,19 +132,34 @@ def export_command(
 
             manifest = export(request, planned, on_sample, stop=lambda: stop.requested)
     except KeyboardInterrupt:
-        err.print(f"[bold red]error:[/] interrupted; what was written is listed in {escape(str(to / 'export.json'))} "
-                  f"(--resume continues)", highlight=False, soft_wrap=True)
+        err.print(
+            f"[bold red]error:[/] interrupted; what was written is listed in {escape(str(to / 'export.json'))} "
+            f"(--resume continues)",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(INTERRUPTED_STATUS) from None
     data = [o for o in manifest["outputs"] if o.get("kind") in ("shard", "mcap")]
     if as_json:
-        print_json({"export": str(to.resolve()), "state": manifest["state"], "scope": use,
-                    "decisions": manifest["decisions"], "outputs": manifest["outputs"]})
+        print_json(
+            {
+                "export": str(to.resolve()),
+                "state": manifest["state"],
+                "scope": use,
+                "decisions": manifest["decisions"],
+                "outputs": manifest["outputs"],
+            }
+        )
         return
     _decision_table(manifest["decisions"], use, dry_run, False)
     total = sum(o["bytes"] for o in data)
-    out.print(f"{to}: {len(manifest['takes'])} takes, {written[0]} "
-              f"{'samples' if out_format == 'webdataset' else 'files'} in {len(data)} files, "
-              f"{total / 1e6:.1f} MB (export.json, croissant.json, README.md)", highlight=False, markup=False)
+    out.print(
+        f"{to}: {len(manifest['takes'])} takes, {written[0]} "
+        f"{'samples' if out_format == 'webdataset' else 'files'} in {len(data)} files, "
+        f"{total / 1e6:.1f} MB (export.json, croissant.json, README.md)",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _decision_table(decided: list[dict[str, Any]], scope: str, dry_run: bool, to_stderr: bool) -> None:
@@ -120,8 +170,12 @@ def _decision_table(decided: list[dict[str, Any]], scope: str, dry_run: bool, to
         table.add_column(col, no_wrap=col != "reasons")
     for d in decided:
         why = d["reasons"] if not d["included"] else [f"note: {n}" for n in d["notes"]]
-        table.add_row(escape(d["take"]), d["verdict"], "[green]include[/]" if d["included"] else "[red]exclude[/]",
-                      escape("\n".join(why)))
+        table.add_row(
+            escape(d["take"]),
+            d["verdict"],
+            "[green]include[/]" if d["included"] else "[red]exclude[/]",
+            escape("\n".join(why)),
+        )
     (err if to_stderr else out).print(table)
 
 
@@ -143,8 +197,11 @@ def verify_export_command(
         for problem in result["problems"]:
             out.print(f"FAIL: {problem}", highlight=False, markup=False)
         if result["ok"]:
-            out.print(f"{folder}: OK ({result['files']} files, {result['bytes'] / 1e6:.1f} MB as listed)",
-                      highlight=False, markup=False)
+            out.print(
+                f"{folder}: OK ({result['files']} files, {result['bytes'] / 1e6:.1f} MB as listed)",
+                highlight=False,
+                markup=False,
+            )
     if not result["ok"]:
         raise CheckFailed(f"{folder}: {len(result['problems'])} problem(s) against export.json")
 
@@ -154,8 +211,9 @@ def verify_export_command(
 def performers_report(
     performer: Annotated[str, typer.Argument(help="The performer's id.")],
     paths: Annotated[list[Path], typer.Argument(help="Takes, sessions or whole folders of them.")],
-    exports: Annotated[Optional[list[Path]], typer.Option("--exports", help="Export folders to look in (repeatable).")
-                       ] = None,
+    exports: Annotated[
+        list[Path] | None, typer.Option("--exports", help="Export folders to look in (repeatable).")
+    ] = None,
     performers: PerformersFile = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -171,9 +229,13 @@ def performers_report(
         print_json(report)
         return
     now = report["now"]
-    state = "not in the performers file" if now is None else \
-        ("REVOKED" + (f" on {now['revoked_on']}" if now["revoked_on"] else "")) if now["revoked"] else \
-        f"allows {', '.join(now['allowed']) or 'nothing'}; denies {', '.join(now['denied']) or 'nothing'}"
+    state = (
+        "not in the performers file"
+        if now is None
+        else ("REVOKED" + (f" on {now['revoked_on']}" if now["revoked_on"] else ""))
+        if now["revoked"]
+        else f"allows {', '.join(now['allowed']) or 'nothing'}; denies {', '.join(now['denied']) or 'nothing'}"
+    )
     name = f" ({now['name']})" if now else ""
     out.print(f"performer {performer}{name}: {state}", highlight=False, markup=False)
     table = new_table(f"{len(report['takes'])} takes")
@@ -181,11 +243,18 @@ def performers_report(
         table.add_column(col)
     for t in report["takes"]:
         rec = t["recorded"]
-        table.add_row(escape(t["take"]), escape(str(t["t0_utc"])[:19]), escape(", ".join(rec["allowed"] or [])),
-                      escape(", ".join(rec["denied"] or [])))
+        table.add_row(
+            escape(t["take"]),
+            escape(str(t["t0_utc"])[:19]),
+            escape(", ".join(rec["allowed"] or [])),
+            escape(", ".join(rec["denied"] or [])),
+        )
     out.print(table)
     for e in report["exports"]:
-        out.print(f"in export {e['export']} for {e['scope']!r} ({e['created_utc']}, {e['state']}): "
-                  f"{', '.join(e['takes'])}", highlight=False, markup=False)
+        out.print(
+            f"in export {e['export']} for {e['scope']!r} ({e['created_utc']}, {e['state']}): {', '.join(e['takes'])}",
+            highlight=False,
+            markup=False,
+        )
     if not report["exports"]:
         out.print("in no export named", highlight=False, markup=False)

@@ -1,11 +1,12 @@
 """The command line of capture nodes: `key new`, `node` (run on a capture PC), `nodes` (check a rig's) and
 `collect` (bring a take's node files to the controller)."""
+
 from __future__ import annotations
 
 import socket
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -24,15 +25,19 @@ def key_new(
 ) -> None:
     """Make a new shared key: a file of mode 0600 that `node --key` and the controller's commands take."""
     from .link.keys import new_key
+
     key = new_key(file)
-    out.print(f"{file}: key {key.id} (mode 0600; copy it to every PC of the rig, keep it from everyone else)",
-              highlight=False, markup=False)
+    out.print(
+        f"{file}: key {key.id} (mode 0600; copy it to every PC of the rig, keep it from everyone else)",
+        highlight=False,
+        markup=False,
+    )
 
 
 @one_line_errors
 def node_command(
     key: KeyOption,
-    name: Annotated[Optional[str], typer.Option(help="The node's name in rig files (default: the host name).")] = None,
+    name: Annotated[str | None, typer.Option(help="The node's name in rig files (default: the host name).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where this node's takes and log go.")] = Path("takes"),
     port: Annotated[int, typer.Option(help="The control port (0: any free one).")] = 7371,
 ) -> None:
@@ -54,6 +59,7 @@ def node_command(
     log = NodeLog(out_dir, lambda line: err.print(line, highlight=False, markup=False))
     server = NodeServer(node_name, out_dir, shared, port, log).start()
     from .nodes.addresses import local_ipv4
+
     log(f"node {node_name}: listening on port {server.port} ({', '.join(local_ipv4())}), key {shared.id}")
     with StopRequest() as stop:
         try:
@@ -89,8 +95,14 @@ def nodes_command(
             try:
                 status = link.request("status")
                 offset, rtt = link.found.clock_offset()
-                row.update(ok=True, address=f"{link.address}:{link.found.port}", version=status["version"],
-                           host=status["host"], clock_offset_ms=round(offset / 1e6, 3), rtt_ms=round(rtt / 1e6, 3))
+                row.update(
+                    ok=True,
+                    address=f"{link.address}:{link.found.port}",
+                    version=status["version"],
+                    host=status["host"],
+                    clock_offset_ms=round(offset / 1e6, 3),
+                    rtt_ms=round(rtt / 1e6, 3),
+                )
             finally:
                 link.close()
         except ImprovcapError as e:
@@ -103,9 +115,14 @@ def nodes_command(
         for column in ("node", "address", "host", "clock offset ms", "rtt ms", "verdict"):
             table.add_column(column)
         for r in rows:
-            table.add_row(escape(r["node"]), escape(r.get("address", "")), escape(r.get("host", "")),
-                          f"{r['clock_offset_ms']:+.3f}" if r["ok"] else "", f"{r['rtt_ms']:.3f}" if r["ok"] else "",
-                          "ok" if r["ok"] else escape(r["error"]))
+            table.add_row(
+                escape(r["node"]),
+                escape(r.get("address", "")),
+                escape(r.get("host", "")),
+                f"{r['clock_offset_ms']:+.3f}" if r["ok"] else "",
+                f"{r['rtt_ms']:.3f}" if r["ok"] else "",
+                "ok" if r["ok"] else escape(r["error"]),
+            )
         out.print(table)
     failed = [r for r in rows if not r["ok"]]
     if failed:
@@ -141,10 +158,22 @@ def collect_command(
     todo = [t for t, m in manifests.items() if isinstance(m, dict) and pending_nodes(m)]
     configure_peers([manifests[t] for t in todo])
     results += [r for t in todo for r in TakeCollector(t, shared, timeout).collect()]
-    rows = [{"take": str(r.take), "node": r.node, "streams": r.streams, "files": r.files, "bytes": r.bytes,
-             "resumed": r.resumed, "already_here": r.already, "seconds": r.seconds,
-             "transfer_seconds": r.transfer_seconds, "ok": r.error is None, **({"error": r.error} if r.error else {})}
-            for r in results]
+    rows = [
+        {
+            "take": str(r.take),
+            "node": r.node,
+            "streams": r.streams,
+            "files": r.files,
+            "bytes": r.bytes,
+            "resumed": r.resumed,
+            "already_here": r.already,
+            "seconds": r.seconds,
+            "transfer_seconds": r.transfer_seconds,
+            "ok": r.error is None,
+            **({"error": r.error} if r.error else {}),
+        }
+        for r in results
+    ]
     if as_json:
         print_json({"takes": len(takes), "collected": rows})
     elif not rows:
@@ -154,8 +183,14 @@ def collect_command(
         for column in ("take", "node", "files", "MB", "resumed", "verdict"):
             table.add_column(column)
         for r in rows:
-            table.add_row(escape(Path(r["take"]).name), escape(r["node"]), str(r["files"]), f"{r['bytes'] / 1e6:.1f}",
-                          str(r["resumed"]), "ok" if r["ok"] else escape(r["error"]))
+            table.add_row(
+                escape(Path(r["take"]).name),
+                escape(r["node"]),
+                str(r["files"]),
+                f"{r['bytes'] / 1e6:.1f}",
+                str(r["resumed"]),
+                "ok" if r["ok"] else escape(r["error"]),
+            )
         out.print(table)
     failed = [r for r in rows if not r["ok"]]
     if failed:

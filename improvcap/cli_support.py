@@ -1,4 +1,5 @@
 """What every command of the CLI shares: consoles, one-line errors, JSON output, common options."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,9 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,29 +25,52 @@ err = Console(stderr=True)
 out = Console()
 
 OutOption = Annotated[Path, typer.Option("--out", help="Folder that holds the sessions.")]
-SessionOption = Annotated[Optional[str], typer.Option(help="Session (shoot day) name; default: today's date.")]
-PerformerOption = Annotated[Optional[list[str]], typer.Option(
-    "--performer", help="Performer ID from the performers file (repeatable); recorded with consent.")]
-PerformersFileOption = Annotated[Optional[Path], typer.Option(
-    "--performers", help="Performers file (default: performers.toml in the session folder).")]
-CalibrationOption = Annotated[Optional[Path], typer.Option(
-    "--calibration", help="Folder holding <rig>/ calibrations (default: ./calibration).")]
+SessionOption = Annotated[str | None, typer.Option(help="Session (shoot day) name; default: today's date.")]
+PerformerOption = Annotated[
+    list[str] | None,
+    typer.Option("--performer", help="Performer ID from the performers file (repeatable); recorded with consent."),
+]
+PerformersFileOption = Annotated[
+    Path | None, typer.Option("--performers", help="Performers file (default: performers.toml in the session folder).")
+]
+CalibrationOption = Annotated[
+    Path | None, typer.Option("--calibration", help="Folder holding <rig>/ calibrations (default: ./calibration).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-MinFreeOption = Annotated[float, typer.Option(
-    "--min-free-minutes", help="Start a take only with room on the disk for this many minutes of the rig's data "
-                               "(measured by the last take, else estimated from the rig); the live view warns "
-                               "below twice that.")]
-NodeKeyOption = Annotated[Optional[Path], typer.Option(
-    "--key", help="The rig's shared key (improvcap key new): drive the capture nodes that record its other streams.")]
-LslOption = Annotated[bool, typer.Option(
-    "--lsl", help="Publish the takes' events and frame times as LSL streams (as [rig] lsl_outlets = true).")]
-GroupOption = Annotated[Optional[str], typer.Option(
-    "--group", help="The studio's group: the session's takes belong to it (default: the rig's group; files "
-                    "are never readable by other users).")]
+MinFreeOption = Annotated[
+    float,
+    typer.Option(
+        "--min-free-minutes",
+        help="Start a take only with room on the disk for this many minutes of the rig's data "
+        "(measured by the last take, else estimated from the rig); the live view warns "
+        "below twice that.",
+    ),
+]
+NodeKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="The rig's shared key (improvcap key new): drive the capture nodes that record its other streams."
+    ),
+]
+LslOption = Annotated[
+    bool,
+    typer.Option(
+        "--lsl", help="Publish the takes' events and frame times as LSL streams (as [rig] lsl_outlets = true)."
+    ),
+]
+GroupOption = Annotated[
+    str | None,
+    typer.Option(
+        "--group",
+        help="The studio's group: the session's takes belong to it (default: the rig's group; files "
+        "are never readable by other users).",
+    ),
+]
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn domain errors into one red line and their exit status (never a traceback)."""
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -53,6 +78,7 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ImprovcapError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
+
     return wrapper
 
 
@@ -69,7 +95,7 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
-def new_table(title: str, **options: Any) -> "Table":
+def new_table(title: str, **options: Any) -> Table:
     """A rich table; rich.table is imported here, not at start (a third of rich's import time)."""
     from rich.table import Table
 
@@ -87,7 +113,7 @@ class StopRequest:
         self._interrupt = interrupt
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -3,6 +3,7 @@
 Every stored `t_ns` is nanoseconds since the take's `t0` on `time.monotonic_ns()`. Mapping the devices'
 own clocks onto it is `clockfit`'s work.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -32,7 +33,7 @@ class ClockDomain(enum.StrEnum):
     FILE = "file"
 
     @classmethod
-    def named(cls, value: object) -> "ClockDomain | None":
+    def named(cls, value: object) -> ClockDomain | None:
         """The domain named by `value` (a stored string), None when it names none."""
         try:
             return cls(value) if isinstance(value, str) else None
@@ -40,7 +41,7 @@ class ClockDomain(enum.StrEnum):
             return None
 
     @classmethod
-    def of(cls, value: object, default: "ClockDomain") -> "ClockDomain":
+    def of(cls, value: object, default: ClockDomain) -> ClockDomain:
         """The domain named by `value`, else `default`."""
         return cls.named(value) or default
 
@@ -53,10 +54,10 @@ class TakeOrigin:
     utc: _dt.datetime
 
     @classmethod
-    def now(cls) -> "TakeOrigin":
+    def now(cls) -> TakeOrigin:
         # Read both clocks back to back; the wall time is only for humans and editors.
         t0 = now_ns()
-        return cls(t0, _dt.datetime.now(_dt.timezone.utc))
+        return cls(t0, _dt.datetime.now(_dt.UTC))
 
     def seconds_since_midnight(self) -> Fraction:
         """t0 as seconds since local midnight, to the microsecond (timecode and BWF time_reference count

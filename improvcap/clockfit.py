@@ -26,6 +26,7 @@ windows, whole bursts — cannot move it, however many there are. Large values a
 relative to the segment's first sample, so nanoseconds stay exact whatever the device epoch.
 `LiveClock` applies the same estimate incrementally while recording.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -86,8 +87,13 @@ class Segment(DeviceLine):
     span_ns: int = 0  # device time from its first row to its last
 
     def as_dict(self) -> dict:
-        return {"start": self.start, "stop": self.stop, "offset_ns": self.offset_ns,
-                "ref_device_ns": self.ref_device_ns, "drift_ppm": self.drift_ppm}
+        return {
+            "start": self.start,
+            "stop": self.stop,
+            "offset_ns": self.offset_ns,
+            "ref_device_ns": self.ref_device_ns,
+            "drift_ppm": self.drift_ppm,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +135,7 @@ class ClockFit:
             raise ValueError(f"apply needs {self.n} device times aligned with the fit, got shape {d.shape}")
         out = np.empty(self.n, dtype=np.int64)
         for seg in self.segments:
-            out[seg.start:seg.stop] = seg.map(d[seg.start:seg.stop])
+            out[seg.start : seg.stop] = seg.map(d[seg.start : seg.stop])
         return out
 
     def map_one(self, device_ns: int, segment: int = -1) -> int:
@@ -143,8 +149,10 @@ class ClockFit:
         main = self.main
         if main is None or main.drift_ppm != 0.0 or main.span_ns >= MIN_DRIFT_SPAN_NS:
             return None
-        return (f"offset only: {main.span_ns / 1e9:.1f} s of device time is too short to fit a drift "
-                f"(at least {MIN_DRIFT_SPAN_NS / 1e9:g} s)")
+        return (
+            f"offset only: {main.span_ns / 1e9:.1f} s of device time is too short to fit a drift "
+            f"(at least {MIN_DRIFT_SPAN_NS / 1e9:g} s)"
+        )
 
     def effective_rate(self, nominal: float) -> float:
         """Samples per host second of a device clocked at `nominal` per device second: nominal * (1 + drift).
@@ -193,8 +201,13 @@ def unwrap_counter(values: np.ndarray, modulus: int) -> np.ndarray:
     return out
 
 
-def fit_clock(device_ns: np.ndarray, host_ns: np.ndarray, *, window_ns: int = 1_000_000_000,
-              reset_threshold_ns: int = 1_000_000_000) -> ClockFit:
+def fit_clock(
+    device_ns: np.ndarray,
+    host_ns: np.ndarray,
+    *,
+    window_ns: int = 1_000_000_000,
+    reset_threshold_ns: int = 1_000_000_000,
+) -> ClockFit:
     """Fit host arrival times against device times: one lower-envelope line per segment between resets.
 
     A reset starts a new segment where the device clock is discontinuous: the device time steps backwards
@@ -248,8 +261,8 @@ def _segment_bounds(d: np.ndarray, h: np.ndarray, threshold: int) -> list[int]:
     period = float(np.median(forward[:: max(1, forward.size // 20_000)])) if forward.size else 1.0
     span = int(min(max(np.ceil(_RESET_SPAN_NS / max(period, 1.0)), 3), n))
     for c in candidates.tolist():
-        before = delay[max(bounds[-1], c - span):c]
-        after = delay[c:c + span]
+        before = delay[max(bounds[-1], c - span) : c]
+        after = delay[c : c + span]
         if after.size < 3:
             continue
         rise = _envelope(after) - _envelope(before)
@@ -282,8 +295,7 @@ def _fit_segment(d: np.ndarray, h: np.ndarray, window: float, start: int) -> tup
         return Segment(start, start + d.size, c0 + int(y_int.min()), 0.0, ref_d, int(span)), 0
     a, b, kept = _robust_line(xm, ym)
     drift = -b / (1.0 + b)
-    return Segment(start, start + d.size, c0 + int(round(a)), float(drift * 1e6), ref_d, int(span)), \
-        int(xm.size - kept)
+    return Segment(start, start + d.size, c0 + int(round(a)), float(drift * 1e6), ref_d, int(span)), int(xm.size - kept)
 
 
 def _window_minima(x: np.ndarray, y: np.ndarray, window: float) -> np.ndarray:
@@ -402,11 +414,35 @@ class LiveClock:
     glitch. Meanwhile device times nearer the held-back ones map through their own minimum delay.
     """
 
-    __slots__ = ("window_ns", "reset_threshold_ns", "min_windows", "confirm", "observations", "resets",
-                 "_ref_d", "_c0", "_a", "_b", "_last_d", "_ymin", "_win", "_wx", "_wy", "_minima", "_pending")
+    __slots__ = (
+        "window_ns",
+        "reset_threshold_ns",
+        "min_windows",
+        "confirm",
+        "observations",
+        "resets",
+        "_ref_d",
+        "_c0",
+        "_a",
+        "_b",
+        "_last_d",
+        "_ymin",
+        "_win",
+        "_wx",
+        "_wy",
+        "_minima",
+        "_pending",
+    )
 
-    def __init__(self, window_ns: int = 1_000_000_000, reset_threshold_ns: int = 1_000_000_000, *,
-                 history: int = 120, min_windows: int = 3, confirm: int = 3) -> None:
+    def __init__(
+        self,
+        window_ns: int = 1_000_000_000,
+        reset_threshold_ns: int = 1_000_000_000,
+        *,
+        history: int = 120,
+        min_windows: int = 3,
+        confirm: int = 3,
+    ) -> None:
         self.window_ns = int(window_ns)
         self.reset_threshold_ns = int(reset_threshold_ns)
         self.min_windows = max(int(min_windows), 2)

@@ -6,6 +6,7 @@ request per line, one JSON reply per line: `{"cmd": "status"}` → `{"ok": true,
 `{"ok": false, "error": "..."}`. Several clients may be connected at once; a malformed request gets an
 error reply and changes nothing. A socket left behind by a crashed process is detected and replaced.
 """
+
 from __future__ import annotations
 
 import errno
@@ -15,8 +16,9 @@ import socket
 import socketserver
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ImprovcapError, UsageError
 from .link.wire import strict_loads
@@ -48,7 +50,7 @@ def decode_request(line: bytes) -> dict[str, Any]:
 
 
 class _Connection(socketserver.StreamRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def handle(self) -> None:
         if _peer_uid(self.connection) != os.getuid():
@@ -110,8 +112,9 @@ class ControlServer:
         server.handler = self._handler
         self._server = server
         self._inode = self.path.stat().st_ino
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="improvcap-control", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="improvcap-control", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -174,7 +177,7 @@ def request(session_dir: Path, payload: dict[str, Any], timeout: float = 30.0) -
             if not chunk:
                 break
             reply += chunk
-    except socket.timeout:
+    except TimeoutError:
         raise UsageError(f"{path}: no reply within {timeout:g} s") from None
     finally:
         sock.close()

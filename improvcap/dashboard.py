@@ -3,12 +3,14 @@
 It only reads `Recorder.status()` snapshots, and the capture nodes' streams as the controller last polled
 them (improvcap.nodes.controller.NodeController.live); it never touches devices or files.
 """
+
 from __future__ import annotations
 
 import math
 import sys
 import time
-from typing import Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -45,8 +47,12 @@ def _node_cell(node: str, offset_ms: float | None) -> str:
     return f"{node} ({'offset ?' if offset_ms is None else f'{offset_ms:+,.3f} ms'})" if node else "this PC"
 
 
-def render(status: Status, title: str = "", footer: Sequence[str] = (),
-           nodes: Sequence[tuple[str, float | None, StreamStatus]] = ()) -> Group:
+def render(
+    status: Status,
+    title: str = "",
+    footer: Sequence[str] = (),
+    nodes: Sequence[tuple[str, float | None, StreamStatus]] = (),
+) -> Group:
     head = Text.assemble(
         (f"{status.state.value.upper()}", "bold red" if status.state.value == "recording" else "bold"),
         f"  {title}" if title else "",
@@ -55,8 +61,17 @@ def render(status: Status, title: str = "", footer: Sequence[str] = (),
     )
     table = Table(expand=False, pad_edge=False)
     columns = (("node", "left"),) if nodes else ()
-    for col, justify in (*columns, ("stream", "left"), ("kind", "left"), ("rate/s", "right"), ("nominal", "right"),
-                         ("count", "right"), ("drops", "right"), ("peak dBFS", "left"), ("device", "left")):
+    for col, justify in (
+        *columns,
+        ("stream", "left"),
+        ("kind", "left"),
+        ("rate/s", "right"),
+        ("nominal", "right"),
+        ("count", "right"),
+        ("drops", "right"),
+        ("peak dBFS", "left"),
+        ("device", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     rows = [("", None, s) for s in status.streams] + list(nodes)
     for node, offset_ms, s in rows:
@@ -85,9 +100,15 @@ def plain_line(status: Status, nodes: Sequence[tuple[str, float | None, StreamSt
     return " | ".join(parts)
 
 
-def watch(recorder: Recorder, done: Callable[[], bool], title: str | Callable[[], str] = "",
-          console: Console | None = None, plain: TextIO | None = None,
-          footer: Callable[[], Sequence[str]] = lambda: (), nodes: NodeRows = lambda: ()) -> None:
+def watch(
+    recorder: Recorder,
+    done: Callable[[], bool],
+    title: str | Callable[[], str] = "",
+    console: Console | None = None,
+    plain: TextIO | None = None,
+    footer: Callable[[], Sequence[str]] = lambda: (),
+    nodes: NodeRows = lambda: (),
+) -> None:
     """Show the recorder, and the streams of its capture nodes, until `done()` is true. `title` and
     `footer` may change as it runs."""
     console = console or Console(stderr=True)

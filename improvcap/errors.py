@@ -1,8 +1,9 @@
 """One domain exception base; the CLI turns any of these into one line and an exit status."""
+
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class ImprovcapError(Exception):

@@ -5,6 +5,7 @@ and Enter; Esc keeps the mark without a note: one mark either way, at the moment
 circles the last take (the one recording, else the one before), `n` moves to the next scene, `q` quits
 (asking first while recording).
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,8 @@ import select
 import termios
 import threading
 import tty
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .clock import now_ns
 from .errors import ImprovcapError
@@ -28,10 +29,10 @@ class KeyBindings:
 
     def __init__(self, control: TakeControl) -> None:
         self.control = control
-        self.prompt = ""            # what the keys are being typed into, shown under the table
-        self.message = ""           # the outcome of the last command
-        self._note: str | None = None   # the note being typed for a mark
-        self._mark_ns = 0               # when `m` was pressed: the mark's time
+        self.prompt = ""  # what the keys are being typed into, shown under the table
+        self.message = ""  # the outcome of the last command
+        self._note: str | None = None  # the note being typed for a mark
+        self._mark_ns = 0  # when `m` was pressed: the mark's time
         self._confirm_quit = False
 
     def press(self, key: str) -> None:
@@ -55,8 +56,11 @@ class KeyBindings:
             return
         if key in (" ", "\r", "\n"):
             result = self.control.toggle()
-            self.message = (f"recording {result['take']}" if "first_record_ms" in result
-                            else f"stopped {result['take']} ({result['duration_s']:.1f} s)")
+            self.message = (
+                f"recording {result['take']}"
+                if "first_record_ms" in result
+                else f"stopped {result['take']} ({result['duration_s']:.1f} s)"
+            )
         elif key == "s":
             self.control.slate()
             self.message = "slate"
@@ -102,7 +106,7 @@ class KeyReader:
         self._saved = termios.tcgetattr(fd)
         self._thread = threading.Thread(target=self._run, name="improvcap-keys", daemon=True)
 
-    def __enter__(self) -> "KeyReader":
+    def __enter__(self) -> KeyReader:
         tty.setcbreak(self._fd)
         self._thread.start()
         return self

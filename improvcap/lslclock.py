@@ -18,6 +18,7 @@ The final fit is the one XDF importers make, with two differences that matter on
 t_ns = dejittered stamp + the segment's offset line at it − t0 − latency. A stream with too few offsets
 over too short a span has its offset only (no drift), and says so.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,14 +29,14 @@ import numpy as np
 from .clockfit import MIN_DRIFT_SPAN_NS, DeviceLine
 
 METHOD = "lsl-time-correction-huber"
-POLL_S = 1.0                  # the driver asks liblsl for its latest offset this often (liblsl probes every 2 s)
-RESET_FLOOR_NS = 5_000_000    # an offset step beyond this (and beyond any drift) is a clock reset
-RESET_MAX_PPM = 2000.0        # ... any drift: no crystal is off by more than this
-RTT_FLOOR_NS = 20_000         # a round trip this short is trusted as much as a shorter one
+POLL_S = 1.0  # the driver asks liblsl for its latest offset this often (liblsl probes every 2 s)
+RESET_FLOOR_NS = 5_000_000  # an offset step beyond this (and beyond any drift) is a clock reset
+RESET_MAX_PPM = 2000.0  # ... any drift: no crystal is off by more than this
+RTT_FLOOR_NS = 20_000  # a round trip this short is trusted as much as a shorter one
 HUBER_K = 1.345
-MIN_FIT_OFFSETS = 3           # a drift is fitted from at least this many offsets (over MIN_DRIFT_SPAN_NS)
-BREAK_MIN_NS = 250_000_000    # a regular stream's stamps are dejittered within runs without a gap this long
-BREAK_PERIODS = 20            # ... or this many sample periods
+MIN_FIT_OFFSETS = 3  # a drift is fitted from at least this many offsets (over MIN_DRIFT_SPAN_NS)
+BREAK_MIN_NS = 250_000_000  # a regular stream's stamps are dejittered within runs without a gap this long
+BREAK_PERIODS = 20  # ... or this many sample periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +63,19 @@ class OffsetSegment(DeviceLine):
     drift_ppm: float
     ref_device_ns: int
     span_ns: int
-    n: int = 0                    # clock rows
-    fitted: bool = True           # False: too few offsets over too short a span, the offset only
+    n: int = 0  # clock rows
+    fitted: bool = True  # False: too few offsets over too short a span, the offset only
     first_row: int = 0
     last_row: int = 0
 
     def as_dict(self) -> dict:
-        return {"clock_rows": [self.start, self.stop], "rows": [self.first_row, self.last_row],
-                "offset_ns": self.offset_ns, "ref_device_ns": self.ref_device_ns, "drift_ppm": self.drift_ppm}
+        return {
+            "clock_rows": [self.start, self.stop],
+            "rows": [self.first_row, self.last_row],
+            "offset_ns": self.offset_ns,
+            "ref_device_ns": self.ref_device_ns,
+            "drift_ppm": self.drift_ppm,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +100,14 @@ class LslFit:
         main = self.main
         short = main is not None and not main.fitted
         return {
-            **({"note": f"offset only: {main.n} offset{'s' if main.n != 1 else ''} over {main.span_ns / 1e9:.1f} s "
-                        f"are too few to fit a drift (at least {MIN_FIT_OFFSETS} over {MIN_DRIFT_SPAN_NS / 1e9:g} s)"}
-               if short and main else {}),
+            **(
+                {
+                    "note": f"offset only: {main.n} offset{'s' if main.n != 1 else ''} over {main.span_ns / 1e9:.1f} s "
+                    f"are too few to fit a drift (at least {MIN_FIT_OFFSETS} over {MIN_DRIFT_SPAN_NS / 1e9:g} s)"
+                }
+                if short and main
+                else {}
+            ),
             "method": METHOD,
             "offset_ns": main.offset_ns if main else None,
             "ref_device_ns": main.ref_device_ns if main else None,
@@ -114,7 +125,7 @@ class LslFit:
 
 def _huber_line(x: np.ndarray, y: np.ndarray, scale: np.ndarray, iterations: int = 30) -> tuple[float, float]:
     """(intercept, slope) of y against x minimising a Huber loss of residuals in units of `scale`."""
-    w = 1.0 / scale ** 2
+    w = 1.0 / scale**2
     a = b = 0.0
     for _ in range(iterations):
         sw = w.sum()
@@ -124,7 +135,7 @@ def _huber_line(x: np.ndarray, y: np.ndarray, scale: np.ndarray, iterations: int
         a_new = ym - b_new * xm
         r = np.abs(y - a_new - b_new * x) / scale
         spread = max(1.4826 * float(np.median(r)), 1.0)  # in units of the round trips, never below them
-        w = np.where(r <= HUBER_K * spread, 1.0, HUBER_K * spread / np.maximum(r, 1e-12)) / scale ** 2
+        w = np.where(r <= HUBER_K * spread, 1.0, HUBER_K * spread / np.maximum(r, 1e-12)) / scale**2
         if abs(a_new - a) < 1.0 and abs(b_new - b) < 1e-12:
             return a_new, b_new
         a, b = a_new, b_new
@@ -141,8 +152,9 @@ def _resets(host: np.ndarray, offset: np.ndarray) -> list[int]:
     return starts
 
 
-def fit_offsets(host_ns: np.ndarray, remote_ns: np.ndarray, offset_ns: np.ndarray, rtt_ns: np.ndarray,
-                ) -> list[OffsetSegment]:
+def fit_offsets(
+    host_ns: np.ndarray, remote_ns: np.ndarray, offset_ns: np.ndarray, rtt_ns: np.ndarray
+) -> list[OffsetSegment]:
     """The offset lines of the clock rows, one per segment between clock steps; a segment's clock rows
     [start, stop) are positions in the rows sorted by our time."""
     host = np.asarray(host_ns, dtype=np.int64)
@@ -172,8 +184,13 @@ def fit_offsets(host_ns: np.ndarray, remote_ns: np.ndarray, offset_ns: np.ndarra
     return segments
 
 
-def _segment_rows(device_ns: np.ndarray, arrival_ns: np.ndarray, segments: list[OffsetSegment],
-                  clock_host_ns: np.ndarray, origin_ns: int) -> list[int]:
+def _segment_rows(
+    device_ns: np.ndarray,
+    arrival_ns: np.ndarray,
+    segments: list[OffsetSegment],
+    clock_host_ns: np.ndarray,
+    origin_ns: int,
+) -> list[int]:
     """Sample rows where each segment's samples begin. Between one segment's last clock row and the next
     one's first (by our arrival time, which never steps), the step is where the next segment's line
     starts to put the samples nearer their arrivals than the previous one's. The lines map onto our
@@ -211,8 +228,9 @@ def dejitter(stamps_ns: np.ndarray, rate: float) -> np.ndarray:
     return out
 
 
-def fit_lsl(device_ns: np.ndarray, arrival_ns: np.ndarray, clock: dict[str, np.ndarray], rate: float,
-            ) -> tuple[np.ndarray, LslFit]:
+def fit_lsl(
+    device_ns: np.ndarray, arrival_ns: np.ndarray, clock: dict[str, np.ndarray], rate: float
+) -> tuple[np.ndarray, LslFit]:
     """Host times (absolute, ns) of the samples with stamps `device_ns` that arrived at `arrival_ns` (any
     origin, sorted), from the clock rows `clock` (CLOCK_COLUMNS, host_ns on the same origin as arrivals);
     `rate` > 0 dejitters a regular stream. ValueError without clock rows."""
@@ -236,11 +254,21 @@ def fit_lsl(device_ns: np.ndarray, arrival_ns: np.ndarray, clock: dict[str, np.n
         host[a:b] = seg.map(stamps[a:b])
         placed.append(dataclasses.replace(seg, first_row=a, last_row=b))
     # residuals: how far each measured offset lies off its segment's line
-    residual = np.concatenate([np.abs(offset[s.start:s.stop] - (s.map(remote[s.start:s.stop]) - remote[s.start:s.stop]))
-                               for s in segments]).astype(np.float64)
+    residual = np.concatenate(
+        [
+            np.abs(offset[s.start : s.stop] - (s.map(remote[s.start : s.stop]) - remote[s.start : s.stop]))
+            for s in segments
+        ]
+    ).astype(np.float64)
     p50, p99 = np.percentile(residual, [50, 99])
     moved = np.abs(stamps - device).astype(np.float64)
-    fit = LslFit(tuple(placed), len(offset), float(p50), float(p99),
-                 int(np.median(np.asarray(clock["rtt_ns"], dtype=np.int64))), rate > 0,
-                 float(np.percentile(moved, 99)) if len(moved) else 0.0)
+    fit = LslFit(
+        tuple(placed),
+        len(offset),
+        float(p50),
+        float(p99),
+        int(np.median(np.asarray(clock["rtt_ns"], dtype=np.int64))),
+        rate > 0,
+        float(np.percentile(moved, 99)) if len(moved) else 0.0,
+    )
     return host, fit

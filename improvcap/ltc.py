@@ -5,6 +5,7 @@ maintained Python binding exists.
 timecode frame began); `LtcEncoder` renders LTC, a frame at a time, as a studio's master clock does. Both
 work on float samples in [-1, 1].
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,9 +20,9 @@ from .errors import ImprovcapError
 from .take.timecode import TimecodeRate
 
 LTC_TV_525_60, LTC_TV_625_50, LTC_TV_FILM_24 = 0, 1, 3
-LTC_FRAME_BYTES = 12          # struct LTCFrame: 80 bits in unsigned int bitfields
-QUEUE = 64                    # decoded frames libltc keeps until read
-LEVEL = 0.5                   # the demo's LTC at about -6 dBFS
+LTC_FRAME_BYTES = 12  # struct LTCFrame: 80 bits in unsigned int bitfields
+QUEUE = 64  # decoded frames libltc keeps until read
+LEVEL = 0.5  # the demo's LTC at about -6 dBFS
 
 
 class LtcError(ImprovcapError):
@@ -33,16 +34,30 @@ class _Frame(ctypes.Structure):
 
 
 class _FrameExt(ctypes.Structure):
-    _fields_ = [("ltc", _Frame), ("pad", ctypes.c_uint8 * 4), ("off_start", ctypes.c_longlong),
-                ("off_end", ctypes.c_longlong), ("reverse", ctypes.c_int),
-                ("biphase_tics", ctypes.c_float * 80), ("sample_min", ctypes.c_uint8),
-                ("sample_max", ctypes.c_uint8), ("volume", ctypes.c_double)]
+    _fields_ = [
+        ("ltc", _Frame),
+        ("pad", ctypes.c_uint8 * 4),
+        ("off_start", ctypes.c_longlong),
+        ("off_end", ctypes.c_longlong),
+        ("reverse", ctypes.c_int),
+        ("biphase_tics", ctypes.c_float * 80),
+        ("sample_min", ctypes.c_uint8),
+        ("sample_max", ctypes.c_uint8),
+        ("volume", ctypes.c_double),
+    ]
 
 
 class _Smpte(ctypes.Structure):
-    _fields_ = [("timezone", ctypes.c_char * 6), ("years", ctypes.c_ubyte), ("months", ctypes.c_ubyte),
-                ("days", ctypes.c_ubyte), ("hours", ctypes.c_ubyte), ("mins", ctypes.c_ubyte),
-                ("secs", ctypes.c_ubyte), ("frame", ctypes.c_ubyte)]
+    _fields_ = [
+        ("timezone", ctypes.c_char * 6),
+        ("years", ctypes.c_ubyte),
+        ("months", ctypes.c_ubyte),
+        ("days", ctypes.c_ubyte),
+        ("hours", ctypes.c_ubyte),
+        ("mins", ctypes.c_ubyte),
+        ("secs", ctypes.c_ubyte),
+        ("frame", ctypes.c_ubyte),
+    ]
 
 
 _lib: Any = None
@@ -116,9 +131,10 @@ class LtcDecoder:
         data = np.ascontiguousarray(samples, dtype=np.float32)
         out: list[LtcFrame] = []
         for at in range(0, len(data), 1 << 14):  # within the decoder's queue of frames
-            piece = data[at:at + (1 << 14)]
-            self._lib.ltc_decoder_write_float(self._d, piece.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-                                              len(piece), first_sample + at)
+            piece = data[at : at + (1 << 14)]
+            self._lib.ltc_decoder_write_float(
+                self._d, piece.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), len(piece), first_sample + at
+            )
             out.extend(self._read())
         return out
 
@@ -129,9 +145,15 @@ class LtcDecoder:
             self._lib.ltc_frame_to_time(ctypes.byref(stime), ctypes.byref(ext.ltc), 0)
             drop = bool(ext.ltc.bits[1] >> 2 & 1)  # little-endian LTCFrame: frame_tens:2, dfbit:1, ...
             sep = ";" if drop else ":"
-            frames.append(LtcFrame(
-                int(ext.off_start), f"{stime.hours:02d}:{stime.mins:02d}:{stime.secs:02d}{sep}{stime.frame:02d}",
-                int(self._lib.ltc_frame_get_user_bits(ctypes.byref(ext.ltc))), drop, bool(ext.reverse)))
+            frames.append(
+                LtcFrame(
+                    int(ext.off_start),
+                    f"{stime.hours:02d}:{stime.mins:02d}:{stime.secs:02d}{sep}{stime.frame:02d}",
+                    int(self._lib.ltc_frame_get_user_bits(ctypes.byref(ext.ltc))),
+                    drop,
+                    bool(ext.reverse),
+                )
+            )
         return frames
 
 
@@ -161,8 +183,10 @@ class LtcEncoder:
         self._lib.ltc_encoder_encode_frame(self._e)
         buf = ctypes.POINTER(ctypes.c_uint8)()
         n = self._lib.ltc_encoder_get_bufferptr(self._e, ctypes.byref(buf), 1)
-        out = (np.ctypeslib.as_array(buf, shape=(n,)).astype(np.float32) - 128.0) / 128.0 if n > 0 \
+        out = (
+            (np.ctypeslib.as_array(buf, shape=(n,)).astype(np.float32) - 128.0) / 128.0
+            if n > 0
             else np.zeros(0, np.float32)
+        )
         self._lib.ltc_encoder_inc_timecode(self._e)
         return out
-

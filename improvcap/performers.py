@@ -8,6 +8,7 @@ what `verify` checks, and a later edit of either copy shows.
 Refusals happen before anything records: an unknown or revoked performer, or a signed consent form on
 disk whose sha256 no longer matches the one written down when it was signed.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -15,9 +16,10 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .errors import PerformersError, did_you_mean
 
@@ -71,6 +73,7 @@ def default_path(session_dir: Path) -> Path:
 
 # --- loading ------------------------------------------------------------------------------------
 
+
 def load_performers(path: Path, *, today: _dt.date | None = None) -> dict[str, Performer]:
     """Read and validate a performers file. Every problem is one line naming the file and the key.
 
@@ -80,8 +83,9 @@ def load_performers(path: Path, *, today: _dt.date | None = None) -> dict[str, P
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise PerformersError(f"{path}: not found ({path.absolute()}; create it, or name another file "
-                              f"with --performers FILE)") from None
+        raise PerformersError(
+            f"{path}: not found ({path.absolute()}; create it, or name another file with --performers FILE)"
+        ) from None
     except OSError as e:
         raise PerformersError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
@@ -101,8 +105,11 @@ def parse_performers(doc: dict[str, Any], path: Path, *, today: _dt.date) -> dic
 
     for key in doc:
         if key != "performers":
-            raise fail(key, f"unknown key{did_you_mean(key, ['performers'])} "
-                            "(a performers file holds only [performers.<id>] tables)")
+            raise fail(
+                key,
+                f"unknown key{did_you_mean(key, ['performers'])} "
+                "(a performers file holds only [performers.<id>] tables)",
+            )
     tables = doc.get("performers", {})
     if not isinstance(tables, dict):
         raise fail("performers", "expected [performers.<id>] tables")
@@ -117,11 +124,14 @@ def parse_performers(doc: dict[str, Any], path: Path, *, today: _dt.date) -> dic
     return performers
 
 
-def _parse_performer(pid: str, t: dict[str, Any], label: str, today: _dt.date,
-                     fail: Callable[[str, str], PerformersError]) -> Performer:
+def _parse_performer(
+    pid: str, t: dict[str, Any], label: str, today: _dt.date, fail: Callable[[str, str], PerformersError]
+) -> Performer:
     for key in t:
         if key not in _KEYS:
-            raise fail(f"{label}.{_toml_key(key)}", f"unknown key{did_you_mean(key, _KEYS)} (expected {', '.join(_KEYS)})")
+            raise fail(
+                f"{label}.{_toml_key(key)}", f"unknown key{did_you_mean(key, _KEYS)} (expected {', '.join(_KEYS)})"
+            )
     for key in _REQUIRED:
         if key not in t:
             raise fail(f"{label}.{key}", "missing")
@@ -180,8 +190,18 @@ def _parse_performer(pid: str, t: dict[str, Any], label: str, today: _dt.date,
     notes = t.get("notes")
     if notes is not None and not isinstance(notes, str):
         raise fail(f"{label}.notes", f"expected a string, got {_shown(notes)}")
-    return Performer(id=pid, name=name, consent_form=consent_form, consent_sha256=sha.lower(), signed=signed,
-                     allowed=allowed, denied=denied, revoked=revoked, revoked_on=revoked_on, notes=notes)
+    return Performer(
+        id=pid,
+        name=name,
+        consent_form=consent_form,
+        consent_sha256=sha.lower(),
+        signed=signed,
+        allowed=allowed,
+        denied=denied,
+        revoked=revoked,
+        revoked_on=revoked_on,
+        notes=notes,
+    )
 
 
 def _toml_key(key: str) -> str:
@@ -199,6 +219,7 @@ def _shown(v: Any) -> str:
 
 # --- resolving for a take -----------------------------------------------------------------------
 
+
 def verify_consent_form(performer: Performer, base: Path) -> bool:
     """True when the form is on disk and matches `consent_sha256`, False when it is not on disk.
 
@@ -213,11 +234,14 @@ def verify_consent_form(performer: Performer, base: Path) -> bool:
         with open(path, "rb") as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError as e:
-        raise PerformersError(f"{performer.id}: cannot read consent form {performer.consent_form}: "
-                              f"{e.strerror or e}") from None
+        raise PerformersError(
+            f"{performer.id}: cannot read consent form {performer.consent_form}: {e.strerror or e}"
+        ) from None
     if digest != performer.consent_sha256:
-        raise PerformersError(f"{performer.id}: consent form {performer.consent_form} does not match "
-                              f"consent_sha256 (the form changed since it was recorded)")
+        raise PerformersError(
+            f"{performer.id}: consent form {performer.consent_form} does not match "
+            f"consent_sha256 (the form changed since it was recorded)"
+        )
     return True
 
 
@@ -250,6 +274,7 @@ def take_performers(ids: Sequence[str], path: Path, *, today: _dt.date | None = 
 
 
 # --- the tamper-evident record --------------------------------------------------------------------
+
 
 def consent_record(entries: list[dict[str, Any]]) -> bytes:
     """Canonical bytes of `performers.json` in a take: sorted keys, no spaces, UTF-8, one trailing newline.

@@ -5,8 +5,10 @@ is recording, a writer thread fed by a bounded queue (a full queue is a counted 
 memory). Devices stay open between takes; a take only attaches writers to the running pumps. The recorder
 knows no screen: the CLI and the dashboard read `status()` snapshots.
 """
+
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -16,9 +18,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -32,33 +35,32 @@ from .rig import Rig, StreamSpec, ltc_source
 from .take import counters, space
 from .take import folder as take_folder
 from .take.atomic import Folder, create_take_file, write_json_atomic
+from .take.events import append_event
 from .take.hashing import file_entries
 from .take.ixml import stamp_take, take_document
-from .take.layout import (EVENT_COLUMNS, EVENTS, FORMAT, MANIFEST, TRUTH_COLUMNS, VERSION, table_file, truth_file,
-                          unit)
-from .take.events import append_event
+from .take.layout import EVENT_COLUMNS, EVENTS, FORMAT, MANIFEST, TRUTH_COLUMNS, VERSION, table_file, truth_file, unit
 from .take.refit import refit_take
 from .take.syncing import FolderSyncer
 from .take.timecode import DEFAULT_TIMECODE_FPS, TimecodeRate
 from .take.wav import FORMATS as WAV_FORMATS
 from .writers import make_writer
 from .writers.base import CsvLog, Writer
-from .writers.ltc_table import decode_take
 from .writers.lsl_outlets import LslOutlets, NoOutlets, open_outlets
+from .writers.ltc_table import decode_take
 
 READ_TIMEOUT = 0.2
-FLUSH_INTERVAL = 0.5          # writers flush at least twice a second (contract: once a second)
-STOP_GRACE_S = 0.3            # data stamped before stop may still be in transport when stop is asked
+FLUSH_INTERVAL = 0.5  # writers flush at least twice a second (contract: once a second)
+STOP_GRACE_S = 0.3  # data stamped before stop may still be in transport when stop is asked
 WARMUP_TIMEOUT_S = 10.0
-BEHIND_MIN = 5                # frames short of the nominal rate that are still timing, not loss
-BEHIND_SHARE = 0.03           # ... or this share of the take's expected frames
-BEHIND_FAULT_SHARE = 0.10     # short by more than this share: the device or machine cannot keep up (a fault)
+BEHIND_MIN = 5  # frames short of the nominal rate that are still timing, not loss
+BEHIND_SHARE = 0.03  # ... or this share of the take's expected frames
+BEHIND_FAULT_SHARE = 0.10  # short by more than this share: the device or machine cannot keep up (a fault)
 SILENCE_MARGIN_S = 0.5
-STALE_NS = 1_000_000_000      # after a silence, data this much later than its device time is left out
-DEFAULT_QUEUE_S = 2.0         # writer queue depth in seconds of data, unless the rig says `queue`
+STALE_NS = 1_000_000_000  # after a silence, data this much later than its device time is left out
+DEFAULT_QUEUE_S = 2.0  # writer queue depth in seconds of data, unless the rig says `queue`
 
 
-class RunState(str, enum.Enum):
+class RunState(str, enum.Enum):  # noqa: UP042 - str() stays "RunState.IDLE"; a StrEnum would print the value
     CLOSED = "closed"
     IDLE = "idle"
     RECORDING = "recording"
@@ -137,9 +139,16 @@ class _Meter:
 class _TakeStream:
     """One stream's part of a take: its writer thread, bounded queue and counters."""
 
-    def __init__(self, spec: StreamSpec, open_files: Callable[[], tuple[Writer, CsvLog | None]], t0_ns: int,
-                 depth: int, on_event: Callable[[Event], None], on_disk_full: Callable[[str], None],
-                 on_written: Callable[[Record], None] = lambda record: None) -> None:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        open_files: Callable[[], tuple[Writer, CsvLog | None]],
+        t0_ns: int,
+        depth: int,
+        on_event: Callable[[Event], None],
+        on_disk_full: Callable[[str], None],
+        on_written: Callable[[Record], None] = lambda record: None,
+    ) -> None:
         self.spec = spec
         # Files are opened on the writer thread: the take accepts data from t0 on while the encoder and
         # files are still being set up, so no stream starts late.
@@ -149,14 +158,14 @@ class _TakeStream:
         self.t0_ns = t0_ns
         self.stop_ns: int | None = None
         self.queue: queue.Queue[Record | None] = queue.Queue(depth)
-        self.index = 0                 # frames/rows queued so far; for audio, samples
-        self.written = 0               # of those, handed to the writer without an error
-        self.discard = False           # the disk is full: queued records are dropped, the files only closed
+        self.index = 0  # frames/rows queued so far; for audio, samples
+        self.written = 0  # of those, handed to the writer without an error
+        self.discard = False  # the disk is full: queued records are dropped, the files only closed
         self.received = 0
         self.queue_drops = 0
-        self.gaps = 0                  # frames/samples the device numbered but never delivered
-        self.stale = 0                 # frames/samples delivered long after a silence, left out
-        self.short = 0                 # frames never delivered at the nominal rate (counted at the stop)
+        self.gaps = 0  # frames/samples the device numbered but never delivered
+        self.stale = 0  # frames/samples delivered long after a silence, left out
+        self.short = 0  # frames never delivered at the nominal rate (counted at the stop)
         self.first_t_ns: int | None = None
         self.last_t_ns: int | None = None
         self._last_seq: int | None = None
@@ -179,9 +188,17 @@ class _TakeStream:
             return False  # a failed writer writes nothing more: neither are its frames counted
         self._count_gaps(sample)
         t_ns = t_host_ns - self.t0_ns
-        record = Record(self.spec.name, self.index, t_ns, sample.device_ns, sample.host_ns - self.t0_ns,
-                        sample.payload, sample.count, sample.seq,
-                        None if sample.true_ns is None else sample.true_ns - self.t0_ns)
+        record = Record(
+            self.spec.name,
+            self.index,
+            t_ns,
+            sample.device_ns,
+            sample.host_ns - self.t0_ns,
+            sample.payload,
+            sample.count,
+            sample.seq,
+            None if sample.true_ns is None else sample.true_ns - self.t0_ns,
+        )
         self.received += sample.count
         try:
             self.queue.put_nowait(record)
@@ -189,7 +206,9 @@ class _TakeStream:
             self.queue_drops += sample.count
             if sample.host_ns - self._last_drop_event > 1_000_000_000:
                 self._last_drop_event = sample.host_ns
-                self._on_event(Event(t_ns, "drop", self.spec.name, f"writer queue full; {self.queue_drops} dropped so far"))
+                self._on_event(
+                    Event(t_ns, "drop", self.spec.name, f"writer queue full; {self.queue_drops} dropped so far")
+                )
             return True
         self.index += sample.count
         if self.first_t_ns is None:
@@ -329,8 +348,11 @@ class _StreamRunner:
         device, clock, latency = self.device, self.clock, self.spec.latency_ns
         own_clock, stamped_on_host = self.domain is ClockDomain.DEVICE, self.domain is ClockDomain.HOST
         # a sync box maps its own stamps with the fit of its query round trips, an LSL inlet with liblsl's offsets
-        fitted = device.to_host if self.domain in (ClockDomain.ROUNDTRIP, ClockDomain.LSL) \
-            and isinstance(device, MapsToHost) else None
+        fitted = (
+            device.to_host
+            if self.domain in (ClockDomain.ROUNDTRIP, ClockDomain.LSL) and isinstance(device, MapsToHost)
+            else None
+        )
         while not self._stop.is_set():
             try:
                 sample = device.read(READ_TIMEOUT)
@@ -375,9 +397,15 @@ class _StreamRunner:
         quiet = now_ns() - max(self._last_data_ns, take.t0_ns)
         if quiet > self._silence_ns:
             self._silent = True
-            self._on_event(Event(now_ns() - take.t0_ns, "fault", self.spec.name,
-                                 f"no {unit(self.spec.kind)} for {quiet / 1e9:.1f} s: the device stopped sending "
-                                 "(switched off, unplugged, its sender gone or hung)"))
+            self._on_event(
+                Event(
+                    now_ns() - take.t0_ns,
+                    "fault",
+                    self.spec.name,
+                    f"no {unit(self.spec.kind)} for {quiet / 1e9:.1f} s: the device stopped sending "
+                    "(switched off, unplugged, its sender gone or hung)",
+                )
+            )
 
     def _watch_zeros(self, signal: bool, sample: Sample) -> None:
         """A fault, once, when audio that had a signal turns into exact digital zero for SILENCE_S (a real
@@ -386,21 +414,39 @@ class _StreamRunner:
         take = self.take
         if signal:
             if self._zeros >= self._zero_limit and self._had_signal and take is not None:
-                self._on_event(Event(sample.host_ns - take.t0_ns, "note", self.spec.name,
-                                     f"signal again after {self._zeros / self.spec.nominal_rate:.1f} s of digital silence"))
+                self._on_event(
+                    Event(
+                        sample.host_ns - take.t0_ns,
+                        "note",
+                        self.spec.name,
+                        f"signal again after {self._zeros / self.spec.nominal_rate:.1f} s of digital silence",
+                    )
+                )
             self._had_signal, self._zeros = True, 0
             return
         before, self._zeros = self._zeros, self._zeros + sample.count
         if self._had_signal and take is not None and before < self._zero_limit <= self._zeros:
-            self._on_event(Event(sample.host_ns - take.t0_ns, "fault", self.spec.name,
-                                 f"digital silence for {SILENCE_S:g} s after a signal: the source was replaced, "
-                                 "muted or disconnected (every sample exactly zero)"))
+            self._on_event(
+                Event(
+                    sample.host_ns - take.t0_ns,
+                    "fault",
+                    self.spec.name,
+                    f"digital silence for {SILENCE_S:g} s after a signal: the source was replaced, "
+                    "muted or disconnected (every sample exactly zero)",
+                )
+            )
 
     def _heard(self, host_ns: int) -> None:
         take = self.take
         if self._silent and take is not None:
-            self._on_event(Event(host_ns - take.t0_ns, "note", self.spec.name,
-                                 f"data again after {(host_ns - self._last_data_ns) / 1e9:.1f} s of silence"))
+            self._on_event(
+                Event(
+                    host_ns - take.t0_ns,
+                    "note",
+                    self.spec.name,
+                    f"data again after {(host_ns - self._last_data_ns) / 1e9:.1f} s of silence",
+                )
+            )
         self._silent, self._stale_told, self._stale_until = False, False, 0
         self._last_data_ns = host_ns
 
@@ -422,9 +468,15 @@ class _StreamRunner:
         take.stale += sample.count
         if not self._stale_told:
             self._stale_told, self._stale_until = True, sample.host_ns + STALE_NS
-            self._on_event(Event(sample.host_ns - take.t0_ns, "drop", self.spec.name,
-                                 f"{unit(self.spec.kind)} delivered over {STALE_NS / 1e9:g} s late after the "
-                                 "silence are left out (stale)"))
+            self._on_event(
+                Event(
+                    sample.host_ns - take.t0_ns,
+                    "drop",
+                    self.spec.name,
+                    f"{unit(self.spec.kind)} delivered over {STALE_NS / 1e9:g} s late after the "
+                    "silence are left out (stale)",
+                )
+            )
 
     def _failed(self, detail: str) -> None:
         self.fault = detail
@@ -443,10 +495,16 @@ class _StreamRunner:
     def status(self) -> StreamStatus:
         take = self.take or self.last_take
         return StreamStatus(
-            name=self.spec.name, kind=self.spec.kind, driver=self.spec.driver, rate=self.meter.rate(),
-            nominal=self.spec.nominal_rate, count=take.index if take else 0,
-            dropped=take.dropped if take else 0, peak_dbfs=self.meter.peak_dbfs(),
-            device=self.device.stats(), fault=self.fault or (take.failed if take else None),
+            name=self.spec.name,
+            kind=self.spec.kind,
+            driver=self.spec.driver,
+            rate=self.meter.rate(),
+            nominal=self.spec.nominal_rate,
+            count=take.index if take else 0,
+            dropped=take.dropped if take else 0,
+            peak_dbfs=self.meter.peak_dbfs(),
+            device=self.device.stats(),
+            fault=self.fault or (take.failed if take else None),
         )
 
 
@@ -455,8 +513,10 @@ def local_rig(rig: Rig) -> Rig:
     a recorder is given its own streams only (improvcap.nodes.controller.controller_rig), the nodes theirs."""
     remote = [s for s in rig.streams if s.node is not None]
     if remote:
-        raise RigError(f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)}: streams of capture "
-                       "nodes on other PCs are recorded by their nodes (record and session drive them with --key)")
+        raise RigError(
+            f"{rig.path}: {', '.join(f'{s.name} (node {s.node})' for s in remote)}: streams of capture "
+            "nodes on other PCs are recorded by their nodes (record and session drive them with --key)"
+        )
     return rig
 
 
@@ -501,7 +561,7 @@ def _all_or_none(steps: list[Callable[[], None]], what: str) -> None:
         raise DeviceError(f"{what} {len(failed)} devices: " + "; ".join(failed))
 
 
-def _first_data(runner: "_StreamRunner", deadline: float, timeout: float) -> None:
+def _first_data(runner: _StreamRunner, deadline: float, timeout: float) -> None:
     if not runner.first_sample.wait(max(0.0, deadline - time.monotonic())):
         detail = runner.fault or f"no data within {timeout:g} s"
         raise DeviceError(f"{runner.spec.name}: {runner.spec.kind} delivers no data: {detail}")
@@ -514,8 +574,13 @@ class Recorder:
     cannot be opened; faults during a take become events and manifest entries instead.
     """
 
-    def __init__(self, rig: Rig, calibration: dict[str, Any] | None = None, group: str | None = None,
-                 min_free_minutes: float = space.DEFAULT_FLOOR_MINUTES) -> None:
+    def __init__(
+        self,
+        rig: Rig,
+        calibration: dict[str, Any] | None = None,
+        group: str | None = None,
+        min_free_minutes: float = space.DEFAULT_FLOOR_MINUTES,
+    ) -> None:
         """`calibration`: the take.json entry of the calibration applied to `rig` (calibrate.store.applied);
         `group`: the studio's group that takes belong to (default: the rig's, else none); `min_free_minutes`:
         a take starts only with room for this many minutes of the rig's data."""
@@ -532,13 +597,13 @@ class Recorder:
         self._event_lock = threading.Lock()
         self._faults: list[dict[str, Any]] = []
         self._syncer: FolderSyncer | None = None
-        self._folder: Folder | None = None   # the last take's folder, open from its start to the next (late notes)
+        self._folder: Folder | None = None  # the last take's folder, open from its start to the next (late notes)
         self._takes: list[tuple[_StreamRunner, _TakeStream]] = []
         self.start_request_ns = 0
-        self.out: Path | None = None         # where takes go: watched for room before the first take too
+        self.out: Path | None = None  # where takes go: watched for room before the first take too
         self.room = space.DiskRoom(rig.streams, min_free_minutes)
         self._reserve: space.Reserve | None = None
-        self.disk_full: str | None = None    # set when the disk filled during the take being recorded
+        self.disk_full: str | None = None  # set when the disk filled during the take being recorded
         self.on_end: Callable[[str], None] | None = None  # told (from a writer thread) when a take must end
         self.outlets: LslOutlets | NoOutlets = NoOutlets()  # the takes published to LSL (while open)
 
@@ -552,8 +617,8 @@ class Recorder:
             for runner in self.runners:
                 runner.start()
             deadline = time.monotonic() + warmup_timeout
-            _all_or_none([functools.partial(_first_data, r, deadline, warmup_timeout) for r in self.runners],
-                         "no data from")
+            warmups = [functools.partial(_first_data, r, deadline, warmup_timeout) for r in self.runners]
+            _all_or_none(warmups, "no data from")
             # what the devices said the rig left open (an LSL stream's rate) goes into every take's snapshot
             self.rig = dataclasses.replace(self.rig, streams=tuple(r.spec for r in self.runners))
         except BaseException:
@@ -568,10 +633,8 @@ class Recorder:
             self.stop_take()
         for runner in self.runners:
             for end in (runner.stop, runner.device.close):
-                try:
+                with contextlib.suppress(Exception):
                     end()
-                except Exception:
-                    pass
         self.runners = []
         self.outlets.close()
         if self._folder is not None:
@@ -579,8 +642,15 @@ class Recorder:
         self.state = RunState.CLOSED
 
     # takes ----------------------------------------------------------------------------------------
-    def start_take(self, out: Path, session: str, scene: str, extra: dict[str, Any] | None = None,
-                   attachments: dict[str, bytes] | None = None, number: int | None = None) -> Path:
+    def start_take(
+        self,
+        out: Path,
+        session: str,
+        scene: str,
+        extra: dict[str, Any] | None = None,
+        attachments: dict[str, bytes] | None = None,
+        number: int | None = None,
+    ) -> Path:
         """Start a take in `<out>/<session>/<scene>_tNNN/` (the next NNN, or `number`). `extra` goes into take.json,
         `attachments` (name → bytes) into the take folder first, so that their hashes land in the manifest."""
         if self.state is not RunState.IDLE:
@@ -614,14 +684,10 @@ class Recorder:
     def _attach(self, runner: _StreamRunner, folder: Folder, origin: TakeOrigin) -> _TakeStream:
         spec, take_dir = runner.spec, folder.path
         info = _writer_info(runner.info, spec, self.manifest, origin, take_dir)
-
-        def open_files() -> tuple[Writer, CsvLog | None]:
-            truth = (CsvLog(take_dir / truth_file(spec.name), TRUTH_COLUMNS, folder=folder)
-                     if spec.get("truth") else None)
-            return make_writer(take_dir, spec, info, folder), truth
-
-        return _TakeStream(spec, open_files, origin.t0_ns, _queue_depth(spec), self.event, self._disk_filled,
-                           self.outlets.frame)
+        open_files = functools.partial(_open_files, take_dir, spec, info, folder)
+        return _TakeStream(
+            spec, open_files, origin.t0_ns, _queue_depth(spec), self.event, self._disk_filled, self.outlets.frame
+        )
 
     def _disk_filled(self, stream: str) -> None:
         """A writer met a full disk: every stream stops writing, the reserve is given back (for the files'
@@ -635,8 +701,8 @@ class Recorder:
                 t.discard = True
         if self._reserve is not None:
             self._reserve.release()
-        self.event(Event(now_ns() - self.origin.t0_ns, "fault", "",
-                          f"{self.disk_full}: every stream stopped; the take keeps what reached the disk"))
+        detail = f"{self.disk_full}: every stream stopped; the take keeps what reached the disk"
+        self.event(Event(now_ns() - self.origin.t0_ns, "fault", "", detail))
         if self.on_end is not None:
             self.on_end(self.disk_full)
 
@@ -658,22 +724,23 @@ class Recorder:
         """A mark, note or circle at host time `at_ns` (default: now): in the take being recorded, else
         appended to the last take (its manifest's hashes are updated; a note or circle goes into its WAVs'
         iXML too). Returns where it went."""
-        if self.take_dir is None or self.origin is None:
+        take_dir = self.take_dir
+        if take_dir is None or self.origin is None:
             raise ImprovcapError(f"no take to {kind}: record one first")
         event = Event((now_ns() if at_ns is None else at_ns) - self.origin.t0_ns, kind, "", text)
         if self.state is RunState.RECORDING:
             self.event(event)
-            return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
-        append_event(self.take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder,
-                     then=(lambda: stamp_take(self.take_dir, self.manifest, self._folder)) if kind != "mark" else None)
+            return {"take": str(take_dir.resolve()), "t_ns": event.t_ns, "after_stop": False}
+        ixml = (lambda: stamp_take(take_dir, self.manifest, self._folder)) if kind != "mark" else None
+        append_event(take_dir, self.manifest, (event.t_ns, event.kind, event.stream, event.detail), self._folder, ixml)
         self.outlets.event(event)
-        return {"take": str(self.take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
+        return {"take": str(take_dir.resolve()), "t_ns": event.t_ns, "after_stop": True}
 
     def wait_live(self, timeout: float = 2.0) -> dict[str, float | None]:
         """Wait until every stream of the take that sends at a rate has written its first record (markers,
         an irregular stream or a box without pulses may write none for long); ms from the start request."""
-        return _first_records_ms({r.spec.name: r.take or r.last_take for r in self.runners if r.spec.nominal_rate > 0},
-                                 self.start_request_ns, timeout)
+        takes = {r.spec.name: r.take or r.last_take for r in self.runners if r.spec.nominal_rate > 0}
+        return _first_records_ms(takes, self.start_request_ns, timeout)
 
     def stop_take(self) -> dict[str, Any]:
         """Finish the take: drain writers, hash files, write the manifest atomically. Returns it. After a full
@@ -724,17 +791,7 @@ class Recorder:
                 events.close()
         except OSError as e:  # the manifest still lists every fault
             self._faults.append({"t_ns": t_stop, "stream": "", "detail": f"events.csv not closed: {e}"})
-        stamp_take(self.take_dir, self.manifest, folder)  # the WAVs' iXML: the take's notes
-        self.manifest.update({
-            "status": "complete", "duration_s": round((stop_ns - self.origin.t0_ns) / 1e9, 6),
-            "faults": self._faults, "files": file_entries(folder.anchored),
-        })
-        try:
-            write_json_atomic(self.take_dir / MANIFEST, self.manifest, folder=folder)
-        except OSError as e:
-            raise TakeError(f"{self.take_dir}: the take's files are kept but its manifest could not be "
-                            f"finalised ({e.strerror or e}): make room, then `improvcap repair "
-                            f"{self.take_dir}`") from e
+        _seal_manifest(self.take_dir, self.manifest, folder, (stop_ns - self.origin.t0_ns) / 1e9, self._faults)
         if self.disk_full is None:
             self.room.measured(self.manifest["files"], self.manifest["duration_s"])
         return self.manifest
@@ -755,25 +812,61 @@ class Recorder:
     # observation ----------------------------------------------------------------------------------
     def status(self) -> Status:
         elapsed = (now_ns() - self.origin.t0_ns) / 1e9 if self.state is RunState.RECORDING and self.origin else 0.0
-        return Status(self.state, self.take_dir, elapsed, tuple(r.status() for r in self.runners),
-                      *self.room.left(self.take_dir or self.out))
+        streams = tuple(r.status() for r in self.runners)
+        return Status(self.state, self.take_dir, elapsed, streams, *self.room.left(self.take_dir or self.out))
+
+
+def _open_files(take_dir: Path, spec: StreamSpec, info: dict[str, Any], folder: Folder) -> tuple[Writer, CsvLog | None]:
+    """A stream's writer and, for a demo stream whose rig asks for `truth`, its ground-truth table (opened on the
+    writer's thread)."""
+    truth = CsvLog(take_dir / truth_file(spec.name), TRUTH_COLUMNS, folder=folder) if spec.get("truth") else None
+    return make_writer(take_dir, spec, info, folder), truth
+
+
+def _seal_manifest(
+    take_dir: Path, manifest: dict[str, Any], folder: Folder, duration_s: float, faults: list[dict[str, Any]]
+) -> None:
+    """Recorder._finish's last step: the WAVs' iXML stamped, then take.json complete (duration, faults, files)."""
+    stamp_take(take_dir, manifest, folder)  # the WAVs' iXML: the take's notes
+    manifest.update(
+        {
+            "status": "complete",
+            "duration_s": round(duration_s, 6),
+            "faults": faults,
+            "files": file_entries(folder.anchored),
+        }
+    )
+    try:
+        write_json_atomic(take_dir / MANIFEST, manifest, folder=folder)
+    except OSError as e:
+        raise TakeError(
+            f"{take_dir}: the take's files are kept but its manifest could not be "
+            f"finalised ({e.strerror or e}): make room, then `improvcap repair "
+            f"{take_dir}`"
+        ) from e
 
 
 def _stream_summary(take_dir: Path, runner: _StreamRunner, t: _TakeStream) -> dict[str, Any]:
     """What the recorder knows of a stream; refit_take adds the final clock, rates and first/last t_ns."""
     spec = runner.spec
     return {
-        "kind": spec.kind, "driver": spec.driver,
+        "kind": spec.kind,
+        "driver": spec.driver,
         "device": {k: v for k, v in runner.info.items() if not k.startswith("_")},
         "files": [str(p.relative_to(take_dir)) for p in t.files],
-        "nominal_rate": spec.nominal_rate, "measured_rate": None,
-        "count": t.written, "dropped": t.dropped,
-        "dropped_in_queue": t.queue_drops, "dropped_by_device": t.gaps, "dropped_stale": t.stale,
+        "nominal_rate": spec.nominal_rate,
+        "measured_rate": None,
+        "count": t.written,
+        "dropped": t.dropped,
+        "dropped_in_queue": t.queue_drops,
+        "dropped_by_device": t.gaps,
+        "dropped_stale": t.stale,
         "dropped_behind_rate": t.short,
         "device_stats": runner.device.stats(),
         "latency_ms": spec["latency_ms"],
         "clock": {"domain": runner.domain, "live_offset_ns": runner.clock.offset_ns},
-        "first_t_ns": t.first_t_ns, "last_t_ns": t.last_t_ns,
+        "first_t_ns": t.first_t_ns,
+        "last_t_ns": t.last_t_ns,
         "state": "failed" if (runner.fault or t.failed) else "ok",
         "fault": runner.fault or t.failed,
     }
@@ -786,13 +879,17 @@ def _shortfall(runner: _StreamRunner, t: _TakeStream, stop_ns: int) -> str | Non
     expected = spec.nominal_rate * (stop_ns - t.t0_ns) / 1e9
     if t.short <= BEHIND_FAULT_SHARE * expected or runner.fault:
         return None
-    why = ("the sender paused or went away meanwhile (an LSL sender's own stamps say which)" if spec.kind == "lsl"
-           else "the device or this machine cannot keep up")
+    why = (
+        "the sender paused or went away meanwhile (an LSL sender's own stamps say which)"
+        if spec.kind == "lsl"
+        else "the device or this machine cannot keep up"
+    )
     return f"delivered {t.received} of the {expected:.0f} {unit(spec.kind)} expected at {spec.nominal_rate:g}/s: {why}"
 
 
-def _fire_slate(runners: list[_StreamRunner], delay_s: float, origin_ns: int, at_ns: int | None = None,
-                ) -> tuple[int, list[Event]]:
+def _fire_slate(
+    runners: list[_StreamRunner], delay_s: float, origin_ns: int, at_ns: int | None = None
+) -> tuple[int, list[Event]]:
     """Recorder.slate's work: the slate's t (host ns minus origin_ns) and the events it makes. At a given
     `at_ns` (a controller's slate on a node) every device renders it then: a box cannot fire at a time."""
     box = next((r for r in runners if isinstance(r.device, FiresSlate) and r.fault is None), None)
@@ -814,7 +911,9 @@ def _fire_slate(runners: list[_StreamRunner], delay_s: float, origin_ns: int, at
             for runner in runners:
                 if runner is not box:
                     runner.device.slate(at)
-            return at - origin_ns, [Event(at - origin_ns, "slate", box.spec.name, f"box ticks={fire.ticks} id={fire.id}")]
+            return at - origin_ns, [
+                Event(at - origin_ns, "slate", box.spec.name, f"box ticks={fire.ticks} id={fire.id}")
+            ]
     at = now_ns() + int(delay_s * 1e9)
     for runner in runners:
         runner.device.slate(at)
@@ -838,35 +937,61 @@ def _open_take(take_dir: Path, attachments: dict[str, bytes]) -> tuple[Folder, s
         raise
 
 
-def _writer_info(device: dict[str, Any], spec: StreamSpec, manifest: dict[str, Any], origin: TakeOrigin,
-                 take_dir: Path) -> dict[str, Any]:
+def _writer_info(
+    device: dict[str, Any], spec: StreamSpec, manifest: dict[str, Any], origin: TakeOrigin, take_dir: Path
+) -> dict[str, Any]:
     """What a stream's writer is told besides its device's description: the take's timecode, and for a
     WAV its time_reference and iXML."""
     info = {**device, "timecode": manifest["timecode"]}
     if spec.kind == "audio":
         info["time_reference"] = origin.samples_since_midnight(spec["samplerate"])
-        info["ixml"] = take_document(manifest, take_dir.name, spec.name, int(device.get("channels", spec["channels"])),
-                                     int(round(device.get("samplerate", spec["samplerate"]))),
-                                     WAV_FORMATS[device.get("sample_format", spec["sample_format"])][1],
-                                     info["time_reference"], spec["channel_names"])
+        info["ixml"] = take_document(
+            manifest,
+            take_dir.name,
+            spec.name,
+            int(device.get("channels", spec["channels"])),
+            int(round(device.get("samplerate", spec["samplerate"]))),
+            WAV_FORMATS[device.get("sample_format", spec["sample_format"])][1],
+            info["time_reference"],
+            spec["channel_names"],
+        )
     return info
 
 
-def _new_manifest(rig: Rig, calibration: dict[str, Any] | None, session: str, scene: str, number: int,
-                  origin: TakeOrigin, extra: dict[str, Any]) -> dict[str, Any]:
+def _new_manifest(
+    rig: Rig,
+    calibration: dict[str, Any] | None,
+    session: str,
+    scene: str,
+    number: int,
+    origin: TakeOrigin,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """take.json as a take starts (status recording); its stop fills in the streams, faults and files."""
     master = rig.stream(rig.master) if rig.master else None
     rate = TimecodeRate.of(master["fps"] if master else DEFAULT_TIMECODE_FPS)
     return {
-        "format": FORMAT, "version": VERSION, "status": "recording",
-        "session": session, "scene": scene, "take": number,
-        "t0_utc": origin.utc.isoformat(), "t0_local": origin.utc.astimezone().isoformat(), "t0_host_ns": origin.t0_ns,
-        "timecode": rate.timecode(rate.frame_at(origin.seconds_since_midnight())), "timecode_rate": rate.label(),
-        "duration_s": None, "rig": rig.snapshot(), "rig_sha256": rig.sha256,
+        "format": FORMAT,
+        "version": VERSION,
+        "status": "recording",
+        "session": session,
+        "scene": scene,
+        "take": number,
+        "t0_utc": origin.utc.isoformat(),
+        "t0_local": origin.utc.astimezone().isoformat(),
+        "t0_host_ns": origin.t0_ns,
+        "timecode": rate.timecode(rate.frame_at(origin.seconds_since_midnight())),
+        "timecode_rate": rate.label(),
+        "duration_s": None,
+        "rig": rig.snapshot(),
+        "rig_sha256": rig.sha256,
         "calibration": calibration,
-        "calibration_sha256": (calibration or {}).get("sha256"), "performers": [],
+        "calibration_sha256": (calibration or {}).get("sha256"),
+        "performers": [],
         **extra,
-        "streams": {}, "faults": [], "files": {},
+        "streams": {},
+        "faults": [],
+        "files": {},
     }
 
 
@@ -881,8 +1006,15 @@ def _jam_sync(rig: Rig, folder: Folder, manifest: dict[str, Any], t_stop: int) -
     except Exception as e:  # the take is kept on the PC's clock
         return [Event(t_stop, "fault", source[0], f"LTC not read: {type(e).__name__}: {e}")]
     if entry.get("t0_s") is None:
-        return [Event(t_stop, "fault", source[0], f"no LTC on channel {source[1]} ({entry['frames']} frames "
-                                                  f"decoded): the take's timecode is this PC's clock")]
+        return [
+            Event(
+                t_stop,
+                "fault",
+                source[0],
+                f"no LTC on channel {source[1]} ({entry['frames']} frames "
+                f"decoded): the take's timecode is this PC's clock",
+            )
+        ]
     return []
 
 
@@ -895,8 +1027,14 @@ def _final_refit(folder: Folder, manifest: dict[str, Any], t_stop: int) -> list[
     take_dir = folder.anchored
     tables = [take_dir / table_file(n, s["kind"]) for n, s in streams.items()]
     if (short := space.refit_room_short(take_dir, tables, rows, len(streams))) is not None:
-        return [Event(t_stop, "fault", "", f"final clock fit not run: {short}; make room, then "
-                                           f"`improvcap repair --force {folder.path}`")]
+        return [
+            Event(
+                t_stop,
+                "fault",
+                "",
+                f"final clock fit not run: {short}; make room, then `improvcap repair --force {folder.path}`",
+            )
+        ]
     try:
         failed = refit_take(take_dir, manifest, folder)
     except Exception as e:
@@ -906,8 +1044,11 @@ def _final_refit(folder: Folder, manifest: dict[str, Any], t_stop: int) -> list[
 
 def _first_records_ms(takes: dict[str, _TakeStream | None], since_ns: int, timeout: float) -> dict[str, float | None]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(t is not None and t.first_written_ns is None and not t.failed
-                                             for t in takes.values()):
+    while time.monotonic() < deadline and any(
+        t is not None and t.first_written_ns is None and not t.failed for t in takes.values()
+    ):
         time.sleep(0.002)
-    return {name: None if t is None or t.first_written_ns is None
-            else round((t.first_written_ns - since_ns) / 1e6, 2) for name, t in takes.items()}
+    return {
+        name: None if t is None or t.first_written_ns is None else round((t.first_written_ns - since_ns) / 1e6, 2)
+        for name, t in takes.items()
+    }

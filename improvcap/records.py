@@ -4,6 +4,7 @@ A device emits `Sample`s stamped on the absolute host clock (`time.monotonic_ns(
 has one, its own clock. The recorder maps each sample onto the take's shared clock and hands writers a
 `Record`, whose times are nanoseconds since the take's `t0`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

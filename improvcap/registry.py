@@ -5,6 +5,7 @@ check, the device factory and the protocol lookup all read the same lists. To ad
 `devices/<kind>_<driver>.py` and add its line to DRIVERS; to add a serial protocol, write
 `protocols/<name>.py` and add its line to PROTOCOLS.
 """
+
 from __future__ import annotations
 
 # (kind, driver) -> "module:Class"

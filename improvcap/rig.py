@@ -3,15 +3,17 @@
 Validation names the file, the key and the problem in one line (`RigError`, exit status 2). Unknown keys
 are refused too: a misspelt `framerate` silently ignored would cost a shoot day.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import registry
 from .errors import RigError, did_you_mean
@@ -58,7 +60,7 @@ class Rig:
     """The studio's group: its takes belong to it (readable by its members, never by other users)."""
     lsl_outlets: bool = False
     """Publish the takes' events and frame times as LSL streams (improvcap.lsl_outlets)."""
-    nodes: tuple["NodeSpec", ...] = ()
+    nodes: tuple[NodeSpec, ...] = ()
     timecode: str | None = None
     """Where takes get their timecode: None, this PC's clock; "ltc:<audio stream>:<channel>", LTC on it."""
     """The capture PCs whose streams are part of the rig (`[[node]]`), in file order."""
@@ -83,8 +85,16 @@ class Rig:
             **({"timecode": self.timecode} if self.timecode else {}),
             "path": str(self.path),
             **({"nodes": [n.snapshot() for n in self.nodes]} if self.nodes else {}),
-            "streams": [{"kind": s.kind, "name": s.name, "driver": s.driver, **({"node": s.node} if s.node else {}),
-                         **s.settings} for s in self.streams],
+            "streams": [
+                {
+                    "kind": s.kind,
+                    "name": s.name,
+                    "driver": s.driver,
+                    **({"node": s.node} if s.node else {}),
+                    **s.settings,
+                }
+                for s in self.streams
+            ],
         }
 
 
@@ -104,8 +114,7 @@ class NodeSpec:
 Check = Callable[[Any], str | None]  # returns a problem description, or None when the value is fine
 
 
-def _number(lo: float | None = None, hi: float | None = None, *, integer: bool = False,
-            lo_open: bool = False) -> Check:
+def _number(lo: float | None = None, hi: float | None = None, *, integer: bool = False, lo_open: bool = False) -> Check:
     def check(v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
             return f"expected {'an integer' if integer else 'a number'}, got {v!r}"
@@ -116,6 +125,7 @@ def _number(lo: float | None = None, hi: float | None = None, *, integer: bool =
         if hi is not None and v > hi:
             return f"must be <= {hi:g}, got {v!r}"
         return None
+
     return check
 
 
@@ -128,6 +138,7 @@ def _string(choices: tuple[str, ...] | None = None, pattern: re.Pattern[str] | N
         if pattern is not None and not pattern.match(v):
             return f"must be letters, digits, '_', '-' or '.', starting with a letter or digit; got {v!r}"
         return None
+
     return check
 
 
@@ -143,6 +154,7 @@ def _numbers(count: int, lo: float, hi: float) -> Check:
             if problem := _number(lo, hi)(x):
                 return problem
         return None
+
     return check
 
 
@@ -151,12 +163,14 @@ def _strings() -> Check:
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             return f"expected a list of strings, got {v!r}"
         return None
+
     return check
 
 
 def _both(first: Check, second: Check) -> Check:
     def check(v: Any) -> str | None:
         return first(v) or second(v)
+
     return check
 
 
@@ -195,7 +209,9 @@ _RATE_FLOOR = 0.001
 
 
 def _string_or_int(v: Any) -> str | None:
-    return None if isinstance(v, (str, int)) and not isinstance(v, bool) else f"expected a string or an integer, got {v!r}"
+    return (
+        None if isinstance(v, (str, int)) and not isinstance(v, bool) else f"expected a string or an integer, got {v!r}"
+    )
 
 
 # key -> (check, default); a default of REQUIRED makes the key mandatory
@@ -218,8 +234,8 @@ _DEMO: dict[str, tuple[Check, Any]] = {
 # A demo camera can film a ChArUco board moving in front of the rig through a known pinhole camera.
 _DEMO_CAMERA: dict[str, tuple[Check, Any]] = {
     "board": (_boolean, False),
-    "board_spec": (_string(), ""),                        # a board TOML; "" for the default board
-    "focal_px": (_number(0, 100_000), 0.0),               # 0: 0.9 x width
+    "board_spec": (_string(), ""),  # a board TOML; "" for the default board
+    "focal_px": (_number(0, 100_000), 0.0),  # 0: 0.9 x width
     "distortion": (_numbers(5, -10, 10), [-0.12, 0.05, 0.0006, -0.0004, -0.01]),  # k1 k2 p1 p2 k3
     "pose": (_numbers(6, -1e6, 1e6), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),  # rx ry rz (Rodrigues), tx ty tz (mm)
     "center_offset_px": (_numbers(2, -100_000, 100_000), [0.0, 0.0]),  # principal point from the image centre
@@ -241,9 +257,9 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "codec": (_string(), "libx264"),
         "preset": (_string(), "ultrafast"),
         "crf": (_number(0, 51, integer=True), 23),
-        "input_format": (_string(), ""),   # ffmpeg/v4l2: e.g. "mjpeg"; opencv: a FOURCC
-        "realtime": (_boolean, True),       # ffmpeg files: pace by timestamps, as a camera would
-        "loop": (_boolean, False),          # ffmpeg files: start again at the end
+        "input_format": (_string(), ""),  # ffmpeg/v4l2: e.g. "mjpeg"; opencv: a FOURCC
+        "realtime": (_boolean, True),  # ffmpeg files: pace by timestamps, as a camera would
+        "loop": (_boolean, False),  # ffmpeg files: start again at the end
         "trigger": (_string(pattern=NAME_RE_EMPTY), ""),  # the sync box whose pulses expose it; "": free-running
     },
     "audio": {
@@ -255,9 +271,9 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "sample_format": (_string(("s16", "s24", "f32")), "s24"),
         "tone_hz": (_number(1, 20000), 440.0),
         "channel_names": (_strings(), []),  # iXML track names, one per channel; default "<name> 1…N"
-        "ltc_channel": (_number(0, 64, integer=True), 0),   # demo: this channel (1…) carries LTC; 0: none
-        "ltc_fps": (_number(23, 61), 30.0),                  # demo: the LTC's frame rate (29.97: drop-frame)
-        "ltc_offset_s": (_number(-86400, 86400), 0.0),       # demo: the studio master clock against this PC's
+        "ltc_channel": (_number(0, 64, integer=True), 0),  # demo: this channel (1…) carries LTC; 0: none
+        "ltc_fps": (_number(23, 61), 30.0),  # demo: the LTC's frame rate (29.97: drop-frame)
+        "ltc_offset_s": (_number(-86400, 86400), 0.0),  # demo: the studio master clock against this PC's
     },
     "mocap": {
         "driver": (_string(registry.drivers("mocap")), REQUIRED),
@@ -265,23 +281,23 @@ _SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "baudrate": (_number(50, 20_000_000, integer=True), 921600),
         "protocol": (_string(tuple(registry.PROTOCOLS)), "binary"),
         "rate": (_both(_number(0, 100_000, lo_open=True), _number(_RATE_FLOOR)), 240.0),
-        "channels": (_number(1, 255, integer=True), 24),    # binary, csv; the others' come from `outputs`
-        "outputs": (_strings(), []),        # xsens, vectornav: the data fields each frame carries, in order
-        "configure": (_boolean, False),     # xsens: set the device's outputs and rate on open
+        "channels": (_number(1, 255, integer=True), 24),  # binary, csv; the others' come from `outputs`
+        "outputs": (_strings(), []),  # xsens, vectornav: the data fields each frame carries, in order
+        "configure": (_boolean, False),  # xsens: set the device's outputs and rate on open
     },
     "lsl": {  # a Lab Streaming Layer inlet (devices.lsl_inlet); channels and rate, when given, are checked
         "driver": (_string(registry.drivers("lsl")), REQUIRED),
-        "stream": (_both(_string(), _lsl_query), ""),        # an LSL predicate: name='ShimmerGSR', type='EEG', ...
+        "stream": (_both(_string(), _lsl_query), ""),  # an LSL predicate: name='ShimmerGSR', type='EEG', ...
         "channels": (_number(1, 65536, integer=True), None),
-        "rate": (_number(0, 1_000_000), None),               # 0: an irregular stream (markers)
+        "rate": (_number(0, 1_000_000), None),  # 0: an irregular stream (markers)
         "timeout_s": (_number(0, 3600, lo_open=True), 5.0),  # to find the stream at open; silence after it is a fault
     },
     "sync": {  # a sync box (protocols.syncbox): trigger pulses, LED + beep slates, clock queries
         "driver": (_string(registry.drivers("sync")), REQUIRED),
         "port": (_string(), ""),
         "baudrate": (_number(50, 20_000_000, integer=True), 115200),
-        "trigger_fps": (_number(0, 10_000), 0.0),            # camera trigger pulses per second; 0: none
-        "query_hz": (_number(1, 1000), 20.0),                # clock round trips per second
+        "trigger_fps": (_number(0, 10_000), 0.0),  # camera trigger pulses per second; 0: none
+        "query_hz": (_number(1, 1000), 20.0),  # clock round trips per second
     },
 }
 
@@ -337,8 +353,11 @@ def parse_rig(text: str, path: Path) -> Rig:
     unknown = set(doc) - {"rig", "node", *RIG_KINDS}
     if unknown:
         key = sorted(unknown)[0]
-        raise fail(key, f"unknown table{did_you_mean(key, ['rig', *RIG_KINDS, 'node'])} "
-                        f"(expected [rig], {', '.join(f'[[{k}]]' for k in (*RIG_KINDS, 'node'))})")
+        raise fail(
+            key,
+            f"unknown table{did_you_mean(key, ['rig', *RIG_KINDS, 'node'])} "
+            f"(expected [rig], {', '.join(f'[[{k}]]' for k in (*RIG_KINDS, 'node'))})",
+        )
     head = doc.get("rig")
     if not isinstance(head, dict):
         raise fail("rig", "missing [rig] table")
@@ -383,9 +402,20 @@ def parse_rig(text: str, path: Path) -> Rig:
         if problem := _string()(master):
             raise fail("rig.master", problem)
         if master not in cameras:
-            raise fail("rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})")
-    return Rig(name=head["name"], master=master, streams=tuple(streams), path=path, text=text,
-               group=head.get("group"), lsl_outlets=head.get("lsl_outlets", False), nodes=nodes, timecode=timecode)
+            raise fail(
+                "rig.master", f"{master!r} is not a camera of this rig (cameras: {', '.join(cameras) or 'none'})"
+            )
+    return Rig(
+        name=head["name"],
+        master=master,
+        streams=tuple(streams),
+        path=path,
+        text=text,
+        group=head.get("group"),
+        lsl_outlets=head.get("lsl_outlets", False),
+        nodes=nodes,
+        timecode=timecode,
+    )
 
 
 LTC_SOURCE = re.compile(r"^ltc:([A-Za-z0-9_-]+):([0-9]+)$")
@@ -421,11 +451,17 @@ def _check_triggers(streams: list[StreamSpec], fail: Callable[[str, str], RigErr
     for i, cam in enumerate(s for s in streams if s.kind == "camera"):
         box = boxes.get(cam["trigger"]) if cam["trigger"] else None
         if cam["trigger"] and box is None:
-            raise fail(f"camera[{i}].trigger", f"{cam['trigger']!r} is not the rig's sync box "
-                                               f"({', '.join(boxes) or 'it has none: add a [[sync]] table'})")
+            raise fail(
+                f"camera[{i}].trigger",
+                f"{cam['trigger']!r} is not the rig's sync box "
+                f"({', '.join(boxes) or 'it has none: add a [[sync]] table'})",
+            )
         if box is not None and box["trigger_fps"] != cam["fps"]:
-            raise fail(f"camera[{i}].fps", f"{cam['fps']:g} differs from {box.name}'s trigger_fps "
-                                           f"{box['trigger_fps']:g}: a triggered camera exposes once per pulse")
+            raise fail(
+                f"camera[{i}].fps",
+                f"{cam['fps']:g} differs from {box.name}'s trigger_fps "
+                f"{box['trigger_fps']:g}: a triggered camera exposes once per pulse",
+            )
         if box is not None and box.node != cam.node:
             raise fail(f"camera[{i}].trigger", f"{box.name} is recorded by another PC than {cam.name}")
 
@@ -440,8 +476,9 @@ def _parse_nodes(tables: Any, fail: Callable[[str, str], RigError]) -> tuple[Nod
     for i, table in enumerate(tables):
         label = f"node[{i}]"
         for key in set(table) - {"name", "host"}:
-            raise fail(f"{label}.{key}", f"unknown key for a node{did_you_mean(key, ['name', 'host'])} "
-                                         "(expected name, host)")
+            raise fail(
+                f"{label}.{key}", f"unknown key for a node{did_you_mean(key, ['name', 'host'])} (expected name, host)"
+            )
         if "name" not in table:
             raise fail(f"{label}.name", "missing")
         if problem := _string(pattern=NAME_RE)(table["name"]):
@@ -455,8 +492,9 @@ def _parse_nodes(tables: Any, fail: Callable[[str, str], RigError]) -> tuple[Nod
     return tuple(nodes)
 
 
-def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError],
-                  nodes: tuple[NodeSpec, ...] = ()) -> StreamSpec:
+def _parse_stream(
+    kind: str, i: int, table: dict[str, Any], fail: Callable[[str, str], RigError], nodes: tuple[NodeSpec, ...] = ()
+) -> StreamSpec:
     label = f"{kind}[{i}]"
     node = table.get("node")
     if node is not None and node not in {n.name for n in nodes}:
@@ -474,10 +512,15 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
     for key in table:
         if key not in schema:
             driver = table.get("driver")
-            what = f"{'an' if str(driver)[:1] in 'aeiou' else 'a'} {driver} {kind}" if isinstance(driver, str) \
+            what = (
+                f"{'an' if str(driver)[:1] in 'aeiou' else 'a'} {driver} {kind}"
+                if isinstance(driver, str)
                 else f"a {kind}"
-            raise fail(f"{label}.{key}", f"unknown key for {what}"
-                       + (did_you_mean(key, schema) or f" (expected {', '.join(sorted(schema))})"))
+            )
+            raise fail(
+                f"{label}.{key}",
+                f"unknown key for {what}" + (did_you_mean(key, schema) or f" (expected {', '.join(sorted(schema))})"),
+            )
     settings: dict[str, Any] = {}
     for key, (check, default) in schema.items():
         if key not in table:
@@ -489,8 +532,13 @@ def _parse_stream(kind: str, i: int, table: dict[str, Any], fail: Callable[[str,
             raise fail(f"{label}.{key}", problem)
         value = table[key]
         # lists of numbers become floats; lists of names (mocap outputs) stay strings
-        settings[key] = float(value) if isinstance(default, float) else \
-            [x if isinstance(x, str) else float(x) for x in value] if isinstance(default, list) else value
+        settings[key] = (
+            float(value)
+            if isinstance(default, float)
+            else [x if isinstance(x, str) else float(x) for x in value]
+            if isinstance(default, list)
+            else value
+        )
     name, driver = settings.pop("name"), settings.pop("driver")
     if kind in ("mocap", "sync") and driver == "serial" and not settings["port"]:
         raise fail(f"{label}.port", "missing (a serial device such as /dev/ttyUSB0)")
@@ -525,13 +573,17 @@ def _check_sync(settings: dict[str, Any], label: str, fail: Callable[[str, str],
     need = fps * 17 + settings["query_hz"] * 19
     carries = settings["baudrate"] / 10
     if need > 0.8 * carries:
-        raise fail(f"{label}.trigger_fps", f"{fps:g} pulses/s and {settings['query_hz']:g} queries/s need "
-                   f"{need:.0f} bytes/s, more than baudrate {settings['baudrate']} carries with headroom "
-                   f"({0.8 * carries:.0f} bytes/s); raise baudrate")
+        raise fail(
+            f"{label}.trigger_fps",
+            f"{fps:g} pulses/s and {settings['query_hz']:g} queries/s need "
+            f"{need:.0f} bytes/s, more than baudrate {settings['baudrate']} carries with headroom "
+            f"({0.8 * carries:.0f} bytes/s); raise baudrate",
+        )
 
 
-def _check_protocol(settings: dict[str, Any], table: dict[str, Any], label: str,
-                    fail: Callable[[str, str], RigError]) -> None:
+def _check_protocol(
+    settings: dict[str, Any], table: dict[str, Any], label: str, fail: Callable[[str, str], RigError]
+) -> None:
     """The protocol's own checks (its outputs); `channels` follows from the outputs where it has them."""
     from .protocols import channel_names, protocol_module
 

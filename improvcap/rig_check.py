@@ -1,5 +1,6 @@
 """`rig check`: what a rig's open devices deliver against what its rig file promises (on this PC, and on
 each capture node for its own streams)."""
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,16 @@ def check_results(recorder: Recorder, status: Status, tolerance: float) -> list[
                     problems.append(f"{key} {info[key]}, rig says {runner.spec[key]}")
         if s.kind == "audio" and s.peak_dbfs and all(math.isinf(p) for p in s.peak_dbfs):
             problems.append("silent on every channel")
-        results.append({
-            "stream": s.name, "kind": s.kind, "measured_rate": round(s.rate, 3), "nominal_rate": s.nominal,
-            "peak_dbfs": [p if math.isfinite(p) else None for p in s.peak_dbfs] if s.peak_dbfs else [],
-            "device": s.device, "ok": not problems, "problems": problems,
-        })
+        results.append(
+            {
+                "stream": s.name,
+                "kind": s.kind,
+                "measured_rate": round(s.rate, 3),
+                "nominal_rate": s.nominal,
+                "peak_dbfs": [p if math.isfinite(p) else None for p in s.peak_dbfs] if s.peak_dbfs else [],
+                "device": s.device,
+                "ok": not problems,
+                "problems": problems,
+            }
+        )
     return results

@@ -21,6 +21,7 @@ host minus device time at `ref_device_ns`; host ns per device ns is 1 + beta = 1
 from the recorder's pump); `fit_roundtrips` is the final fit over a whole take, from the columns of its
 `<stream>.roundtrips.csv` (improvcap.take.refit reads them; host times in ns since the take's t0).
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,10 +34,10 @@ from .clockfit import DeviceLine
 
 METHOD = "roundtrip-min-rtt-least-squares"
 WINDOW_NS = 1_000_000_000
-MIN_WINDOWS = 4            # a shorter span is cut into this many windows
-REJECT_SIGMAS = 5.0        # minima this many robust spreads off the first line are refitted without
+MIN_WINDOWS = 4  # a shorter span is cut into this many windows
+REJECT_SIGMAS = 5.0  # minima this many robust spreads off the first line are refitted without
 REJECT_FLOOR_NS = 100_000  # ... and never those closer than this
-SIGMA_FLOOR_NS = 25_000    # a round trip this much slower than the fastest is trusted about as much
+SIGMA_FLOOR_NS = 25_000  # a round trip this much slower than the fastest is trusted about as much
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +79,20 @@ class RoundTripFit(DeviceLine):
     def as_dict(self) -> dict:
         """The stream's `clock` entry in take.json."""
         return {
-            "method": METHOD, "offset_ns": self.offset_ns, "ref_device_ns": self.ref_device_ns,
-            "drift_ppm": self.drift_ppm, "residual_p50_ns": self.residual_p50_ns,
-            "residual_p99_ns": self.residual_p99_ns, "n": self.n, "used": self.used, "rejected": self.rejected,
-            "window_ns": self.window_ns, "rtt_min_ns": self.rtt_min_ns, "rtt_median_ns": self.rtt_median_ns,
-            "half_rtt_ns": self.half_rtt_ns, "resets": 0,
+            "method": METHOD,
+            "offset_ns": self.offset_ns,
+            "ref_device_ns": self.ref_device_ns,
+            "drift_ppm": self.drift_ppm,
+            "residual_p50_ns": self.residual_p50_ns,
+            "residual_p99_ns": self.residual_p99_ns,
+            "n": self.n,
+            "used": self.used,
+            "rejected": self.rejected,
+            "window_ns": self.window_ns,
+            "rtt_min_ns": self.rtt_min_ns,
+            "rtt_median_ns": self.rtt_median_ns,
+            "half_rtt_ns": self.half_rtt_ns,
+            "resets": 0,
         }
 
 
@@ -130,8 +140,9 @@ def window_minima(box_ns: np.ndarray, rtt_ns: np.ndarray, window_ns: float) -> n
     return np.sort(order[np.concatenate(([True], ws[1:] != ws[:-1]))])
 
 
-def fit_roundtrips(host_send_ns: np.ndarray, host_recv_ns: np.ndarray, box_ns: np.ndarray, *,
-                   window_ns: int = WINDOW_NS) -> RoundTripFit:
+def fit_roundtrips(
+    host_send_ns: np.ndarray, host_recv_ns: np.ndarray, box_ns: np.ndarray, *, window_ns: int = WINDOW_NS
+) -> RoundTripFit:
     """The device→host line from a take's round trips (see the module docstring). ValueError without any."""
     t1 = np.asarray(host_send_ns, dtype=np.int64)
     t2 = np.asarray(host_recv_ns, dtype=np.int64)
@@ -152,12 +163,36 @@ def fit_roundtrips(host_send_ns: np.ndarray, host_recv_ns: np.ndarray, box_ns: n
     idx = window_minima(box, rtt, window)
     ref, offset, beta, keep, rejected = _fit_minima(box[idx], mid[idx], rtt[idx])
     used = idx[keep]
-    fit = RoundTripFit(offset, ref, -beta / (1.0 + beta) * 1e6, len(box), len(used), rejected, int(round(window)),
-                       int(rtt.min()), int(np.median(rtt)), int(np.median(rtt[used]) // 2), 0.0, 0.0)
+    fit = RoundTripFit(
+        offset,
+        ref,
+        -beta / (1.0 + beta) * 1e6,
+        len(box),
+        len(used),
+        rejected,
+        int(round(window)),
+        int(rtt.min()),
+        int(np.median(rtt)),
+        int(np.median(rtt[used]) // 2),
+        0.0,
+        0.0,
+    )
     residual = np.abs(mid[used] - fit.map(box[used])).astype(np.float64)
     p50, p99 = np.percentile(residual, [50, 99])
-    return RoundTripFit(fit.offset_ns, fit.ref_device_ns, fit.drift_ppm, fit.n, fit.used, fit.rejected,
-                        fit.window_ns, fit.rtt_min_ns, fit.rtt_median_ns, fit.half_rtt_ns, float(p50), float(p99))
+    return RoundTripFit(
+        fit.offset_ns,
+        fit.ref_device_ns,
+        fit.drift_ppm,
+        fit.n,
+        fit.used,
+        fit.rejected,
+        fit.window_ns,
+        fit.rtt_min_ns,
+        fit.rtt_median_ns,
+        fit.half_rtt_ns,
+        float(p50),
+        float(p99),
+    )
 
 
 class RoundTripClock:

@@ -4,12 +4,14 @@
 key press and two socket clients cannot interleave a start with a stop. It knows nothing of screens or
 sockets: `handle(request)` takes the control protocol's dicts and returns its replies.
 """
+
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import UsageError
 from .nodes.controller import SLATE_LEAD_S, NodeController
@@ -32,9 +34,18 @@ OPEN_WAIT_S = 30.0  # how long a start waits for the devices to finish opening
 
 
 class TakeControl:
-    def __init__(self, recorder: Recorder, out: Path, session: str, scene: str, *,
-                 performers: Sequence[str] = (), performers_file: Path | None = None,
-                 single_take: bool = False, nodes: NodeController | None = None) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        out: Path,
+        session: str,
+        scene: str,
+        *,
+        performers: Sequence[str] = (),
+        performers_file: Path | None = None,
+        single_take: bool = False,
+        nodes: NodeController | None = None,
+    ) -> None:
         """`nodes`: the capture nodes that record the rig's other streams, started and stopped with each take."""
         self.recorder = recorder
         self.nodes = nodes
@@ -72,16 +83,22 @@ class TakeControl:
             new_performers = self.performers if performers is None else list(dict.fromkeys(performers))
             entries = self.resolve_performers(new_performers)
             extra = {"performers": entries, "performers_sha256": consent_digest(entries)}
-            take_dir = self.recorder.start_take(self.out, self.session, new_scene, extra=extra,
-                                                attachments={PERFORMERS_RECORD: consent_record(entries)})
+            take_dir = self.recorder.start_take(
+                self.out, self.session, new_scene, extra=extra, attachments={PERFORMERS_RECORD: consent_record(entries)}
+            )
             if self.nodes is not None:  # the same take on every node: its number, session, scene, consent
-                self.nodes.start_take(self.recorder, take_dir, self.session, new_scene,
-                                      self.recorder.manifest["take"], entries)
+                self.nodes.start_take(
+                    self.recorder, take_dir, self.session, new_scene, self.recorder.manifest["take"], entries
+                )
             self.scene, self.performers = new_scene, new_performers
             live = self.recorder.wait_live()
             take_folder.add_session_performers(self.session_dir, entries)
-            return {"take": str(take_dir.resolve()), "scene": self.scene, "number": self.recorder.manifest["take"],
-                    "first_record_ms": live}
+            return {
+                "take": str(take_dir.resolve()),
+                "scene": self.scene,
+                "number": self.recorder.manifest["take"],
+                "first_record_ms": live,
+            }
 
     def stop(self) -> dict[str, Any]:
         with self._lock:
@@ -132,15 +149,29 @@ class TakeControl:
     def status(self) -> dict[str, Any]:
         status = self.recorder.status()
         return {
-            "state": status.state.value, "session": self.session, "scene": self.scene,
+            "state": status.state.value,
+            "session": self.session,
+            "scene": self.scene,
             "take": str(status.take) if status.take else None,
             "number": self.recorder.manifest.get("take") if status.take else None,
-            "elapsed_s": round(status.elapsed_s, 3), "performers": self.performers,
-            "disk_free_bytes": status.disk_free_bytes, "disk_minutes_left": status.disk_minutes_left,
+            "elapsed_s": round(status.elapsed_s, 3),
+            "performers": self.performers,
+            "disk_free_bytes": status.disk_free_bytes,
+            "disk_minutes_left": status.disk_minutes_left,
             "disk_low": status.disk_low,
-            "streams": [{"name": s.name, "kind": s.kind, "rate": round(s.rate, 3), "nominal": s.nominal,
-                         "count": s.count, "dropped": s.dropped, "fault": s.fault,
-                         "peak_dbfs": [p if p > -1e9 else None for p in s.peak_dbfs]} for s in status.streams],
+            "streams": [
+                {
+                    "name": s.name,
+                    "kind": s.kind,
+                    "rate": round(s.rate, 3),
+                    "nominal": s.nominal,
+                    "count": s.count,
+                    "dropped": s.dropped,
+                    "fault": s.fault,
+                    "peak_dbfs": [p if p > -1e9 else None for p in s.peak_dbfs],
+                }
+                for s in status.streams
+            ],
             "last_take": self.last_take,
             **({"nodes": self.nodes.status()} if self.nodes is not None else {}),
         }
@@ -157,8 +188,9 @@ class TakeControl:
             scene, performers = request.get("scene"), request.get("performers")
             if scene is not None and not isinstance(scene, str):
                 raise UsageError('"scene" must be a string')
-            if performers is not None and not (isinstance(performers, list)
-                                               and all(isinstance(p, str) for p in performers)):
+            if performers is not None and not (
+                isinstance(performers, list) and all(isinstance(p, str) for p in performers)
+            ):
                 raise UsageError('"performers" must be a list of performer IDs')
             result = self.start(scene, performers or None)
         elif cmd == "stop":
@@ -189,6 +221,8 @@ def take_summary(take_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "duration_s": manifest["duration_s"],
         "faults": manifest["faults"],
         "performers": [p["id"] for p in manifest.get("performers", [])],
-        "streams": {name: {k: s.get(k) for k in ("kind", "count", "dropped", "nominal_rate", "measured_rate", "state")}
-                    for name, s in manifest["streams"].items()},
+        "streams": {
+            name: {k: s.get(k) for k in ("kind", "count", "dropped", "nominal_rate", "measured_rate", "state")}
+            for name, s in manifest["streams"].items()
+        },
     }

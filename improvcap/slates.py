@@ -17,13 +17,15 @@ timestamps are off from the others: `calibrate sync` turns the offsets into late
 
 Onsets closer than MERGE_NS in one stream are one slate (the earliest is kept).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import av
 import numpy as np
@@ -39,27 +41,27 @@ from .take.wav import read_wav, wav_info
 
 MERGE_NS = 500_000_000
 
-VIDEO_STEP = 40.0          # 8-bit luma levels above the recent median: a full-frame flash
-VIDEO_HISTORY = 10         # frames
-VIDEO_MIN_HISTORY = 3      # no onset in a take's first frames (a real camera may still be settling)
-VIDEO_SUBSAMPLE = 4        # every 4th pixel of every 4th row
+VIDEO_STEP = 40.0  # 8-bit luma levels above the recent median: a full-frame flash
+VIDEO_HISTORY = 10  # frames
+VIDEO_MIN_HISTORY = 3  # no onset in a take's first frames (a real camera may still be settling)
+VIDEO_SUBSAMPLE = 4  # every 4th pixel of every 4th row
 
 AUDIO_HOP_S = 0.001
-AUDIO_BLOCK_HOPS = 10      # background is the median of 10 ms block energies ...
-AUDIO_BG_BLOCKS = 20       # ... over the 200 ms before the hop's block
-AUDIO_MIN_BG_BLOCKS = 5    # at the start of the file, at least 50 ms of background
+AUDIO_BLOCK_HOPS = 10  # background is the median of 10 ms block energies ...
+AUDIO_BG_BLOCKS = 20  # ... over the 200 ms before the hop's block
+AUDIO_MIN_BG_BLOCKS = 5  # at the start of the file, at least 50 ms of background
 AUDIO_STEP_DB = 10.0
-AUDIO_FLOOR = 1e-8         # background energy floor (about -80 dBFS): silence does not make clicks slates
+AUDIO_FLOOR = 1e-8  # background energy floor (about -80 dBFS): silence does not make clicks slates
 AUDIO_CHUNK_BLOCKS = 1000  # 10 s per read
 AUDIO_REFINE_PRE_S = 0.050
 AUDIO_REFINE_POST_S = 0.005
 AUDIO_REFINE_FRACTION = 0.15  # threshold: this far from the background's peak to the event's peak
 
-MOCAP_HISTORY = 16         # rows of the rolling median and MAD
-MOCAP_MIN_HISTORY = 6      # ... fewer for the first rows of a take, down to this many
-MOCAP_Z = 8.0              # deviation in robust standard deviations
-MOCAP_FRACTION = 0.75      # of the channels, at the same row
-MOCAP_CHUNK_ROWS = 8192    # rows per rolling-median pass (about 25 MB for 24 channels)
+MOCAP_HISTORY = 16  # rows of the rolling median and MAD
+MOCAP_MIN_HISTORY = 6  # ... fewer for the first rows of a take, down to this many
+MOCAP_Z = 8.0  # deviation in robust standard deviations
+MOCAP_FRACTION = 0.75  # of the channels, at the same row
+MOCAP_CHUNK_ROWS = 8192  # rows per rolling-median pass (about 25 MB for 24 channels)
 MOCAP_TIME_COLUMNS = MOCAP.time_columns
 
 
@@ -102,33 +104,39 @@ def _merge(onsets: list[Onset], merge_ns: int = MERGE_NS) -> list[Onset]:
 # Decoder options that cost nothing in mean brightness: MJPEG decoded at 1/4 size (its DCT gives the
 # block means directly), H.264/HEVC without the deblocking filter (a local smoothing; measured 5-15 % less
 # CPU on deblocked streams). No frame is ever skipped: each may be the flash.
-_DECODER_OPTIONS = {"mjpeg": {"lowres": "2"}, "h264": {"skip_loop_filter": "all"},
-                    "hevc": {"skip_loop_filter": "all"}}
+_DECODER_OPTIONS = {"mjpeg": {"lowres": "2"}, "h264": {"skip_loop_filter": "all"}, "hevc": {"skip_loop_filter": "all"}}
 
 
 def _luma_mean(frame: av.VideoFrame, step: int = VIDEO_SUBSAMPLE) -> float:
     """Mean luma on an 8-bit scale from every `step`-th pixel of the luma plane, without converting."""
     fmt = frame.format
     comps = fmt.components
-    if not fmt.is_rgb and not fmt.is_bayer and not fmt.has_palette and comps \
-            and comps[0].plane == 0 and sum(c.plane == 0 for c in comps) == 1:
+    if (
+        not fmt.is_rgb
+        and not fmt.is_bayer
+        and not fmt.has_palette
+        and comps
+        and comps[0].plane == 0
+        and sum(c.plane == 0 for c in comps) == 1
+    ):
         plane = frame.planes[0]
         bits = comps[0].bits
         if bits <= 8:
             rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-            return float(rows[:frame.height:step, :frame.width:step].mean())
+            return float(rows[: frame.height : step, : frame.width : step].mean())
         dtype = ">u2" if fmt.is_big_endian else "<u2"
         rows = np.frombuffer(plane, dtype).reshape(-1, plane.line_size // 2)
-        return float(rows[:frame.height:step, :frame.width:step].mean()) / (1 << (bits - 8))
+        return float(rows[: frame.height : step, : frame.width : step].mean()) / (1 << (bits - 8))
     # packed YUV, RGB, Bayer, palettes: swscale shrinks and converts to gray in one step
     small = frame.reformat(width=max(1, frame.width // step), height=max(1, frame.height // step), format="gray")
     plane = small.planes[0]
     rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-    return float(rows[:small.height, :small.width].mean())
+    return float(rows[: small.height, : small.width].mean())
 
 
-def video_luma_windows(mkv: Path, threads: int = 0, windows: Sequence[tuple[int, int]] | None = None,
-                       container: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def video_luma_windows(
+    mkv: Path, threads: int = 0, windows: Sequence[tuple[int, int]] | None = None, container: Any = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(pts, mean luma) of every decodable frame of the file's first video stream, in output order: in each
     of several pts windows, or in the whole file when `windows` is None; the file is opened once.
 
@@ -179,8 +187,9 @@ def video_luma_windows(mkv: Path, threads: int = 0, windows: Sequence[tuple[int,
     return out
 
 
-def _luma_series(container: Any, stream: Any, window: tuple[int, int] | None, step: int,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _luma_series(
+    container: Any, stream: Any, window: tuple[int, int] | None, step: int
+) -> tuple[np.ndarray, np.ndarray]:
     pts: list[int] = []
     luma: list[float] = []
     try:
@@ -225,7 +234,7 @@ def luma_onsets(luma: np.ndarray, step: float = VIDEO_STEP, history: int = VIDEO
             if luma[i] < bright_base + step / 2:
                 bright_base = None
             continue
-        base = float(np.median(luma[max(0, i - history):i]))
+        base = float(np.median(luma[max(0, i - history) : i]))
         if luma[i] - base > step:
             out.append((i, float(luma[i] - base)))
             bright_base = base
@@ -243,8 +252,9 @@ def merge_windows(windows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _detect_video_windows(mkv: Path, rows: dict[str, np.ndarray], windows: Sequence[tuple[int, int]],
-                          threads: int, container: Any = None) -> list[Onset]:
+def _detect_video_windows(
+    mkv: Path, rows: dict[str, np.ndarray], windows: Sequence[tuple[int, int]], threads: int, container: Any = None
+) -> list[Onset]:
     """Flash onsets inside t_ns windows, decoding only from the keyframe before each window to its end."""
     t_ns, table_pts = rows["t_ns"], rows["pts"]
     row_by_pts = {int(p): i for i, p in enumerate(table_pts.tolist())}
@@ -262,9 +272,15 @@ def _detect_video_windows(mkv: Path, rows: dict[str, np.ndarray], windows: Seque
     return _merge(onsets)
 
 
-def detect_video(mkv: Path, frames_csv: Path, *, threads: int = 0,
-                 windows: Sequence[tuple[int, int]] | None = None,
-                 table: dict[str, np.ndarray] | None = None, container: Any = None) -> list[Onset]:
+def detect_video(
+    mkv: Path,
+    frames_csv: Path,
+    *,
+    threads: int = 0,
+    windows: Sequence[tuple[int, int]] | None = None,
+    table: dict[str, np.ndarray] | None = None,
+    container: Any = None,
+) -> list[Onset]:
     """Flash onsets in a camera stream; t_ns is the flash frame's t_ns from frames.csv.
 
     `windows`: (start, end) t_ns ranges to search instead of the whole file (each needs about
@@ -281,14 +297,18 @@ def detect_video(mkv: Path, frames_csv: Path, *, threads: int = 0,
         return []
     row_of = _frame_rows(frame_pts, rows)
     t_ns = rows["t_ns"]
-    onsets = [Onset(mkv.stem, int(t_ns[row_of[i]]), int(row_of[i]), round(s, 2))
-              for i, s in luma_onsets(luma) if i < len(row_of)]
+    onsets = [
+        Onset(mkv.stem, int(t_ns[row_of[i]]), int(row_of[i]), round(s, 2))
+        for i, s in luma_onsets(luma)
+        if i < len(row_of)
+    ]
     if windows is not None:
         onsets = [o for o in onsets if any(a <= o.t_ns <= b for a, b in windows)]
     return _merge(onsets)
 
 
 # --- audio ----------------------------------------------------------------------------------------
+
 
 def _diff(x: np.ndarray) -> np.ndarray:
     """First difference along time; `x[0]` is the sample before the first output sample."""
@@ -299,8 +319,9 @@ def _hop_size(samplerate: float) -> int:
     return max(1, int(round(samplerate * AUDIO_HOP_S)))
 
 
-def audio_candidates(wav: Path, samplerate: float, windows: Sequence[tuple[int, int]] | None = None,
-                     ) -> list[tuple[int, float]]:
+def audio_candidates(
+    wav: Path, samplerate: float, windows: Sequence[tuple[int, int]] | None = None
+) -> list[tuple[int, float]]:
     """(hop index, dB step) of every rising energy step in the WAV, read in chunks.
 
     `windows`: (first, end) sample ranges to search instead of the whole file; each is read with the
@@ -315,8 +336,11 @@ def audio_candidates(wav: Path, samplerate: float, windows: Sequence[tuple[int, 
     if windows is None:
         ranges = [(start, min(total, start + chunk)) for start in range(0, total, chunk)]
     else:  # window starts moved back to a block boundary, like the chunks', and long ones cut into chunks
-        ranges = [(start, min(total, b, start + chunk)) for a, b in merge_windows(windows)
-                  for start in range((max(0, a) // block) * block, min(total, b), chunk)]
+        ranges = [
+            (start, min(total, b, start + chunk))
+            for a, b in merge_windows(windows)
+            for start in range((max(0, a) // block) * block, min(total, b), chunk)
+        ]
     found: list[tuple[int, float]] = []
     for start, end in ranges:
         if end <= start:
@@ -339,7 +363,7 @@ def audio_candidates(wav: Path, samplerate: float, windows: Sequence[tuple[int, 
         bg = np.full((n_hops // AUDIO_BLOCK_HOPS + 1, energy.shape[1]), np.nan, np.float64)
         if n_blocks >= AUDIO_BG_BLOCKS:
             recent = sliding_window_view(blocks, AUDIO_BG_BLOCKS, axis=0)  # (n_blocks - BG + 1, ch, BG)
-            bg[AUDIO_BG_BLOCKS:AUDIO_BG_BLOCKS + len(recent)] = np.median(recent, axis=-1)
+            bg[AUDIO_BG_BLOCKS : AUDIO_BG_BLOCKS + len(recent)] = np.median(recent, axis=-1)
         if a == 0:
             for b in range(AUDIO_MIN_BG_BLOCKS, min(AUDIO_BG_BLOCKS, n_blocks + 1, len(bg))):
                 bg[b] = np.median(blocks[:b], axis=0)
@@ -379,9 +403,13 @@ def refine_onset(wav: Path, hop_index: int, samplerate: float, total: int) -> in
     return a + 1 + s0 + int(hits[0])
 
 
-def detect_audio(wav: Path, blocks_csv: Path, samplerate: float,
-                 windows: Sequence[tuple[int, int]] | None = None,
-                 table: dict[str, np.ndarray] | None = None) -> list[Onset]:
+def detect_audio(
+    wav: Path,
+    blocks_csv: Path,
+    samplerate: float,
+    windows: Sequence[tuple[int, int]] | None = None,
+    table: dict[str, np.ndarray] | None = None,
+) -> list[Onset]:
     """Sharp onsets (claps, beeps) in an audio stream, to the sample; t_ns through the stream's blocks.
 
     `windows`: (start, end) t_ns ranges to search instead of the whole file (only those are read, with
@@ -401,8 +429,9 @@ def detect_audio(wav: Path, blocks_csv: Path, samplerate: float,
             bounds = np.asarray(windows, np.float64).reshape(-1, 2)
             t_first, t_last = timeline.t_ns[0], float(timeline.t_ns_of(total - 1))
             samples = timeline.sample_at(np.clip(bounds, t_first, t_last))
-            sample_windows = [(int(np.floor(a)), int(np.ceil(b)) + 1) for a, b in samples
-                              if a == a and b == b]  # a == a: not NaN
+            sample_windows = [
+                (int(np.floor(a)), int(np.ceil(b)) + 1) for a, b in samples if a == a and b == b
+            ]  # a == a: not NaN
         onsets = []
         for hop_index, step_db in audio_candidates(wav, samplerate, sample_windows):
             sample = refine_onset(wav, hop_index, samplerate, total)
@@ -418,8 +447,10 @@ def detect_audio(wav: Path, blocks_csv: Path, samplerate: float,
 
 # --- mocap ----------------------------------------------------------------------------------------
 
-def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = MOCAP_Z,
-                   rows: Sequence[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+
+def spike_fraction(
+    values: np.ndarray, history: int = MOCAP_HISTORY, z: float = MOCAP_Z, rows: Sequence[tuple[int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the fraction of channels more than `z` robust SDs from the median of the `history` rows
     before, and the median z over channels. The scale is 1.4826 × MAD, floored at the channel's mean
     absolute step over the whole take (a constant or coarsely quantised channel has a MAD of 0).
@@ -451,7 +482,7 @@ def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = 
     chunks = [(start, min(b, start + MOCAP_CHUNK_ROWS)) for a, b in ranges for start in range(a, b, MOCAP_CHUNK_ROWS)]
     for start, end in chunks:
         # windows[k] covers rows start+k-history .. start+k-1, the rows before row start+k
-        windows = sliding_window_view(values[start - history:end - 1], history, axis=0)  # (rows, ch, history)
+        windows = sliding_window_view(values[start - history : end - 1], history, axis=0)  # (rows, ch, history)
         med = np.median(windows, axis=-1)
         mad = np.median(np.abs(windows - med[..., None]), axis=-1)
         scale = np.maximum(1.4826 * mad, floor)
@@ -461,8 +492,9 @@ def spike_fraction(values: np.ndarray, history: int = MOCAP_HISTORY, z: float = 
     return frac, zmed
 
 
-def detect_mocap(csv: Path, *, windows: Sequence[tuple[int, int]] | None = None,
-                 table: dict[str, np.ndarray] | None = None) -> list[Onset]:
+def detect_mocap(
+    csv: Path, *, windows: Sequence[tuple[int, int]] | None = None, table: dict[str, np.ndarray] | None = None
+) -> list[Onset]:
     """Rows where most channels spike together; t_ns from the row.
 
     `windows`: (start, end) t_ns ranges to search instead of the whole take (the same onsets as a
@@ -478,8 +510,9 @@ def detect_mocap(csv: Path, *, windows: Sequence[tuple[int, int]] | None = None,
     values = np.column_stack([table[k] for k in names]).astype(np.float64)
     rows = None
     if windows is not None:  # each window's rows, and the row before its first (a rise needs it)
-        rows = [(max(0, int(np.searchsorted(t_ns, a)) - 1), int(np.searchsorted(t_ns, b, side="right")))
-                for a, b in windows]
+        rows = [
+            (max(0, int(np.searchsorted(t_ns, a)) - 1), int(np.searchsorted(t_ns, b, side="right"))) for a, b in windows
+        ]
     frac, zmed = spike_fraction(values, rows=rows)
     above = frac >= MOCAP_FRACTION
     rising = np.flatnonzero(above[1:] & ~above[:-1]) + 1
@@ -489,6 +522,7 @@ def detect_mocap(csv: Path, *, windows: Sequence[tuple[int, int]] | None = None,
 
 
 # --- takes ----------------------------------------------------------------------------------------
+
 
 def _manifest(take_dir: Path) -> dict[str, Any]:
     path = take_dir / MANIFEST
@@ -510,9 +544,10 @@ def detect_take(take_dir: Path) -> dict[str, list[Onset]]:
     take_dir = Path(take_dir)
     manifest = _manifest(take_dir)
     settings = {s.get("name"): s for s in (manifest.get("rig") or {}).get("streams", [])}
-    streams = {name: (s.get("kind") or settings.get(name, {}).get("kind"))
-               for name, s in (manifest.get("streams") or {}).items()} \
-        or {name: s.get("kind") for name, s in settings.items()}
+    streams = {
+        name: (s.get("kind") or settings.get(name, {}).get("kind"))
+        for name, s in (manifest.get("streams") or {}).items()
+    } or {name: s.get("kind") for name, s in settings.items()}
     entries = manifest.get("streams") or {}
     cpus = os.cpu_count() or 1
     cameras = sum(kind == "camera" for kind in streams.values())
@@ -537,8 +572,7 @@ def detect_take(take_dir: Path) -> dict[str, list[Onset]]:
         return {name: futures[name].result() for name in known}
 
 
-def match_slates(onsets: dict[str, list[Onset]], reference: str,
-                 tolerance_ns: int = 300_000_000) -> list[SlateMatch]:
+def match_slates(onsets: dict[str, list[Onset]], reference: str, tolerance_ns: int = 300_000_000) -> list[SlateMatch]:
     """One SlateMatch per onset of `reference`: every stream's nearest onset within the tolerance."""
     if reference not in onsets:
         raise UsageError(f"reference stream {reference!r} is not among the streams ({', '.join(onsets)})")
@@ -579,7 +613,11 @@ def slate_offsets(matches: list[SlateMatch]) -> dict[str, dict[str, Any]]:
             out[s] = {"median_ns": None, "spread_ns": None, "mad_ns": None, "n": 0, "missed": len(matches)}
             continue
         med = float(np.median(seen))
-        out[s] = {"median_ns": int(round(med)), "spread_ns": int(seen.max() - seen.min()),
-                  "mad_ns": int(round(float(np.median(np.abs(seen - med))))), "n": len(seen),
-                  "missed": len(matches) - len(seen)}
+        out[s] = {
+            "median_ns": int(round(med)),
+            "spread_ns": int(seen.max() - seen.min()),
+            "mad_ns": int(round(float(np.median(np.abs(seen - med))))),
+            "n": len(seen),
+            "missed": len(matches) - len(seen),
+        }
     return out

@@ -20,13 +20,15 @@ the input's ADC time of the sample where the sweep is found (cross-correlation) 
 time of the sweep's first sample: the delay outside the computer (cables, converters, room), with the
 buffering PortAudio already accounts for removed.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -36,15 +38,15 @@ from ..records import full_scale
 from ..rig import StreamSpec
 
 # --- level thresholds (dBFS unless stated) ------------------------------------------------------
-CLIP_LEVEL = 0.999          # fraction of full scale: a sample this high is clipped
-FLAT_LEVEL = 0.98           # fraction of full scale (−0.18 dBFS): flat tops this high are clipping
+CLIP_LEVEL = 0.999  # fraction of full scale: a sample this high is clipped
+FLAT_LEVEL = 0.98  # fraction of full scale (−0.18 dBFS): flat tops this high are clipping
 DEAD_FLOOR_DBFS = -90.0
 DEAD_PEAK_DBFS = -80.0
 QUIET_PEAK_DBFS = -30.0
 HOT_PEAK_DBFS = -3.0
-NOISE_WINDOW_S = 0.050      # the noise floor is a low percentile of the RMS of windows this long
+NOISE_WINDOW_S = 0.050  # the noise floor is a low percentile of the RMS of windows this long
 NOISE_PERCENTILE = 10.0
-_HIST_LO_DBFS, _HIST_STEP_DB, _HIST_BINS = -200.0, 0.05, 4400   # -200 … +20 dBFS; silence in bin 0
+_HIST_LO_DBFS, _HIST_STEP_DB, _HIST_BINS = -200.0, 0.05, 4400  # -200 … +20 dBFS; silence in bin 0
 
 VERDICTS = ("dead", "clipping", "too hot", "too quiet", "good")
 
@@ -55,14 +57,14 @@ def _dbfs(x: float) -> float:
 
 @dataclass(frozen=True)
 class ChannelLevel:
-    channel: int                # from 1
+    channel: int  # from 1
     frames: int
-    peak_dbfs: float            # -inf for digital silence
+    peak_dbfs: float  # -inf for digital silence
     rms_dbfs: float
     noise_floor_dbfs: float
-    dc_offset: float            # mean, in full-scale units (−1 … 1)
+    dc_offset: float  # mean, in full-scale units (−1 … 1)
     dc_offset_dbfs: float
-    clipped: int                # clipped samples
+    clipped: int  # clipped samples
     verdict: str
 
 
@@ -77,7 +79,7 @@ class LevelMeter:
         self._sumsq = np.zeros(channels)
         self._clip = np.zeros(channels, dtype=np.int64)
         self._window = max(1, int(round(NOISE_WINDOW_S * samplerate)))
-        self._win_sumsq = np.zeros(channels)     # the window still being filled
+        self._win_sumsq = np.zeros(channels)  # the window still being filled
         self._win_fill = 0
         self._hist = np.zeros((channels, _HIST_BINS), dtype=np.int64)
         # flat-top runs may span blocks: the last sample and whether it continued a run
@@ -108,9 +110,9 @@ class LevelMeter:
         # flat tops below CLIP_LEVEL (those above are already counted): samples equal to their predecessor
         flat = (a >= FLAT_LEVEL) & (a < CLIP_LEVEL)
         prev = np.vstack([self._last[None, :], x[:-1]])
-        cont = flat & (x == prev)                       # continues a run (NaN never compares equal)
+        cont = flat & (x == prev)  # continues a run (NaN never compares equal)
         cont_prev = np.vstack([self._last_in_run[None, :], cont[:-1]])
-        starts = cont & ~cont_prev                       # a new run: its first sample counts too
+        starts = cont & ~cont_prev  # a new run: its first sample counts too
         self._last = x[-1].copy()
         self._last_in_run = cont[-1].copy()
         return over + cont.sum(axis=0) + starts.sum(axis=0)
@@ -128,7 +130,7 @@ class LevelMeter:
                 self._win_fill = 0
         full = (n - i) // w
         if full:
-            self._count_windows(sq[i:i + full * w].reshape(full, w, self.channels).mean(axis=1))
+            self._count_windows(sq[i : i + full * w].reshape(full, w, self.channels).mean(axis=1))
             i += full * w
         if i < n:
             self._win_sumsq += sq[i:].sum(axis=0)
@@ -160,10 +162,19 @@ class LevelMeter:
             dc = float(self._sum[c] / n)
             peak = float(self._peak[c])
             floor = self._noise_floor(c, rms)
-            out.append(ChannelLevel(
-                channel=c + 1, frames=self.frames, peak_dbfs=_dbfs(peak), rms_dbfs=_dbfs(rms),
-                noise_floor_dbfs=floor, dc_offset=dc, dc_offset_dbfs=_dbfs(abs(dc)), clipped=int(self._clip[c]),
-                verdict=verdict(_dbfs(peak), floor, int(self._clip[c]))))
+            out.append(
+                ChannelLevel(
+                    channel=c + 1,
+                    frames=self.frames,
+                    peak_dbfs=_dbfs(peak),
+                    rms_dbfs=_dbfs(rms),
+                    noise_floor_dbfs=floor,
+                    dc_offset=dc,
+                    dc_offset_dbfs=_dbfs(abs(dc)),
+                    clipped=int(self._clip[c]),
+                    verdict=verdict(_dbfs(peak), floor, int(self._clip[c])),
+                )
+            )
         return out
 
 
@@ -179,8 +190,9 @@ def verdict(peak_dbfs: float, noise_floor_dbfs: float, clipped: int) -> str:
     return "good"
 
 
-def measure_levels_from_blocks(blocks: Iterable[np.ndarray], samplerate: float,
-                               channels: int | None = None) -> list[ChannelLevel]:
+def measure_levels_from_blocks(
+    blocks: Iterable[np.ndarray], samplerate: float, channels: int | None = None
+) -> list[ChannelLevel]:
     """Levels of a stream of (frames, channels) blocks (int full-scale or float)."""
     meter: LevelMeter | None = LevelMeter(channels, samplerate) if channels else None
     for block in blocks:
@@ -210,11 +222,13 @@ def measure_levels(device: Device, seconds: float, *, stall_s: float = 5.0) -> l
         now = time.monotonic()
         if sample is None:
             if now - last > stall_s:
-                raise DeviceError(f"{device.spec.name}: no audio from {info.get('device', '?')!r} "
-                                  f"for {stall_s:g} s ({meter.frames} of {want} samples measured)")
+                raise DeviceError(
+                    f"{device.spec.name}: no audio from {info.get('device', '?')!r} "
+                    f"for {stall_s:g} s ({meter.frames} of {want} samples measured)"
+                )
             continue
         last = now
-        meter.add(sample.payload.data[:want - meter.frames])
+        meter.add(sample.payload.data[: want - meter.frames])
     return meter.levels()
 
 
@@ -233,10 +247,16 @@ def levels_report(levels: list[ChannelLevel], loopback: dict[str, Any] | None = 
         channels.append(d)
     return {
         "channels": channels,
-        "thresholds": {"clip_level": CLIP_LEVEL, "flat_level": FLAT_LEVEL,
-                       "dead_floor_dbfs": DEAD_FLOOR_DBFS, "dead_peak_dbfs": DEAD_PEAK_DBFS,
-                       "quiet_peak_dbfs": QUIET_PEAK_DBFS, "hot_peak_dbfs": HOT_PEAK_DBFS,
-                       "noise_window_s": NOISE_WINDOW_S, "noise_percentile": NOISE_PERCENTILE},
+        "thresholds": {
+            "clip_level": CLIP_LEVEL,
+            "flat_level": FLAT_LEVEL,
+            "dead_floor_dbfs": DEAD_FLOOR_DBFS,
+            "dead_peak_dbfs": DEAD_PEAK_DBFS,
+            "quiet_peak_dbfs": QUIET_PEAK_DBFS,
+            "hot_peak_dbfs": HOT_PEAK_DBFS,
+            "noise_window_s": NOISE_WINDOW_S,
+            "noise_percentile": NOISE_PERCENTILE,
+        },
         "loopback": loopback,
     }
 
@@ -244,18 +264,23 @@ def levels_report(levels: list[ChannelLevel], loopback: dict[str, Any] | None = 
 # --- loopback latency ---------------------------------------------------------------------------
 CHIRP_S = 0.5
 CHIRP_HZ = (200.0, 8000.0)
-CHIRP_LEVEL = 0.5               # −6 dBFS peak
-MIN_PSR_DB = 10.0               # a chirp is found when its correlation peak stands this far above the rest
-SIDELOBE_GUARD_S = 0.002        # the main lobe of the Hann-windowed sweep's autocorrelation, left out of the PSR
-SETTLE_S = 0.3                  # both streams' time/sample relations must hold this long before the first chirp
-SETTLE_TOLERANCE_S = 0.010        # stream times through PulseAudio wander a few ms; start-up errors are 100s of ms
-SETTLE_TIMEOUT_S = 5.0          # then chirp anyway: the neighbourhood medians below absorb jitter
-TIME_NEIGHBOURS = 5             # callbacks each side whose stream times are pooled (median) for one instant
-START_LEAD_S = 0.1              # first chirp this long after the streams have settled
+CHIRP_LEVEL = 0.5  # −6 dBFS peak
+MIN_PSR_DB = 10.0  # a chirp is found when its correlation peak stands this far above the rest
+SIDELOBE_GUARD_S = 0.002  # the main lobe of the Hann-windowed sweep's autocorrelation, left out of the PSR
+SETTLE_S = 0.3  # both streams' time/sample relations must hold this long before the first chirp
+SETTLE_TOLERANCE_S = 0.010  # stream times through PulseAudio wander a few ms; start-up errors are 100s of ms
+SETTLE_TIMEOUT_S = 5.0  # then chirp anyway: the neighbourhood medians below absorb jitter
+TIME_NEIGHBOURS = 5  # callbacks each side whose stream times are pooled (median) for one instant
+START_LEAD_S = 0.1  # first chirp this long after the streams have settled
 
 
-def chirp(samplerate: float, seconds: float = CHIRP_S, f0: float = CHIRP_HZ[0], f1: float = CHIRP_HZ[1],
-          level: float = CHIRP_LEVEL) -> np.ndarray:
+def chirp(
+    samplerate: float,
+    seconds: float = CHIRP_S,
+    f0: float = CHIRP_HZ[0],
+    f1: float = CHIRP_HZ[1],
+    level: float = CHIRP_LEVEL,
+) -> np.ndarray:
     """A Hann-windowed logarithmic sweep: its autocorrelation has one narrow peak and low sidelobes."""
     t = np.arange(int(round(seconds * samplerate))) / samplerate
     k = math.log(f1 / f0)
@@ -265,11 +290,11 @@ def chirp(samplerate: float, seconds: float = CHIRP_S, f0: float = CHIRP_HZ[0], 
 
 @dataclass(frozen=True)
 class ChirpMatch:
-    onset: float        # sample index (sub-sample) in the searched signal where the chirp starts
-    psr_db: float       # correlation peak over the highest value outside the main lobe
-    gain_db: float      # level of the chirp heard relative to the chirp played
-    inverted: bool      # heard with inverted polarity
-    channel: int        # from 1; the channel where it stood out most
+    onset: float  # sample index (sub-sample) in the searched signal where the chirp starts
+    psr_db: float  # correlation peak over the highest value outside the main lobe
+    gain_db: float  # level of the chirp heard relative to the chirp played
+    inverted: bool  # heard with inverted polarity
+    channel: int  # from 1; the channel where it stood out most
 
 
 def find_chirp(signal: np.ndarray, reference: np.ndarray, samplerate: float) -> ChirpMatch:
@@ -289,9 +314,9 @@ def find_chirp(signal: np.ndarray, reference: np.ndarray, samplerate: float) -> 
         corr = np.fft.irfft(np.fft.rfft(x[:, c], n) * spec_r, n)[:lags]
         mag = np.abs(corr)
         k = int(np.argmax(mag))
-        side = np.concatenate([mag[:max(0, k - guard)], mag[k + guard + 1:]])
+        side = np.concatenate([mag[: max(0, k - guard)], mag[k + guard + 1 :]])
         peak = float(mag[k])
-        if peak == 0:               # digital silence: nothing heard
+        if peak == 0:  # digital silence: nothing heard
             psr = -math.inf
         elif side.size and side.max() > 0:
             psr = _dbfs(peak / float(side.max()))
@@ -302,8 +327,13 @@ def find_chirp(signal: np.ndarray, reference: np.ndarray, samplerate: float) -> 
             a, b, d = mag[k - 1], mag[k], mag[k + 1]
             den = a - 2 * b + d
             frac = float(0.5 * (a - d) / den) if den else 0.0
-        match = ChirpMatch(onset=k + frac, psr_db=psr, gain_db=_dbfs(peak / float(np.dot(r, r))),
-                           inverted=bool(corr[k] < 0), channel=c + 1)
+        match = ChirpMatch(
+            onset=k + frac,
+            psr_db=psr,
+            gain_db=_dbfs(peak / float(np.dot(r, r))),
+            inverted=bool(corr[k] < 0),
+            channel=c + 1,
+        )
         if best is None or match.psr_db > best.psr_db:
             best = match
     assert best is not None
@@ -314,7 +344,7 @@ def _stream_time_ns(marks: list[tuple[int, int]], samplerate: float, index: floa
     """Stream time of sample `index`, from the (first sample, stream time ns) of the callbacks around it."""
     firsts = np.array([m[0] for m in marks])
     j = int(np.clip(np.searchsorted(firsts, index, side="right") - 1, 0, len(marks) - 1))
-    near = marks[max(0, j - TIME_NEIGHBOURS):j + TIME_NEIGHBOURS + 1]
+    near = marks[max(0, j - TIME_NEIGHBOURS) : j + TIME_NEIGHBOURS + 1]
     base = statistics.median(t - i * 1e9 / samplerate for i, t in near)
     return base + index * 1e9 / samplerate
 
@@ -323,7 +353,7 @@ def _index_at(marks: list[tuple[int, int]], samplerate: float, t_ns: float) -> f
     """Sample index captured at stream time `t_ns` (inverse of _stream_time_ns)."""
     times = np.array([m[1] for m in marks])
     j = int(np.clip(np.searchsorted(times, t_ns, side="right") - 1, 0, len(marks) - 1))
-    near = marks[max(0, j - TIME_NEIGHBOURS):j + TIME_NEIGHBOURS + 1]
+    near = marks[max(0, j - TIME_NEIGHBOURS) : j + TIME_NEIGHBOURS + 1]
     base = statistics.median(t - i * 1e9 / samplerate for i, t in near)
     return (t_ns - base) * samplerate / 1e9
 
@@ -351,16 +381,21 @@ class _ChirpPlayer:
         self.output = output
         self.samplerate = samplerate
         self.reference = reference
-        self.marks: list[tuple[int, int]] = []     # (first frame, outputBufferDacTime in ns)
-        self.starts: list[tuple[int, int]] = []    # (first frame, DAC time ns) of each chirp played
+        self.marks: list[tuple[int, int]] = []  # (first frame, outputBufferDacTime in ns)
+        self.starts: list[tuple[int, int]] = []  # (first frame, DAC time ns) of each chirp played
         self.underflows = 0
         self._frames = 0
         self._pending: list[float] = []
         self._playing: int | None = None
         try:
             info = sd.query_devices(output, "output")
-            self.stream = sd.OutputStream(device=output, channels=min(2, int(info["max_output_channels"])),
-                                          samplerate=samplerate, dtype="float32", callback=self._callback)
+            self.stream = sd.OutputStream(
+                device=output,
+                channels=min(2, int(info["max_output_channels"])),
+                samplerate=samplerate,
+                dtype="float32",
+                callback=self._callback,
+            )
         except (sd.PortAudioError, ValueError, TypeError) as e:
             raise DeviceError(f"loopback: cannot open audio output {output!r}: {' '.join(str(e).split())}") from None
         self.device_name = str(sd.query_devices(self.stream.device)["name"])
@@ -379,8 +414,8 @@ class _ChirpPlayer:
             self._playing = first
             self.starts.append((first, dac_ns))
         if self._playing is not None:
-            part = self.reference[first - self._playing:first - self._playing + frames]
-            outdata[:len(part)] = part[:, None]
+            part = self.reference[first - self._playing : first - self._playing + frames]
+            outdata[: len(part)] = part[:, None]
             if first + frames - self._playing >= len(self.reference):
                 self._playing = None
 
@@ -401,18 +436,37 @@ class _ChirpPlayer:
 def _input_spec(source: StreamSpec | str | int, samplerate: int | None) -> StreamSpec:
     if isinstance(source, StreamSpec):
         if source.kind != "audio" or source.driver != "portaudio":
-            raise DeviceError(f"{source.name}: a loopback needs a PortAudio input, "
-                              f"not a {source.driver} {source.kind} stream")
+            raise DeviceError(
+                f"{source.name}: a loopback needs a PortAudio input, not a {source.driver} {source.kind} stream"
+            )
         if samplerate and samplerate != source["samplerate"]:
             return StreamSpec(source.kind, source.name, source.driver, {**source.settings, "samplerate": samplerate})
         return source
-    return StreamSpec("audio", "loopback", "portaudio", {
-        "device": source, "channels": 1, "samplerate": samplerate or 48000, "blocksize": 0,
-        "sample_format": "f32", "latency_ms": 0.0, "queue": 0})
+    return StreamSpec(
+        "audio",
+        "loopback",
+        "portaudio",
+        {
+            "device": source,
+            "channels": 1,
+            "samplerate": samplerate or 48000,
+            "blocksize": 0,
+            "sample_format": "f32",
+            "latency_ms": 0.0,
+            "queue": 0,
+        },
+    )
 
 
-def loopback_latency(source: StreamSpec | str | int, output: str | int, *, samplerate: int | None = None,
-                     repeats: int = 3, interval_s: float = 1.0, min_psr_db: float = MIN_PSR_DB) -> dict[str, Any]:
+def loopback_latency(
+    source: StreamSpec | str | int,
+    output: str | int,
+    *,
+    samplerate: int | None = None,
+    repeats: int = 3,
+    interval_s: float = 1.0,
+    min_psr_db: float = MIN_PSR_DB,
+) -> dict[str, Any]:
     """Input–output latency: play a chirp `repeats` times on PortAudio output `output` and find it in the
     PortAudio input `source` (a rig stream, or a device name/index recorded in mono).
 
@@ -432,10 +486,10 @@ def loopback_latency(source: StreamSpec | str | int, output: str | int, *, sampl
         raise DeviceError(f"loopback: cannot open audio output {output!r}: {e}") from None
     device = PortAudioInput(spec)
     blocks: list[tuple[int, np.ndarray]] = []
-    marks: list[tuple[int, int]] = []           # input (first frame, inputBufferAdcTime ns)
+    marks: list[tuple[int, int]] = []  # input (first frame, inputBufferAdcTime ns)
     before, after = 0.3 * interval_s, 0.6 * interval_s
     try:
-        device.open()   # before the output starts: a bad input fails without any sound played
+        device.open()  # before the output starts: a bad input fails without any sound played
         player.start()
         # The input starts once the output runs steadily: a PulseAudio monitor source started earlier
         # reports ADC times a few hundred ms off until its sink begins to play.
@@ -466,9 +520,11 @@ def loopback_latency(source: StreamSpec | str | int, output: str | int, *, sampl
             if end_ns is not None and marks and marks[-1][1] >= end_ns:
                 break
         else:
-            raise DeviceError(f"loopback: {len(player.starts)} of {repeats} chirps played on {player.device_name!r} "
-                              f"and {sum(len(b) for _, b in blocks)} samples recorded from {spec['device']!r} "
-                              f"before the time limit")
+            raise DeviceError(
+                f"loopback: {len(player.starts)} of {repeats} chirps played on {player.device_name!r} "
+                f"and {sum(len(b) for _, b in blocks)} samples recorded from {spec['device']!r} "
+                f"before the time limit"
+            )
         input_info = device.describe()
         stats = device.stats()
         output_latency_s = float(player.stream.latency)
@@ -480,39 +536,62 @@ def loopback_latency(source: StreamSpec | str | int, output: str | int, *, sampl
     total = blocks[-1][0] + len(blocks[-1][1])
     recorded = np.zeros((total, blocks[0][1].shape[1]), dtype=np.float32)
     for first, data in blocks:  # a block lost on the way leaves zeros, not a shift
-        recorded[first:first + len(data)] = data
+        recorded[first : first + len(data)] = data
     results = []
     for out_first, _ in player.starts:
         t_out = _stream_time_ns(player.marks, sr, out_first)
-        zero = _index_at(marks, sr, t_out)          # where the chirp would start with zero latency
+        zero = _index_at(marks, sr, t_out)  # where the chirp would start with zero latency
         lo = max(0, int(zero - before * sr))
         hi = min(total, int(zero + after * sr) + len(reference))
         if hi - lo < len(reference):
-            results.append({"found": False, "latency_ms": None, "psr_db": None, "gain_db": None,
-                            "inverted": None, "channel": None})
+            results.append(
+                {"found": False, "latency_ms": None, "psr_db": None, "gain_db": None, "inverted": None, "channel": None}
+            )
             continue
         m = find_chirp(recorded[lo:hi], reference, sr)
         latency_ms = (_stream_time_ns(marks, sr, lo + m.onset) - t_out) / 1e6
         found = m.psr_db >= min_psr_db
-        results.append({"found": found, "latency_ms": round(latency_ms, 3), "psr_db": _db_or_none(m.psr_db, 2),
-                        "gain_db": _db_or_none(m.gain_db, 2), "inverted": m.inverted, "channel": m.channel})
+        results.append(
+            {
+                "found": found,
+                "latency_ms": round(latency_ms, 3),
+                "psr_db": _db_or_none(m.psr_db, 2),
+                "gain_db": _db_or_none(m.gain_db, 2),
+                "inverted": m.inverted,
+                "channel": m.channel,
+            }
+        )
     good = [r for r in results if r["found"]]
     if len(good) * 2 <= repeats:
         best = max((r["psr_db"] for r in results if r["psr_db"] is not None), default=None)
         best_txt = f"best peak-to-sidelobe ratio {best:.1f} dB" if best is not None else "silence"
-        raise DeviceError(f"loopback: chirp played on output {player.device_name!r} not found in input "
-                          f"{input_info.get('device', spec['device'])!r} in {repeats - len(good)} of {repeats} "
-                          f"tries ({best_txt}, {min_psr_db:g} dB needed): is the output looped back to the input?")
+        raise DeviceError(
+            f"loopback: chirp played on output {player.device_name!r} not found in input "
+            f"{input_info.get('device', spec['device'])!r} in {repeats - len(good)} of {repeats} "
+            f"tries ({best_txt}, {min_psr_db:g} dB needed): is the output looped back to the input?"
+        )
     latencies = [r["latency_ms"] for r in good]
     return {
-        "input": {"stream": spec.name, "device": input_info.get("device"), "channels": input_info.get("channels"),
-                  "latency_ms": round(1e3 * input_info.get("latency_s", 0.0), 3),
-                  "overflows": stats.get("input_overflows", 0) + stats.get("buffer_overflows", 0)},
-        "output": {"device": player.device_name, "requested": output,
-                   "latency_ms": round(1e3 * output_latency_s, 3), "underflows": player.underflows},
+        "input": {
+            "stream": spec.name,
+            "device": input_info.get("device"),
+            "channels": input_info.get("channels"),
+            "latency_ms": round(1e3 * input_info.get("latency_s", 0.0), 3),
+            "overflows": stats.get("input_overflows", 0) + stats.get("buffer_overflows", 0),
+        },
+        "output": {
+            "device": player.device_name,
+            "requested": output,
+            "latency_ms": round(1e3 * output_latency_s, 3),
+            "underflows": player.underflows,
+        },
         "samplerate": sr,
-        "chirp": {"seconds": CHIRP_S, "f0_hz": CHIRP_HZ[0], "f1_hz": CHIRP_HZ[1],
-                  "level_dbfs": round(_dbfs(CHIRP_LEVEL), 2)},
+        "chirp": {
+            "seconds": CHIRP_S,
+            "f0_hz": CHIRP_HZ[0],
+            "f1_hz": CHIRP_HZ[1],
+            "level_dbfs": round(_dbfs(CHIRP_LEVEL), 2),
+        },
         "latency_ms": round(statistics.median(latencies), 3),
         "spread_ms": round(max(latencies) - min(latencies), 3),
         "min_psr_db": min((r["psr_db"] for r in good if r["psr_db"] is not None), default=None),

@@ -5,6 +5,7 @@ margins the page is 265 x 195 mm, which fits both A4 (297 x 210) and US letter (
 when printed at 100 %. The PNG carries its dpi (a pHYs chunk) so print dialogs size it right, and a 100 mm
 bar under the board lets the print be checked with a ruler.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,7 @@ class BoardSpec:
     square_mm: float = 35.0
     marker_mm: float = 26.0
     dictionary: str = "DICT_5X5_100"
-    dpi: int = 300          # of the printable PNG
+    dpi: int = 300  # of the printable PNG
     margin_mm: float = 10.0  # white paper around the board in the PNG
 
     def __post_init__(self) -> None:
@@ -67,8 +68,10 @@ class BoardSpec:
         return [name for name, (pw, ph) in PAPERS_MM.items() if w <= pw and h <= ph]
 
     def describe(self) -> str:
-        return (f"{self.squares_x}x{self.squares_y} squares of {self.square_mm:g} mm, "
-                f"{self.marker_mm:g} mm markers, {self.dictionary}")
+        return (
+            f"{self.squares_x}x{self.squares_y} squares of {self.square_mm:g} mm, "
+            f"{self.marker_mm:g} mm markers, {self.dictionary}"
+        )
 
     # --- TOML -----------------------------------------------------------------------------------
 
@@ -80,20 +83,23 @@ class BoardSpec:
         return {"board": self.to_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "board") -> "BoardSpec":
+    def from_dict(cls, data: dict[str, Any], where: str = "board") -> BoardSpec:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in data:
             if key not in fields:
-                raise CalibrationError(f"{where}.{key}: unknown key{did_you_mean(key, fields)} "
-                                       f"(expected {', '.join(fields)})")
-        values = {k: float(v) if fields[k].type == "float" and isinstance(v, int) and not isinstance(v, bool) else v
-                  for k, v in data.items()}
+                raise CalibrationError(
+                    f"{where}.{key}: unknown key{did_you_mean(key, fields)} (expected {', '.join(fields)})"
+                )
+        values = {
+            k: float(v) if fields[k].type == "float" and isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in data.items()
+        }
         if problem := _problem({**{k: f.default for k, f in fields.items()}, **values}):
             raise CalibrationError(f"{where}.{problem}")
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "BoardSpec":
+    def from_toml(cls, path: str | Path) -> BoardSpec:
         path = Path(path)
         try:
             doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -105,8 +111,9 @@ class BoardSpec:
             raise CalibrationError(f"{path}: not valid TOML: {e}") from None
         table = doc.get("board")
         if not isinstance(table, dict):
-            raise CalibrationError(f"{path}: board: missing [board] table (squares_x, squares_y, square_mm, "
-                                   "marker_mm, dictionary)")
+            raise CalibrationError(
+                f"{path}: board: missing [board] table (squares_x, squares_y, square_mm, marker_mm, dictionary)"
+            )
         return cls.from_dict(table, where=f"{path}: board")
 
 
@@ -117,8 +124,12 @@ def _problem(v: dict[str, Any]) -> str | None:
             return f"{key}: expected an integer from 2 to 100, got {v[key]!r}"
     for key in ("square_mm", "marker_mm", "margin_mm"):
         x = v[key]
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 <= x < 10_000 \
-                or (x == 0 and key != "margin_mm"):
+        if (
+            isinstance(x, bool)
+            or not isinstance(x, (int, float))
+            or not 0 <= x < 10_000
+            or (x == 0 and key != "margin_mm")
+        ):
             return f"{key}: expected a positive number of millimetres, got {x!r}"
     if v["marker_mm"] >= v["square_mm"]:
         return f"marker_mm: must be smaller than square_mm ({v['square_mm']:g}), got {v['marker_mm']:g}"
@@ -130,8 +141,9 @@ def _problem(v: dict[str, Any]) -> str | None:
     have = cv2.aruco.getPredefinedDictionary(names[v["dictionary"]]).bytesList.shape[0]
     need = v["squares_x"] * v["squares_y"] // 2
     if need > have:
-        return (f"dictionary: {v['dictionary']} has {have} markers, a {v['squares_x']}x{v['squares_y']} "
-                f"board needs {need}")
+        return (
+            f"dictionary: {v['dictionary']} has {have} markers, a {v['squares_x']}x{v['squares_y']} board needs {need}"
+        )
     return None
 
 
@@ -148,13 +160,14 @@ def _cv_board(sx: int, sy: int, square: float, marker: float, dictionary: str) -
 
 # --- the printable PNG --------------------------------------------------------------------------
 
+
 def page_image(spec: BoardSpec) -> np.ndarray:
     """The page as a grey image at spec.dpi: white paper, the board, and a caption with a 100 mm bar."""
     px_per_mm = spec.dpi / 25.4
     bw, bh = (round(v * px_per_mm) for v in spec.board_mm)
     margin = round(spec.margin_mm * px_per_mm)
     page = np.full((bh + 2 * margin, bw + 2 * margin), 255, np.uint8)
-    page[margin:margin + bh, margin:margin + bw] = cv_board(spec).generateImage((bw, bh), marginSize=0)
+    page[margin : margin + bh, margin : margin + bw] = cv_board(spec).generateImage((bw, bh), marginSize=0)
     if spec.margin_mm >= 6:  # room for the caption below the board
         y = margin + bh + round(4 * px_per_mm)
         ruler = round(RULER_MM * px_per_mm)

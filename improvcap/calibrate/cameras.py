@@ -20,11 +20,12 @@ those views bias the extrinsics more than the outlier test can catch.
 The result is a plain dict in aniposelib's layout ([cam_0] name, size, matrix, distortions, rotation,
 translation; rotation/translation map first-camera coordinates in mm into each camera) plus [metadata].
 """
+
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -38,20 +39,21 @@ from ..take.layout import SYNC
 from .board import BoardSpec, cv_board
 from .store import CalibrationError
 
-MIN_CORNERS = 6          # a view with fewer ChArUco corners is not used
-MIN_VIEWS = 5            # per camera
-FLAG_RMS_PX = 1.0        # a calibration above this RMS reprojection error is written but flagged
-MAX_VIEWS = 300          # frames kept for the bundle adjustment (evenly spread) when there are more
-INIT_VIEWS = 40          # views per camera for the first intrinsic estimate
-OUTLIER_FLOOR_PX = 1.5   # a point is an outlier above max(this, 5 x the median residual)
-STILL_PX = 0.5           # a board whose corners moved less than this since the camera's previous frame is still
-MIN_STILL_VIEWS = 30     # per camera (and per linked pair): enough still views to calibrate from them alone
+MIN_CORNERS = 6  # a view with fewer ChArUco corners is not used
+MIN_VIEWS = 5  # per camera
+FLAG_RMS_PX = 1.0  # a calibration above this RMS reprojection error is written but flagged
+MAX_VIEWS = 300  # frames kept for the bundle adjustment (evenly spread) when there are more
+INIT_VIEWS = 40  # views per camera for the first intrinsic estimate
+OUTLIER_FLOOR_PX = 1.5  # a point is an outlier above max(this, 5 x the median residual)
+STILL_PX = 0.5  # a board whose corners moved less than this since the camera's previous frame is still
+MIN_STILL_VIEWS = 30  # per camera (and per linked pair): enough still views to calibrate from them alone
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 Progress = Callable[[str, int, "int | None"], None]  # (stage, done, total or None)
 
 
 # --- detection ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -64,8 +66,8 @@ class Detection:
 @dataclass(frozen=True)
 class _Scan:
     detection: Detection | None
-    markers: int          # markers of the board's dictionary seen
-    foreign: int          # of those, ids the board does not have
+    markers: int  # markers of the board's dictionary seen
+    foreign: int  # of those, ids the board does not have
 
 
 class _Detector:
@@ -123,6 +125,7 @@ def views_from_lists(images: Mapping[str, Sequence[np.ndarray | None]]) -> Views
     def frames() -> Iterator[Frame]:
         for i in range(total):
             yield {n: (images[n][i] if i < len(images[n]) else None) for n in names}
+
     return Views(names, frames(), total)
 
 
@@ -135,8 +138,9 @@ def views_from_take(take_dir: str | Path, cameras: Sequence[str] | None = None) 
     names = list(cameras) if cameras else have
     for name in names:
         if name not in have:
-            raise CalibrationError(f"{take_dir}: no camera {name!r} in this take "
-                                   f"(cameras: {', '.join(have) or 'none'})")
+            raise CalibrationError(
+                f"{take_dir}: no camera {name!r} in this take (cameras: {', '.join(have) or 'none'})"
+            )
     if not names:
         raise CalibrationError(f"{take_dir}: the take has no camera")
     with open(take.path / SYNC, "rb") as fh:
@@ -145,6 +149,7 @@ def views_from_take(take_dir: str | Path, cameras: Sequence[str] | None = None) 
     def frames() -> Iterator[Frame]:
         for bundle in take.frames(streams=names, video_format="gray"):
             yield bundle.video
+
     return Views(names, frames(), total)
 
 
@@ -161,8 +166,10 @@ def views_from_images(name_to_dir: Mapping[str, str | Path]) -> Views:
     counts = {n: len(f) for n, f in files.items()}
     if len(set(counts.values())) > 1:
         listing = ", ".join(f"{n} {c}" for n, c in counts.items())
-        raise CalibrationError(f"the folders hold different numbers of images ({listing}); images in the same "
-                               "place of the sorted order must be simultaneous")
+        raise CalibrationError(
+            f"the folders hold different numbers of images ({listing}); images in the same "
+            "place of the sorted order must be simultaneous"
+        )
     total = next(iter(counts.values()), 0)
 
     def frames() -> Iterator[Frame]:
@@ -175,10 +182,13 @@ def views_from_images(name_to_dir: Mapping[str, str | Path]) -> Views:
                     raise CalibrationError(f"{name}: {paths[i]}: not a readable image")
                 shape, path = first.setdefault(name, (image.shape, paths[i]))
                 if image.shape != shape:
-                    raise CalibrationError(f"{name}: images of different sizes: {shape[1]}x{shape[0]} ({path.name}) "
-                                           f"and {image.shape[1]}x{image.shape[0]} ({paths[i].name})")
+                    raise CalibrationError(
+                        f"{name}: images of different sizes: {shape[1]}x{shape[0]} ({path.name}) "
+                        f"and {image.shape[1]}x{image.shape[0]} ({paths[i].name})"
+                    )
                 frame[name] = image
             yield frame
+
     return Views(list(files), frames(), total)
 
 
@@ -199,22 +209,26 @@ def as_views(views: Any) -> Views:
 
 # --- collecting detections ----------------------------------------------------------------------
 
+
 @dataclass
 class CameraViews:
     """What detection kept of one camera: its image size, counts, and the corners per frame number."""
 
     name: str
     size: tuple[int, int] | None = None
-    frames: int = 0            # frames that had an image
-    with_markers: int = 0      # frames where markers of the board's dictionary were seen
-    foreign_frames: int = 0    # frames with marker ids the board does not have
+    frames: int = 0  # frames that had an image
+    with_markers: int = 0  # frames where markers of the board's dictionary were seen
+    foreign_frames: int = 0  # frames with marker ids the board does not have
     detections: dict[int, Detection] = field(default_factory=dict)
     first_size_frame: int = 0
 
 
-def collect(views: Views | Mapping[str, Sequence[np.ndarray | None]] | Iterable[Frame], spec: BoardSpec,
-            progress: Progress | None = None, image_sizes: Mapping[str, tuple[int, int]] | None = None,
-            ) -> dict[str, CameraViews]:
+def collect(
+    views: Views | Mapping[str, Sequence[np.ndarray | None]] | Iterable[Frame],
+    spec: BoardSpec,
+    progress: Progress | None = None,
+    image_sizes: Mapping[str, tuple[int, int]] | None = None,
+) -> dict[str, CameraViews]:
     """Detect the board in every frame of every camera as the frames stream in (a thread per core)."""
     views = as_views(views)
     cams = {n: CameraViews(n) for n in views.names}
@@ -256,12 +270,14 @@ def collect(views: Views | Mapping[str, Sequence[np.ndarray | None]] | Iterable[
                         cam.size, cam.first_size_frame = size, k
                         expected = (image_sizes or {}).get(name)
                         if expected is not None and tuple(expected) != size:
-                            raise CalibrationError(f"{name}: images are {size[0]}x{size[1]}, expected "
-                                                   f"{expected[0]}x{expected[1]}")
+                            raise CalibrationError(
+                                f"{name}: images are {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]}"
+                            )
                     elif size != cam.size:
                         raise CalibrationError(
                             f"{name}: images of different sizes: {cam.size[0]}x{cam.size[1]} (frame "
-                            f"{cam.first_size_frame}) and {size[0]}x{size[1]} (frame {k})")
+                            f"{cam.first_size_frame}) and {size[0]}x{size[1]} (frame {k})"
+                        )
                     cam.frames += 1
                     pending.append((k, name, pool.submit(scan, np.ascontiguousarray(image))))
                 settle(4 * workers)  # bounded: only a few frames are in flight
@@ -275,11 +291,17 @@ def collect(views: Views | Mapping[str, Sequence[np.ndarray | None]] | Iterable[
 
 # --- calibration ----------------------------------------------------------------------------------
 
-def calibrate_cameras(views: Views | Mapping[str, Sequence[np.ndarray | None]] | Iterable[Frame],
-                      spec: BoardSpec | None = None,
-                      image_sizes: Mapping[str, tuple[int, int]] | None = None, progress: Progress | None = None,
-                      *, threshold_px: float = FLAG_RMS_PX, max_views: int = MAX_VIEWS, model: str = "full",
-                      ) -> dict[str, Any]:
+
+def calibrate_cameras(
+    views: Views | Mapping[str, Sequence[np.ndarray | None]] | Iterable[Frame],
+    spec: BoardSpec | None = None,
+    image_sizes: Mapping[str, tuple[int, int]] | None = None,
+    progress: Progress | None = None,
+    *,
+    threshold_px: float = FLAG_RMS_PX,
+    max_views: int = MAX_VIEWS,
+    model: str = "full",
+) -> dict[str, Any]:
     """Detect, then calibrate: the anipose-layout dict described in the module docstring.
 
     `views`: a `Views` (views_from_take, views_from_images), per-camera lists of images (None: no image), or
@@ -289,12 +311,25 @@ def calibrate_cameras(views: Views | Mapping[str, Sequence[np.ndarray | None]] |
     `model`: "full" (fx, fy, cx, cy, k1, k2, p1, p2, k3) or "anipose" (one focal length and k1, principal
     point fixed at the image centre, as aniposelib fits)."""
     spec = spec or BoardSpec()
-    return solve(collect(views, spec, progress, image_sizes), spec, threshold_px=threshold_px,
-                 max_views=max_views, model=model, progress=progress)
+    return solve(
+        collect(views, spec, progress, image_sizes),
+        spec,
+        threshold_px=threshold_px,
+        max_views=max_views,
+        model=model,
+        progress=progress,
+    )
 
 
-def solve(cams: Mapping[str, CameraViews], spec: BoardSpec, *, threshold_px: float = FLAG_RMS_PX,
-          max_views: int = MAX_VIEWS, model: str = "full", progress: Progress | None = None) -> dict[str, Any]:
+def solve(
+    cams: Mapping[str, CameraViews],
+    spec: BoardSpec,
+    *,
+    threshold_px: float = FLAG_RMS_PX,
+    max_views: int = MAX_VIEWS,
+    model: str = "full",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Calibrate from collected detections (see `collect`)."""
     if model not in ("full", "anipose"):
         raise ValueError(f"unknown model {model!r}")
@@ -309,7 +344,7 @@ def solve(cams: Mapping[str, CameraViews], spec: BoardSpec, *, threshold_px: flo
 
     # Intrinsics and per-view poses, camera by camera.
     intrinsics: list[tuple[np.ndarray, np.ndarray]] = []
-    poses: list[dict[int, np.ndarray]] = []   # camera -> frame -> 4x4 board-to-camera
+    poses: list[dict[int, np.ndarray]] = []  # camera -> frame -> 4x4 board-to-camera
     for i, name in enumerate(names):
         cam = cams[name]
         assert cam.size is not None
@@ -330,8 +365,12 @@ def solve(cams: Mapping[str, CameraViews], spec: BoardSpec, *, threshold_px: flo
         best = max(seers, key=lambda i: len(cams[names[i]].detections[f].ids))
         board_poses[f] = np.linalg.inv(extrinsics[best]) @ poses[best][f]
 
-    observations = [(i, f, points[cams[n].detections[f].ids], cams[n].detections[f].corners.astype(np.float64))
-                    for i, n in enumerate(names) for f in frames if f in cams[n].detections]
+    observations = [
+        (i, f, points[cams[n].detections[f].ids], cams[n].detections[f].corners.astype(np.float64))
+        for i, n in enumerate(names)
+        for f in frames
+        if f in cams[n].detections
+    ]
     adjust = _BundleAdjustment(intrinsics, extrinsics, board_poses, observations, model)
     dropped = 0
     for _ in range(4):
@@ -382,14 +421,18 @@ def _check_views(cams: Mapping[str, CameraViews], spec: BoardSpec) -> None:
         if cam.foreign_frames:
             raise CalibrationError(
                 f"{counts}; markers the board does not have were seen in {cam.foreign_frames} frames: the board "
-                f"spec ({spec.describe()}) may not match the print")
+                f"spec ({spec.describe()}) may not match the print"
+            )
         if cam.with_markers > found:
             raise CalibrationError(
                 f"{counts}, though its markers were seen in {cam.with_markers}: the board spec "
-                f"({spec.describe()}) may not match the print")
+                f"({spec.describe()}) may not match the print"
+            )
         if found == 0:
-            raise CalibrationError(f"{counts} (no {spec.dictionary} markers seen; is the board in view, and the "
-                                   f"spec's dictionary the printed one?)")
+            raise CalibrationError(
+                f"{counts} (no {spec.dictionary} markers seen; is the board in view, and the "
+                f"spec's dictionary the printed one?)"
+            )
         raise CalibrationError(f"{counts}; at least {MIN_VIEWS} views are needed")
 
 
@@ -403,8 +446,13 @@ def _initial_intrinsics(cam: CameraViews, points: np.ndarray, model: str) -> tup
         k = cv2.initCameraMatrix2D(obj, img, cam.size)
         flags = cv2.CALIB_USE_INTRINSIC_GUESS
         if model == "anipose":  # aniposelib: one focal length, k1 only, principal point where it starts
-            flags |= (cv2.CALIB_FIX_PRINCIPAL_POINT | cv2.CALIB_FIX_ASPECT_RATIO | cv2.CALIB_ZERO_TANGENT_DIST
-                      | cv2.CALIB_FIX_K2 | cv2.CALIB_FIX_K3)
+            flags |= (
+                cv2.CALIB_FIX_PRINCIPAL_POINT
+                | cv2.CALIB_FIX_ASPECT_RATIO
+                | cv2.CALIB_ZERO_TANGENT_DIST
+                | cv2.CALIB_FIX_K2
+                | cv2.CALIB_FIX_K3
+            )
             k[0, 0] = k[1, 1] = (k[0, 0] + k[1, 1]) / 2
         _, k, d, _, _ = cv2.calibrateCamera(obj, img, cam.size, k, np.zeros(5), flags=flags)
     except cv2.error as e:
@@ -455,8 +503,9 @@ def _average_pose(transforms: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _initial_extrinsics(names: list[str], poses: list[dict[int, np.ndarray]],
-                        shared: dict[tuple[int, int], int]) -> list[np.ndarray]:
+def _initial_extrinsics(
+    names: list[str], poses: list[dict[int, np.ndarray]], shared: dict[tuple[int, int], int]
+) -> list[np.ndarray]:
     """First-camera-to-camera transforms along a maximum spanning tree of shared views (Prim)."""
     n = len(names)
     placed = {0: np.eye(4)}
@@ -483,12 +532,15 @@ def _unconnected_message(names: list[str], placed: Mapping[int, Any], shared: di
     if len(lonely) == 1:
         return f"{who} never sees the board together with another camera (frames seen together: {pairs})"
     linked = ", ".join(names[i] for i in placed)
-    return (f"{who} never see the board together with {linked} (frames seen together: {pairs}); "
-            "every camera must share views with the first, directly or through others")
+    return (
+        f"{who} never see the board together with {linked} (frames seen together: {pairs}); "
+        "every camera must share views with the first, directly or through others"
+    )
 
 
-def _select_frames(names: list[str], cams: Mapping[str, CameraViews], shared: dict[tuple[int, int], int],
-                   max_views: int) -> list[int]:
+def _select_frames(
+    names: list[str], cams: Mapping[str, CameraViews], shared: dict[tuple[int, int], int], max_views: int
+) -> list[int]:
     """All frames with a detection, or about max_views of them spread evenly, keeping those of weakly
     linked camera pairs and of cameras that saw the board rarely."""
     frames = sorted(set().union(*(cams[n].detections for n in names)))
@@ -511,9 +563,14 @@ def _select_frames(names: list[str], cams: Mapping[str, CameraViews], shared: di
 class _BundleAdjustment:
     """Levenberg-Marquardt over camera parameters and board poses, board poses eliminated (Schur)."""
 
-    def __init__(self, intrinsics: list[tuple[np.ndarray, np.ndarray]], extrinsics: list[np.ndarray],
-                 board_poses: dict[int, np.ndarray], observations: list[tuple[int, int, np.ndarray, np.ndarray]],
-                 model: str) -> None:
+    def __init__(
+        self,
+        intrinsics: list[tuple[np.ndarray, np.ndarray]],
+        extrinsics: list[np.ndarray],
+        board_poses: dict[int, np.ndarray],
+        observations: list[tuple[int, int, np.ndarray, np.ndarray]],
+        model: str,
+    ) -> None:
         self.n_cams = len(intrinsics)
         self.frames = sorted(board_poses)
         self.frame_index = {f: j for j, f in enumerate(self.frames)}
@@ -540,8 +597,9 @@ class _BundleAdjustment:
         self.offsets = [c * m + max(0, c - 1) * 6 for c in range(self.n_cams)]
         self.n_cam_params = self.n_cams * m + (self.n_cams - 1) * 6
         self.m = m
-        self.cam_params = np.concatenate([np.concatenate([q[c], _vectors(extrinsics[c])]) if c else q[c]
-                                          for c in range(self.n_cams)])
+        self.cam_params = np.concatenate(
+            [np.concatenate([q[c], _vectors(extrinsics[c])]) if c else q[c] for c in range(self.n_cams)]
+        )
         self.board = np.array([_vectors(board_poses[f]) for f in self.frames])
         self.obs = [(c, self.frame_index[f], X, x) for c, f, X, x in observations]
 
@@ -550,9 +608,9 @@ class _BundleAdjustment:
     def camera(self, c: int, params: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = self.cam_params if params is None else params
         o = self.offsets[c]
-        v = self.base[c] + self.select @ p[o:o + self.m]
+        v = self.base[c] + self.select @ p[o : o + self.m]
         k = np.array([[v[0], 0, v[2]], [0, v[1], v[3]], [0, 0, 1]])
-        ext = p[o + self.m:o + self.m + 6] if c else np.zeros(6)
+        ext = p[o + self.m : o + self.m + 6] if c else np.zeros(6)
         return k, v[4:9], ext
 
     # residuals and Jacobians
@@ -569,9 +627,10 @@ class _BundleAdjustment:
         return out
 
     def cost(self, cam_params: np.ndarray | None = None, board: np.ndarray | None = None) -> float:
-        res = self._residuals(self.cam_params if cam_params is None else cam_params,
-                              self.board if board is None else board)
-        return float(sum((r ** 2).sum() for r in res))
+        res = self._residuals(
+            self.cam_params if cam_params is None else cam_params, self.board if board is None else board
+        )
+        return float(sum((r**2).sum() for r in res))
 
     def _normal_equations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         nc, nf = self.n_cam_params, len(self.frames)
@@ -587,7 +646,8 @@ class _BundleAdjustment:
             rb, tb = self.board[j, :3], self.board[j, 3:]
             if c:
                 r, t, dr3dr1, dr3dt1, dr3dr2, dr3dt2, dt3dr1, dt3dt1, dt3dr2, dt3dt2 = cv2.composeRT(
-                    rb, tb, ext[:3], ext[3:])
+                    rb, tb, ext[:3], ext[3:]
+                )
             else:
                 r, t = rb, tb
             proj, jac = cv2.projectPoints(X, r, t, k, d)
@@ -653,7 +713,7 @@ class _BundleAdjustment:
         """Drop views that fit badly as a whole (the board moved between two cameras' exposures), then
         single stray corners; returns the number of points dropped."""
         errors = self.point_errors()
-        view_rms = np.array([np.sqrt(np.mean(e ** 2)) for e in errors])
+        view_rms = np.array([np.sqrt(np.mean(e**2)) for e in errors])
         view_limit = max(OUTLIER_FLOOR_PX, 3 * float(np.median(view_rms)))
         point_limit = max(OUTLIER_FLOOR_PX, 5 * float(np.median(np.concatenate(errors))))
         kept, removed = [], 0
@@ -680,9 +740,17 @@ def coverage_grid(cam: CameraViews, cols: int = 8, rows: int = 6) -> np.ndarray:
     return grid
 
 
-def _result(names: list[str], cams: Mapping[str, CameraViews], adjust: _BundleAdjustment, spec: BoardSpec,
-            shared: dict[tuple[int, int], int], threshold_px: float, dropped: int, model: str,
-            found: Mapping[str, int]) -> dict[str, Any]:
+def _result(
+    names: list[str],
+    cams: Mapping[str, CameraViews],
+    adjust: _BundleAdjustment,
+    spec: BoardSpec,
+    shared: dict[tuple[int, int], int],
+    threshold_px: float,
+    dropped: int,
+    model: str,
+    found: Mapping[str, int],
+) -> dict[str, Any]:
     errors = adjust.point_errors()
     per_cam: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for (c, _, _, _), e in zip(adjust.obs, errors):
@@ -690,11 +758,19 @@ def _result(names: list[str], cams: Mapping[str, CameraViews], adjust: _BundleAd
     out: dict[str, Any] = {}
     for c, name in enumerate(names):
         if len(per_cam[name]) < MIN_VIEWS:
-            raise CalibrationError(f"{name}: only {len(per_cam[name])} views fit the others (at least "
-                                   f"{MIN_VIEWS} are needed); the board may have moved between the cameras' frames")
+            raise CalibrationError(
+                f"{name}: only {len(per_cam[name])} views fit the others (at least "
+                f"{MIN_VIEWS} are needed); the board may have moved between the cameras' frames"
+            )
         k, d, ext = adjust.camera(c)
-        out[f"cam_{c}"] = {"name": name, "size": list(cams[name].size or (0, 0)), "matrix": k.tolist(),
-                           "distortions": d.tolist(), "rotation": ext[:3].tolist(), "translation": ext[3:].tolist()}
+        out[f"cam_{c}"] = {
+            "name": name,
+            "size": list(cams[name].size or (0, 0)),
+            "matrix": k.tolist(),
+            "distortions": d.tolist(),
+            "rotation": ext[:3].tolist(),
+            "translation": ext[3:].tolist(),
+        }
     rms = {n: float(np.sqrt(np.mean(np.concatenate(per_cam[n]) ** 2))) for n in names}
     overall = float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
     out["metadata"] = {
@@ -715,6 +791,6 @@ def _result(names: list[str], cams: Mapping[str, CameraViews], adjust: _BundleAd
         "board": spec.to_dict(),
         "threshold_px": float(threshold_px),
         "flagged": bool(max(overall, *rms.values()) > threshold_px),  # any camera above the threshold
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return out

@@ -25,15 +25,17 @@ A result warns about every stream whose ± exceeds one frame period — a camera
 mocap the master camera's (the frames the timeline is cut on; a rig without cameras: 1/30 s, the
 timecode's rate) — or is unknown, and about every latency that is negative by more than its ±.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,14 +50,14 @@ from ..take.tables import read_table, stream_table
 from ..take.timecode import DEFAULT_TIMECODE_FPS
 from .store import CalibrationError
 
-GOLDEN = (5 ** 0.5 - 1) / 2
-MATCH_BEFORE_NS = 50_000_000    # an onset may be stamped this much before its slate (negative latency)
-MATCH_AFTER_NS = 400_000_000    # ... or this much after it
+GOLDEN = (5**0.5 - 1) / 2
+MATCH_BEFORE_NS = 50_000_000  # an onset may be stamped this much before its slate (negative latency)
+MATCH_AFTER_NS = 400_000_000  # ... or this much after it
 TIMECODE_FPS = float(DEFAULT_TIMECODE_FPS)  # the frame of a rig without cameras (the timecode rate)
 # 95 % normal quantile x the median's standard error in standard deviations (sqrt(pi / 2)) x the MAD's
 # scale to a standard deviation: the median's 95 % confidence half-width is MEDIAN_CI95 * MAD / sqrt(n)
 MEDIAN_CI95 = 1.96 * math.sqrt(math.pi / 2) * 1.4826
-FIRST_ROUND = 34                # slates of the first round of --until (then Fibonacci totals, below)
+FIRST_ROUND = 34  # slates of the first round of --until (then Fibonacci totals, below)
 
 
 def slate_schedule(count: int, frame_period_s: float, spacing_s: float = 0.6, first: int = 0) -> list[float]:
@@ -67,8 +69,15 @@ def slate_schedule(count: int, frame_period_s: float, spacing_s: float = 0.6, fi
     return [i * step for i in range(first, first + count)]
 
 
-def record_slated_take(recorder: Any, out: Path, session: str, count: int, frame_period_s: float,
-                       first: int = 0, anchor: float | None = None) -> tuple[Path, float]:
+def record_slated_take(
+    recorder: Any,
+    out: Path,
+    session: str,
+    count: int,
+    frame_period_s: float,
+    first: int = 0,
+    anchor: float | None = None,
+) -> tuple[Path, float]:
     """Record a take with slates first .. first + count − 1 of `slate_schedule`, host-timed (the recorder's
     devices open). Slate 0 is at `anchor` (time.monotonic() s; default: half a second after the start)
     and the take's slates are moved on by whole frame periods only, so that later takes given the same
@@ -91,19 +100,20 @@ def record_slated_take(recorder: Any, out: Path, session: str, count: int, frame
 
 # --- one take ------------------------------------------------------------------------------------
 
+
 @dataclass
 class StreamSlates:
     """What one take's slates say about one stream (its intervals filled in by `measure_take`)."""
 
     kind: str
-    used_ms: float                   # the latency the take was recorded with
+    used_ms: float  # the latency the take was recorded with
     rig_latency_ms: float
-    period_ns: float                 # one sample period of the stream
-    frame_ms: float                  # the frame period its uncertainty is judged against ...
-    frame_of: str                    # ... in words
+    period_ns: float  # one sample period of the stream
+    frame_ms: float  # the frame period its uncertainty is judged against ...
+    frame_of: str  # ... in words
     intervals: list[tuple[float, float]] = field(default_factory=list)  # host-timed: (low, high] of X, ns
-    clock_ns: float = 0.0            # the error its clock mapping may add (an LSL fit's p99 residual) ...
-    bias_ns: float = 0.0             # ... and the offset it may carry either way (half the probes' round trip)
+    clock_ns: float = 0.0  # the error its clock mapping may add (an LSL fit's p99 residual) ...
+    bias_ns: float = 0.0  # ... and the offset it may carry either way (half the probes' round trip)
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,11 @@ class SlatedTake:
     path: Path
     manifest_sha256: str
     rig: str
-    master: str                      # the master camera, or the first stream of a rig without cameras
-    requested: int                   # host-timed slates in events.csv (0: the slates were not host-timed)
-    unslated: tuple[str, ...]        # streams of the take that show no slates (markers, irregular streams)
+    master: str  # the master camera, or the first stream of a rig without cameras
+    requested: int  # host-timed slates in events.csv (0: the slates were not host-timed)
+    unslated: tuple[str, ...]  # streams of the take that show no slates (markers, irregular streams)
     streams: dict[str, StreamSlates]
-    matches: list[SlateMatch]        # not host-timed: every slate matched to the master's onsets
+    matches: list[SlateMatch]  # not host-timed: every slate matched to the master's onsets
 
 
 def _slate_times(take: Path) -> list[int]:
@@ -144,8 +154,11 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
         manifest = load_json(take / MANIFEST)
         settings = {s["name"]: s for s in manifest["rig"]["streams"]}
         # a sync box fires the slates; markers and an irregular stream have no samples at a rate to show one
-        streams = {n: s for n, s in (manifest.get("streams") or {}).items()
-                   if has_sync_columns(s.get("kind"), float(s.get("nominal_rate") or 0.0))}
+        streams = {
+            n: s
+            for n, s in (manifest.get("streams") or {}).items()
+            if has_sync_columns(s.get("kind"), float(s.get("nominal_rate") or 0.0))
+        }
         master = manifest["rig"].get("master")
         if master in streams:
             master_ms = 1e3 / float(streams[master]["nominal_rate"])
@@ -158,10 +171,14 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
             camera = s["kind"] == "camera"
             clock = s["clock"]
             measured[name] = StreamSlates(
-                kind=s["kind"], used_ms=float(clock.get("latency_ns", 0)) / 1e6,
-                rig_latency_ms=float(settings[name].get("latency_ms", 0.0)), period_ns=1e9 / rate,
-                frame_ms=1e3 / rate if camera else master_ms, frame_of="its frame period" if camera else master_frame,
-                **(_mapping_error(clock) if clock.get("domain") == ClockDomain.LSL else {}))
+                kind=s["kind"],
+                used_ms=float(clock.get("latency_ns", 0)) / 1e6,
+                rig_latency_ms=float(settings[name].get("latency_ms", 0.0)),
+                period_ns=1e9 / rate,
+                frame_ms=1e3 / rate if camera else master_ms,
+                frame_of="its frame period" if camera else master_frame,
+                **(_mapping_error(clock) if clock.get("domain") == ClockDomain.LSL else {}),
+            )
     except LOAD_ERRORS as e:
         raise CalibrationError(f"{take}: not a readable take ({e})") from None
     except (KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
@@ -174,8 +191,10 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
 def _mapping_error(clock: dict[str, Any]) -> dict[str, float]:
     """What a clock mapped through measured offsets adds to a stream's latency: the fit's scatter, and the
     offset of unequal one-way delays, at most half the round trip (liblsl's own bound)."""
-    return {"clock_ns": float(clock.get("residual_p99_ns") or 0.0),
-            "bias_ns": float(clock.get("rtt_median_ns") or 0.0) / 2}
+    return {
+        "clock_ns": float(clock.get("residual_p99_ns") or 0.0),
+        "bias_ns": float(clock.get("rtt_median_ns") or 0.0) / 2,
+    }
 
 
 def measure_take(take: Path) -> SlatedTake:
@@ -185,8 +204,10 @@ def measure_take(take: Path) -> SlatedTake:
     slates = _slate_times(take)
     missing = [n for n in streams if not onsets.get(n)]
     if missing:
-        raise CalibrationError(f"{take}: no slate found in the media of {', '.join(missing)} "
-                               f"({len(slates)} slates requested in events.csv)")
+        raise CalibrationError(
+            f"{take}: no slate found in the media of {', '.join(missing)} "
+            f"({len(slates)} slates requested in events.csv)"
+        )
     for name, stream in streams.items():
         for s in slates:
             near = [o for o in onsets[name] if -MATCH_BEFORE_NS <= o.t_ns - s <= MATCH_AFTER_NS]
@@ -194,18 +215,25 @@ def measure_take(take: Path) -> SlatedTake:
                 prev = _previous_t_ns(take, name, stream.kind, near[0], 1e9 / stream.period_ns)
                 stream.intervals.append((prev - s, float(near[0].t_ns - s)))
         if slates and len(stream.intervals) < max(1, len(slates) // 2):
-            raise CalibrationError(f"{take}: {name} matched {len(stream.intervals)} of {len(slates)} "
-                                   "slates; too few to calibrate")
+            raise CalibrationError(
+                f"{take}: {name} matched {len(stream.intervals)} of {len(slates)} slates; too few to calibrate"
+            )
     master = manifest["rig"].get("master")
     reference = master if master in streams else next(iter(streams))
-    return SlatedTake(path=take.resolve(), manifest_sha256=sha256_file(take / MANIFEST),
-                      rig=str(manifest["rig"].get("name")), master=reference, requested=len(slates),
-                      unslated=tuple(n for n, s in manifest["streams"].items()
-                                     if n not in streams and s["kind"] != "sync"),
-                      streams=streams, matches=[] if slates else match_slates(onsets, reference))
+    return SlatedTake(
+        path=take.resolve(),
+        manifest_sha256=sha256_file(take / MANIFEST),
+        rig=str(manifest["rig"].get("name")),
+        master=reference,
+        requested=len(slates),
+        unslated=tuple(n for n, s in manifest["streams"].items() if n not in streams and s["kind"] != "sync"),
+        streams=streams,
+        matches=[] if slates else match_slates(onsets, reference),
+    )
 
 
 # --- takes combined ------------------------------------------------------------------------------
+
 
 def _median_ci_ns(mad_ns: float, n: int, floor_sd_ns: float) -> float | None:
     """95 % confidence half-width of a median of n values whose spread is `mad_ns` (but at least a standard
@@ -237,17 +265,22 @@ def _check_combinable(takes: Sequence[SlatedTake], rig: Rig) -> None:
         if t.rig != rig.name:
             raise CalibrationError(f"{t.path}: recorded with rig {t.rig}, not {rig.name}")
         if sorted([*t.streams, *t.unslated]) != wanted:
-            raise CalibrationError(f"{t.path}: its streams ({', '.join(sorted(t.streams))}) are not those of "
-                                   f"rig {rig.name} ({', '.join(wanted)})")
+            raise CalibrationError(
+                f"{t.path}: its streams ({', '.join(sorted(t.streams))}) are not those of "
+                f"rig {rig.name} ({', '.join(wanted)})"
+            )
         if bool(t.requested) != bool(first.requested):
-            raise CalibrationError(f"{t.path} and {first.path}: one has host-timed slates and the other not; "
-                                   "calibrate from takes of one kind")
+            raise CalibrationError(
+                f"{t.path} and {first.path}: one has host-timed slates and the other not; "
+                "calibrate from takes of one kind"
+            )
         for name, s in t.streams.items():
             if abs(s.used_ms - first.streams[name].used_ms) > 1e-6:
                 raise CalibrationError(
                     f"{t.path} and {first.path}: recorded with different latencies for {name} "
                     f"({s.used_ms:g} and {first.streams[name].used_ms:g} ms); calibrate from takes recorded "
-                    "with one calibration")
+                    "with one calibration"
+                )
 
 
 def latency_from_takes(takes: Sequence[SlatedTake], rig: Rig) -> dict[str, Any]:
@@ -258,8 +291,11 @@ def latency_from_takes(takes: Sequence[SlatedTake], rig: Rig) -> dict[str, Any]:
         "rig_sha256": rig.sha256,
         "takes": [{"path": str(t.path), "manifest_sha256": t.manifest_sha256} for t in takes],
         # the single take of older results, kept for scripts that read it: the last take
-        "take": str(takes[-1].path), "take_manifest_sha256": takes[-1].manifest_sha256,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "streams": {}}
+        "take": str(takes[-1].path),
+        "take_manifest_sha256": takes[-1].manifest_sha256,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "streams": {},
+    }
     first = takes[0]
     if first.requested:
         result["reference"] = "slate requests (host time)"
@@ -270,11 +306,15 @@ def latency_from_takes(takes: Sequence[SlatedTake], rig: Rig) -> dict[str, Any]:
                 plus_minus_ns = max(plus_minus_ns, max(t.streams[name].clock_ns for t in takes))
             mids = [(lo + hi) / 2 for lo, hi in intervals]
             result["streams"][name] = {
-                "kind": s.kind, "latency_ms": round(s.used_ms + error_ns / 1e6, 4),
-                "previous_latency_ms": s.used_ms, "correction_ms": round(error_ns / 1e6, 4),
+                "kind": s.kind,
+                "latency_ms": round(s.used_ms + error_ns / 1e6, 4),
+                "previous_latency_ms": s.used_ms,
+                "correction_ms": round(error_ns / 1e6, 4),
                 "uncertainty_ms": None if plus_minus_ns is None else round(plus_minus_ns / 1e6, 4),
-                "spread_ms": round((max(mids) - min(mids)) / 1e6, 4), "slates": len(intervals),
-                "consistent": consistent, "rig_latency_ms": s.rig_latency_ms,
+                "spread_ms": round((max(mids) - min(mids)) / 1e6, 4),
+                "slates": len(intervals),
+                "consistent": consistent,
+                "rig_latency_ms": s.rig_latency_ms,
             }
     else:
         master = first.master
@@ -292,10 +332,13 @@ def latency_from_takes(takes: Sequence[SlatedTake], rig: Rig) -> dict[str, Any]:
             if plus_minus is not None and name != master:
                 plus_minus = max(plus_minus, max(t.streams[name].clock_ns for t in takes))
             result["streams"][name] = {
-                "kind": s.kind, "latency_ms": round(s.used_ms + o["median_ns"] / 1e6, 4),
-                "previous_latency_ms": s.used_ms, "correction_ms": round(o["median_ns"] / 1e6, 4),
+                "kind": s.kind,
+                "latency_ms": round(s.used_ms + o["median_ns"] / 1e6, 4),
+                "previous_latency_ms": s.used_ms,
+                "correction_ms": round(o["median_ns"] / 1e6, 4),
                 "uncertainty_ms": None if plus_minus is None else round(plus_minus / 1e6, 4),
-                "spread_ms": round(o["spread_ns"] / 1e6, 4), "slates": o["n"],
+                "spread_ms": round(o["spread_ns"] / 1e6, 4),
+                "slates": o["n"],
                 "rig_latency_ms": s.rig_latency_ms,
             }
     result["warnings"] = _warnings(result["streams"], first.streams)
@@ -307,28 +350,38 @@ def _warnings(streams: dict[str, dict[str, Any]], measured: dict[str, StreamSlat
     for name, s in streams.items():
         plus_minus, frame = s.get("uncertainty_ms"), measured[name].frame_ms
         if plus_minus is None:
-            out.append(f"{name}: latency uncertainty unknown ({s['slates']} slates disagree, too few to "
-                       "estimate it): record more slates")
+            out.append(
+                f"{name}: latency uncertainty unknown ({s['slates']} slates disagree, too few to "
+                "estimate it): record more slates"
+            )
             continue
         if plus_minus > frame:
-            out.append(f"{name}: latency uncertainty ±{plus_minus:.3f} ms exceeds {measured[name].frame_of} "
-                       f"({frame:.3f} ms): record more slates (calibrate sync --until MS)")
+            out.append(
+                f"{name}: latency uncertainty ±{plus_minus:.3f} ms exceeds {measured[name].frame_of} "
+                f"({frame:.3f} ms): record more slates (calibrate sync --until MS)"
+            )
         bias_ms = measured[name].bias_ns / 1e6  # a mapped clock's offset may be negative
         if s["latency_ms"] + plus_minus + bias_ms < 0:
             offset = f", and {bias_ms:.3f} ms its clock's offset may be off" if bias_ms else ""
-            out.append(f"{name}: latency {s['latency_ms']:.3f} ms is negative beyond its uncertainty "
-                       f"(±{plus_minus:.3f} ms{offset}): its timestamps come before the slates it shows; check "
-                       "the device's clock and the slates")
+            out.append(
+                f"{name}: latency {s['latency_ms']:.3f} ms is negative beyond its uncertainty "
+                f"(±{plus_minus:.3f} ms{offset}): its timestamps come before the slates it shows; check "
+                "the device's clock and the slates"
+            )
     return out
 
 
 def short_of(result: dict[str, Any], until_ms: float) -> dict[str, float | None]:
     """The streams whose ± is not below `until_ms` (None: unknown), with the ± they reached."""
-    return {name: s.get("uncertainty_ms") for name, s in result["streams"].items()
-            if s.get("uncertainty_ms") is None or s["uncertainty_ms"] >= until_ms}
+    return {
+        name: s.get("uncertainty_ms")
+        for name, s in result["streams"].items()
+        if s.get("uncertainty_ms") is None or s["uncertainty_ms"] >= until_ms
+    }
 
 
 # --- slating until a target ----------------------------------------------------------------------
+
 
 def _fibonacci_above(n: int) -> int:
     a, b = 1, 2
@@ -347,8 +400,9 @@ class SlatingRounds:
     shrinking as 1/n (intersections) or 1/√n (medians), would be below the target.
     """
 
-    def __init__(self, recorder: Any, rig: Rig, out: Path, session: str, max_slates: int,
-                 until_ms: float | None = None) -> None:
+    def __init__(
+        self, recorder: Any, rig: Rig, out: Path, session: str, max_slates: int, until_ms: float | None = None
+    ) -> None:
         self.recorder, self.rig, self.out, self.session = recorder, rig, out, session
         self.max_slates, self.until_ms = max_slates, until_ms
         # the phases step against the master camera's frame clock, the one the timeline is cut on
@@ -365,8 +419,15 @@ class SlatingRounds:
         while True:
             target = "" if self.until_ms is None else f" (until ± < {self.until_ms:g} ms, at most {self.max_slates})"
             progress(f"recording slates {self.slates + 1}–{total}{target}…")
-            take, anchor = record_slated_take(self.recorder, self.out, self.session, total - self.slates,
-                                              self.frame_period_s, first=self.slates, anchor=anchor)
+            take, anchor = record_slated_take(
+                self.recorder,
+                self.out,
+                self.session,
+                total - self.slates,
+                self.frame_period_s,
+                first=self.slates,
+                anchor=anchor,
+            )
             progress(f"finding {total} slates in the media…")
             self.takes.append(measure_take(take))
             result = latency_from_takes(self.takes, self.rig)

@@ -12,6 +12,7 @@ to the next one (a person presenting a board). Because it is a function of the t
 camera films the same pose at the same instant, and the holds make frames matched across cameras agree
 even when their exposures differ by a few milliseconds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,13 +25,13 @@ from .board import BoardSpec, cv_board
 
 DEFAULT_DISTORTION = (-0.12, 0.05, 0.0006, -0.0004, -0.01)
 BACKGROUND = 128
-TEXTURE_PX_PER_MM = 8.0     # finest level of the texture pyramid
+TEXTURE_PX_PER_MM = 8.0  # finest level of the texture pyramid
 PATH_CENTER_MM = (0.0, 0.0, 900.0)
 PATH_RANGE_MM = (280.0, 160.0, 250.0)
 PATH_TILT_RAD = (0.6, 0.6, 0.45)
 PATH_PERIOD_S = 1.0
 PATH_HOLD_S = 0.6
-_GRID = 16                  # px: coarse grid used to find the output region a board covers
+_GRID = 16  # px: coarse grid used to find the output region a board covers
 
 
 def _rt_matrix(rvec: Any, tvec: Any) -> np.ndarray:
@@ -55,8 +56,14 @@ class PinholeCamera:
     tvec: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     @classmethod
-    def from_pose(cls, size: tuple[int, int], focal_px: float = 0.0, distortion: Any = DEFAULT_DISTORTION,
-                  pose: Any = (0, 0, 0, 0, 0, 0), center_offset_px: Any = (0, 0)) -> "PinholeCamera":
+    def from_pose(
+        cls,
+        size: tuple[int, int],
+        focal_px: float = 0.0,
+        distortion: Any = DEFAULT_DISTORTION,
+        pose: Any = (0, 0, 0, 0, 0, 0),
+        center_offset_px: Any = (0, 0),
+    ) -> PinholeCamera:
         """`pose` = [rx, ry, rz, tx, ty, tz]: the camera's orientation (Rodrigues) and centre (mm) in the
         rig frame (camera to rig). `focal_px` 0 means 0.9 x width; the principal point is the image centre
         moved by `center_offset_px`."""
@@ -70,9 +77,13 @@ class PinholeCamera:
 
     def truth(self) -> dict[str, Any]:
         """The anipose layout of this camera (rotation/translation: rig to camera, mm)."""
-        return {"size": list(self.size), "matrix": self.matrix.tolist(), "distortions": self.dist.tolist(),
-                "rotation": np.asarray(self.rvec, float).ravel().tolist(),
-                "translation": np.asarray(self.tvec, float).ravel().tolist()}
+        return {
+            "size": list(self.size),
+            "matrix": self.matrix.tolist(),
+            "distortions": self.dist.tolist(),
+            "rotation": np.asarray(self.rvec, float).ravel().tolist(),
+            "translation": np.asarray(self.tvec, float).ravel().tolist(),
+        }
 
     def board_in_camera(self, board_rvec: Any, board_tvec: Any) -> tuple[np.ndarray, np.ndarray]:
         """The board pose (board to rig) as seen by this camera (board to camera)."""
@@ -81,8 +92,9 @@ class PinholeCamera:
     def project(self, points: np.ndarray, board_rvec: Any, board_tvec: Any) -> np.ndarray:
         """Pixel positions of board points (N x 3, mm) for a board pose in the rig frame."""
         r, t = self.board_in_camera(board_rvec, board_tvec)
-        return cv2.projectPoints(np.asarray(points, np.float64).reshape(-1, 1, 3), r, t, self.matrix,
-                                 self.dist)[0].reshape(-1, 2)
+        return cv2.projectPoints(np.asarray(points, np.float64).reshape(-1, 1, 3), r, t, self.matrix, self.dist)[
+            0
+        ].reshape(-1, 2)
 
 
 class BoardRenderer:
@@ -92,8 +104,9 @@ class BoardRenderer:
     of the model (0.13 px at 1, where sampling the texture aliases a little). Four times the work; the
     demo camera draws at 1."""
 
-    def __init__(self, spec: BoardSpec, camera: PinholeCamera, background: int = BACKGROUND,
-                 supersample: int = 1) -> None:
+    def __init__(
+        self, spec: BoardSpec, camera: PinholeCamera, background: int = BACKGROUND, supersample: int = 1
+    ) -> None:
         self.spec, self.camera, self.background = spec, camera, int(background)
         self.board = cv_board(spec)
         self.supersample = ss = int(supersample)
@@ -101,8 +114,7 @@ class BoardRenderer:
             k = camera.matrix * ss
             k[2, 2] = 1.0
             k[:2, 2] = camera.matrix[:2, 2] * ss + (ss - 1) / 2
-            camera = PinholeCamera((camera.size[0] * ss, camera.size[1] * ss), k, camera.dist, camera.rvec,
-                                   camera.tvec)
+            camera = PinholeCamera((camera.size[0] * ss, camera.size[1] * ss), k, camera.dist, camera.rvec, camera.tvec)
         self._camera = camera
         self._small = np.full((self.camera.size[1], self.camera.size[0]), self.background, np.uint8)
         w, h = camera.size
@@ -114,12 +126,19 @@ class BoardRenderer:
         for y0 in range(0, h, 64):
             ys = np.arange(y0, min(h, y0 + 64), dtype=np.float64)
             band = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 1, 2)
-            ideal[y0:y0 + len(ys)] = cv2.undistortPoints(band, camera.matrix, camera.dist, P=camera.matrix,
-                                                         criteria=criteria).reshape(len(ys), w, 2)
+            ideal[y0 : y0 + len(ys)] = cv2.undistortPoints(
+                band, camera.matrix, camera.dist, P=camera.matrix, criteria=criteria
+            ).reshape(len(ys), w, 2)
         probe = np.stack(np.meshgrid(np.linspace(0, w - 1, 41), np.linspace(0, h - 1, 23)), -1).reshape(-1, 1, 2)
-        back = cv2.projectPoints(cv2.convertPointsToHomogeneous(
-            cv2.undistortPoints(probe, camera.matrix, camera.dist, criteria=criteria)).reshape(-1, 3),
-            np.zeros(3), np.zeros(3), camera.matrix, camera.dist)[0]
+        back = cv2.projectPoints(
+            cv2.convertPointsToHomogeneous(
+                cv2.undistortPoints(probe, camera.matrix, camera.dist, criteria=criteria)
+            ).reshape(-1, 3),
+            np.zeros(3),
+            np.zeros(3),
+            camera.matrix,
+            camera.dist,
+        )[0]
         self.max_model_error = float(np.abs(back - probe).max())  # large where the distortion folds over
         # The ideal image lives on a canvas covering every ideal position the output shows (clipped, as a
         # strong barrel distortion sends the image corners far out); out-of-canvas pixels stay background.
@@ -127,7 +146,7 @@ class BoardRenderer:
         self._origin = np.floor(ideal.reshape(-1, 2).min(0)).astype(int)
         extent = np.ceil(ideal.reshape(-1, 2).max(0)).astype(int) - self._origin + 2
         self._canvas = np.full((int(extent[1]), int(extent[0])), self.background, np.uint8)
-        self._coarse = ideal[::_GRID, ::_GRID].astype(np.float64)   # ideal positions of a coarse output grid
+        self._coarse = ideal[::_GRID, ::_GRID].astype(np.float64)  # ideal positions of a coarse output grid
         ideal -= self._origin.astype(np.float32)
         self._map1, self._map2 = cv2.convertMaps(ideal[..., 0], ideal[..., 1], cv2.CV_16SC2)
         del ideal
@@ -142,8 +161,8 @@ class BoardRenderer:
         bw, bh = (round(v * TEXTURE_PX_PER_MM) for v in spec.board_mm)
         m = round(spec.margin_mm * TEXTURE_PX_PER_MM)
         page = np.full((bh + 2 * m, bw + 2 * m), 255, np.uint8)
-        page[m:m + bh, m:m + bw] = cv_board(spec).generateImage((bw, bh), marginSize=0)
-        sx, sy = bw / spec.board_mm[0], bh / spec.board_mm[1]   # exact scale of the generated board
+        page[m : m + bh, m : m + bw] = cv_board(spec).generateImage((bw, bh), marginSize=0)
+        sx, sy = bw / spec.board_mm[0], bh / spec.board_mm[1]  # exact scale of the generated board
         levels = []
         img = page
         while True:
@@ -194,24 +213,37 @@ class BoardRenderer:
         level = self._level(k, rot, t, outline)
         tex, sx, sy, mx, my = level
         texel_to_mm = np.array([[1 / sx, 0, 0.5 / sx - mx], [0, 1 / sy, 0.5 / sy - my], [0, 0, 1]])
-        plane = np.column_stack([rot[:, 0], rot[:, 1], t])          # board plane z = 0 into the camera
+        plane = np.column_stack([rot[:, 0], rot[:, 1], t])  # board plane z = 0 into the camera
         start = self._origin + c0
         shift = np.array([[1, 0, -start[0]], [0, 1, -start[1]], [0, 0, 1]], np.float64)
         canvas = self._canvas
         canvas.fill(self.background)
-        region = canvas[c0[1]:c1[1], c0[0]:c1[0]]
-        cv2.warpPerspective(tex, shift @ k @ plane @ texel_to_mm, (region.shape[1], region.shape[0]), dst=region,
-                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
-        cv2.remap(canvas, self._map1[y0:y1, x0:x1], self._map2[y0:y1, x0:x1], cv2.INTER_LINEAR,
-                  dst=out[y0:y1, x0:x1], borderMode=cv2.BORDER_TRANSPARENT)
+        region = canvas[c0[1] : c1[1], c0[0] : c1[0]]
+        cv2.warpPerspective(
+            tex,
+            shift @ k @ plane @ texel_to_mm,
+            (region.shape[1], region.shape[0]),
+            dst=region,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
+        cv2.remap(
+            canvas,
+            self._map1[y0:y1, x0:x1],
+            self._map2[y0:y1, x0:x1],
+            cv2.INTER_LINEAR,
+            dst=out[y0:y1, x0:x1],
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
         return out
 
-    def _level(self, k: np.ndarray, rot: np.ndarray, t: np.ndarray, outline: np.ndarray,
-               ) -> tuple[np.ndarray, float, float, float, float]:
+    def _level(
+        self, k: np.ndarray, rot: np.ndarray, t: np.ndarray, outline: np.ndarray
+    ) -> tuple[np.ndarray, float, float, float, float]:
         """The coarsest pyramid level with at least one texel per image pixel all over the board."""
-        hm = k @ np.column_stack([rot[:, 0], rot[:, 1], t])       # board mm -> ideal px
+        hm = k @ np.column_stack([rot[:, 0], rot[:, 1], t])  # board mm -> ideal px
         most = 0.0
-        for x, y, _ in outline:                                   # the homography's largest local scale
+        for x, y, _ in outline:  # the homography's largest local scale
             p = hm @ (x, y, 1.0)
             jac = (hm[:2, :2] - np.outer(p[:2] / p[2], hm[2, :2])) / p[2]
             most = max(most, float(np.linalg.svd(jac, compute_uv=False)[0]))
@@ -227,6 +259,7 @@ class BoardRenderer:
 
 
 # --- the board's path in the rig frame ------------------------------------------------------------
+
 
 def key_pose(n: int, spec: BoardSpec, center: Any = PATH_CENTER_MM) -> tuple[np.ndarray, np.ndarray]:
     """The n-th held pose (board to rig): centred near `center`, facing the rig's z axis, tilted."""
@@ -261,21 +294,25 @@ def board_pose_at(t_s: float, spec: BoardSpec, center: Any = PATH_CENTER_MM) -> 
 
 # --- a known rig, and a calibration compared with the truth ----------------------------------------
 
+
 def example_rig(size: tuple[int, int] = (1280, 720)) -> dict[str, PinholeCamera]:
     """Three cameras around the board's path: straight on, from the right and from up left, with three
     different lenses (the rig of the tests and the benchmark)."""
     w = size[0]
     return {
         "cam0": PinholeCamera.from_pose(size, 0.9 * w, DEFAULT_DISTORTION, (0, 0, 0, 0, 0, 0), (6, -4)),
-        "cam1": PinholeCamera.from_pose(size, 0.78 * w, (-0.25, 0.1, 0.0, 0.001, -0.02),
-                                        (0, -0.42, 0, 400, 0, 0), (-0.012 * w, 0.01 * w)),
-        "cam2": PinholeCamera.from_pose(size, 1.02 * w, (0.05, -0.03, -0.001, 0.0005, 0.0),
-                                        (-0.2, 0.37, 0, -350, -200, 50), (0.015 * w, 0.008 * w)),
+        "cam1": PinholeCamera.from_pose(
+            size, 0.78 * w, (-0.25, 0.1, 0.0, 0.001, -0.02), (0, -0.42, 0, 400, 0, 0), (-0.012 * w, 0.01 * w)
+        ),
+        "cam2": PinholeCamera.from_pose(
+            size, 1.02 * w, (0.05, -0.03, -0.001, 0.0005, 0.0), (-0.2, 0.37, 0, -350, -200, 50), (0.015 * w, 0.008 * w)
+        ),
     }
 
 
-def compare(result: dict[str, Any], truth: dict[str, dict[str, Any]],
-            covered: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+def compare(
+    result: dict[str, Any], truth: dict[str, dict[str, Any]], covered: dict[str, np.ndarray] | None = None
+) -> dict[str, dict[str, float]]:
     """Per camera of a calibration (anipose layout): errors against truth dicts (`PinholeCamera.truth()`
     or a demo camera's describe()["board_truth"]), extrinsics compared relative to the first camera.
 
@@ -308,13 +345,17 @@ def compare(result: dict[str, Any], truth: dict[str, dict[str, Any]],
             cells = covered[cam["name"]]
             rows, cols = cells.shape
             g = grid.reshape(-1, 2)
-            inside = cells[np.minimum((g[:, 1] * rows / h).astype(int), rows - 1),
-                           np.minimum((g[:, 0] * cols / w).astype(int), cols - 1)]
+            inside = cells[
+                np.minimum((g[:, 1] * rows / h).astype(int), rows - 1),
+                np.minimum((g[:, 0] * cols / w).astype(int), cols - 1),
+            ]
             errors["ray_px_max_covered"] = float(ray_px[inside].max()) if inside.any() else float("nan")
         out[cam["name"]] = {
             **errors,
-            "fx_pct": float((k[0, 0] / kt[0, 0] - 1) * 100), "fy_pct": float((k[1, 1] / kt[1, 1] - 1) * 100),
-            "cx_px": float(k[0, 2] - kt[0, 2]), "cy_px": float(k[1, 2] - kt[1, 2]),
+            "fx_pct": float((k[0, 0] / kt[0, 0] - 1) * 100),
+            "fy_pct": float((k[1, 1] / kt[1, 1] - 1) * 100),
+            "cx_px": float(k[0, 2] - kt[0, 2]),
+            "cy_px": float(k[1, 2] - kt[1, 2]),
             "rotation_deg": angle,
             "translation_pct" if distance > 0 else "translation_mm": miss / distance * 100 if distance > 0 else miss,
         }

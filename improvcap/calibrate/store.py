@@ -9,6 +9,7 @@ naming the files and their hashes, and warnings for missing or stale calibration
 A calibration is written inside the opened calibration folder (never one that is a symbolic link), under
 a name created exclusively: a link planted at that name is never followed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,7 +99,7 @@ def write(folder: Path, kind: str, data: dict[str, Any]) -> Path:
 
 
 def _write_new(folder: Folder, kind: str, text: bytes) -> Path:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1, 1000):
         path = folder.path / (f"{kind}-{stamp}.toml" if n == 1 else f"{kind}-{stamp}-{n}.toml")
         try:
@@ -112,6 +113,7 @@ def _write_new(folder: Folder, kind: str, text: bytes) -> Path:
 
 
 # --- a small TOML writer for calibration results (tomllib only reads) ----------------------------
+
 
 def _value(v: Any) -> str:
     if isinstance(v, bool):
@@ -144,8 +146,11 @@ def _is_table_list(v: Any) -> bool:
 def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
     """Scalars and arrays first, then sub-tables as [dotted.headers] and lists of tables as
     [[dotted.headers]]; None values are left out (TOML has no null)."""
-    lines = [f"{_key(k)} = {_value(v)}" for k, v in data.items()
-             if v is not None and not isinstance(v, dict) and not _is_table_list(v)]
+    lines = [
+        f"{_key(k)} = {_value(v)}"
+        for k, v in data.items()
+        if v is not None and not isinstance(v, dict) and not _is_table_list(v)
+    ]
     out = "\n".join(lines) + ("\n" if lines else "")
     for k, v in data.items():
         name = f"{prefix}.{_key(k)}" if prefix else _key(k)
@@ -159,6 +164,7 @@ def dump_toml(data: dict[str, Any], prefix: str = "") -> str:
 
 # --- what record and session apply ---------------------------------------------------------------
 
+
 def applied(rig: Rig, folder: Path) -> tuple[Rig, dict[str, Any], list[str]]:
     """The rig with calibrated latencies, the take.json `calibration` entry, and warnings."""
     entry: dict[str, Any] = {"folder": str(folder), "files": {}}
@@ -166,12 +172,14 @@ def applied(rig: Rig, folder: Path) -> tuple[Rig, dict[str, Any], list[str]]:
     for kind in ("sync", "cameras"):
         path = current(folder, kind)
         if path is None:
-            warnings.append(f"no {kind} calibration for rig {rig.name} in {folder} "
-                            f"(improvcap calibrate {kind} {rig.name})")
+            warnings.append(
+                f"no {kind} calibration for rig {rig.name} in {folder} (improvcap calibrate {kind} {rig.name})"
+            )
             continue
         if stale(path, rig):
-            warnings.append(f"the {kind} calibration {path.name} was made for another version of the rig "
-                            f"file {rig.path.name}")
+            warnings.append(
+                f"the {kind} calibration {path.name} was made for another version of the rig file {rig.path.name}"
+            )
         entry["files"][kind] = {"path": str(path), "sha256": sha256_file(path)}
     sync_path = current(folder, "sync")
     if sync_path is not None:
@@ -186,5 +194,8 @@ def with_latencies(rig: Rig, latency_ms: dict[str, float]) -> Rig:
     """The rig with the calibrated latency of each named stream in place of its rig-file value."""
     streams = tuple(
         dataclasses.replace(s, settings={**s.settings, "latency_ms": float(latency_ms[s.name])})
-        if s.name in latency_ms else s for s in rig.streams)
+        if s.name in latency_ms
+        else s
+        for s in rig.streams
+    )
     return dataclasses.replace(rig, streams=streams)

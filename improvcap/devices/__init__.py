@@ -4,6 +4,7 @@ The table of drivers is `improvcap.registry.DRIVERS`; a driver's module is impor
 it, so that `rig check` of a camera rig needs no audio stack. Importing this package loads the device
 protocol (`base`) and the registry: no driver, and not `improvcap.rig` (which reads the registry too).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,6 +28,7 @@ def make_device(spec: StreamSpec) -> Device:
     device: Device = driver_class(spec.kind, spec.driver)(spec)
     if spec.get("fail_after_s"):
         from .scripted_fault import fail_after
+
         return fail_after(device, spec["fail_after_s"])
     return device
 

@@ -8,6 +8,7 @@ at or after the requested host time, on every channel but an LTC one. With `ltc_
 carries LTC (libltc's encoder) at `ltc_fps`, as a studio's master timecode reaches an input: its frames
 label the time of day of the samples they start at, `ltc_offset_s` ahead of this PC's clock.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -26,7 +27,7 @@ from .base import ThreadedDevice
 from .demo_timing import DemoTiming
 
 TONE_DBFS = -12.0
-NOISE_RMS = 1e-3      # about -60 dBFS
+NOISE_RMS = 1e-3  # about -60 dBFS
 BEEP_S = 0.050
 BEEP_HZ = (1000.0, 2000.0)  # a linear chirp: its onset is sharp and it correlates well
 BEEP_LEVEL = 0.9
@@ -46,7 +47,7 @@ class DemoAudio(ThreadedDevice):
         self._amp = 10 ** (TONE_DBFS / 20)
         rng = np.random.default_rng(0)
         # One second of noise (plus a block, so any start has a contiguous slice), reused cyclically.
-        self._noise = (rng.standard_normal((self.samplerate + self.blocksize, self.channels)) * NOISE_RMS)
+        self._noise = rng.standard_normal((self.samplerate + self.blocksize, self.channels)) * NOISE_RMS
         t = np.arange(int(round(BEEP_S * self.samplerate))) / self.samplerate
         f0, f1 = BEEP_HZ
         # cos starts at its peak: the first beep sample is already at full level (sharp onset)
@@ -54,7 +55,7 @@ class DemoAudio(ThreadedDevice):
         self.timing = DemoTiming(spec)
         super().__init__(spec, max(64, int(BUFFER_SECONDS * self.samplerate / self.blocksize)))
         self._slate_ns: list[int] = []  # requested host times, placed on samples once the clock has started
-        self._slates: list[int] = []   # first sample of each beep still to render
+        self._slates: list[int] = []  # first sample of each beep still to render
         self._lock = threading.Lock()
         self._opened = False
         self._delivered = 0
@@ -98,8 +99,15 @@ class DemoAudio(ThreadedDevice):
             if wait_s > 0 and stop.wait(wait_s):
                 return
             data = self._render(k, n)
-            self._buffer.put(Sample(host_ns=now_ns(), device_ns=round(k * 1_000_000_000 / sr),
-                                    payload=AudioBlock(data), count=n, true_ns=self._true_ns(k)))
+            self._buffer.put(
+                Sample(
+                    host_ns=now_ns(),
+                    device_ns=round(k * 1_000_000_000 / sr),
+                    payload=AudioBlock(data),
+                    count=n,
+                    true_ns=self._true_ns(k),
+                )
+            )
             self._delivered += 1
             k += n
 
@@ -115,7 +123,7 @@ class DemoAudio(ThreadedDevice):
         idx = np.arange(k, k + n, dtype=np.float64)
         out = self._amp * np.sin(np.outer(idx, self._w) + self._phase)
         start = k % self.samplerate
-        out += self._noise[start:start + n]
+        out += self._noise[start : start + n]
         with self._lock:
             self._slates += [self._first_sample_at(h) for h in self._slate_ns]
             self._slate_ns.clear()
@@ -124,7 +132,7 @@ class DemoAudio(ThreadedDevice):
         for s in slates:
             a, b = max(s, k), min(s + len(self._beep), k + n)
             if a < b:
-                out[a - k:b - k, :] = self._beep[a - s:b - s, None]  # the LTC channel is rendered over it
+                out[a - k : b - k, :] = self._beep[a - s : b - s, None]  # the LTC channel is rendered over it
         return out.astype(np.float32)
 
     def close(self) -> None:
@@ -147,17 +155,29 @@ class DemoAudio(ThreadedDevice):
 
     def describe(self) -> dict[str, Any]:
         return {
-            "driver": "demo", "device": "demo tone generator", "channels": self.channels,
-            "samplerate": self.samplerate, "blocksize": self.blocksize,
-            "sample_format": self.spec["sample_format"], "dtype": "float32", "device_clock": "sample counter",
-            "tones_hz": [round(f, 3) for f in self.tones_hz], "drift_ppm": self.spec["drift_ppm"],
-            **({"ltc_channel": self.ltc_channel + 1, "ltc_fps": self.spec["ltc_fps"],
-                "ltc_offset_s": self.spec["ltc_offset_s"]} if self.ltc_channel is not None else {}),
+            "driver": "demo",
+            "device": "demo tone generator",
+            "channels": self.channels,
+            "samplerate": self.samplerate,
+            "blocksize": self.blocksize,
+            "sample_format": self.spec["sample_format"],
+            "dtype": "float32",
+            "device_clock": "sample counter",
+            "tones_hz": [round(f, 3) for f in self.tones_hz],
+            "drift_ppm": self.spec["drift_ppm"],
+            **(
+                {
+                    "ltc_channel": self.ltc_channel + 1,
+                    "ltc_fps": self.spec["ltc_fps"],
+                    "ltc_offset_s": self.spec["ltc_offset_s"],
+                }
+                if self.ltc_channel is not None
+                else {}
+            ),
         }
 
     def stats(self) -> dict[str, int]:
-        return {"blocks": self._delivered, "dropped_blocks": self._dropped,
-                "buffer_overflows": self._buffer.overflows}
+        return {"blocks": self._delivered, "dropped_blocks": self._dropped, "buffer_overflows": self._buffer.overflows}
 
 
 class _LtcTrack:
@@ -171,9 +191,10 @@ class _LtcTrack:
         # the time of day (local, as timecode counts it) of sample 0 on the master clock
         wall_ns = first_true_ns + (time.time_ns() - now_ns())
         local = _dt.datetime.fromtimestamp(wall_ns / 1e9).astimezone()
-        tod = (local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-               + float(spec["ltc_offset_s"])) % 86400
-        first = math.ceil(tod * float(rate.rate))          # the first whole LTC frame starts after sample 0
+        tod = (
+            local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6 + float(spec["ltc_offset_s"])
+        ) % 86400
+        first = math.ceil(tod * float(rate.rate))  # the first whole LTC frame starts after sample 0
         lead = int(round((first / float(rate.rate) - tod) * samplerate))
         self._encoder = LtcEncoder(samplerate, rate, first % rate.frames_in_day())
         self._buffer = np.zeros(lead, np.float32)
@@ -182,6 +203,6 @@ class _LtcTrack:
     def samples(self, k: int, n: int) -> np.ndarray:
         while self._at + len(self._buffer) < k + n:
             self._buffer = np.concatenate([self._buffer, self._encoder.next_frame()])
-        out = self._buffer[k - self._at:k - self._at + n]
-        self._buffer, self._at = self._buffer[k + n - self._at:], k + n
+        out = self._buffer[k - self._at : k - self._at + n]
+        self._buffer, self._at = self._buffer[k + n - self._at :], k + n
         return out

@@ -5,6 +5,7 @@ The device clock is the sample counter: the ADC's sample clock is the truth for 
 fits it against host arrival times. PortAudio's own `inputBufferAdcTime` is kept beside it as `adc_ns`;
 its clock is host-API specific (the wall clock under ALSA), so it is stored raw, never mixed with host time.
 """
+
 from __future__ import annotations
 
 import threading
@@ -53,18 +54,29 @@ class PortAudioInput:
             raise self._fail_line(e) from None
         try:
             stream = sd.InputStream(
-                device=_device_arg(self.spec["device"]), channels=self.channels, samplerate=self.samplerate,
-                blocksize=self.blocksize, dtype=self.dtype, callback=self._callback,
-                finished_callback=self._finished)
+                device=_device_arg(self.spec["device"]),
+                channels=self.channels,
+                samplerate=self.samplerate,
+                blocksize=self.blocksize,
+                dtype=self.dtype,
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
         except (sd.PortAudioError, ValueError, TypeError) as e:
             raise self._fail_line(e) from None
         self._stream = stream
         dev = sd.query_devices(stream.device)
         self._info = {
-            "driver": "portaudio", "device": dev["name"], "device_index": int(stream.device),
-            "hostapi": sd.query_hostapis(dev["hostapi"])["name"], "channels": self.channels,
-            "samplerate": int(stream.samplerate), "blocksize": self.blocksize,
-            "sample_format": self.sample_format, "dtype": self.dtype, "latency_s": float(stream.latency),
+            "driver": "portaudio",
+            "device": dev["name"],
+            "device_index": int(stream.device),
+            "hostapi": sd.query_hostapis(dev["hostapi"])["name"],
+            "channels": self.channels,
+            "samplerate": int(stream.samplerate),
+            "blocksize": self.blocksize,
+            "sample_format": self.sample_format,
+            "dtype": self.dtype,
+            "latency_s": float(stream.latency),
             "device_clock": "sample counter",
         }
 
@@ -80,9 +92,14 @@ class PortAudioInput:
             else:
                 self._other_status += 1
         adc = t.inputBufferAdcTime
-        self._buffer.put(Sample(
-            host_ns=host_ns, device_ns=round(first * 1_000_000_000 / self.samplerate),
-            payload=AudioBlock(indata.copy(), round(adc * 1e9) if adc else None), count=frames))
+        self._buffer.put(
+            Sample(
+                host_ns=host_ns,
+                device_ns=round(first * 1_000_000_000 / self.samplerate),
+                payload=AudioBlock(indata.copy(), round(adc * 1e9) if adc else None),
+                count=frames,
+            )
+        )
 
     def _finished(self) -> None:
         if not self._stopping:
@@ -116,13 +133,23 @@ class PortAudioInput:
             stream.close(ignore_errors=True)
 
     def describe(self) -> dict[str, Any]:
-        return dict(self._info) or {"driver": "portaudio", "device": str(self.spec["device"]),
-                                    "channels": self.channels, "samplerate": self.samplerate,
-                                    "blocksize": self.blocksize, "sample_format": self.sample_format}
+        return dict(self._info) or {
+            "driver": "portaudio",
+            "device": str(self.spec["device"]),
+            "channels": self.channels,
+            "samplerate": self.samplerate,
+            "blocksize": self.blocksize,
+            "sample_format": self.sample_format,
+        }
 
     def stats(self) -> dict[str, int]:
-        return {"blocks": self._blocks, "frames": self._next_sample, "input_overflows": self._input_overflows,
-                "other_status": self._other_status, "buffer_overflows": self._buffer.overflows}
+        return {
+            "blocks": self._blocks,
+            "frames": self._next_sample,
+            "input_overflows": self._input_overflows,
+            "other_status": self._other_status,
+            "buffer_overflows": self._buffer.overflows,
+        }
 
     def slate(self, host_ns: int) -> None:
         """A real microphone hears the physical slate; nothing to render."""
@@ -132,12 +159,19 @@ def list_audio_inputs() -> list[dict[str, Any]]:
     """PortAudio's input devices; [] when PortAudio lists none or its library is missing."""
     try:
         import sounddevice as sd
+
         devices = sd.query_devices()
         hostapis = sd.query_hostapis()
     except Exception:  # OSError: no libportaudio; PortAudioError: a broken host API
         return []
     return [
-        {"index": i, "name": d["name"], "hostapi": hostapis[d["hostapi"]]["name"],
-         "max_input_channels": d["max_input_channels"], "default_samplerate": d["default_samplerate"]}
-        for i, d in enumerate(devices) if d["max_input_channels"] > 0
+        {
+            "index": i,
+            "name": d["name"],
+            "hostapi": hostapis[d["hostapi"]]["name"],
+            "max_input_channels": d["max_input_channels"],
+            "default_samplerate": d["default_samplerate"],
+        }
+        for i, d in enumerate(devices)
+        if d["max_input_channels"] > 0
     ]

@@ -9,6 +9,7 @@ Two capabilities beyond the protocol, which the recorder asks for with `isinstan
 device that fires a slate in hardware (a sync box's LED and beep) and says when, and `MapsToHost`, a
 device that maps its own stamps onto the host clock (a sync box's round-trip fit).
 """
+
 from __future__ import annotations
 
 import queue

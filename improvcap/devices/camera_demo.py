@@ -19,6 +19,7 @@ with `focal_px`, `center_offset_px`, `distortion` and `pose` in the rig frame, t
 function of the true exposure time, so all demo cameras of a rig see the same board at the same instant
 (1-2 ms a 720p frame). describe() then carries the camera's truth for comparison with a calibration.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,10 +36,10 @@ from ..rig import StreamSpec
 from .base import DeviceError, ThreadedDevice
 from .demo_timing import DemoTiming
 
-PATTERN_PERIOD = 256   # px: the stripes repeat this often, so any shift is a slice of one wide image
-SPEED = 4              # px per frame the pattern moves
+PATTERN_PERIOD = 256  # px: the stripes repeat this often, so any shift is a slice of one wide image
+SPEED = 4  # px per frame the pattern moves
 FLASH_FRAMES = 3
-FLASH_LUMA = 235       # video-range white
+FLASH_LUMA = 235  # video-range white
 TEXT_LUMA = 235
 BOX_LUMA = 16
 
@@ -52,15 +53,15 @@ class DemoCamera(ThreadedDevice):
         self.period_ns = 1e9 / self.fps
         self.timing = DemoTiming(spec)
         self._lock = threading.Lock()
-        self._slates: list[int] = []       # pending slate times, host ns
-        self._flash_until = -1             # last frame number that flashes
+        self._slates: list[int] = []  # pending slate times, host ns
+        self._flash_until = -1  # last frame number that flashes
         self._next_k = 0
         self._started_ns: int | None = None
         self._frames = 0
         self._dropped = 0
         self._wide: np.ndarray | None = None
         self._yuv: np.ndarray | None = None
-        self._board: Any = None          # (BoardSpec, PinholeCamera, BoardRenderer, path) in board mode
+        self._board: Any = None  # (BoardSpec, PinholeCamera, BoardRenderer, path) in board mode
         self._trigger: str = spec["trigger"]
         self._first_pulse: int | None = None  # triggered: the box's count of the first pulse exposed
         self._next_pulse = 0
@@ -72,11 +73,14 @@ class DemoCamera(ThreadedDevice):
     def open(self) -> None:
         name = self.spec.name
         if self.spec["codec"] == "copy":
-            raise DeviceError(f"{name}: codec = \"copy\" needs a compressed source (the ffmpeg driver); "
-                              "the demo camera gives raw frames")
+            raise DeviceError(
+                f'{name}: codec = "copy" needs a compressed source (the ffmpeg driver); '
+                "the demo camera gives raw frames"
+            )
         if self.width % 2 or self.height % 2:
-            raise DeviceError(f"{name}: demo camera needs an even width and height for yuv420p, "
-                              f"got {self.width}x{self.height}")
+            raise DeviceError(
+                f"{name}: demo camera needs an even width and height for yuv420p, got {self.width}x{self.height}"
+            )
         w, h = self.width, self.height
         if self.spec.get("board", False):
             self._board = self._open_board()
@@ -98,12 +102,15 @@ class DemoCamera(ThreadedDevice):
             board = BoardSpec.from_toml(s["board_spec"]) if s["board_spec"] else BoardSpec()
         except ImprovcapError as e:
             raise DeviceError(f"{name}: {e}") from None
-        camera = PinholeCamera.from_pose((self.width, self.height), s["focal_px"], s["distortion"], s["pose"],
-                                         s["center_offset_px"])
+        camera = PinholeCamera.from_pose(
+            (self.width, self.height), s["focal_px"], s["distortion"], s["pose"], s["center_offset_px"]
+        )
         renderer = BoardRenderer(board, camera)
         if renderer.max_model_error > 0.05:
-            raise DeviceError(f"{name}: distortion = {s['distortion']} folds over within the image "
-                              f"(its inverse is off by {renderer.max_model_error:.2g} px); use smaller coefficients")
+            raise DeviceError(
+                f"{name}: distortion = {s['distortion']} folds over within the image "
+                f"(its inverse is off by {renderer.max_model_error:.2g} px); use smaller coefficients"
+            )
         return board, camera, renderer, board_pose_at
 
     def start(self) -> None:
@@ -154,13 +161,13 @@ class DemoCamera(ThreadedDevice):
             return False
         if self._flashes(k, true) != flash:  # a slate asked for while this frame waited
             frame = self._render(k, true, not flash)
-        self._buffer.put(Sample(host_ns=now_ns(), device_ns=timing.device_ns(true), payload=frame, seq=k,
-                                true_ns=true))
+        self._buffer.put(Sample(host_ns=now_ns(), device_ns=timing.device_ns(true), payload=frame, seq=k, true_ns=true))
         self._frames += 1
         return True
 
     def _produce_triggered(self, stop: threading.Event) -> None:
         from .sync_demo import running_box  # demo twins only: the box's emulator runs in this process
+
         self._last_arrival = 0
         while not stop.is_set():
             box = running_box(self._trigger)
@@ -206,25 +213,41 @@ class DemoCamera(ThreadedDevice):
             np.copyto(luma, renderer.render(*path(true_ns / 1e9, board)))
         else:
             shift = k * SPEED % PATTERN_PERIOD
-            np.copyto(luma, self._wide[:, shift:shift + w])
+            np.copyto(luma, self._wide[:, shift : shift + w])
             scale = max(h / 720, 0.3)
             thick = max(1, round(2 * scale))
             origin = self._started_ns or self.timing.origin_ns
             lines = (f"{self.spec.name}  #{k:07d}", f"t {(true_ns - origin) / 1e9:10.3f} s")
             line_h = int(44 * scale)
             x0, y0 = int(16 * scale), int(16 * scale)
-            cv2.rectangle(luma, (x0, y0), (x0 + int(560 * scale), y0 + line_h * len(lines) + int(12 * scale)),
-                          BOX_LUMA, -1)
+            cv2.rectangle(
+                luma, (x0, y0), (x0 + int(560 * scale), y0 + line_h * len(lines) + int(12 * scale)), BOX_LUMA, -1
+            )
             for i, text in enumerate(lines):
-                cv2.putText(luma, text, (x0 + int(10 * scale), y0 + line_h * (i + 1)),
-                            cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, TEXT_LUMA, thick, cv2.LINE_AA)
+                cv2.putText(
+                    luma,
+                    text,
+                    (x0 + int(10 * scale), y0 + line_h * (i + 1)),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    1.2 * scale,
+                    TEXT_LUMA,
+                    thick,
+                    cv2.LINE_AA,
+                )
         return av.VideoFrame.from_ndarray(self._yuv, format="yuv420p")
 
     # --- information ----------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"driver": "demo", "width": self.width, "height": self.height, "fps": self.fps,
-                                "pix_fmt": "yuv420p", "codec": "rawvideo", "copy": False}
+        info: dict[str, Any] = {
+            "driver": "demo",
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "pix_fmt": "yuv420p",
+            "codec": "rawvideo",
+            "copy": False,
+        }
         if self._board is not None:
             board, camera, _, _ = self._board
             # rotation/translation: rig frame (mm) into this camera, as in a cameras calibration

@@ -16,14 +16,16 @@ camera whether or not the graph ends in FFmpeg's own `realtime` filter (both tog
 `describe()` holds, in copy mode, the input stream under "_template" (what the writer needs for
 `add_stream_from_template`). Keys starting with "_" are not JSON: the recorder drops them from take.json.
 """
+
 from __future__ import annotations
 
 import io
 import re
 import threading
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import av
 import av.logging
@@ -55,16 +57,22 @@ def source_kind(source: str) -> str:
 def _open_args(spec: StreamSpec, kind: str, source: str) -> dict[str, Any]:
     """Keyword arguments of `av.open` for one source."""
     if kind == "lavfi":
-        return {"file": source[len("lavfi:"):], "format": "lavfi"}
+        return {"file": source[len("lavfi:") :], "format": "lavfi"}
     if kind == "v4l2":
-        options = {"video_size": f"{spec['width']}x{spec['height']}", "framerate": f"{spec['fps']:g}",
-                   "timestamps": "default"}  # kernel buffer times: CLOCK_MONOTONIC, the host clock
+        options = {
+            "video_size": f"{spec['width']}x{spec['height']}",
+            "framerate": f"{spec['fps']:g}",
+            "timestamps": "default",
+        }  # kernel buffer times: CLOCK_MONOTONIC, the host clock
         if spec["input_format"]:
             options["input_format"] = spec["input_format"]
         return {"file": source, "format": "video4linux2", "options": options}
     if kind == "rtsp":
-        return {"file": source, "options": {"rtsp_transport": "tcp", "timeout": str(int(SILENCE_S * 1e6))},
-                "timeout": (NETWORK_OPEN_TIMEOUT_S, SILENCE_S)}
+        return {
+            "file": source,
+            "options": {"rtsp_transport": "tcp", "timeout": str(int(SILENCE_S * 1e6))},
+            "timeout": (NETWORK_OPEN_TIMEOUT_S, SILENCE_S),
+        }
     if kind == "http":
         return {"file": source, "timeout": (NETWORK_OPEN_TIMEOUT_S, SILENCE_S)}
     return {"file": source}
@@ -101,11 +109,11 @@ class FfmpegCamera(ThreadedDevice):
         self.copy = spec["codec"] == "copy"
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
-        self._format: dict[str, Any] = {}   # what open() found; describe() still answers after close()
+        self._format: dict[str, Any] = {}  # what open() found; describe() still answers after close()
         self._pending: Sample | None = None
-        self._loop_ns = 0          # added to file times after each restart, so device time keeps rising
+        self._loop_ns = 0  # added to file times after each restart, so device time keeps rising
         self._first_ns: int | None = None  # the file's first timestamp
-        self._end_ns = 0                   # end of the latest frame so far (with _loop_ns)
+        self._end_ns = 0  # end of the latest frame so far (with _loop_ns)
         self._frames = 0
         self._loops = 0
         self._repaced = 0
@@ -132,17 +140,24 @@ class FfmpegCamera(ThreadedDevice):
             raise DeviceError(f"{name}: cannot open {self.source}: no video stream in it")
         self._stream = self._container.streams.video[0]
         s, cc = self._stream, self._stream.codec_context
-        self._format = {"width": cc.width, "height": cc.height,
-                        "average_rate": float(s.average_rate) if s.average_rate else None,
-                        "pix_fmt": cc.pix_fmt, "codec": cc.name, "time_base": str(s.time_base)}
+        self._format = {
+            "width": cc.width,
+            "height": cc.height,
+            "average_rate": float(s.average_rate) if s.average_rate else None,
+            "pix_fmt": cc.pix_fmt,
+            "codec": cc.name,
+            "time_base": str(s.time_base),
+        }
         if self.copy:
             try:
                 _check_copyable(self._stream)
             except (av.FFmpegError, ValueError) as e:
                 codec = self._stream.codec_context.name
                 self.close()
-                raise DeviceError(f"{name}: codec = \"copy\" cannot keep {codec} from {self.source} in Matroska "
-                                  f"({_reason(e)}); use an encoder such as libx264") from None
+                raise DeviceError(
+                    f'{name}: codec = "copy" cannot keep {codec} from {self.source} in Matroska '
+                    f"({_reason(e)}); use an encoder such as libx264"
+                ) from None
 
     def start(self) -> None:
         if self._container is None:
@@ -225,8 +240,10 @@ class FfmpegCamera(ThreadedDevice):
             except av.error.ExitError:  # FFmpeg's read timeout on a network source
                 if stop.is_set():
                     return
-                raise DeviceError(f"{name}: no data from {self.source} for {SILENCE_S:g} s: the sender stopped "
-                                  "(camera off or crashed, or the network cut)") from None
+                raise DeviceError(
+                    f"{name}: no data from {self.source} for {SILENCE_S:g} s: the sender stopped "
+                    "(camera off or crashed, or the network cut)"
+                ) from None
             except (av.FFmpegError, OSError) as e:
                 raise DeviceError(f"{name}: {self.source}: {_reason(e)}") from None
             if stop.is_set():
@@ -246,17 +263,27 @@ class FfmpegCamera(ThreadedDevice):
     # --- information ---------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"driver": "ffmpeg", "source": self.source, "input": self.kind,
-                                "fps": float(self.spec["fps"]), "copy": self.copy, **self._format,
-                                # V4L2 buffer times are CLOCK_MONOTONIC, the host clock itself
-                                "clock": ClockDomain.HOST if self.kind == "v4l2" else ClockDomain.DEVICE}
+        info: dict[str, Any] = {
+            "driver": "ffmpeg",
+            "source": self.source,
+            "input": self.kind,
+            "fps": float(self.spec["fps"]),
+            "copy": self.copy,
+            **self._format,
+            # V4L2 buffer times are CLOCK_MONOTONIC, the host clock itself
+            "clock": ClockDomain.HOST if self.kind == "v4l2" else ClockDomain.DEVICE,
+        }
         if self.copy and self._stream is not None:
             info["_template"] = self._stream
         return info
 
     def stats(self) -> dict[str, int]:
-        return {"frames": self._frames, "overflows": self._buffer.overflows, "loops": self._loops,
-                "repaced": self._repaced}
+        return {
+            "frames": self._frames,
+            "overflows": self._buffer.overflows,
+            "loops": self._loops,
+            "repaced": self._repaced,
+        }
 
     def slate(self, host_ns: int) -> None:
         """A real camera sees the physical slate; nothing to render."""
@@ -282,8 +309,11 @@ def list_cameras(sysfs: Path = Path("/sys/class/video4linux"), dev: Path = Path(
     for node in nodes:
         if not node.name.startswith("video"):
             continue
-        entry: dict[str, Any] = {"path": str(dev / node.name), "name": _sysfs_text(node / "name") or node.name,
-                                 "driver": "ffmpeg"}
+        entry: dict[str, Any] = {
+            "path": str(dev / node.name),
+            "name": _sysfs_text(node / "name") or node.name,
+            "driver": "ffmpeg",
+        }
         index = _sysfs_text(node / "index")
         if index is not None and index.isdigit():
             entry["index"] = int(index)

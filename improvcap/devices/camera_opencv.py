@@ -5,6 +5,7 @@ Device time is CAP_PROP_POS_MSEC where the backend gives one: for V4L2 it is the
 report 0) fall back to host arrival. Frames are handed on as `av.VideoFrame`s in bgr24; the encoder
 converts them to its own pixel format.
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,7 +38,7 @@ class OpenCVCamera(ThreadedDevice):
         self.index = _index(self.source)
         self.is_file = self.index is None and "://" not in str(self.source)
         self._cap: cv2.VideoCapture | None = None
-        self._device_clock = False    # True once POS_MSEC has given a non-zero time
+        self._device_clock = False  # True once POS_MSEC has given a non-zero time
         self._format: dict[str, Any] = {}
         self._frames = 0
         self._repaced = 0
@@ -45,7 +46,7 @@ class OpenCVCamera(ThreadedDevice):
     def open(self) -> None:
         name = self.spec.name
         if self.spec["codec"] == "copy":
-            raise DeviceError(f"{name}: codec = \"copy\" needs the ffmpeg driver; OpenCV hands over decoded frames")
+            raise DeviceError(f'{name}: codec = "copy" needs the ffmpeg driver; OpenCV hands over decoded frames')
         linux = sys.platform.startswith("linux")
         label = str(self.source)
         if self.index is not None:
@@ -63,9 +64,16 @@ class OpenCVCamera(ThreadedDevice):
             elif self.is_file:
                 cap = cv2.VideoCapture(label)
             else:  # a dead network camera must fail in seconds, not hang the take
-                cap = cv2.VideoCapture(label, cv2.CAP_ANY, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
-                                                           int(NETWORK_OPEN_TIMEOUT_S * 1000),
-                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(SILENCE_S * 1000)])
+                cap = cv2.VideoCapture(
+                    label,
+                    cv2.CAP_ANY,
+                    [
+                        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                        int(NETWORK_OPEN_TIMEOUT_S * 1000),
+                        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                        int(SILENCE_S * 1000),
+                    ],
+                )
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not cap.isOpened():
@@ -85,8 +93,10 @@ class OpenCVCamera(ThreadedDevice):
         self._cap = cap
         fourcc = int(cap.get(cv2.CAP_PROP_FOURCC))
         self._format = {  # what the backend gives, which may differ from what was asked
-            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-            "average_rate": cap.get(cv2.CAP_PROP_FPS) or None, "backend": cap.getBackendName(),
+            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "average_rate": cap.get(cv2.CAP_PROP_FPS) or None,
+            "backend": cap.getBackendName(),
             "fourcc": fourcc.to_bytes(4, "little").decode("ascii", "replace").strip("\x00 ") if fourcc else "",
         }
 
@@ -134,12 +144,19 @@ class OpenCVCamera(ThreadedDevice):
             self._frames += 1
 
     def describe(self) -> dict[str, Any]:
-        return {"driver": "opencv", "source": self.source, "fps": float(self.spec["fps"]), "copy": False,
-                "pix_fmt": "bgr24", "codec": "rawvideo", **self._format,
-                # what device_ns holds: file position, V4L2 buffer time, or (no clock seen yet) host arrival
-                "device_time": "position" if self.is_file else "buffer" if self._device_clock else "arrival",
-                # V4L2 buffer times and arrival times are both on the host's monotonic clock
-                "clock": ClockDomain.DEVICE if self.is_file else ClockDomain.HOST}
+        return {
+            "driver": "opencv",
+            "source": self.source,
+            "fps": float(self.spec["fps"]),
+            "copy": False,
+            "pix_fmt": "bgr24",
+            "codec": "rawvideo",
+            **self._format,
+            # what device_ns holds: file position, V4L2 buffer time, or (no clock seen yet) host arrival
+            "device_time": "position" if self.is_file else "buffer" if self._device_clock else "arrival",
+            # V4L2 buffer times and arrival times are both on the host's monotonic clock
+            "clock": ClockDomain.DEVICE if self.is_file else ClockDomain.HOST,
+        }
 
     def stats(self) -> dict[str, int]:
         return {"frames": self._frames, "overflows": self._buffer.overflows, "repaced": self._repaced}

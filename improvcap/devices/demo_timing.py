@@ -8,6 +8,7 @@ the host `transport_ms` after that, plus a jitter with a long tail (exponential 
 and a fraction `drop_rate` never arrives. After mapping device time onto host arrivals, a stream's
 timestamps are thus late by offset_ms + transport_ms, which is what `latency_ms` (calibration) removes.
 """
+
 from __future__ import annotations
 
 import random

@@ -8,6 +8,7 @@ and so its LSL `local_clock`, run that much fast and ahead, as liblsl's probes t
 carry the child's ground truth (`true_ns`, the instant each was scheduled for on our clock); slates are
 sent to the child, which puts a spike on every channel of the first sample at or after the slate.
 """
+
 from __future__ import annotations
 
 import collections
@@ -24,8 +25,11 @@ from ..records import Sample
 from ..rig import StreamSpec
 from .lsl_inlet import LslInlet
 
-FAKETIME_LIBS = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-                 "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1")
+FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/faketime/libfaketimeMT.so.1",
+)
 TRUTH_KEPT = 1 << 16
 
 
@@ -51,20 +55,46 @@ class DemoLsl:
         if s["drift_ppm"] or s["offset_ms"]:
             lib = faketime_library()
             if lib is None:
-                raise DeviceError(f"{self.spec.name}: drift_ppm and offset_ms of a demo LSL sender need libfaketime "
-                                  "(apt install libfaketime)")
-            env.update({"LD_PRELOAD": lib, "FAKETIME_NO_CACHE": "1", "DONT_FAKE_MONOTONIC": "0",
-                        "FAKETIME": f"{s['offset_ms'] / 1e3:+.6f} x{1 + s['drift_ppm'] * 1e-6:.9f}"})
+                raise DeviceError(
+                    f"{self.spec.name}: drift_ppm and offset_ms of a demo LSL sender need libfaketime "
+                    "(apt install libfaketime)"
+                )
+            env.update(
+                {
+                    "LD_PRELOAD": lib,
+                    "FAKETIME_NO_CACHE": "1",
+                    "DONT_FAKE_MONOTONIC": "0",
+                    "FAKETIME": f"{s['offset_ms'] / 1e3:+.6f} x{1 + s['drift_ppm'] * 1e-6:.9f}",
+                }
+            )
         return env
 
     def open(self) -> None:
         if self._child is not None:
             return
         s = self.spec.settings
-        cmd = [sys.executable, "-m", "improvcap.devices.lsl_sender", "--name", f"improvcap-demo-{self.spec.name}",
-               "--source-id", self.source_id, "--rate", str(s["rate"]), "--jitter-ms", str(s["jitter_ms"])]
-        self._child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                       text=True, env=self._environment(), start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "improvcap.devices.lsl_sender",
+            "--name",
+            f"improvcap-demo-{self.spec.name}",
+            "--source-id",
+            self.source_id,
+            "--rate",
+            str(s["rate"]),
+            "--jitter-ms",
+            str(s["jitter_ms"]),
+        ]
+        self._child = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self._environment(),
+            start_new_session=True,
+        )
         try:
             ready = self._child.stdout.readline() if self._child.stdout else ""
             if not ready.startswith("ready"):
@@ -120,7 +150,10 @@ class DemoLsl:
                 child.wait()
 
     def describe(self) -> dict[str, Any]:
-        return {**self._inlet.describe(), "demo": {k: self.spec.settings[k] for k in ("drift_ppm", "jitter_ms", "offset_ms")}}
+        return {
+            **self._inlet.describe(),
+            "demo": {k: self.spec.settings[k] for k in ("drift_ppm", "jitter_ms", "offset_ms")},
+        }
 
     def stats(self) -> dict[str, int]:
         return self._inlet.stats()

@@ -16,6 +16,7 @@ one, the same name, type and host) is re-attached by liblsl within the take. A s
 no fault); data that come again afterwards are recorded and noted. A string stream's markers are
 recorded as the take kind `markers` (improvcap.take.layout).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -74,8 +75,13 @@ def time_correction_ex(inlet: Any, timeout: float) -> tuple[float, float, float]
     pylsl = pylsl_module()
     fn = pylsl.lib.lib.lsl_time_correction_ex
     if fn.restype is not ctypes.c_double:  # declared once (polled every second)
-        fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_double),
-                       ctypes.c_double, ctypes.POINTER(ctypes.c_int)]
+        fn.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_double),
+            ctypes.POINTER(ctypes.c_double),
+            ctypes.c_double,
+            ctypes.POINTER(ctypes.c_int),
+        ]
         fn.restype = ctypes.c_double
     remote, uncertainty, err = ctypes.c_double(), ctypes.c_double(), ctypes.c_int()
     offset = fn(inlet.obj, ctypes.byref(remote), ctypes.byref(uncertainty), timeout, ctypes.byref(err))
@@ -102,11 +108,20 @@ def stream_info(xml: str) -> dict[str, Any]:
         labels.append((ch.findtext("label") or "").strip())
         units.append((ch.findtext("unit") or "").strip())
     count = int(text("channel_count") or 0)
-    return {"name": text("name"), "type": text("type"), "source_id": text("source_id"),
-            "hostname": text("hostname"), "nominal_srate": float(text("nominal_srate") or 0.0),
-            "channel_format": text("channel_format"), "channel_count": count,
-            "channel_labels": labels if len(labels) == count else [], "channel_units": units if len(units) == count else [],
-            "created_at": float(text("created_at") or 0.0), "uid": text("uid"), "session_id": text("session_id")}
+    return {
+        "name": text("name"),
+        "type": text("type"),
+        "source_id": text("source_id"),
+        "hostname": text("hostname"),
+        "nominal_srate": float(text("nominal_srate") or 0.0),
+        "channel_format": text("channel_format"),
+        "channel_count": count,
+        "channel_labels": labels if len(labels) == count else [],
+        "channel_units": units if len(units) == count else [],
+        "created_at": float(text("created_at") or 0.0),
+        "uid": text("uid"),
+        "session_id": text("session_id"),
+    }
 
 
 def channel_names(info: dict[str, Any]) -> list[str]:
@@ -145,11 +160,18 @@ def list_lsl_streams(wait_s: float = LIST_WAIT_S) -> list[dict[str, Any]]:
     pylsl = pylsl_module()
     found = []
     for info in pylsl.resolve_streams(wait_s):
-        found.append({"name": info.name(), "type": info.type(), "host": info.hostname(),
-                      "rate": info.nominal_srate(), "channels": info.channel_count(),
-                      "format": CHANNEL_FORMATS.get(info.channel_format(), str(info.channel_format())),
-                      "source_id": info.source_id(),
-                      "query": f"source_id='{info.source_id()}'" if info.source_id() else f"name='{info.name()}'"})
+        found.append(
+            {
+                "name": info.name(),
+                "type": info.type(),
+                "host": info.hostname(),
+                "rate": info.nominal_srate(),
+                "channels": info.channel_count(),
+                "format": CHANNEL_FORMATS.get(info.channel_format(), str(info.channel_format())),
+                "source_id": info.source_id(),
+                "query": f"source_id='{info.source_id()}'" if info.source_id() else f"name='{info.name()}'",
+            }
+        )
     return sorted(found, key=lambda s: (s["host"], s["name"]))
 
 
@@ -178,13 +200,17 @@ class LslInlet(ThreadedDevice):
         except DeviceError as e:
             raise DeviceError(f"{name}: {e}") from None
         if not found:
-            raise DeviceError(f"{name}: no LSL stream matches {self.query} within {self.timeout_s:g} s "
-                              "(is its sender running? `improvcap devices` lists the LSL streams seen)")
+            raise DeviceError(
+                f"{name}: no LSL stream matches {self.query} within {self.timeout_s:g} s "
+                "(is its sender running? `improvcap devices` lists the LSL streams seen)"
+            )
         ids = {(i.source_id() or i.uid()) for i in found}
         if len(ids) > 1:
             seen = ", ".join(sorted(f"{i.name()}@{i.hostname()} ({i.source_id() or 'no source_id'})" for i in found))
-            raise DeviceError(f"{name}: {len(found)} LSL streams match {self.query}: {seen}; narrow the query "
-                              "(source_id='...' or hostname='...')")
+            raise DeviceError(
+                f"{name}: {len(found)} LSL streams match {self.query}: {seen}; narrow the query "
+                "(source_id='...' or hostname='...')"
+            )
         inlet = pylsl.StreamInlet(found[0], max_buflen=360, recover=True, processing_flags=pylsl.proc_none)
         try:
             inlet.open_stream(self.timeout_s)
@@ -205,11 +231,17 @@ class LslInlet(ThreadedDevice):
     def _check(self, info: dict[str, Any]) -> None:
         s, name = self.spec.settings, self.spec.name
         if s.get("channels") is not None and s["channels"] != info["channel_count"]:
-            raise DeviceError(f"{name}: the rig says channels = {s['channels']}, the LSL stream {info['name']} "
-                              f"has {info['channel_count']}")
-        if s.get("rate") is not None and abs(float(s["rate"]) - info["nominal_srate"]) > 1e-6 * max(1.0, info["nominal_srate"]):
-            raise DeviceError(f"{name}: the rig says rate = {s['rate']:g}, the LSL stream {info['name']} sends at "
-                              f"{info['nominal_srate']:g} Hz" + (" (irregular)" if info["nominal_srate"] == 0 else ""))
+            raise DeviceError(
+                f"{name}: the rig says channels = {s['channels']}, the LSL stream {info['name']} "
+                f"has {info['channel_count']}"
+            )
+        if s.get("rate") is not None and abs(float(s["rate"]) - info["nominal_srate"]) > 1e-6 * max(
+            1.0, info["nominal_srate"]
+        ):
+            raise DeviceError(
+                f"{name}: the rig says rate = {s['rate']:g}, the LSL stream {info['name']} sends at "
+                f"{info['nominal_srate']:g} Hz" + (" (irregular)" if info["nominal_srate"] == 0 else "")
+            )
         if info["channel_format"] == "string" and info["channel_count"] != 1:
             raise DeviceError(f"{name}: a string LSL stream with {info['channel_count']} channels (markers have one)")
 
@@ -255,8 +287,14 @@ class LslInlet(ThreadedDevice):
         # measured on our clock at its remote time + offset (the recorder maps device_ns = remote_ns with
         # to_host to that instant); the Sample itself arrived now
         polled = now_ns()
-        self._buffer.put(Sample(polled, remote_ns, ClockOffset(remote_ns + offset_ns, remote_ns, offset_ns,
-                                                                round(rtt * 1e9), polled), count=0))
+        self._buffer.put(
+            Sample(
+                polled,
+                remote_ns,
+                ClockOffset(remote_ns + offset_ns, remote_ns, offset_ns, round(rtt * 1e9), polled),
+                count=0,
+            )
+        )
 
     def to_host(self, device_ns: int) -> int:
         with self._lock:
@@ -272,10 +310,14 @@ class LslInlet(ThreadedDevice):
             self._inlet = None
 
     def describe(self) -> dict[str, Any]:
-        return {"clock": ClockDomain.LSL.value, "lsl": dict(self.info), "markers": self.markers,
-                "channels": 1 if self.markers else self.info.get("channel_count", 0),
-                "rate": self.info.get("nominal_srate", 0.0),
-                "channel_names": [] if self.markers else channel_names(self.info)}
+        return {
+            "clock": ClockDomain.LSL.value,
+            "lsl": dict(self.info),
+            "markers": self.markers,
+            "channels": 1 if self.markers else self.info.get("channel_count", 0),
+            "rate": self.info.get("nominal_srate", 0.0),
+            "channel_names": [] if self.markers else channel_names(self.info),
+        }
 
     def stats(self) -> dict[str, int]:
         return {"overflows": self._buffer.overflows, "samples": self.samples, "clock_offsets": self.offsets}

@@ -7,10 +7,12 @@ clock is to drift or be offset (`drift_ppm`, `offset_ms`), so that liblsl's own 
 as they would a second PC's.
 
 Its standard input takes `slate <true_ns>` lines (a time on the parent's clock): the first sample at or
-after it carries a spike on every channel. Its standard output tells the parent, per sample, `<n> <true_ns> <stamp>`:
-the instant it was scheduled for on the parent's clock and its LSL stamp, read with the raw clock_gettime system call (which
-libfaketime does not see) less this process's time-namespace offset, if any.
+after it carries a spike on every channel. Its standard output tells the parent, per sample,
+`<n> <true_ns> <stamp>`: the instant it was scheduled for on the parent's clock and its LSL stamp, read with
+the raw clock_gettime system call (which libfaketime does not see) less this process's time-namespace
+offset, if any.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             # this sample's instant on our own clock: now, less how late we woke, plus the sample clock's jitter
             stamp = now_local - (now_true - due_true) / 1e9 + rng.normal(0.0, args.jitter_ms / 1e3)
             t = n / args.rate
-            values = [70.0 + 8.0 * math.sin(2 * math.pi * t / 20.0) + rng.normal(0, 0.3),
-                      4.0 + 0.5 * math.sin(2 * math.pi * t / 45.0) + rng.normal(0, 0.01), *noise[n % len(noise)]]
+            values = [
+                70.0 + 8.0 * math.sin(2 * math.pi * t / 20.0) + rng.normal(0, 0.3),
+                4.0 + 0.5 * math.sin(2 * math.pi * t / 45.0) + rng.normal(0, 0.01),
+                *noise[n % len(noise)],
+            ]
             if slates and due_true >= slates[0]:
                 slates.pop(0)
                 values = [250.0, 40.0, *[50.0] * len(extra)]  # the spike: far outside every signal's range

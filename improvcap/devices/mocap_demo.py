@@ -3,13 +3,14 @@
 Everything after the pty — pyserial, the reader thread, the parser — is the code path of real hardware;
 only the device itself is emulated. Samples carry the emulator's ground truth in `true_ns`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from ..rig import StreamSpec
 from ..records import Sample
+from ..rig import StreamSpec
 from .mocap_emulator import BOOT_NS, MocapEmulator
 from .mocap_serial import SerialMocap
 

@@ -13,13 +13,15 @@ sets it, to run a device clock into its wrap). What goes on the wire is the prot
 answers what the host sends (configuration commands, probes) — from the moment the pty exists, as a
 powered device does, not only once it streams.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import threading
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..clock import now_ns
 from ..protocols import EmulatorCodec, channel_names, protocol_module
@@ -46,7 +48,7 @@ class BinaryCodec:
 
     def corrupt(self, frame: bytes, rng: random.Random) -> bytes:
         i = 16 + rng.randrange(len(frame) - 18)  # inside the values: the CRC must fail
-        return frame[:i] + bytes([frame[i] ^ 0xFF]) + frame[i + 1:]
+        return frame[:i] + bytes([frame[i] ^ 0xFF]) + frame[i + 1 :]
 
     def garbage(self, rng: random.Random) -> bytes:
         return bytes(rng.choice(_JUNK) for _ in range(rng.randint(1, 40)))
@@ -102,9 +104,16 @@ class MocapEmulator:
     - `boot_ns`: the device clock's reading when streaming starts; default the rig's `uptime_s`, else BOOT_NS.
     """
 
-    def __init__(self, spec: StreamSpec, *, corrupt_every: int = 0, garbage_every: int = 0,
-                 first_counter: int | None = None, boot_ns: int | None = None,
-                 csv_newline: bytes = b"\r\n") -> None:
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        corrupt_every: int = 0,
+        garbage_every: int = 0,
+        first_counter: int | None = None,
+        boot_ns: int | None = None,
+        csv_newline: bytes = b"\r\n",
+    ) -> None:
         s = spec.settings
         self.spec = spec
         self.protocol: str = s["protocol"]
@@ -117,15 +126,16 @@ class MocapEmulator:
         self.garbage_every = garbage_every
         self.first_counter: int = s.get("first_counter", 0) if first_counter is None else first_counter
         uptime_s = s.get("uptime_s")
-        self.boot_ns: int = boot_ns if boot_ns is not None else \
-            BOOT_NS if uptime_s is None else int(round(uptime_s * 1e9))
+        self.boot_ns: int = (
+            boot_ns if boot_ns is not None else BOOT_NS if uptime_s is None else int(round(uptime_s * 1e9))
+        )
         self._rng = random.Random(zlib.crc32(spec.name.encode()) ^ 0x5EED)
         # what the emulator did, for tests and stats
         self.sent = 0
         self.dropped = 0
         self.corrupted = 0
         self.garbage_bytes = 0
-        self.garbage_runs = 0      # junk insertions
+        self.garbage_runs = 0  # junk insertions
         self.tx_overruns = 0
         self.vanished = False
         self._slates: list[int] = []  # pending slate times
@@ -137,8 +147,9 @@ class MocapEmulator:
         self.port_name = self._port.name
         # until streaming starts, a standby thread answers the host (configuration, probes)
         self._standby_stop = threading.Event()
-        self._standby = threading.Thread(target=self._answer_until_started,
-                                         name=f"mocap-emulator-{spec.name}-standby", daemon=True)
+        self._standby = threading.Thread(
+            target=self._answer_until_started, name=f"mocap-emulator-{spec.name}-standby", daemon=True
+        )
         self._standby.start()
 
     # --- life cycle ---------------------------------------------------------------------------------
@@ -192,9 +203,14 @@ class MocapEmulator:
         return self._port.write(data) or 0
 
     def stats(self) -> dict[str, int]:
-        return {"sent": self.sent, "dropped": self.dropped, "corrupted": self.corrupted,
-                "garbage_bytes": self.garbage_bytes, "garbage_runs": self.garbage_runs,
-                "tx_overruns": self.tx_overruns}
+        return {
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "corrupted": self.corrupted,
+            "garbage_bytes": self.garbage_bytes,
+            "garbage_runs": self.garbage_runs,
+            "tx_overruns": self.tx_overruns,
+        }
 
     # --- the device ---------------------------------------------------------------------------------
 

@@ -81,8 +81,10 @@ class SerialMocap(ThreadedDevice):
             host = now_ns()
             if not data:
                 if host - last_byte > SILENCE_S * 1e9:
-                    raise DeviceError(f"{self.spec.name}: no data from serial port {self.port} "
-                                      f"for {SILENCE_S:g} s: the device stopped answering")
+                    raise DeviceError(
+                        f"{self.spec.name}: no data from serial port {self.port} "
+                        f"for {SILENCE_S:g} s: the device stopped answering"
+                    )
                 continue
             last_byte = host
             self.bytes_read += len(data)
@@ -111,4 +113,3 @@ class SerialMocap(ThreadedDevice):
 
     def slate(self, host_ns: int) -> None:
         """Real hardware renders no slate."""
-

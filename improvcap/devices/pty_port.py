@@ -5,6 +5,7 @@ USB-serial adapter, and whatever the host writes there can be read back here. Th
 no CR/LF translation, no signal or flow-control characters), so bytes pass unaltered; the master never
 blocks, since a real UART keeps sending whether or not the host reads. Safe to use from several threads.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """`fail_after_s` on a demo device: it fails that long after it starts, to rehearse a mid-take fault."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ message); every error becomes one DeviceError line naming the stream and the por
 errno texts cut down to the part a user needs. `read_waiting` is the read step of the drivers' reader
 threads. `probe_protocol` and `list_serial_ports` serve `improvcap devices`.
 """
+
 from __future__ import annotations
 
 import errno
@@ -109,13 +110,15 @@ def list_serial_ports(probe: bool = True) -> list[dict[str, Any]]:
     ports = []
     for p in sorted(serial.tools.list_ports.comports(), key=lambda p: p.device):
         usb = p.vid is not None and p.pid is not None
-        ports.append({
-            "device": p.device,
-            "description": p.description if p.description and p.description != "n/a" else None,
-            "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if usb else None,
-            "serial_number": p.serial_number,
-            "manufacturer": p.manufacturer,
-            # only USB adapters: a built-in UART may drive something that a stray byte would upset
-            "protocol": probe_protocol(p.device) if probe and usb else None,
-        })
+        ports.append(
+            {
+                "device": p.device,
+                "description": p.description if p.description and p.description != "n/a" else None,
+                "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if usb else None,
+                "serial_number": p.serial_number,
+                "manufacturer": p.manufacturer,
+                # only USB adapters: a built-in UART may drive something that a stray byte would upset
+                "protocol": probe_protocol(p.device) if probe and usb else None,
+            }
+        )
     return ports

@@ -4,6 +4,7 @@ A 16-bit packet counter wraps every 65 536 frames (under three minutes at 400 Hz
 counter every five days; the shared clock needs device time that keeps counting. The rule is the one of
 `clockfit.unwrap_counter`, applied one frame at a time as frames arrive.
 """
+
 from __future__ import annotations
 
 from ..protocols import Frame, FrameParser

@@ -10,6 +10,7 @@ twins render it only into data they have not delivered yet. Give them a transpor
 with `latency_ms` to match) longer than the box's confirmation takes — a few ms — for every slate to
 land where the box fired it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,6 @@ from ..rig import StreamSpec
 from .base import SlateFire
 from .sync_emulator import BOOT_NS, SyncBoxEmulator
 from .sync_serial import SerialSyncBox
-
 
 _RUNNING: dict[str, SyncBoxEmulator] = {}  # the demo boxes open in this process, by stream name
 
@@ -84,8 +84,14 @@ class DemoSyncBox:
 
     def describe(self) -> dict[str, Any]:
         serial = self._serial or SerialSyncBox(self.spec, port="")
-        return {**serial.describe(), "emulated": True, "pty": serial.port or None, "device_boot_ns": BOOT_NS,
-                "drift_ppm": self.spec["drift_ppm"], "jitter_ms": self.spec["jitter_ms"]}
+        return {
+            **serial.describe(),
+            "emulated": True,
+            "pty": serial.port or None,
+            "device_boot_ns": BOOT_NS,
+            "drift_ppm": self.spec["drift_ppm"],
+            "jitter_ms": self.spec["jitter_ms"],
+        }
 
     def stats(self) -> dict[str, int]:
         out = self._serial.stats() if self._serial is not None else {}

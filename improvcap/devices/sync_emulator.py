@@ -13,14 +13,27 @@ Ground truth: `true_of_ticks(ticks)` is the host time at which the timer read `t
 `pulse_true_ns(count)` is when pulse `count` rose and `fired` lists when each slate truly fired.
 Test faults: `go_silent()` hangs the firmware (the port stays, nothing answers), `vanish()` pulls the cable.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
 
 from ..clock import now_ns
-from ..protocols.syncbox import (PULSE_WRAP, Fired, Identify, Identity, Message, Pulse, Query, Reply, Slate,
-                                 SyncParser, Trigger, encode)
+from ..protocols.syncbox import (
+    PULSE_WRAP,
+    Fired,
+    Identify,
+    Identity,
+    Message,
+    Pulse,
+    Query,
+    Reply,
+    Slate,
+    SyncParser,
+    Trigger,
+    encode,
+)
 from ..rig import StreamSpec
 from .demo_timing import DemoTiming
 from .pty_port import PtyPort
@@ -30,7 +43,7 @@ TICK_HZ = 1_000_000
 NAME = "improvcap syncbox emulator"
 VERSION = 1
 IDLE_WAIT_S = 0.02
-QUERY_TRUTH = 4096          # round trips whose truth is kept
+QUERY_TRUTH = 4096  # round trips whose truth is kept
 
 
 class SyncBoxEmulator:
@@ -42,14 +55,14 @@ class SyncBoxEmulator:
         self.timing = DemoTiming(spec)
         self._parser = SyncParser()
         self._requests: deque[tuple[int, Message]] = deque()  # (host time the box reads it, message)
-        self._out: deque[tuple[int, bytes]] = deque()          # (host arrival time, bytes), in order
+        self._out: deque[tuple[int, bytes]] = deque()  # (host arrival time, bytes), in order
         self._last_arrival = 0
-        self.pulse_count = 0                                   # pulses since boot (not wrapped)
+        self.pulse_count = 0  # pulses since boot (not wrapped)
         self._period_ticks = 0
         self._next_edge: int | None = None
-        self._trains: list[tuple[int, int, int]] = []          # (pulses before it, first edge, period) in ticks
-        self.fired: list[tuple[int, int, int]] = []            # slates: (id, true host ns, ticks)
-        self.queries: OrderedDict[int, int] = OrderedDict()    # query id -> true host ns it was answered at
+        self._trains: list[tuple[int, int, int]] = []  # (pulses before it, first edge, period) in ticks
+        self.fired: list[tuple[int, int, int]] = []  # slates: (id, true host ns, ticks)
+        self.queries: OrderedDict[int, int] = OrderedDict()  # query id -> true host ns it was answered at
         self.sent = 0
         self.dropped = 0
         self.tx_overruns = 0
@@ -112,8 +125,13 @@ class SyncBoxEmulator:
         return None
 
     def stats(self) -> dict[str, int]:
-        return {"sent": self.sent, "dropped": self.dropped, "pulses": self.pulse_count,
-                "slates": len(self.fired), "tx_overruns": self.tx_overruns}
+        return {
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "pulses": self.pulse_count,
+            "slates": len(self.fired),
+            "tx_overruns": self.tx_overruns,
+        }
 
     # --- the firmware -------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ never with arrival times: a USB-serial adapter delivers bytes in bursts (an FTDI
 default). A box that answers no query for SILENCE_S (at least three query periods) is a device failure,
 as is a box clock that steps back (the box restarted): the recorder logs a fault, the other streams go on.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,20 @@ import serial
 
 from ..clock import ClockDomain, now_ns
 from ..errors import DeviceError
-from ..protocols.syncbox import (PULSE_WRAP, Fired, Identity, Message, Pulse, Query, Reply, Slate, SyncParser,
-                                 Trigger, encode, identify)
+from ..protocols.syncbox import (
+    PULSE_WRAP,
+    Fired,
+    Identity,
+    Message,
+    Pulse,
+    Query,
+    Reply,
+    Slate,
+    SyncParser,
+    Trigger,
+    encode,
+    identify,
+)
 from ..records import MocapFrame, Sample
 from ..rig import StreamSpec
 from ..roundtrip import RoundTrip, RoundTripClock
@@ -34,13 +47,28 @@ from .base import SILENCE_S, SlateFire, ThreadedDevice
 from .serial_port import open_port, port_failed, read_waiting, release_port
 from .serial_time import Unwrapper
 
-READ_TIMEOUT_S = 0.01      # a read waits this long for a first byte: the query pacing and stop() latency
+READ_TIMEOUT_S = 0.01  # a read waits this long for a first byte: the query pacing and stop() latency
 IDENTIFY_TIMEOUT_S = 3.0  # boards that reset when the port opens (many Arduinos) need a second or two
 IDENTIFY_RETRY_S = 0.5
-SEED_ROUND_TRIPS = 5       # round trips made in open(), so that the first pulse already maps
+SEED_ROUND_TRIPS = 5  # round trips made in open(), so that the first pulse already maps
 SEED_TIMEOUT_S = 1.0
 SLATE_TIMEOUT_S = 1.0
-RESET_NS = 1_000_000_000   # a box clock stepping back more than this restarted
+RESET_NS = 1_000_000_000  # a box clock stepping back more than this restarted
+
+
+def _identity(ser: serial.Serial, name: str, port: str) -> Identity:
+    """SerialSyncBox.open's question: the box's identity, with a timer that counts."""
+    deadline = now_ns() + int(IDENTIFY_TIMEOUT_S * 1e9)
+    identity = None
+    while identity is None and now_ns() < deadline:  # asked again: a booting box missed the first
+        identity = identify(ser, IDENTIFY_RETRY_S)
+    if identity is None:
+        raise DeviceError(
+            f"{name}: no sync box answers on {port} (no identity within {IDENTIFY_TIMEOUT_S:g} s of asking)"
+        )
+    if identity.tick_hz <= 0:
+        raise DeviceError(f"{name}: the sync box on {port} reports a timer of {identity.tick_hz} Hz")
+    return identity
 
 
 class SerialSyncBox(ThreadedDevice):
@@ -59,12 +87,12 @@ class SerialSyncBox(ThreadedDevice):
         self._serial: serial.Serial | None = None
         self._parser = SyncParser()
         self._write_lock = threading.Lock()
-        self._pending: dict[int, int] = {}    # query id -> host send time
+        self._pending: dict[int, int] = {}  # query id -> host send time
         self._query_id = 0
         self._slate_id = 0
-        self._slate_lock = threading.Lock()   # one slate at a time
+        self._slate_lock = threading.Lock()  # one slate at a time
         self._fired = threading.Condition()
-        self._awaiting: int | None = None     # the slate id fire_slate waits for ...
+        self._awaiting: int | None = None  # the slate id fire_slate waits for ...
         self._fired_ticks: int | None = None  # ... and the ticks its F reported
         self._pulses = Unwrapper(PULSE_WRAP)
         self._last_box_ns: int | None = None
@@ -86,16 +114,7 @@ class SerialSyncBox(ThreadedDevice):
         self._serial = open_port(name, self.port, self.baudrate, READ_TIMEOUT_S)
         try:
             self._serial.reset_input_buffer()
-            deadline = now_ns() + int(IDENTIFY_TIMEOUT_S * 1e9)
-            identity = None
-            while identity is None and now_ns() < deadline:  # asked again: a booting box missed the first
-                identity = identify(self._serial, IDENTIFY_RETRY_S)
-            if identity is None:
-                raise DeviceError(f"{name}: no sync box answers on {self.port} "
-                                  f"(no identity within {IDENTIFY_TIMEOUT_S:g} s of asking)")
-            if identity.tick_hz <= 0:
-                raise DeviceError(f"{name}: the sync box on {self.port} reports a timer of {identity.tick_hz} Hz")
-            self.identity = identity
+            self.identity = _identity(self._serial, name, self.port)
             self._seed()
         except DeviceError:
             self.close()
@@ -119,8 +138,10 @@ class SerialSyncBox(ThreadedDevice):
                 for message in self._parser.feed(data):
                     self._handle(message, host)  # pulses of a box left running are not recorded
         if self.clock.count == 0:
-            raise DeviceError(f"{self.spec.name}: the sync box on {self.port} identifies itself but answers "
-                              f"no timing query within {SEED_TIMEOUT_S:g} s")
+            raise DeviceError(
+                f"{self.spec.name}: the sync box on {self.port} identifies itself but answers "
+                f"no timing query within {SEED_TIMEOUT_S:g} s"
+            )
         self._pending.clear()
 
     def start(self) -> None:
@@ -178,8 +199,10 @@ class SerialSyncBox(ThreadedDevice):
                     if sample is not None:
                         put(sample)
             if host - self._last_answer_ns > silence_ns:
-                raise DeviceError(f"{self.spec.name}: the sync box on {self.port} answered no query for "
-                                  f"{self.silence_s:g} s: it stopped answering")
+                raise DeviceError(
+                    f"{self.spec.name}: the sync box on {self.port} answered no query for "
+                    f"{self.silence_s:g} s: it stopped answering"
+                )
             stale = [q for q, t1 in self._pending.items() if host - t1 > silence_ns]
             for q in stale:
                 del self._pending[q]
@@ -207,8 +230,7 @@ class SerialSyncBox(ThreadedDevice):
             return Sample(host_ns=host, device_ns=box_ns, payload=RoundTrip(message.id, t1, host, box_ns), count=0)
         if isinstance(message, Pulse):
             count = self._pulses(message.pulse_count)
-            return Sample(host_ns=host, device_ns=self._box_ns(message.ticks), payload=MocapFrame(count, ()),
-                          seq=count)
+            return Sample(host_ns=host, device_ns=self._box_ns(message.ticks), payload=MocapFrame(count, ()), seq=count)
         if isinstance(message, Fired):
             with self._fired:
                 if message.id == self._awaiting:
@@ -220,8 +242,10 @@ class SerialSyncBox(ThreadedDevice):
         assert self.identity is not None
         box_ns = ticks * 1_000_000_000 // self.identity.tick_hz
         if self._last_box_ns is not None and box_ns < self._last_box_ns - RESET_NS:
-            raise DeviceError(f"{self.spec.name}: the sync box's clock stepped back "
-                              f"{(self._last_box_ns - box_ns) / 1e9:.3f} s: the box restarted")
+            raise DeviceError(
+                f"{self.spec.name}: the sync box's clock stepped back "
+                f"{(self._last_box_ns - box_ns) / 1e9:.3f} s: the box restarted"
+            )
         self._last_box_ns = max(box_ns, self._last_box_ns or 0)
         return box_ns
 
@@ -257,8 +281,9 @@ class SerialSyncBox(ThreadedDevice):
                 self._fired.wait_for(lambda: self._fired_ticks is not None, timeout)
                 ticks, self._awaiting, self._fired_ticks = self._fired_ticks, None, None
         if ticks is None:
-            raise DeviceError(f"{self.spec.name}: the sync box on {self.port} did not confirm the slate "
-                              f"within {timeout:g} s")
+            raise DeviceError(
+                f"{self.spec.name}: the sync box on {self.port} did not confirm the slate within {timeout:g} s"
+            )
         self.slates_fired += 1
         box_ns = ticks * 1_000_000_000 // self.identity.tick_hz
         return SlateFire(sid, ticks, box_ns, self.clock.to_host(box_ns))
@@ -280,10 +305,16 @@ class SerialSyncBox(ThreadedDevice):
         }
 
     def stats(self) -> dict[str, int]:
-        return {**self._parser.stats(), "queries_sent": self.queries_sent, "round_trips": self.round_trips,
-                "queries_lost": self.queries_lost, "late_replies": self.late_replies,
-                "slates_fired": self.slates_fired, "overflows": self._buffer.overflows,
-                "bytes_read": self.bytes_read}
+        return {
+            **self._parser.stats(),
+            "queries_sent": self.queries_sent,
+            "round_trips": self.round_trips,
+            "queries_lost": self.queries_lost,
+            "late_replies": self.late_replies,
+            "slates_fired": self.slates_fired,
+            "overflows": self._buffer.overflows,
+            "bytes_read": self.bytes_read,
+        }
 
     def slate(self, host_ns: int) -> None:
         """The box fires only when asked to (`fire_slate`): a slate at a host time means nothing to it."""

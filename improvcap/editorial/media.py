@@ -8,6 +8,7 @@ visible), in a track timescale that is a multiple of the rate's numerator, so th
 frame rate is exact. A recorded WAV's time_reference is t0, while its first
 sample arrived a little later (the first block): the copy says when its first sample was.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,13 +36,13 @@ class Placed:
     """A stream's file in the editorial folder and where it sits on the shared clock."""
 
     stream: str
-    kind: str            # "camera" or "audio"
-    file: str            # name in the take's editorial folder
-    first_t_ns: int      # the first frame's or sample's time
-    end_t_ns: int        # just after the last frame or sample
-    rate: Fraction       # frames or samples per second of the media
-    start: int           # the first frame's timecode frame (cameras) or sample since midnight (audio)
-    count: int           # frames or samples
+    kind: str  # "camera" or "audio"
+    file: str  # name in the take's editorial folder
+    first_t_ns: int  # the first frame's or sample's time
+    end_t_ns: int  # just after the last frame or sample
+    rate: Fraction  # frames or samples per second of the media
+    start: int  # the first frame's timecode frame (cameras) or sample since midnight (audio)
+    count: int  # frames or samples
     timecode: str = ""
 
 
@@ -54,8 +55,9 @@ def mov_timescale(rate: TimecodeRate) -> int:
     return ticks
 
 
-def remux_mov(mkv: Path, t_ns: np.ndarray, folder: Folder, name: str, rate: TimecodeRate, start_frame: int,
-              reel: str) -> int:
+def remux_mov(
+    mkv: Path, t_ns: np.ndarray, folder: Folder, name: str, rate: TimecodeRate, start_frame: int, reel: str
+) -> int:
     """`mkv`'s video packets into `name` (a new MOV in `folder`), each at its frames.csv time since the
     first (`t_ns`: the final clock fit, finer than the Matroska file's milliseconds), with a tmcd track
     starting at frame `start_frame` since midnight; the frames written."""
@@ -85,7 +87,7 @@ def remux_mov(mkv: Path, t_ns: np.ndarray, folder: Folder, name: str, rate: Time
                     packet.stream = ost
                     packet.time_base = time_base
                     packet.pts = packet.dts = ticks[frames]  # recorded without reordering: one pts a row
-                    packet.duration = frame_ticks             # the last frame lasts a frame, as editors show it
+                    packet.duration = frame_ticks  # the last frame lasts a frame, as editors show it
                     dst.mux(packet)
                     frames += 1
         if errors:
@@ -107,6 +109,14 @@ def copy_wav(wav: Path, folder: Folder, name: str, samples_since_midnight: int) 
 
 
 def placed_dict(p: Placed) -> dict[str, Any]:
-    return {"stream": p.stream, "kind": p.kind, "file": p.file, "first_t_ns": p.first_t_ns, "end_t_ns": p.end_t_ns,
-            "rate": f"{p.rate.numerator}/{p.rate.denominator}", "start": p.start, "count": p.count,
-            **({"timecode": p.timecode} if p.timecode else {})}
+    return {
+        "stream": p.stream,
+        "kind": p.kind,
+        "file": p.file,
+        "first_t_ns": p.first_t_ns,
+        "end_t_ns": p.end_t_ns,
+        "rate": f"{p.rate.numerator}/{p.rate.denominator}",
+        "start": p.start,
+        "count": p.count,
+        **({"timecode": p.timecode} if p.timecode else {}),
+    }

@@ -5,14 +5,16 @@ DIR must be new or empty: nothing is ever overwritten, and each file is written 
 and linked to its own when whole. Names come from the take folders found and the session names they
 record, checked as names (a session name that is a path is refused).
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +41,7 @@ class TakeEditorial:
     take: Take
     session: str
     rate: TimecodeRate
-    t0: Fraction                      # t0, seconds since midnight
+    t0: Fraction  # t0, seconds since midnight
     placed: list[Placed] = field(default_factory=list)
 
     @property
@@ -78,8 +80,14 @@ def write_take(take: Take, session_folder: Folder, adapters: Sequence[str], warn
         if ed.placed:
             start = math.floor(min(ed.at(p) for p in ed.placed) * ed.rate.rate)
             entries = [Entry(ed.name, ".", p, ed.at(p) - start / ed.rate.rate) for p in ed.placed]
-            write_timelines(folder, ed.name, timeline(f"{ed.session} {ed.name}", ed.rate, start, entries), ed.rate,
-                            adapters, warnings)
+            write_timelines(
+                folder,
+                ed.name,
+                timeline(f"{ed.session} {ed.name}", ed.rate, start, entries),
+                ed.rate,
+                adapters,
+                warnings,
+            )
     return ed
 
 
@@ -110,26 +118,33 @@ def _audio(ed: TakeEditorial, name: str, folder: Folder) -> Placed:
     return Placed(name, "audio", wav.name, first, end, Fraction(rate), start, int(info["frames"]))
 
 
-def write_timelines(folder: Folder, stem: str, tl: Any, rate: TimecodeRate, adapters: Sequence[str],
-                    warnings: list[str]) -> list[str]:
+def write_timelines(
+    folder: Folder, stem: str, tl: Any, rate: TimecodeRate, adapters: Sequence[str], warnings: list[str]
+) -> list[str]:
     """`<stem>.otio`, and where their adapters are installed `<stem>.fcpxml` and a CMX 3600 EDL per camera
     (`<stem>.<camera>.edl`: an EDL holds one picture track), at the rate the adapters spell. What an adapter
     could not write goes into `warnings`."""
     import opentimelineio as otio
+
     written = [f"{stem}.otio"]
     _write(folder, written[0], otio.adapters.write_to_string(tl, "otio_json"))
     if not adapters:
         return written
     near = conformed(tl, rate)
     jobs = [(f"{stem}{ADAPTERS[a]}", a, on_storyline(near)) for a in adapters if a == "fcpx_xml"]
-    jobs += [(f"{stem}.{camera}{ADAPTERS[a]}", a, single_video(near, camera)) for a in adapters if a == "cmx_3600"
-             for camera in [t.name for t in near.video_tracks()]]
+    jobs += [
+        (f"{stem}.{camera}{ADAPTERS[a]}", a, single_video(near, camera))
+        for a in adapters
+        if a == "cmx_3600"
+        for camera in [t.name for t in near.video_tracks()]
+    ]
     for name, adapter, variant in jobs:
         try:
             text = otio.adapters.write_to_string(variant, adapter)
         except Exception as e:  # a plugin's failure: the .otio holds the timeline whatever the plugins do
-            warnings.append(f"{folder.path.name}/{name} not written: the {adapter} adapter failed "
-                            f"({type(e).__name__}: {e})")
+            warnings.append(
+                f"{folder.path.name}/{name} not written: the {adapter} adapter failed ({type(e).__name__}: {e})"
+            )
             continue
         _write(folder, name, text)
         written.append(name)
@@ -140,8 +155,7 @@ def _write(folder: Folder, name: str, text: str) -> None:
     write_bytes_atomic(folder.path / name, text.encode("utf-8"), replace_existing=False, folder=folder)
 
 
-def editorial(paths: Sequence[Path], out: Path, on_take: Callable[[str], None] = lambda name: None,
-              ) -> dict[str, Any]:
+def editorial(paths: Sequence[Path], out: Path, on_take: Callable[[str], None] = lambda name: None) -> dict[str, Any]:
     """Write DIR; returns editorial.json's content."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out}: not an empty folder; editorial never overwrites (name a new one)")
@@ -164,9 +178,14 @@ def editorial(paths: Sequence[Path], out: Path, on_take: Callable[[str], None] =
             with Folder(out / session) as session_folder:
                 ed = write_take(take, session_folder, report["adapters"], report["warnings"])
             done[session].append(ed)
-            report["takes"].append({"take": f"{session}/{ed.name}", "source": str(path),
-                                    "timecode_rate": ed.rate.label(),
-                                    "streams": [placed_dict(p) for p in ed.placed]})
+            report["takes"].append(
+                {
+                    "take": f"{session}/{ed.name}",
+                    "source": str(path),
+                    "timecode_rate": ed.rate.label(),
+                    "streams": [placed_dict(p) for p in ed.placed],
+                }
+            )
             on_take(f"{session}/{ed.name}")
         for session, eds in done.items():
             placed = [(ed, p) for ed in eds for p in ed.placed]
@@ -176,11 +195,21 @@ def editorial(paths: Sequence[Path], out: Path, on_take: Callable[[str], None] =
             start = math.floor(min(ed.at(p) for ed, p in placed) * rate.rate)
             entries = [Entry(ed.name, ed.name, p, ed.at(p) - start / rate.rate) for ed, p in placed]
             with Folder(out / session) as session_folder:
-                files = write_timelines(session_folder, session, timeline(session, rate, start, entries), rate,
-                                        report["adapters"], report["warnings"])
-            report["sessions"].append({"session": session, "takes": [ed.name for ed in eds], "files": files,
-                                       "start_timecode": rate.timecode(start)})
+                files = write_timelines(
+                    session_folder,
+                    session,
+                    timeline(session, rate, start, entries),
+                    rate,
+                    report["adapters"],
+                    report["warnings"],
+                )
+            report["sessions"].append(
+                {
+                    "session": session,
+                    "takes": [ed.name for ed in eds],
+                    "files": files,
+                    "start_timecode": rate.timecode(start),
+                }
+            )
         _write(root, MANIFEST, json.dumps(report, indent=2) + "\n")
     return report
-
-

@@ -6,12 +6,14 @@ for as long as its frames span; an audio stream's in samples from its first samp
 it sits on the track is its first frame's (sample's) t_ns since the timeline's start, to the nanosecond
 (a gap before it; OTIO times are rational, so nothing is rounded to a frame here).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import opentimelineio as otio
 
@@ -27,7 +29,7 @@ class Entry:
     """One stream's clip of one take, `at` seconds after the timeline's start."""
 
     take: str
-    folder: str          # the take's editorial folder, relative to where the timeline is written
+    folder: str  # the take's editorial folder, relative to where the timeline is written
     placed: Placed
     at: Fraction
 
@@ -48,12 +50,15 @@ def timeline(name: str, rate: TimecodeRate, start_frame: int, entries: Sequence[
             ends[p.stream] = Fraction(0)
         if e.at > ends[p.stream]:
             gap = float((e.at - ends[p.stream]) * rate.rate)
-            track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
-                duration=otio.opentime.RationalTime(gap, fps))))
+            track.append(
+                otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(gap, fps)))
+            )
         span = Fraction(p.end_t_ns - p.first_t_ns, 10**9)
         media_rate = float(p.rate)
-        available = otio.opentime.TimeRange(otio.opentime.RationalTime(p.start, media_rate),
-                                            otio.opentime.RationalTime(float(span * p.rate), media_rate))
+        available = otio.opentime.TimeRange(
+            otio.opentime.RationalTime(p.start, media_rate),
+            otio.opentime.RationalTime(float(span * p.rate), media_rate),
+        )
         ref = otio.schema.ExternalReference(target_url=str(Path(e.folder) / p.file), available_range=available)
         clip = otio.schema.Clip(name=f"{e.take} {p.stream}", media_reference=ref, source_range=available)
         clip.metadata["improvcap"] = {"take": e.take, **placed_dict(p)}

@@ -3,6 +3,7 @@
 Every listed file must be there with its size and sha256, nothing else may be in DIR (a file slipped in,
 or a temporary left by a stopped export), and the export must say it is complete.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,11 @@ def check_export(folder: Path) -> dict[str, Any]:
         problems.append(f"{EXPORT_MANIFEST}: not an improvcap export manifest")
         return result
     if manifest.get("state") != COMPLETE:
-        problems.append(f"the export is {manifest.get('state')}"
-                        + (f": {manifest['interruption']}" if manifest.get("interruption") else "")
-                        + " (--resume continues it)")
+        problems.append(
+            f"the export is {manifest.get('state')}"
+            + (f": {manifest['interruption']}" if manifest.get("interruption") else "")
+            + " (--resume continues it)"
+        )
     outputs = listed(manifest)
     for rel, entry in outputs.items():
         path = folder / rel

@@ -6,15 +6,17 @@ copied packet for packet when the clip starts on a keyframe, else the clip is de
 before it and re-encoded. Either way every frame keeps its own time: its pts is its t_ns since the clip's
 start, in microseconds (a variable frame rate, as recorded; drops stay visible).
 """
+
 from __future__ import annotations
 
 import io
 import itertools
 import json
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -30,9 +32,9 @@ COPYABLE = {"h264", "hevc", "mjpeg", "av1", "vp9"}
 # what writing a clip can fail with besides our own errors: the disk (a muxer wraps it in its callback's error)
 WRITE_ERRORS = (OSError, av.FFmpegError)
 REENCODE = {"codec": "libx264", "options": {"preset": "veryfast", "crf": "18"}, "pix_fmt": "yuv420p"}
-IO_BUFFER = 1 << 20     # bytes a muxer hands to the shard at a time (FFmpeg's default, 32 kB, costs 30x the calls)
-AUDIO_PIECE = 1 << 16   # frames read, converted and encoded at a time
-ROWS_PIECE = 1 << 14    # table rows parsed at a time
+IO_BUFFER = 1 << 20  # bytes a muxer hands to the shard at a time (FFmpeg's default, 32 kB, costs 30x the calls)
+AUDIO_PIECE = 1 << 16  # frames read, converted and encoded at a time
+ROWS_PIECE = 1 << 14  # table rows parsed at a time
 
 
 def microseconds(t_ns: np.ndarray, origin_ns: int) -> list[int]:
@@ -57,7 +59,7 @@ class CameraClips:
         self.codec = self.stream.codec_context.name
         self._errors: list[str] = []
         self._packets = video_packets(self._container, self.stream, self._errors)
-        self._pos = 0           # index of the next packet
+        self._pos = 0  # index of the next packet
         self._gop: list[Any] = []  # packets since the last keyframe, to decode a clip starting after it
         self._lead: list[Any] = []  # the clip's way in: the packets a re-encode decodes before its first
 
@@ -67,8 +69,9 @@ class CameraClips:
     def _next(self) -> Any:
         packet = next(self._packets, None)
         if packet is None:
-            raise TakeError(f"{self.path.name}: ends at packet {self._pos}"
-                            + (f" ({self._errors[0]})" if self._errors else ""))
+            raise TakeError(
+                f"{self.path.name}: ends at packet {self._pos}" + (f" ({self._errors[0]})" if self._errors else "")
+            )
         self._pos += 1
         return packet
 
@@ -79,26 +82,34 @@ class CameraClips:
                 self._gop = []
             self._gop.append(packet)
 
-    def write_mp4(self, rows: range, t_ns: np.ndarray, origin_ns: int, out: BinaryIO,
-                  more: bool = True) -> dict[str, Any]:
+    def write_mp4(
+        self, rows: range, t_ns: np.ndarray, origin_ns: int, out: BinaryIO, more: bool = True
+    ) -> dict[str, Any]:
         """Frames `rows` (frames.csv rows = packets in file order) as an MP4 into `out`, streamed: packets
         are muxed as they are read, whatever the clip's length. `more`: a later clip of this take follows
         (the packets from this clip's last keyframe on are kept for it: muxing empties a packet)."""
         if rows.start < self._pos:
             raise TakeError(f"{self.path.name}: clips out of order")
         self._skip_to(rows.start)
-        times = microseconds(t_ns[rows.start:rows.stop], origin_ns)
+        times = microseconds(t_ns[rows.start : rows.stop], origin_ns)
         first = self._next() if len(rows) else None
-        copy = first is not None and first.is_keyframe and self.codec in COPYABLE \
+        copy = (
+            first is not None
+            and first.is_keyframe
+            and self.codec in COPYABLE
             and not self.stream.codec_context.has_b_frames
+        )
         packets = self._clip_packets(first, len(rows), more)
         with av.open(out, "w", format="mp4", options=MP4_OPTIONS, buffer_size=IO_BUFFER) as dst:
             if copy:
                 self._copy(dst, packets, times)
             else:
                 self._reencode(dst, packets, times)
-        return {"frames": len(times), "video": "copied" if copy else "re-encoded",
-                "codec": self.codec if copy else "h264"}
+        return {
+            "frames": len(times),
+            "video": "copied" if copy else "re-encoded",
+            "codec": self.codec if copy else "h264",
+        }
 
     def _clip_packets(self, first: Any, count: int, more: bool) -> Iterator[Any]:
         """The clip's packets from `first` on; with `more`, each is also kept (a copy) from the last
@@ -115,6 +126,7 @@ class CameraClips:
                         self._gop = []
                     self._gop.append(_copy_packet(packet))
                 yield packet
+
         return packets()
 
     def _copy(self, dst: Any, packets: Iterator[Any], times: list[int]) -> None:
@@ -180,8 +192,9 @@ def write_audio(wav: Path, samples: range, out: BinaryIO) -> dict[str, Any]:
     fmt, channels, rate = info["sample_format"], info["channels"], info["rate"]
     if fmt not in ("s16", "s24", "f32"):
         raise TakeError(f"{wav.name}: unsupported sample format {info['format']} {info['bits']}-bit")
-    container, codec, av_format = ("flac", "flac", "s16" if fmt == "s16" else "s32") if fmt != "f32" \
-        else ("wav", "pcm_f32le", "flt")
+    container, codec, av_format = (
+        ("flac", "flac", "s16" if fmt == "s16" else "s32") if fmt != "f32" else ("wav", "pcm_f32le", "flt")
+    )
     layout = av.AudioLayout(f"{channels}c").name  # FFmpeg's default layout of that many channels
     with av.open(out, "w", format=container, buffer_size=IO_BUFFER) as dst:
         ost = dst.add_stream(codec, rate=rate, layout=layout)
@@ -189,15 +202,15 @@ def write_audio(wav: Path, samples: range, out: BinaryIO) -> dict[str, Any]:
         for at in range(samples.start, samples.stop, AUDIO_PIECE):
             raw = read_pcm(wav, at, min(AUDIO_PIECE, samples.stop - at), info)
             data = np.frombuffer(raw, "<f4").reshape(-1, channels) if fmt == "f32" else pcm_ints(raw, fmt, channels)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data).reshape(1, -1), format=av_format,
-                                               layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data).reshape(1, -1), format=av_format, layout=layout
+            )
             frame.sample_rate, frame.pts = rate, at - samples.start
             for packet in ost.encode(frame):
                 dst.mux(packet)
         for packet in ost.encode(None):
             dst.mux(packet)
-    return {"samples": len(samples), "samplerate": rate, "channels": channels, "sample_format": fmt,
-            "codec": codec}
+    return {"samples": len(samples), "samplerate": rate, "channels": channels, "sample_format": fmt, "codec": codec}
 
 
 class TableRows:
@@ -241,8 +254,15 @@ def _parse_rows(body: bytes, skip: int, channels: int, path: Path) -> np.ndarray
         data = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2, usecols=cols)
     except ValueError:
         try:  # an empty cell: a channel with no value in that row
-            data = np.genfromtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, usecols=cols, ndmin=2,
-                                 filling_values=np.nan, invalid_raise=True)
+            data = np.genfromtxt(
+                io.BytesIO(body),
+                delimiter=",",
+                dtype=np.float64,
+                usecols=cols,
+                ndmin=2,
+                filling_values=np.nan,
+                invalid_raise=True,
+            )
         except ValueError as e:
             raise TakeError(f"{path.name}: malformed rows: {e}") from None
     return data.astype(np.float32)
@@ -272,13 +292,15 @@ def write_json(value: Any, out: BinaryIO) -> None:
     if isinstance(value, np.ndarray):
         out.write(b"[")
         for at in range(0, len(value), JSON_PIECE):
-            piece = value[at:at + JSON_PIECE]
+            piece = value[at : at + JSON_PIECE]
             if piece.dtype.kind == "f":
-                cells = ["null" if not math.isfinite(v) else str(int(v)) if v.is_integer() else repr(v)
-                         for v in piece.tolist()]
+                cells = [
+                    "null" if not math.isfinite(v) else str(int(v)) if v.is_integer() else repr(v)
+                    for v in piece.tolist()
+                ]
             else:
                 cells = [str(v) for v in piece.tolist()]
-            out.write(((b"," if at else b"") + ",".join(cells).encode()))
+            out.write((b"," if at else b"") + ",".join(cells).encode())
         out.write(b"]")
     elif isinstance(value, dict):
         out.write(b"{")
@@ -294,4 +316,3 @@ def write_json(value: Any, out: BinaryIO) -> None:
         out.write(b"]")
     else:
         out.write(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
-

@@ -3,11 +3,12 @@
 A clip is a half-open range [start_ns, end_ns) of t_ns; a stream's rows (frames, blocks, samples) belong
 to the clip their t_ns falls in, so consecutive clips share no row and miss none.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..errors import UsageError
 
@@ -19,11 +20,15 @@ class Clip:
     index: int
     start_ns: int
     end_ns: int
-    label: str = ""   # --clip marks: the text of the mark that opens the clip
+    label: str = ""  # --clip marks: the text of the mark that opens the clip
 
     def as_dict(self) -> dict[str, object]:
-        return {"index": self.index, "start_ns": self.start_ns, "end_ns": self.end_ns,
-                **({"label": self.label} if self.label else {})}
+        return {
+            "index": self.index,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            **({"label": self.label} if self.label else {}),
+        }
 
 
 def parse_clip(value: str) -> str | float:

@@ -5,11 +5,13 @@ never against the copy in the take: a revocation or a withdrawn scope after the 
 from every later export. Scopes match exactly, as written in the performers file. Names stay out of what
 is exported: a performer is their id and the sha256 of the form they signed.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..errors import PerformersError
 from ..performers import DEFAULT_FILE, Performer, load_performers, verify_consent_form
@@ -21,9 +23,9 @@ class ConsentRules:
     """What admits a take: the use, and the two choices the export's manifest states."""
 
     scope: str
-    performers_file: Path | None = None      # None: each take's session performers.toml
-    include_unattributed: bool = False       # takes that record no performers
-    accept_unverified_forms: bool = False    # forms not on disk to re-hash
+    performers_file: Path | None = None  # None: each take's session performers.toml
+    include_unattributed: bool = False  # takes that record no performers
+    accept_unverified_forms: bool = False  # forms not on disk to re-hash
 
 
 @dataclass
@@ -68,12 +70,16 @@ def performers_file_for(take_dir: Path, rules: ConsentRules) -> Path:
 
 def recorded_ids(manifest: Mapping[str, Any]) -> list[str]:
     entries = manifest.get("performers")
-    return [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)] \
-        if isinstance(entries, list) else []
+    return (
+        [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        if isinstance(entries, list)
+        else []
+    )
 
 
-def judge_consent(take_dir: Path, manifest: Mapping[str, Any], rules: ConsentRules,
-                  files: PerformersFiles) -> tuple[list[str], list[dict[str, Any]]]:
+def judge_consent(
+    take_dir: Path, manifest: Mapping[str, Any], rules: ConsentRules, files: PerformersFiles
+) -> tuple[list[str], list[dict[str, Any]]]:
     """(reasons the take is excluded — none when admitted, the performers as exported)."""
     ids = recorded_ids(manifest)
     if not ids:
@@ -112,19 +118,28 @@ def _refusal(p: Performer, rules: ConsentRules, base: Path) -> str | bool:
     except PerformersError as e:
         return str(e)
     if not verified and not rules.accept_unverified_forms:
-        return (f"performer {p.id!r}: consent form {p.consent_form} is not on disk to check "
-                f"(--accept-unverified-forms counts it)")
+        return (
+            f"performer {p.id!r}: consent form {p.consent_form} is not on disk to check "
+            f"(--accept-unverified-forms counts it)"
+        )
     return verified
 
 
-def performer_entry(p: Performer, *, form_verified: bool, recorded: Mapping[str, Any] | None = None,
-                    ) -> dict[str, Any]:
+def performer_entry(p: Performer, *, form_verified: bool, recorded: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A performer as an export states them: id, the signed form's hash and the scopes now; no name."""
-    entry: dict[str, Any] = {"id": p.id, "consent_sha256": p.consent_sha256, "signed": p.signed.isoformat(),
-                             "allowed": list(p.allowed), "denied": list(p.denied), "revoked": p.revoked,
-                             "form_verified": form_verified}
+    entry: dict[str, Any] = {
+        "id": p.id,
+        "consent_sha256": p.consent_sha256,
+        "signed": p.signed.isoformat(),
+        "allowed": list(p.allowed),
+        "denied": list(p.denied),
+        "revoked": p.revoked,
+        "form_verified": form_verified,
+    }
     if recorded is not None:
-        entry["recorded"] = {k: recorded.get(k) for k in ("consent_sha256", "allowed", "denied", "consent_form_verified")}
+        entry["recorded"] = {
+            k: recorded.get(k) for k in ("consent_sha256", "allowed", "denied", "consent_form_verified")
+        }
     return entry
 
 
@@ -134,8 +149,11 @@ def unknown_scope_warning(scope: str, files: PerformersFiles) -> str | None:
     if scope in known or not any(f.performers for f in files.read()):
         return None
     from ..errors import did_you_mean
-    return (f"scope {scope!r} is in nobody's allowed or denied list{did_you_mean(scope, known)}; "
-            f"known scopes: {', '.join(sorted(known)) or 'none'}")
+
+    return (
+        f"scope {scope!r} is in nobody's allowed or denied list{did_you_mean(scope, known)}; "
+        f"known scopes: {', '.join(sorted(known)) or 'none'}"
+    )
 
 
 def scopes_of(entries: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -8,14 +8,16 @@ events as `foxglove.Log`. take.json, the consent record and the calibration file
 take's identity and the export's consent metadata. Messages are merged across streams in time order, each
 stream read forward once: memory stays flat whatever the take's length.
 """
+
 from __future__ import annotations
 
 import base64
 import datetime as _dt
 import heapq
 import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO
 
 import av
 from mcap.writer import CompressionType, Writer
@@ -30,18 +32,42 @@ from ..take.reader import Take
 from ..take.tables import stream_table
 from ..take.wav import read_pcm, wav_info
 
-_TIME = {"type": "object", "properties": {"sec": {"type": "integer", "minimum": 0},
-                                          "nsec": {"type": "integer", "minimum": 0, "maximum": 999999999}}}
+_TIME = {
+    "type": "object",
+    "properties": {
+        "sec": {"type": "integer", "minimum": 0},
+        "nsec": {"type": "integer", "minimum": 0, "maximum": 999999999},
+    },
+}
 _BYTES = {"type": "string", "contentEncoding": "base64"}
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "foxglove.CompressedVideo": {"timestamp": _TIME, "frame_id": {"type": "string"}, "data": _BYTES,
-                                 "format": {"type": "string"}},
-    "foxglove.CompressedImage": {"timestamp": _TIME, "frame_id": {"type": "string"}, "data": _BYTES,
-                                 "format": {"type": "string"}},
-    "foxglove.RawAudio": {"timestamp": _TIME, "data": _BYTES, "format": {"type": "string"},
-                          "sample_rate": {"type": "integer"}, "number_of_channels": {"type": "integer"}},
-    "foxglove.Log": {"timestamp": _TIME, "level": {"type": "integer"}, "message": {"type": "string"},
-                     "name": {"type": "string"}, "file": {"type": "string"}, "line": {"type": "integer"}},
+    "foxglove.CompressedVideo": {
+        "timestamp": _TIME,
+        "frame_id": {"type": "string"},
+        "data": _BYTES,
+        "format": {"type": "string"},
+    },
+    "foxglove.CompressedImage": {
+        "timestamp": _TIME,
+        "frame_id": {"type": "string"},
+        "data": _BYTES,
+        "format": {"type": "string"},
+    },
+    "foxglove.RawAudio": {
+        "timestamp": _TIME,
+        "data": _BYTES,
+        "format": {"type": "string"},
+        "sample_rate": {"type": "integer"},
+        "number_of_channels": {"type": "integer"},
+    },
+    "foxglove.Log": {
+        "timestamp": _TIME,
+        "level": {"type": "integer"},
+        "message": {"type": "string"},
+        "name": {"type": "string"},
+        "file": {"type": "string"},
+        "line": {"type": "integer"},
+    },
 }
 ANNEX_B = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}
 VIDEO_FORMAT = {"h264": "h264", "hevc": "h265"}
@@ -56,7 +82,7 @@ def utc_ns(t0_utc: str) -> int:
     t = _dt.datetime.fromisoformat(t0_utc)
     if t.tzinfo is None:
         raise TakeError(f"t0_utc {t0_utc!r} has no UTC offset")
-    return (t - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)) // _dt.timedelta(microseconds=1) * 1000
+    return (t - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)) // _dt.timedelta(microseconds=1) * 1000
 
 
 def _stamp(ns: int) -> dict[str, int]:
@@ -130,8 +156,11 @@ class TakeMcap:
             raise TakeError(f"{name}: {codec} video has no Foxglove message (H.264, H.265 or MJPEG)")
         if kind == "audio":
             info = wav_info(self.take.media(name, kind))
-            return "foxglove.RawAudio", lambda cid: self._audio(name, cid, info), \
-                {"sample_format": str(info["sample_format"])}
+            return (
+                "foxglove.RawAudio",
+                lambda cid: self._audio(name, cid, info),
+                {"sample_format": str(info["sample_format"])},
+            )
         if kind == "markers":
             return "foxglove.Log", lambda cid: self._markers(name, cid), {}
         return f"improvcap.{kind}", lambda cid: self._rows(name, kind, cid), {}
@@ -140,7 +169,7 @@ class TakeMcap:
         layout = LAYOUTS[kind]
         with open(self.take.path / table_file(name, kind), encoding="utf-8") as fh:
             header = fh.readline().strip().split(",")
-        return _row_schema(title, layout.columns, header[len(layout.columns):])
+        return _row_schema(title, layout.columns, header[len(layout.columns) :])
 
     def _video(self, name: str, cid: int, codec: str) -> Iterator[Message]:
         t_ns = stream_table(self.take.path, name, "camera", time_only=True)["t_ns"].tolist()
@@ -152,15 +181,27 @@ class TakeMcap:
             errors: list[str] = []
             i = 0
             for packet in video_packets(container, stream, errors):
-                for out in (bsf.filter(packet) if bsf is not None else [packet]):
+                for out in bsf.filter(packet) if bsf is not None else [packet]:
                     if i >= len(t_ns):
                         raise TakeError(f"{name}: more packets than frames.csv rows")
                     log = self.t0 + int(t_ns[i])
-                    yield log, cid, _body({"timestamp": _stamp(log), "frame_id": name, "format": fmt,
-                                           "data": base64.b64encode(bytes(out)).decode("ascii")})
+                    yield (
+                        log,
+                        cid,
+                        _body(
+                            {
+                                "timestamp": _stamp(log),
+                                "frame_id": name,
+                                "format": fmt,
+                                "data": base64.b64encode(bytes(out)).decode("ascii"),
+                            }
+                        ),
+                    )
                     i += 1
             if errors or i != len(t_ns):
-                raise TakeError(f"{name}: {i} packets for {len(t_ns)} frames.csv rows" + (f" ({errors[0]})" if errors else ""))
+                raise TakeError(
+                    f"{name}: {i} packets for {len(t_ns)} frames.csv rows" + (f" ({errors[0]})" if errors else "")
+                )
         finally:
             container.close()
 
@@ -168,12 +209,24 @@ class TakeMcap:
         blocks = stream_table(self.take.path, name, "audio", time_only=True)
         wav = self.take.media(name, "audio")
         fmt = f"pcm-{info['sample_format']}"
-        for first, frames, t in zip(blocks["first_sample"].tolist(), blocks["frames"].tolist(), blocks["t_ns"].tolist()):
+        for first, frames, t in zip(
+            blocks["first_sample"].tolist(), blocks["frames"].tolist(), blocks["t_ns"].tolist()
+        ):
             log = self.t0 + int(t)
             raw = read_pcm(wav, int(first), int(frames), info)
-            yield log, cid, _body({"timestamp": _stamp(log), "format": fmt, "sample_rate": info["rate"],
-                                   "number_of_channels": info["channels"],
-                                   "data": base64.b64encode(raw).decode("ascii")})
+            yield (
+                log,
+                cid,
+                _body(
+                    {
+                        "timestamp": _stamp(log),
+                        "format": fmt,
+                        "sample_rate": info["rate"],
+                        "number_of_channels": info["channels"],
+                        "data": base64.b64encode(raw).decode("ascii"),
+                    }
+                ),
+            )
 
     def _rows(self, name: str, kind: str, cid: int) -> Iterator[Message]:
         layout = LAYOUTS[kind]
@@ -193,6 +246,7 @@ class TakeMcap:
 
     def _markers(self, name: str, cid: int) -> Iterator[Message]:
         import csv
+
         with open(self.take.path / table_file(name, "markers"), encoding="utf-8", newline="") as fh:
             rows = csv.reader(fh)
             next(rows, None)
@@ -200,34 +254,81 @@ class TakeMcap:
                 if len(row) != len(LAYOUTS["markers"].columns):
                     continue
                 log = self.t0 + int(row[1])
-                yield log, cid, _body({"timestamp": _stamp(log), "level": LOG_INFO, "name": name,
-                                       "message": marker_value(row[4]), "file": "", "line": 0})
+                yield (
+                    log,
+                    cid,
+                    _body(
+                        {
+                            "timestamp": _stamp(log),
+                            "level": LOG_INFO,
+                            "name": name,
+                            "message": marker_value(row[4]),
+                            "file": "",
+                            "line": 0,
+                        }
+                    ),
+                )
 
     def _events(self, cid: int) -> Iterator[Message]:
         for t, kind, stream, detail in sorted(read_events(self.take.path / EVENTS)):
             log = self.t0 + t
-            yield log, cid, _body({"timestamp": _stamp(log), "level": LOG_ERROR if kind == "fault" else LOG_INFO,
-                                   "name": kind, "message": f"{stream}: {detail}" if stream else detail,
-                                   "file": "", "line": 0})
+            yield (
+                log,
+                cid,
+                _body(
+                    {
+                        "timestamp": _stamp(log),
+                        "level": LOG_ERROR if kind == "fault" else LOG_INFO,
+                        "name": kind,
+                        "message": f"{stream}: {detail}" if stream else detail,
+                        "file": "",
+                        "line": 0,
+                    }
+                ),
+            )
 
     # --- the take's documents -------------------------------------------------------------------------
 
     def _attach(self, writer: Writer) -> None:
         m = self.m
-        writer.add_metadata("improvcap.take", {k: str(m.get(k)) for k in
-                                                ("session", "scene", "take", "status", "t0_utc", "timecode",
-                                                 "duration_s", "rig_sha256", "performers_sha256")})
+        writer.add_metadata(
+            "improvcap.take",
+            {
+                k: str(m.get(k))
+                for k in (
+                    "session",
+                    "scene",
+                    "take",
+                    "status",
+                    "t0_utc",
+                    "timecode",
+                    "duration_s",
+                    "rig_sha256",
+                    "performers_sha256",
+                )
+            },
+        )
         writer.add_metadata("improvcap.consent", {k: json.dumps(v, sort_keys=True) for k, v in self.consent.items()})
-        documents = [(MANIFEST, "application/json", self.take.path / MANIFEST),
-                     (PERFORMERS_RECORD, "application/json", self.take.path / PERFORMERS_RECORD)]
+        documents = [
+            (MANIFEST, "application/json", self.take.path / MANIFEST),
+            (PERFORMERS_RECORD, "application/json", self.take.path / PERFORMERS_RECORD),
+        ]
         for rel, want in calibration_files(m):
-            if self.calibration_dir is not None and (path := self.calibration_dir / rel).is_file() \
-                    and sha256_file(path) == want:
+            if (
+                self.calibration_dir is not None
+                and (path := self.calibration_dir / rel).is_file()
+                and sha256_file(path) == want
+            ):
                 documents.append((f"calibration/{rel}", "application/toml", path))
         for name, media, path in documents:
             if path.is_file():
-                writer.add_attachment(create_time=self.t0, log_time=self.t0, name=name, media_type=media,
-                                      data=read_small(path, MAX_MANIFEST_BYTES))
+                writer.add_attachment(
+                    create_time=self.t0,
+                    log_time=self.t0,
+                    name=name,
+                    media_type=media,
+                    data=read_small(path, MAX_MANIFEST_BYTES),
+                )
 
 
 def calibration_files(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:

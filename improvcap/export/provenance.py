@@ -4,12 +4,14 @@ of every performer as an ODRL policy in JSON-LD, with the use (the scope) as its
 export.json is rewritten atomically after every shard or file, so an interrupted export states exactly
 what it wrote; `state` is `writing`, `interrupted` or `complete`.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import uuid
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import __version__
 from ..take.layout import MANIFEST
@@ -26,9 +28,14 @@ def consent_policy(performer: Mapping[str, Any], target: str) -> dict[str, Any]:
     """One performer's consent as an ODRL Set: a permission to use `target` for each allowed scope and a
     prohibition for each denied one, the scope as an `odrl:purpose` constraint; the signed form's hash
     names the policy, so a re-signed form is a new policy."""
+
     def rule(scope: str) -> dict[str, Any]:
-        return {"target": target, "assigner": f"urn:improvcap:performer:{performer['id']}", "action": "use",
-                "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": scope}]}
+        return {
+            "target": target,
+            "assigner": f"urn:improvcap:performer:{performer['id']}",
+            "action": "use",
+            "constraint": [{"leftOperand": "purpose", "operator": "eq", "rightOperand": scope}],
+        }
 
     return {
         "@context": ODRL_CONTEXT,
@@ -44,23 +51,47 @@ def take_record(d: Decision) -> dict[str, Any]:
     """An included take as the export names it: its manifest's sha256 and every file's hash as verified."""
     manifest_bytes = (d.path / MANIFEST).read_bytes()
     m = d.manifest
-    return {"take": d.name, "session": m.get("session"), "scene": m.get("scene"), "take_number": m.get("take"),
-            "t0_utc": m.get("t0_utc"), "duration_s": m.get("duration_s"), "status": m.get("status"),
-            "take_json_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-            "performers_sha256": m.get("performers_sha256"), "files": m.get("files", {}),
-            "performers": [p["id"] for p in d.performers]}
+    return {
+        "take": d.name,
+        "session": m.get("session"),
+        "scene": m.get("scene"),
+        "take_number": m.get("take"),
+        "t0_utc": m.get("t0_utc"),
+        "duration_s": m.get("duration_s"),
+        "status": m.get("status"),
+        "take_json_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+        "performers_sha256": m.get("performers_sha256"),
+        "files": m.get("files", {}),
+        "performers": [p["id"] for p in d.performers],
+    }
 
 
-def new_manifest(*, scope: str, out_format: str, options: Mapping[str, Any],
-                 performers_files: Sequence[Mapping[str, Any]], warnings: Sequence[str]) -> dict[str, Any]:
+def new_manifest(
+    *,
+    scope: str,
+    out_format: str,
+    options: Mapping[str, Any],
+    performers_files: Sequence[Mapping[str, Any]],
+    warnings: Sequence[str],
+) -> dict[str, Any]:
     """export.json as it starts; `add_decision` adds each take as it is decided."""
     return {
-        "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
         "tool": {"name": "improvcap", "version": __version__},
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "state": WRITING, "id": f"urn:uuid:{uuid.uuid4()}", "scope": scope, "output_format": out_format,
-        "options": dict(options), "performers_files": list(performers_files), "warnings": list(warnings),
-        "decisions": [], "takes": [], "performers": [], "outputs": [], "interruption": None,
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "state": WRITING,
+        "id": f"urn:uuid:{uuid.uuid4()}",
+        "scope": scope,
+        "output_format": out_format,
+        "options": dict(options),
+        "performers_files": list(performers_files),
+        "warnings": list(warnings),
+        "decisions": [],
+        "takes": [],
+        "performers": [],
+        "outputs": [],
+        "interruption": None,
     }
 
 
@@ -83,5 +114,6 @@ def output_entry(path: str, size: int, sha256: str, **extra: Any) -> dict[str, A
 
 
 def listed(manifest: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {o["path"]: o for o in manifest.get("outputs", []) if isinstance(o, Mapping) and isinstance(o.get("path"), str)}
-
+    return {
+        o["path"]: o for o in manifest.get("outputs", []) if isinstance(o, Mapping) and isinstance(o.get("path"), str)
+    }

@@ -5,13 +5,15 @@ that stopped), each data file is written under a hidden temporary name and linke
 export.json is rewritten after every file, so an interruption (Ctrl-C, a full disk) leaves it saying
 exactly what was written; the shard in progress keeps its whole samples or is removed.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from ..errors import ImprovcapError, UsageError
 from ..take.atomic import Folder, is_temporary, pid_tag, rewriting, write_bytes_atomic, write_json_atomic
@@ -21,9 +23,9 @@ from ..take.manifest import LOAD_ERRORS, load_json
 from ..take.reader import open_take
 from ..verify import find_takes
 from .card import CARD, dataset_card
+from .clip_media import WRITE_ERRORS
 from .consent import ConsentRules, PerformersFiles, performers_file_for, unknown_scope_warning
 from .croissant import CROISSANT, croissant
-from .clip_media import WRITE_ERRORS
 from .mcap_file import TakeMcap
 from .provenance import COMPLETE, EXPORT_MANIFEST, INTERRUPTED, add_decision, new_manifest, output_entry
 from .selection import Decision, decide
@@ -55,10 +57,13 @@ class ExportRequest:
 
     def options(self) -> dict[str, Any]:
         """What must be the same for `--resume` to continue an export."""
-        return {"clip": self.clip, "shard_bytes": self.shard_bytes,
-                "include_unattributed": self.rules.include_unattributed,
-                "accept_unverified_forms": self.rules.accept_unverified_forms,
-                "performers_file": str(self.rules.performers_file) if self.rules.performers_file else None}
+        return {
+            "clip": self.clip,
+            "shard_bytes": self.shard_bytes,
+            "include_unattributed": self.rules.include_unattributed,
+            "accept_unverified_forms": self.rules.accept_unverified_forms,
+            "performers_file": str(self.rules.performers_file) if self.rules.performers_file else None,
+        }
 
 
 @dataclass
@@ -84,8 +89,9 @@ def plan(request: ExportRequest) -> Plan:
     return Plan(takes, files, [w for w in [unknown_scope_warning(request.rules.scope, files)] if w])
 
 
-def decisions(request: ExportRequest, plan_: Plan, progress: Callable[[int, int, int, int], None] | None = None,
-              ) -> Iterator[Decision]:
+def decisions(
+    request: ExportRequest, plan_: Plan, progress: Callable[[int, int, int, int], None] | None = None
+) -> Iterator[Decision]:
     """Every take's decision in take order, each as soon as its take is verified."""
     return decide(plan_.takes, request.rules, plan_.files, jobs=request.jobs, progress=progress)
 
@@ -96,8 +102,15 @@ def _mcap_name(decision: Decision) -> str:
 
 
 class _Export:
-    def __init__(self, request: ExportRequest, decided: Iterable[Decision], folder: Folder, manifest: dict[str, Any],
-                 on_sample: Callable[[str], None], stop: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        request: ExportRequest,
+        decided: Iterable[Decision],
+        folder: Folder,
+        manifest: dict[str, Any],
+        on_sample: Callable[[str], None],
+        stop: Callable[[], bool],
+    ) -> None:
         self.request, self.folder, self.manifest = request, folder, manifest
         self.decided, self.on_sample, self.stop = decided, on_sample, stop
         self.path = request.out / EXPORT_MANIFEST
@@ -121,11 +134,16 @@ class _Export:
 
     def webdataset(self) -> None:
         from .webdataset import TakeSamples
+
         done = {k for o in self.manifest["outputs"] for k in o.get("samples", [])}
         shards = sum(1 for o in self.manifest["outputs"] if o.get("kind") == "shard")
-        writer = ShardWriter(self.folder, self.request.shard_bytes,
-                             lambda r: self.add_output({**r.as_dict(), "kind": "shard"}), first_number=shards,
-                             stop=self.stop)
+        writer = ShardWriter(
+            self.folder,
+            self.request.shard_bytes,
+            lambda r: self.add_output({**r.as_dict(), "kind": "shard"}),
+            first_number=shards,
+            stop=self.stop,
+        )
         try:
             for d in self.included():
                 samples = TakeSamples(open_take(d.path), self.request.clip)
@@ -160,9 +178,11 @@ class _Export:
         for name, text in ((CROISSANT, None), (CARD, dataset_card(self.manifest))):
             if text is None:
                 import json
+
                 text = json.dumps(croissant(self.manifest, data, self.request.license), indent=2) + "\n"
-            write_bytes_atomic(self.request.out / name, text.encode("utf-8"), replace_existing=False,
-                               folder=self.folder)
+            write_bytes_atomic(
+                self.request.out / name, text.encode("utf-8"), replace_existing=False, folder=self.folder
+            )
             digest, size = hash_file(self.request.out / name)
             self.manifest["outputs"].append(output_entry(name, size, digest, kind="description"))
         self.manifest["state"] = COMPLETE
@@ -177,8 +197,9 @@ def check_destination(request: ExportRequest) -> dict[str, Any] | None:
     manifest_path = out / EXPORT_MANIFEST
     if not request.resume:
         if out.exists() and any(out.iterdir()):
-            raise UsageError(f"{out}: not empty; an export never overwrites (name a new folder, or --resume "
-                             f"an export that stopped)")
+            raise UsageError(
+                f"{out}: not empty; an export never overwrites (name a new folder, or --resume an export that stopped)"
+            )
         return None
     if not manifest_path.is_file():
         raise UsageError(f"{out}: no {EXPORT_MANIFEST} to resume")
@@ -200,9 +221,13 @@ def check_destination(request: ExportRequest) -> dict[str, Any] | None:
     return manifest
 
 
-def export(request: ExportRequest, plan_: Plan, on_sample: Callable[[str], None] = lambda key: None,
-           progress: Callable[[int, int, int, int], None] | None = None,
-           stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+def export(
+    request: ExportRequest,
+    plan_: Plan,
+    on_sample: Callable[[str], None] = lambda key: None,
+    progress: Callable[[int, int, int, int], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
     """Decide and write the export; returns its manifest (state complete). Takes are written as they are
     decided, while the next ones are verified; `--resume` decides every take first, since a take already
     written that is no longer admitted must refuse it before anything more is written. `stop()` (Ctrl-C
@@ -213,17 +238,25 @@ def export(request: ExportRequest, plan_: Plan, on_sample: Callable[[str], None]
         request.out.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
     except OSError as e:
         raise UsageError(f"{request.out}: cannot create: {e.strerror or e}") from None
-    files = [{"path": str(f.path), "sha256": f.sha256, **({"error": f.error} if f.error else {})}
-             for f in plan_.files.read()]
-    manifest = new_manifest(scope=request.rules.scope, out_format=request.out_format, options=request.options(),
-                            performers_files=files, warnings=plan_.warnings)
+    files = [
+        {"path": str(f.path), "sha256": f.sha256, **({"error": f.error} if f.error else {})} for f in plan_.files.read()
+    ]
+    manifest = new_manifest(
+        scope=request.rules.scope,
+        out_format=request.out_format,
+        options=request.options(),
+        performers_files=files,
+        warnings=plan_.warnings,
+    )
     decided: Iterable[Decision] = decisions(request, plan_, progress)
     if previous is not None:
         decided = list(decided)
         written = {t for o in previous.get("outputs", []) for t in _takes_of(o)}
         if gone := [d for d in decided if not d.included and _names(d) & written]:
-            raise UsageError(f"{request.out}: {gone[0].name} is in what was written but no longer admitted "
-                             f"({gone[0].reasons[0]}); start a new export")
+            raise UsageError(
+                f"{request.out}: {gone[0].name} is in what was written but no longer admitted "
+                f"({gone[0].reasons[0]}); start a new export"
+            )
         for key in ("outputs", "created_utc", "id"):
             manifest[key] = previous.get(key, manifest[key])
     with Folder(request.out) as folder:
@@ -243,8 +276,10 @@ def export(request: ExportRequest, plan_: Plan, on_sample: Callable[[str], None]
                 pass
             if isinstance(e, KeyboardInterrupt):
                 raise
-            raise ExportStopped(f"export stopped: {reason}; {len(manifest['outputs'])} file(s) written are listed "
-                                f"in {request.out / EXPORT_MANIFEST} (--resume continues)") from None
+            raise ExportStopped(
+                f"export stopped: {reason}; {len(manifest['outputs'])} file(s) written are listed "
+                f"in {request.out / EXPORT_MANIFEST} (--resume continues)"
+            ) from None
         job.describe()
     return manifest
 
@@ -268,4 +303,5 @@ def _takes_of(output: dict[str, Any]) -> list[str]:
 def _names(d: Decision) -> set[str]:
     """How a take is named in written outputs: MCAP files by the take, samples by their key's prefix."""
     from .webdataset import take_prefix
+
     return {d.name, take_prefix(str(d.manifest.get("session")), d.path.name)}

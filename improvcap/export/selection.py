@@ -3,11 +3,13 @@
 A take is included when it verifies (a FAIL verdict excludes it with its reasons; a repaired take passes
 with its loss stated) and its performers allow the use now (consent.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from ..take.layout import MANIFEST
 from ..take.manifest import LOAD_ERRORS, load_json
@@ -25,8 +27,8 @@ class Decision:
     path: Path
     manifest: dict[str, Any]
     verdict: str
-    reasons: list[str] = field(default_factory=list)    # why it is excluded (none: included)
-    notes: list[str] = field(default_factory=list)      # what verify warned of, the loss of a repaired take
+    reasons: list[str] = field(default_factory=list)  # why it is excluded (none: included)
+    notes: list[str] = field(default_factory=list)  # what verify warned of, the loss of a repaired take
     performers: list[dict[str, Any]] = field(default_factory=list)
     performers_file: str | None = None
 
@@ -39,13 +41,27 @@ class Decision:
         return f"{self.manifest.get('session', self.path.parent.name)}/{self.path.name}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"take": self.name, "path": str(self.path), "included": self.included, "verdict": self.verdict,
-                "status": self.manifest.get("status"), "reasons": self.reasons, "notes": self.notes,
-                "performers": recorded_ids(self.manifest), "performers_file": self.performers_file}
+        return {
+            "take": self.name,
+            "path": str(self.path),
+            "included": self.included,
+            "verdict": self.verdict,
+            "status": self.manifest.get("status"),
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "performers": recorded_ids(self.manifest),
+            "performers_file": self.performers_file,
+        }
 
 
-def decide(paths: Sequence[Path], rules: ConsentRules, files: PerformersFiles, *, jobs: int = 1,
-           progress: Callable[[int, int, int, int], None] | None = None) -> Iterator[Decision]:
+def decide(
+    paths: Sequence[Path],
+    rules: ConsentRules,
+    files: PerformersFiles,
+    *,
+    jobs: int = 1,
+    progress: Callable[[int, int, int, int], None] | None = None,
+) -> Iterator[Decision]:
     """A decision for every take under `paths`, in take order, each as soon as its take is verified (the
     verification goes on in the background while the caller writes the takes decided so far)."""
     for result in iter_verified(paths, Limits(), jobs=jobs, progress=progress, in_take_order=True):
@@ -56,8 +72,8 @@ def decide(paths: Sequence[Path], rules: ConsentRules, files: PerformersFiles, *
             manifest = {"error": str(e)}
         if not isinstance(manifest, dict):
             manifest = {}
-        reasons = [f"verify: {r[len(FAIL):]}" for r in result.get("reasons", []) if r.startswith(FAIL)]
-        notes = [r[len(WARN):] for r in result.get("reasons", []) if r.startswith(WARN)]
+        reasons = [f"verify: {r[len(FAIL) :]}" for r in result.get("reasons", []) if r.startswith(FAIL)]
+        notes = [r[len(WARN) :] for r in result.get("reasons", []) if r.startswith(WARN)]
         decision = Decision(take, manifest, str(result.get("verdict")), reasons, notes)
         if "performers" in manifest or not reasons:
             consent_reasons, decision.performers = judge_consent(take, manifest, rules, files)

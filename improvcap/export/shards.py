@@ -7,6 +7,7 @@ closed: a name that exists is never overwritten, and no half-written shard ever 
 sample that fails half-way is cut off again, so a shard holds only whole samples; on an interruption the
 shard written so far is closed with its whole samples (or removed when it cannot be).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,10 +15,11 @@ import io
 import os
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from ..take.atomic import Folder, temporary_name
 from ..take.layout import FILE_MODE
@@ -82,7 +84,7 @@ class _Shard:
         self._folder = folder
         # write-only: a BufferedRandom writes 4x slower here (it keeps its buffer ready for reads)
         self.fh: BinaryIO = os.fdopen(folder.fresh(self.tmp, FILE_MODE), "wb")
-        self.whole = 0                      # end of the last whole sample
+        self.whole = 0  # end of the last whole sample
         self._hash = hashlib.sha256()
         # whole samples are hashed on a thread of their own (read back: their headers were written after
         # their content) while the next sample is written; bytes before `whole` never change again
@@ -147,8 +149,14 @@ class ShardWriter:
     """Samples into shards of about `max_bytes` (a shard is closed before the sample that would start
     beyond it, so a shard exceeds it by at most one sample). `on_shard(record)` follows every closed shard."""
 
-    def __init__(self, folder: Folder, max_bytes: int, on_shard: Callable[[ShardRecord], None],
-                 first_number: int = 0, stop: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        folder: Folder,
+        max_bytes: int,
+        on_shard: Callable[[ShardRecord], None],
+        first_number: int = 0,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._folder, self._max, self._on_shard = folder, max_bytes, on_shard
         self._stop = stop  # polled before each sample and member: a stop request ends at a clean point
         self._number = first_number

@@ -4,16 +4,18 @@ clip and the performers with the consent that admitted it.
 
 The key is `<session>/<take>/<clip number>` (dots become '_': WebDataset splits a name at its first dot).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..take.layout import EVENTS, SYNC, table_file
 from ..take.events import read_events
+from ..take.layout import EVENTS, SYNC, table_file
 from ..take.reader import Take
 from ..take.tables import read_markers, read_table, stream_table
 from ..take.timeline import AudioTimeline
@@ -21,8 +23,8 @@ from .clip_media import CameraClips, TableRows, audio_extension, write_audio, wr
 from .clips import MARKS, Clip, cut
 from .shards import ShardWriter
 
-TABLE_KINDS = ("mocap", "lsl")     # a .npy of channel values per clip
-TIME_ONLY_KINDS = ("sync",)        # t_ns in the JSON only (a sync box's pulses)
+TABLE_KINDS = ("mocap", "lsl")  # a .npy of channel values per clip
+TIME_ONLY_KINDS = ("sync",)  # t_ns in the JSON only (a sync box's pulses)
 
 
 def take_prefix(session: str, take: str) -> str:
@@ -40,7 +42,7 @@ class _Stream:
     kind: str
     table: dict[str, np.ndarray]
     timeline: AudioTimeline | None = None
-    values: list[str] | None = None    # markers' text
+    values: list[str] | None = None  # markers' text
 
     def rows(self, clip: Clip) -> range:
         t = self.table["t_ns"]
@@ -85,14 +87,21 @@ class TakeSamples:
             return f"no clips: {marks} mark{'s' if marks != 1 else ''} (--clip marks cuts between two marks)"
         return "no clips: the take holds no rows"
 
-    def write(self, shards: ShardWriter, performers: Sequence[dict[str, Any]], scope: str,
-              done: Callable[[str], bool] = lambda key: False) -> Iterator[str]:
+    def write(
+        self,
+        shards: ShardWriter,
+        performers: Sequence[dict[str, Any]],
+        scope: str,
+        done: Callable[[str], bool] = lambda key: False,
+    ) -> Iterator[str]:
         """Write every clip as one sample (skipping keys `done` says are written); yields each key written."""
         m = self.manifest
-        cameras = {s.name: CameraClips(self.take.media(s.name, "camera"))
-                   for s in self.streams if s.kind == "camera"}
-        tables = {s.name: TableRows(self.take.path / table_file(s.name, s.kind), len(s.table))
-                  for s in self.streams if s.kind in TABLE_KINDS}
+        cameras = {s.name: CameraClips(self.take.media(s.name, "camera")) for s in self.streams if s.kind == "camera"}
+        tables = {
+            s.name: TableRows(self.take.path / table_file(s.name, s.kind), len(s.table))
+            for s in self.streams
+            if s.kind in TABLE_KINDS
+        }
         try:
             for clip in self.clips:
                 key = sample_key(str(m["session"]), self.take.path.name, clip.index)
@@ -111,8 +120,9 @@ class TakeSamples:
             for t in tables.values():
                 t.close()
 
-    def _stream_clip(self, s: _Stream, clip: Clip, member: Callable, cameras: dict[str, CameraClips],
-                     tables: dict[str, TableRows]) -> dict[str, Any]:
+    def _stream_clip(
+        self, s: _Stream, clip: Clip, member: Callable, cameras: dict[str, CameraClips], tables: dict[str, TableRows]
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {"kind": s.kind}
         if s.kind == "audio":
             assert s.timeline is not None
@@ -122,29 +132,36 @@ class TakeSamples:
             ext = audio_extension(wav)
             with member(f"{s.name}.{ext}") as fh:
                 entry.update(write_audio(wav, samples, fh))
-            entry.update(file=f"{s.name}.{ext}", first_sample=samples.start,
-                         first_sample_t_ns=int(round(float(s.timeline.t_ns_of(samples.start)))) if len(samples) else None,
-                         blocks={"first_sample": s.table["first_sample"][blocks.start:blocks.stop],
-                                 "t_ns": s.table["t_ns"][blocks.start:blocks.stop]})
+            entry.update(
+                file=f"{s.name}.{ext}",
+                first_sample=samples.start,
+                first_sample_t_ns=int(round(float(s.timeline.t_ns_of(samples.start)))) if len(samples) else None,
+                blocks={
+                    "first_sample": s.table["first_sample"][blocks.start : blocks.stop],
+                    "t_ns": s.table["t_ns"][blocks.start : blocks.stop],
+                },
+            )
             return entry
         rows = s.rows(clip)
-        entry["index"] = s.table["index"][rows.start:rows.stop]
-        entry["t_ns"] = s.table["t_ns"][rows.start:rows.stop]
+        entry["index"] = s.table["index"][rows.start : rows.stop]
+        entry["t_ns"] = s.table["t_ns"][rows.start : rows.stop]
         if s.kind == "camera":
             with member(f"{s.name}.mp4") as fh:
-                entry.update(cameras[s.name].write_mp4(rows, s.table["t_ns"], clip.start_ns, fh,
-                                                       more=clip is not self.clips[-1]))
+                entry.update(
+                    cameras[s.name].write_mp4(rows, s.table["t_ns"], clip.start_ns, fh, more=clip is not self.clips[-1])
+                )
             entry["file"] = f"{s.name}.mp4"
         elif s.kind in TABLE_KINDS:
             with member(f"{s.name}.npy") as fh:
                 entry.update(write_npy(tables[s.name], rows, fh))
             entry["file"] = f"{s.name}.npy"
         elif s.kind == "markers" and s.values is not None:
-            entry["values"] = s.values[rows.start:rows.stop]
+            entry["values"] = s.values[rows.start : rows.stop]
         return entry
 
-    def _description(self, clip: Clip, streams: dict[str, Any], performers: Sequence[dict[str, Any]],
-                     scope: str) -> dict[str, Any]:
+    def _description(
+        self, clip: Clip, streams: dict[str, Any], performers: Sequence[dict[str, Any]], scope: str
+    ) -> dict[str, Any]:
         m = self.manifest
         sync: dict[str, Any] = {}
         if self.sync:
@@ -154,16 +171,26 @@ class TakeSamples:
                 piece = values[a:b]
                 sync[col] = piece
         return {
-            "session": m.get("session"), "scene": m.get("scene"), "take": self.take.path.name,
-            "take_number": m.get("take"), "t0_utc": m.get("t0_utc"), "timecode": m.get("timecode"),
-            "status": m.get("status"), "master": m.get("rig", {}).get("master"),
-            "clip": {**clip.as_dict(), "mode": self.clip_mode if isinstance(self.clip_mode, str) else "seconds",
-                     **({"seconds": self.clip_mode} if not isinstance(self.clip_mode, str) else {})},
+            "session": m.get("session"),
+            "scene": m.get("scene"),
+            "take": self.take.path.name,
+            "take_number": m.get("take"),
+            "t0_utc": m.get("t0_utc"),
+            "timecode": m.get("timecode"),
+            "status": m.get("status"),
+            "master": m.get("rig", {}).get("master"),
+            "clip": {
+                **clip.as_dict(),
+                "mode": self.clip_mode if isinstance(self.clip_mode, str) else "seconds",
+                **({"seconds": self.clip_mode} if not isinstance(self.clip_mode, str) else {}),
+            },
             "streams": streams,
             "sync": sync,
-            "events": [{"t_ns": t, "kind": k, "stream": st, "detail": d} for t, k, st, d in self.events
-                       if clip.start_ns <= t < clip.end_ns],
+            "events": [
+                {"t_ns": t, "kind": k, "stream": st, "detail": d}
+                for t, k, st, d in self.events
+                if clip.start_ns <= t < clip.end_ns
+            ],
             "scope": scope,
             "performers": list(performers),
         }
-

@@ -6,6 +6,7 @@ found in it (`slates`: flashes in a video, beeps in a WAV), or its sound against
 streams (`audio`, cross-correlation). Each gives the points it rests on and what is left of them once the
 line is through them (residuals); an alignment that two answers would fit equally is refused.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -29,18 +30,18 @@ from ..writers.ltc_table import ltc_summary
 from .source import Source, audio_pieces, audio_windows
 
 METHODS = ("timecode", "ltc", "slates", "audio")
-SLATE_MATCH_NS = 40_000_000     # a slate and an onset this close under one offset are the same event
-CANDIDATES = 5                  # correlation peaks judged at the full rate
-MIN_COHERENCE = 0.3             # a window correlated less than this is not the same sound
-AMBIGUOUS_RESIDUAL = 2.0        # a runner-up leaving less than twice the best's unexplained part: two answers
-COARSE_RATE = 8000              # Hz: the whole files correlated at this rate first (whitened) ...
-COARSE_MAX = 1 << 22            # ... or lower, to keep both within this many samples (64 MB a spectrum)
-FINE_WINDOW_S = 0.5             # ... then windows this long at the full rate around that lag
+SLATE_MATCH_NS = 40_000_000  # a slate and an onset this close under one offset are the same event
+CANDIDATES = 5  # correlation peaks judged at the full rate
+MIN_COHERENCE = 0.3  # a window correlated less than this is not the same sound
+AMBIGUOUS_RESIDUAL = 2.0  # a runner-up leaving less than twice the best's unexplained part: two answers
+COARSE_RATE = 8000  # Hz: the whole files correlated at this rate first (whitened) ...
+COARSE_MAX = 1 << 22  # ... or lower, to keep both within this many samples (64 MB a spectrum)
+FINE_WINDOW_S = 0.5  # ... then windows this long at the full rate around that lag
 FINE_WINDOWS = 9
-FINE_SLACK_S = 0.02             # searched either side of the coarse lag, plus the largest drift
-MAX_DRIFT_PPM = 500.0           # the largest drift searched for
-MAX_DRIFT_ERROR_PPM = 20.0      # drift is fitted only where the points measure it this well
-PEAK_SEPARATION_S = 0.02        # peaks closer than this to the best are the best's own
+FINE_SLACK_S = 0.02  # searched either side of the coarse lag, plus the largest drift
+MAX_DRIFT_PPM = 500.0  # the largest drift searched for
+MAX_DRIFT_ERROR_PPM = 20.0  # drift is fitted only where the points measure it this well
+PEAK_SEPARATION_S = 0.02  # peaks closer than this to the best are the best's own
 
 
 @dataclass
@@ -62,10 +63,16 @@ class Alignment:
 
     def record(self) -> dict[str, Any]:
         res = self.residuals_ns()
-        return {"method": self.method, "offset_ns": int(round(self.offset_ns)), "drift_ppm": round(self.drift_ppm, 4),
-                "points": len(self.points), "residuals_ns": res[:100],
-                "residual_max_ns": max((abs(r) for r in res), default=None),
-                "uncertainty_ns": round(self.uncertainty_ns, 1), "detail": self.detail}
+        return {
+            "method": self.method,
+            "offset_ns": int(round(self.offset_ns)),
+            "drift_ppm": round(self.drift_ppm, 4),
+            "points": len(self.points),
+            "residuals_ns": res[:100],
+            "residual_max_ns": max((abs(r) for r in res), default=None),
+            "uncertainty_ns": round(self.uncertainty_ns, 1),
+            "detail": self.detail,
+        }
 
 
 def fitted(method: str, points: list[tuple[float, float]], detail: str, resolution_ns: float) -> Alignment:
@@ -78,8 +85,10 @@ def fitted(method: str, points: list[tuple[float, float]], detail: str, resoluti
         slope, intercept = np.polyfit(f, t - f, 1)  # fitted as t - f: the slope is the drift itself
         return Alignment(method, float(intercept), float(slope * 1e6), points, detail, resolution_ns / 2)
     if len(points) >= 2:
-        detail += (f"; drift not fitted (points {span / 1e9:.1f} s apart, each to {resolution_ns / 1e6:.3g} ms, "
-                   f"measure it to ±{resolution_ns / span * 1e6:.0f} ppm only)")
+        detail += (
+            f"; drift not fitted (points {span / 1e9:.1f} s apart, each to {resolution_ns / 1e6:.3g} ms, "
+            f"measure it to ±{resolution_ns / span * 1e6:.0f} ppm only)"
+        )
     return Alignment(method, float(np.median(t - f)), 0.0, points, detail, resolution_ns / 2)
 
 
@@ -89,12 +98,14 @@ def by_hand(offset_ms: float) -> Alignment:
 
 # --- the take's time of day -------------------------------------------------------------------------
 
+
 def _jammed(manifest: dict[str, Any]) -> str:
     source = manifest.get("timecode_source")
     return f"the take's timecode from {source}" if source else "the take's timecode (this PC's clock at t0)"
 
 
 # --- embedded timecode ------------------------------------------------------------------------------
+
 
 def by_timecode(take: Take, src: Source) -> Alignment:
     m = take.manifest
@@ -121,6 +132,7 @@ def by_timecode(take: Take, src: Source) -> Alignment:
 
 # --- LTC --------------------------------------------------------------------------------------------
 
+
 def ltc_frames(src: Source, rate: TimecodeRate, channel: int | None) -> tuple[int, list[tuple[int, str]]]:
     """(channel, [(sample, label)]) of the file's channel carrying the most LTC (or `channel`, from 1)."""
     if src.audio_rate is None:
@@ -146,8 +158,10 @@ def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
     rate = take_rate(m)
     ch, frames = ltc_frames(src, rate, channel)
     if len(frames) < 2:
-        raise AlignmentError(f"{src.path.name}: no LTC at {rate.label()} on "
-                             + (f"channel {channel}" if channel else f"any of its {src.audio_channels} channels"))
+        raise AlignmentError(
+            f"{src.path.name}: no LTC at {rate.label()} on "
+            + (f"channel {channel}" if channel else f"any of its {src.audio_channels} channels")
+        )
     seconds = np.asarray([rate.frame_number(label) for _, label in frames], np.float64) / float(rate.rate)
     t = take_ns_of_day(m, seconds)
     file_ns = [src.audio_start_ns + s * 1e9 / src.audio_rate for s, _ in frames]  # type: ignore[operator]
@@ -155,13 +169,20 @@ def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
     # a jump in the file's LTC (a restarted generator), as verify counts them in a take's: not one line
     continuity = ltc_summary(rate, [round(f) for f in file_ns], [label for _, label in frames])
     if continuity["jumps"]:
-        raise AlignmentError(f"{src.path.name}: its LTC jumps {continuity['jumps']} time(s) (first at "
-                             f"{continuity['first_jumps'][0]}): align it by hand with --offset-ms")
-    return fitted("ltc", points, f"{len(frames)} LTC frames on channel {ch} ({frames[0][1]} … {frames[-1][1]}), "
-                                 f"against {_jammed(m)}", 2e9 / src.audio_rate)  # type: ignore[operator]
+        raise AlignmentError(
+            f"{src.path.name}: its LTC jumps {continuity['jumps']} time(s) (first at "
+            f"{continuity['first_jumps'][0]}): align it by hand with --offset-ms"
+        )
+    return fitted(
+        "ltc",
+        points,
+        f"{len(frames)} LTC frames on channel {ch} ({frames[0][1]} … {frames[-1][1]}), against {_jammed(m)}",
+        2e9 / src.audio_rate,
+    )  # type: ignore[operator]
 
 
 # --- slates -----------------------------------------------------------------------------------------
+
 
 def file_onsets(src: Source) -> list[float]:
     """Slate onsets in the file, in its own ns: flashes (the middle of the frame before and the one that
@@ -171,8 +192,11 @@ def file_onsets(src: Source) -> list[float]:
         rows = {"index": np.arange(src.count), "t_ns": src.file_ns, "pts": src.pts}
         half = 0.5e9 / float(src.rate)
         return [o.t_ns - half for o in detect_video(src.path, src.path, table=rows)]
-    blocks = {"first_sample": np.zeros(1, np.int64), "t_ns": np.zeros(1, np.int64),
-              "frames": np.asarray([src.count], np.int64)}
+    blocks = {
+        "first_sample": np.zeros(1, np.int64),
+        "t_ns": np.zeros(1, np.int64),
+        "frames": np.asarray([src.count], np.int64),
+    }
     return [o.index * 1e9 / float(src.rate) for o in detect_audio(src.path, src.path, float(src.rate), table=blocks)]
 
 
@@ -185,6 +209,7 @@ def by_slates(take: Take, src: Source) -> Alignment:
     what = "flash" if src.kind == "camera" else "beep"
     if not onsets:
         raise AlignmentError(f"{src.path.name}: no slate found (no {what}) for the take's {len(slates)} slates")
+
     # every pairing of a slate and an onset proposes an offset; its support is the slates it then matches
     def matched(c: float) -> dict[float, float]:
         out: dict[float, float] = {}
@@ -197,8 +222,10 @@ def by_slates(take: Take, src: Source) -> Alignment:
     proposals = sorted({s - o for s in slates for o in onsets})
     support = {c: len(matched(c)) for c in proposals}
     most = max(support.values())
-    best = min((c for c in proposals if support[c] == most), key=lambda c: -sum(
-        1 for d in proposals if abs(d - c) <= SLATE_MATCH_NS))  # the proposal most others agree with
+    best = min(
+        (c for c in proposals if support[c] == most),
+        key=lambda c: -sum(1 for d in proposals if abs(d - c) <= SLATE_MATCH_NS),
+    )  # the proposal most others agree with
     rivals = sorted({round(c / 1e9, 3) for c in proposals if support[c] == most and abs(c - best) > SLATE_MATCH_NS})
     if rivals:
         plural = "es" if what == "flash" else "s"
@@ -206,7 +233,8 @@ def by_slates(take: Take, src: Source) -> Alignment:
             f"{src.path.name}: ambiguous: {len(onsets)} {what}{plural} at "
             f"{', '.join(f'{o / 1e9:.3f}' for o in onsets[:6])} s for {len(slates)} slate{'s' * (len(slates) > 1)}; "
             f"offsets {', '.join(f'{o:+.3f}' for o in sorted({round(best / 1e9, 3), *rivals})[:6])} s fit as well: "
-            "pick one with --offset-ms")
+            "pick one with --offset-ms"
+        )
     points = sorted((o, s) for s, o in matched(best).items())
     found = "flashes" if what == "flash" else "beeps"
     resolution = 1e9 / float(src.rate) if src.kind == "camera" else 2e9 / float(src.rate)
@@ -214,6 +242,7 @@ def by_slates(take: Take, src: Source) -> Alignment:
 
 
 # --- audio cross-correlation ------------------------------------------------------------------------
+
 
 def _mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1, dtype=np.float64) if x.ndim == 2 else x.astype(np.float64)
@@ -280,7 +309,7 @@ def _coarse_lags(src: Source, ref: _Sound, length: int) -> list[int]:
         if not np.isfinite(c[i]) or c[i] <= 0:
             break
         lags.append((i - (len(mine) - 1)) * q)
-        c[max(0, i - guard):i + guard + 1] = -np.inf
+        c[max(0, i - guard) : i + guard + 1] = -np.inf
     return lags
 
 
@@ -290,9 +319,9 @@ def _fine(x: np.ndarray, ref: _Sound, at: int, slack: int) -> tuple[float, float
     r0, r = ref.window(at - slack, len(x) + 2 * slack)
     if len(r) < len(x) or len(x) < 2:
         return None
-    cc = _xcorr(x - x.mean(), r - r.mean())[len(x) - 1:len(r)]  # lags 0 … len(r) - len(x)
+    cc = _xcorr(x - x.mean(), r - r.mean())[len(x) - 1 : len(r)]  # lags 0 … len(r) - len(x)
     k = int(np.argmax(cc))
-    seg = r[k:k + len(x)]
+    seg = r[k : k + len(x)]
     norm = float(np.linalg.norm(x - x.mean()) * np.linalg.norm(seg - seg.mean()))
     return r0 + _peak(cc, k), (float(cc[k]) / norm if norm else 0.0)
 
@@ -301,13 +330,20 @@ def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
     audio = [n for n, s in take.streams.items() if s.kind == "audio"]
     name = against or next((n for n in audio if take.streams[n].samplerate == src.audio_rate), None)
     if name is None or name not in audio:
-        raise UsageError(f"--against {against}: not an audio stream of the take ({', '.join(audio) or 'none'})"
-                         if against else f"{take.path.name}: no audio stream at {src.audio_rate} Hz to correlate with")
+        raise UsageError(
+            f"--against {against}: not an audio stream of the take ({', '.join(audio) or 'none'})"
+            if against
+            else f"{take.path.name}: no audio stream at {src.audio_rate} Hz to correlate with"
+        )
     rate = int(take.streams[name].samplerate or 0)
     if src.audio_rate != rate:
         raise UsageError(f"{src.path.name}: {src.audio_rate} Hz against {name}'s {rate} Hz: correlation needs one rate")
-    ref = _Sound(name, take.path / stream_media(name, "audio", take.manifest["streams"].get(name)),
-                 AudioTimeline.from_blocks(stream_table(take.path, name, "audio", time_only=True), float(rate)), rate)
+    ref = _Sound(
+        name,
+        take.path / stream_media(name, "audio", take.manifest["streams"].get(name)),
+        AudioTimeline.from_blocks(stream_table(take.path, name, "audio", time_only=True), float(rate)),
+        rate,
+    )
     length = src.count if src.kind == "audio" else int(src.count / float(src.rate) * rate)
     n = int(FINE_WINDOW_S * rate)
     slack = int((FINE_SLACK_S + MAX_DRIFT_PPM * 1e-6 * length / rate) * rate)
@@ -319,19 +355,26 @@ def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
         if hi <= lo:
             continue
         starts = np.unique(np.linspace(lo, hi, 3).astype(np.int64)).tolist()
-        fits = [_fine(_mono(x), ref, a + lag, slack) for a, x in zip(starts, audio_windows(src, [(a, a + n) for a in starts]))]
+        fits = [
+            _fine(_mono(x), ref, a + lag, slack)
+            for a, x in zip(starts, audio_windows(src, [(a, a + n) for a in starts]))
+        ]
         r = [f[1] for f in fits if f is not None]
         if r:
             scored.append((float(np.median(r)), lag))
     scored.sort(reverse=True)
     if not scored or scored[0][0] < MIN_COHERENCE:
-        raise AlignmentError(f"{src.path.name}: its sound is not {name}'s (best correlation "
-                             f"{scored[0][0] if scored else 0:.2f}): align it by slates or by hand")
+        raise AlignmentError(
+            f"{src.path.name}: its sound is not {name}'s (best correlation "
+            f"{scored[0][0] if scored else 0:.2f}): align it by slates or by hand"
+        )
     (r_best, lag), rivals = scored[0], scored[1:]
     if rivals and 1 - rivals[0][0] < AMBIGUOUS_RESIDUAL * (1 - r_best):
-        raise AlignmentError(f"{src.path.name}: ambiguous against {name}: it fits at {lag / rate:+.3f} s "
-                             f"(correlation {r_best:.3f}) and at {rivals[0][1] / rate:+.3f} s ({rivals[0][0]:.3f}): "
-                             "pick one with --offset-ms or align by slates")
+        raise AlignmentError(
+            f"{src.path.name}: ambiguous against {name}: it fits at {lag / rate:+.3f} s "
+            f"(correlation {r_best:.3f}) and at {rivals[0][1] / rate:+.3f} s ({rivals[0][0]:.3f}): "
+            "pick one with --offset-ms or align by slates"
+        )
     lo, hi = max(0, -lag), min(length, ref.timeline.total - lag) - n
     starts = np.unique(np.linspace(lo, hi, FINE_WINDOWS).astype(np.int64)).tolist()
     points = []
@@ -345,12 +388,17 @@ def by_audio(take: Take, src: Source, against: str | None) -> Alignment:
     if not points:
         raise AlignmentError(f"{src.path.name}: no window of it correlates with {name}")
     runner = f"; the next best lag {rivals[0][1] / rate:+.3f} s at {rivals[0][0]:.3f}" if rivals else ""
-    return fitted("audio", points, f"against {name}: {len(points)} windows of {FINE_WINDOW_S:g} s, correlation "
-                                   f"{r_best:.3f}{runner}", 1e9 / rate)
+    return fitted(
+        "audio",
+        points,
+        f"against {name}: {len(points)} windows of {FINE_WINDOW_S:g} s, correlation {r_best:.3f}{runner}",
+        1e9 / rate,
+    )
 
 
-def align(take: Take, src: Source, by: str | None, *, channel: int | None = None,
-          against: str | None = None) -> Alignment:
+def align(
+    take: Take, src: Source, by: str | None, *, channel: int | None = None, against: str | None = None
+) -> Alignment:
     """The file on the take's clock by `by`, or (None) by the first of timecode, LTC, slates and audio
     that the file and the take both carry; what each found when none does."""
     if by is not None:
@@ -374,4 +422,3 @@ def _one(take: Take, src: Source, by: str, channel: int | None, against: str | N
     if by == "slates":
         return by_slates(take, src)
     return by_audio(take, src, against)
-

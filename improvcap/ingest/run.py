@@ -5,20 +5,22 @@ The file is copied in unchanged as `<name><its suffix>` beside a timing table as
 manifest entry records where it came from and how it was aligned, sync.csv is rebuilt with its columns
 and the manifest's hashes are updated. Nothing of the take is overwritten: a name in use is refused.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..clock import ClockDomain
 from ..errors import TakeError, UsageError
-from ..take.atomic import Folder, rewriting, pid_tag, write_bytes_atomic, write_json_atomic
+from ..take.atomic import Folder, pid_tag, rewriting, write_bytes_atomic, write_json_atomic
 from ..take.hashing import file_entry
 from ..take.layout import AUDIO, CAMERA, INGEST_DRIVER, MANIFEST, NAME_RE, SYNC, stream_files
 from ..take.reader import Take, open_take
@@ -27,13 +29,21 @@ from .align import Alignment, align, by_hand
 from .source import Source, probe
 
 COPY_CHUNK = 1 << 22
-BLOCK_S = 1.0           # an ingested WAV's timing rows: one a second (t_ns between them is linear)
+BLOCK_S = 1.0  # an ingested WAV's timing rows: one a second (t_ns between them is linear)
 FINISHED = ("complete", "repaired")
 
 
-def ingest(take_dir: Path, file: Path, name: str, *, by: str | None = None, offset_ms: float | None = None,
-           channel: int | None = None, against: str | None = None,
-           on_step: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+def ingest(
+    take_dir: Path,
+    file: Path,
+    name: str,
+    *,
+    by: str | None = None,
+    offset_ms: float | None = None,
+    channel: int | None = None,
+    against: str | None = None,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> dict[str, Any]:
     """Ingest `file` into the take as stream `name`; returns its manifest entry."""
     if not NAME_RE.match(name):
         raise UsageError(f"--as {name!r}: a stream name is letters, digits, '_', '.' and '-', not starting with '.'")
@@ -47,16 +57,19 @@ def ingest(take_dir: Path, file: Path, name: str, *, by: str | None = None, offs
         take = open_take(take_dir)
         m = take.manifest
         if m.get("status") not in FINISHED:
-            raise TakeError(f"{take.path}: status {m.get('status')!r}: only a finished take takes a file in "
-                            "(a crashed one: repair it first)")
+            raise TakeError(
+                f"{take.path}: status {m.get('status')!r}: only a finished take takes a file in "
+                "(a crashed one: repair it first)"
+            )
         names = {s.get("name") for s in m["rig"]["streams"]} | set(m.get("streams") or {})
         if name in names:
             raise UsageError(f"--as {name}: the take has a stream of that name already")
         if file.resolve().parent == take.path.resolve():
             raise UsageError(f"{file}: already in the take")
         on_step(f"aligning {file.name}")
-        alignment = by_hand(offset_ms) if offset_ms is not None else \
-            align(take, src, by, channel=channel, against=against)
+        alignment = (
+            by_hand(offset_ms) if offset_ms is not None else align(take, src, by, channel=channel, against=against)
+        )
         return _write(take, folder, src, name, alignment, on_step)
 
 
@@ -68,8 +81,9 @@ def _lock(folder: Folder) -> None:
         raise TakeError(f"{folder.path}: another ingest into this take is running") from None
 
 
-def _write(take: Take, folder: Folder, src: Source, name: str, a: Alignment,
-           on_step: Callable[[str], None]) -> dict[str, Any]:
+def _write(
+    take: Take, folder: Folder, src: Source, name: str, a: Alignment, on_step: Callable[[str], None]
+) -> dict[str, Any]:
     media, table = stream_files(name, src.kind, {"media": name + src.suffix})[:2]
     for rel in (media, table):
         if folder.exists(rel) or folder.is_link(rel):
@@ -89,11 +103,22 @@ def _write(take: Take, folder: Folder, src: Source, name: str, a: Alignment,
         raise
 
 
-def _record(take: Take, folder: Folder, src: Source, name: str, a: Alignment, digest: str, files: tuple[str, str],
-            rows: int, on_step: Callable[[str], None]) -> dict[str, Any]:
+def _record(
+    take: Take,
+    folder: Folder,
+    src: Source,
+    name: str,
+    a: Alignment,
+    digest: str,
+    files: tuple[str, str],
+    rows: int,
+    on_step: Callable[[str], None],
+) -> dict[str, Any]:
     """The stream in take.json (rig snapshot and streams), sync.csv rebuilt, the hashes updated."""
     m, kind, (media, table) = take.manifest, src.kind, files
-    t_ns = a.t_ns(src.file_ns) if kind == "camera" else a.t_ns(np.asarray([0.0, (src.count - 1) * 1e9 / float(src.rate)]))
+    t_ns = (
+        a.t_ns(src.file_ns) if kind == "camera" else a.t_ns(np.asarray([0.0, (src.count - 1) * 1e9 / float(src.rate)]))
+    )
     spec: dict[str, Any] = {"kind": kind, "name": name, "driver": INGEST_DRIVER, "latency_ms": 0.0}
     if kind == "camera":
         spec.update(width=src.width, height=src.height, fps=float(src.rate))
@@ -103,15 +128,35 @@ def _record(take: Take, folder: Folder, src: Source, name: str, a: Alignment, di
     effective = nominal / (1 + a.drift_ppm * 1e-6)  # samples per second of the take
     record = a.record()
     entry: dict[str, Any] = {
-        "kind": kind, "driver": INGEST_DRIVER, "device": src.describe(), "media": media, "files": [media, table],
-        "nominal_rate": nominal, "measured_rate": round(effective, 4), "count": src.count, "dropped": 0,
+        "kind": kind,
+        "driver": INGEST_DRIVER,
+        "device": src.describe(),
+        "media": media,
+        "files": [media, table],
+        "nominal_rate": nominal,
+        "measured_rate": round(effective, 4),
+        "count": src.count,
+        "dropped": 0,
         "latency_ms": 0.0,
-        "clock": {"domain": ClockDomain.FILE.value, "method": record["method"], "offset_ns": record["offset_ns"],
-                  "drift_ppm": record["drift_ppm"], "residual_p99_ns": _p99(a.residuals_ns()),
-                  "effective_rate": effective, "rows": rows},
-        "first_t_ns": int(t_ns[0]), "last_t_ns": int(t_ns[-1]), "state": "ok", "fault": None,
-        "ingest": {"source": str(src.path.resolve()), "source_sha256": digest,
-                   "ingested_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record},
+        "clock": {
+            "domain": ClockDomain.FILE.value,
+            "method": record["method"],
+            "offset_ns": record["offset_ns"],
+            "drift_ppm": record["drift_ppm"],
+            "residual_p99_ns": _p99(a.residuals_ns()),
+            "effective_rate": effective,
+            "rows": rows,
+        },
+        "first_t_ns": int(t_ns[0]),
+        "last_t_ns": int(t_ns[-1]),
+        "state": "ok",
+        "fault": None,
+        "ingest": {
+            "source": str(src.path.resolve()),
+            "source_sha256": digest,
+            "ingested_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **record,
+        },
     }
     m["rig"]["streams"].append(spec)
     m["streams"][name] = entry

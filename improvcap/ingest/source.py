@@ -1,5 +1,6 @@
 """A file recorded elsewhere, as ingest sees it: its kind, rate, each frame's or sample's own time, the
 timecode it carries, and its audio read in pieces (a WAV, or a video file's first audio track)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -24,14 +25,14 @@ class Source:
     sample (a WAV); a video's audio track starts `audio_start_ns` after its first frame."""
 
     path: Path
-    kind: str                      # "camera" or "audio"
+    kind: str  # "camera" or "audio"
     suffix: str
-    rate: Fraction                 # frames per second (video) or samples per second (audio)
+    rate: Fraction  # frames per second (video) or samples per second (audio)
     count: int
-    pts: np.ndarray | None         # a video's packets' pts in display order
-    file_ns: np.ndarray | None     # a video's frames' own times
-    timecode: str | None           # a video's start timecode (QuickTime/MXF tmcd), as its container spells it
-    time_reference: int | None     # a BWF's first sample in samples since midnight
+    pts: np.ndarray | None  # a video's packets' pts in display order
+    file_ns: np.ndarray | None  # a video's frames' own times
+    timecode: str | None  # a video's start timecode (QuickTime/MXF tmcd), as its container spells it
+    time_reference: int | None  # a BWF's first sample in samples since midnight
     audio_rate: int | None
     audio_channels: int
     audio_start_ns: int
@@ -43,8 +44,9 @@ class Source:
         """The file as the stream's `device` entry of take.json records it."""
         out: dict[str, object] = {"driver": "ingest", "file": self.path.name}
         if self.kind == "camera":
-            out.update(width=self.width, height=self.height, fps=float(self.rate), codec=self.codec,
-                       timecode=self.timecode)
+            out.update(
+                width=self.width, height=self.height, fps=float(self.rate), codec=self.codec, timecode=self.timecode
+            )
         else:
             out.update(samplerate=int(self.rate), channels=self.audio_channels, time_reference=self.time_reference)
         return out
@@ -72,14 +74,38 @@ def _wav(path: Path, suffix: str) -> Source:
         raise UsageError(f"{path.name}: holds no samples")
     # a recorder given no timecode writes 0 (and a take at midnight itself is not worth the confusion)
     reference = info["time_reference"] or None
-    return Source(path, "audio", suffix, Fraction(int(info["rate"])), int(info["frames"]), None, None, None,
-                  reference, int(info["rate"]), int(info["channels"]), 0)
+    return Source(
+        path,
+        "audio",
+        suffix,
+        Fraction(int(info["rate"])),
+        int(info["frames"]),
+        None,
+        None,
+        None,
+        reference,
+        int(info["rate"]),
+        int(info["channels"]),
+        0,
+    )
 
 
 # frame rates cameras are set to: a file's average rate (29.9998 from its timestamps) is taken as the one
 # it is within 0.1 % of
-STANDARD_FPS = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48),
-                Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(100), Fraction(120000, 1001), Fraction(120))
+STANDARD_FPS = (
+    Fraction(24000, 1001),
+    Fraction(24),
+    Fraction(25),
+    Fraction(30000, 1001),
+    Fraction(30),
+    Fraction(48),
+    Fraction(50),
+    Fraction(60000, 1001),
+    Fraction(60),
+    Fraction(100),
+    Fraction(120000, 1001),
+    Fraction(120),
+)
 
 
 def _nominal(rate: Fraction | None) -> Fraction | None:
@@ -112,23 +138,40 @@ def _video(path: Path, suffix: str) -> Source:
         errors: list[str] = []
         pts = [p.pts for p in video_packets(container, video, errors)]
         if errors or not pts or any(p is None for p in pts):
-            raise UsageError(f"{path.name}: its video cannot be read to the end"
-                             + (f" ({errors[0]})" if errors else " (packets without times)"))
+            raise UsageError(
+                f"{path.name}: its video cannot be read to the end"
+                + (f" ({errors[0]})" if errors else " (packets without times)")
+            )
         stored = np.asarray(pts, np.int64)
         if len(stored) > 1 and (np.diff(stored) <= 0).any():
             # a take's streams keep their frames in the order they are shown (one pts a row, in file order),
             # which editorial and the exports rely on
-            raise UsageError(f"{path.name}: its video stores frames out of display order (B-frames), which a take's "
-                             "streams do not: bring it in as ProRes, DNxHR, MJPEG or H.264/HEVC without B-frames")
+            raise UsageError(
+                f"{path.name}: its video stores frames out of display order (B-frames), which a take's "
+                "streams do not: bring it in as ProRes, DNxHR, MJPEG or H.264/HEVC without B-frames"
+            )
         tb = Fraction(video.time_base)
         file_ns = np.asarray([round((int(p) - int(stored[0])) * tb * 10**9) for p in stored], np.int64)
         start_ns = 0
         if audio is not None and audio.start_time is not None and video.start_time is not None:
             start_ns = round((audio.start_time * Fraction(audio.time_base) - int(stored[0]) * tb) * 10**9)
-        return Source(path, "camera", suffix, Fraction(rate), len(stored), stored, file_ns, _timecode(container), None,
-                      audio.codec_context.sample_rate if audio is not None else None,
-                      audio.codec_context.layout.nb_channels if audio is not None else 0, start_ns,
-                      video.codec_context.width, video.codec_context.height, video.codec_context.name)
+        return Source(
+            path,
+            "camera",
+            suffix,
+            Fraction(rate),
+            len(stored),
+            stored,
+            file_ns,
+            _timecode(container),
+            None,
+            audio.codec_context.sample_rate if audio is not None else None,
+            audio.codec_context.layout.nb_channels if audio is not None else 0,
+            start_ns,
+            video.codec_context.width,
+            video.codec_context.height,
+            video.codec_context.name,
+        )
     finally:
         container.close()
 
@@ -161,7 +204,7 @@ def audio_windows(src: Source, windows: list[tuple[int, int]]) -> list[np.ndarra
         for i, (a, b) in enumerate(windows):
             lo, hi = max(a, at), min(b, at + len(data))
             if lo < hi:
-                out[i] = np.concatenate([out[i], data[lo - at:hi - at]])
+                out[i] = np.concatenate([out[i], data[lo - at : hi - at]])
         if windows and at > max(b for _, b in windows):
             break
     return out

@@ -10,11 +10,13 @@ message is fresh, without sending the key or trusting a clock:
 Every later message is one JSON line `{"seq": n, "body": {...}, "mac": ...}`, the MAC over the direction,
 both nonces, the sequence number and the body's canonical bytes; each side's numbers count up from 1
 with no gap. A message may carry bytes (a piece of a take file being collected): they follow its line,
-and its body, which the MAC covers, gives their length and sha256. So a message forged without the key, one replayed (from this connection, whose number is
-spent, or from an earlier one, whose nonces differ), one reflected back to its sender (the direction
-differs) or made with another key is refused with an AuthError, and the receiver closes the connection
-having changed nothing. The channel authenticates; it does not encrypt (media never travel on it).
+and its body, which the MAC covers, gives their length and sha256. So a message forged without the key, one
+replayed (from this connection, whose number is spent, or from an earlier one, whose nonces differ), one
+reflected back to its sender (the direction differs) or made with another key is refused with an AuthError,
+and the receiver closes the connection having changed nothing. The channel authenticates; it does not
+encrypt (media never travel on it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +31,8 @@ from .keys import SharedKey
 from .wire import canonical, dump_line, strict_loads
 
 PROTOCOL = "improvcap-link-1"
-MAX_LINE = 1 << 20          # control messages only: a longer line is refused
-MAX_BLOB = 4 << 20          # the bytes one message may carry
+MAX_LINE = 1 << 20  # control messages only: a longer line is refused
+MAX_BLOB = 4 << 20  # the bytes one message may carry
 BLOB_BYTES, BLOB_SHA256 = "blob_bytes", "blob_sha256"
 HANDSHAKE_TIMEOUT_S = 5.0
 NONCE_BYTES = 16
@@ -45,10 +47,19 @@ def _mac(key: SharedKey, *parts: str | bytes) -> str:
 class Channel:
     """Messages (JSON objects) sent and received in order, each authenticated; one per connection."""
 
-    def __init__(self, sock: socket.socket, key: SharedKey, *, node_nonce: str, controller_nonce: str,
-                 outgoing: str, peer: str, reader: Any = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        key: SharedKey,
+        *,
+        node_nonce: str,
+        controller_nonce: str,
+        outgoing: str,
+        peer: str,
+        reader: Any = None,
+    ) -> None:
         self.sock = sock
-        self.peer = peer                # what the other end is, for logs and errors
+        self.peer = peer  # what the other end is, for logs and errors
         self._key = key
         self._nonces = (node_nonce, controller_nonce)
         self._out = outgoing
@@ -85,12 +96,18 @@ class Channel:
     def _recv(self) -> dict[str, Any]:
         message = read_line(self._reader, self.peer)
         seq, body, mac = message.get("seq"), message.get("body"), message.get("mac")
-        if set(message) != {"seq", "body", "mac"} or not isinstance(seq, int) or not isinstance(body, dict) \
-                or not isinstance(mac, str):
+        if (
+            set(message) != {"seq", "body", "mac"}
+            or not isinstance(seq, int)
+            or not isinstance(body, dict)
+            or not isinstance(mac, str)
+        ):
             raise AuthError(f"{self.peer}: not a signed message")
         if not hmac.compare_digest(mac, self._sign(self._in, seq, body)):
-            raise AuthError(f"{self.peer}: a message whose signature is not of this rig's key (forged, "
-                            "from another connection, or reflected)")
+            raise AuthError(
+                f"{self.peer}: a message whose signature is not of this rig's key (forged, "
+                "from another connection, or reflected)"
+            )
         if seq != self._received + 1:
             raise AuthError(f"{self.peer}: message {seq} where {self._received + 1} was due (replayed or lost)")
         self._received = seq
@@ -101,8 +118,12 @@ class Channel:
         size, digest = body.get(BLOB_BYTES), body.get(BLOB_SHA256)
         if size is None:
             return None
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB \
-                or not isinstance(digest, str):
+        if (
+            not isinstance(size, int)
+            or isinstance(size, bool)
+            or not 0 <= size <= MAX_BLOB
+            or not isinstance(digest, str)
+        ):
             raise AuthError(f"{self.peer}: a message with bytes of no stated size")
         blob = self._reader.read(size)
         if len(blob) < size:
@@ -137,8 +158,9 @@ def read_line(reader: Any, peer: str) -> dict[str, Any]:
     return value
 
 
-def node_handshake(sock: socket.socket, key: SharedKey, node: str, peer: str,
-                   timeout: float = HANDSHAKE_TIMEOUT_S) -> Channel:
+def node_handshake(
+    sock: socket.socket, key: SharedKey, node: str, peer: str, timeout: float = HANDSHAKE_TIMEOUT_S
+) -> Channel:
     """The node's side, on a connection it accepted: the controller must prove it holds the key."""
     sock.settimeout(timeout)
     reader = sock.makefile("rb")
@@ -165,8 +187,9 @@ def _abandon(sock: socket.socket, reader: Any) -> None:
     sock.close()
 
 
-def controller_handshake(sock: socket.socket, key: SharedKey, peer: str, expect_node: str | None = None,
-                         timeout: float = HANDSHAKE_TIMEOUT_S) -> tuple[Channel, str]:
+def controller_handshake(
+    sock: socket.socket, key: SharedKey, peer: str, expect_node: str | None = None, timeout: float = HANDSHAKE_TIMEOUT_S
+) -> tuple[Channel, str]:
     """The controller's side, on a connection to a node: (channel, the node's name). The node must prove
     that it holds the key too (a node that does not cannot be driven, nor pass off data as the rig's)."""
     sock.settimeout(timeout)
@@ -174,8 +197,12 @@ def controller_handshake(sock: socket.socket, key: SharedKey, peer: str, expect_
     try:
         hello = read_line(reader, peer)
         nn, name = hello.get("nonce"), hello.get("node")
-        if hello.get("hello") != PROTOCOL or not isinstance(nn, str) or len(nn) != 2 * NONCE_BYTES \
-                or not isinstance(name, str):
+        if (
+            hello.get("hello") != PROTOCOL
+            or not isinstance(nn, str)
+            or len(nn) != 2 * NONCE_BYTES
+            or not isinstance(name, str)
+        ):
             raise AuthError(f"{peer}: not an improvcap node ({PROTOCOL})")
         if expect_node is not None and name != expect_node:
             raise AuthError(f"{peer}: answers as node {name!r}, not {expect_node!r}")

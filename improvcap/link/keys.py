@@ -5,6 +5,7 @@ A key is read only from a regular file (never through a link) that no one but it
 write: a key others can read authenticates nobody. Its id (the first 16 hex digits of the sha256 of
 the key, with a domain prefix) names it in logs and hellos without giving it away.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,8 +68,9 @@ def load_key(path: Path) -> SharedKey:
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{path}: not a regular file")
         if st.st_mode & 0o077:
-            raise UsageError(f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read or write the key; "
-                             f"chmod 600 {path}")
+            raise UsageError(
+                f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read or write the key; chmod 600 {path}"
+            )
         if st.st_uid != os.geteuid():
             raise UsageError(f"{path}: owned by uid {st.st_uid}, not this user ({os.geteuid()})")
         text = os.read(fd, _MAX_FILE + 1)

@@ -1,4 +1,5 @@
 """JSON lines as every socket of improvcap reads them: strict, bounded, one object per line."""
+
 from __future__ import annotations
 
 import json

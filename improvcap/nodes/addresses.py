@@ -1,4 +1,5 @@
 """This machine's IPv4 addresses, for a node to say where a controller can reach it."""
+
 from __future__ import annotations
 
 import fcntl

@@ -2,6 +2,7 @@
 control port, addresses, key id and version. A controller resolves it by name (multicast) or through the
 rig's `host` (liblsl's KnownPeers, where multicast is blocked), reads the description through an inlet,
 and keeps that inlet: its time_correction() is the node's clock offset from the controller's."""
+
 from __future__ import annotations
 
 import socket
@@ -66,8 +67,10 @@ def find_node(node: str, timeout: float) -> FoundNode:
     pylsl = pylsl_module()
     found = pylsl.resolve_bypred(f"name='{stream_name(node)}' and type='{TYPE}'", 1, timeout)
     if not found:
-        raise DeviceError(f"node {node}: not found on the network within {timeout:g} s (is `improvcap node "
-                          f"--name {node}` running there, and multicast or its host reachable?)")
+        raise DeviceError(
+            f"node {node}: not found on the network within {timeout:g} s (is `improvcap node "
+            f"--name {node}` running there, and multicast or its host reachable?)"
+        )
     inlet = pylsl.StreamInlet(found[0], recover=False)
     try:
         root = ET.fromstring(inlet.info(timeout).as_xml())

@@ -4,6 +4,7 @@ A node is found on LSL by its name (improvcap.nodes.advert); the connection goes
 it when given, else to the addresses it advertised, in order. The node must answer as the node named
 and prove it holds the same key (improvcap.link.channel).
 """
+
 from __future__ import annotations
 
 import socket
@@ -31,7 +32,7 @@ class NodeLink:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def connect(cls, spec: NodeSpec, key: SharedKey, timeout: float) -> "NodeLink":
+    def connect(cls, spec: NodeSpec, key: SharedKey, timeout: float) -> NodeLink:
         found = find_node(spec.name, timeout)
         try:
             candidates = [spec.host] if spec.host else found.addresses
@@ -42,11 +43,15 @@ class NodeLink:
                 except OSError as e:
                     problems.append(f"{address}:{found.port}: {e.strerror or e}")
                     continue
-                channel, _ = controller_handshake(sock, key, f"node {spec.name} at {address}:{found.port}",
-                                                  expect_node=spec.name)
+                channel, _ = controller_handshake(
+                    sock, key, f"node {spec.name} at {address}:{found.port}", expect_node=spec.name
+                )
                 return cls(spec, found, channel, address)
-            raise DeviceError(f"node {spec.name}: cannot connect to its control port ("
-                              + ("; ".join(problems) or "it advertised no address") + ")")
+            raise DeviceError(
+                f"node {spec.name}: cannot connect to its control port ("
+                + ("; ".join(problems) or "it advertised no address")
+                + ")"
+            )
         except BaseException:
             found.close()
             raise

@@ -7,6 +7,7 @@ round trip `rtt` (liblsl probes every 2 s; polled every POLL_S, a new probe kept
 the take's t0); the node's take gets a copy at the stop, and improvcap.take.controller_clock fits it and
 maps every t_ns the node stored onto the controller's clock, at the stop, in repair, or long after.
 """
+
 from __future__ import annotations
 
 import threading
@@ -23,16 +24,17 @@ from .advert import FoundNode
 class NodeClockLog:
     """`<node>.node-clock.csv` filled from its own thread until stop()."""
 
-    def __init__(self, node: FoundNode, path: Path, t0_ns: int, folder: Folder | None = None,
-                 poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, node: FoundNode, path: Path, t0_ns: int, folder: Folder | None = None, poll_s: float = POLL_S
+    ) -> None:
         self.node, self.path, self.t0_ns, self.poll_s = node, path, t0_ns, poll_s
         self._log = CsvLog(path, LSL_CLOCK_COLUMNS, folder=folder)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"clock-{node.name}", daemon=True)
         self.rows = 0
-        self.error: str | None = None   # the last poll that failed (the node gone): the rows before it stay
+        self.error: str | None = None  # the last poll that failed (the node gone): the rows before it stay
 
-    def start(self) -> "NodeClockLog":
+    def start(self) -> NodeClockLog:
         self._thread.start()
         return self
 
@@ -59,4 +61,3 @@ class NodeClockLog:
             self._log.flush()
             self.rows += 1
         return remote_ns
-

@@ -15,9 +15,10 @@ arrives over the link, piece by piece, into a hidden `.<name>.collecting` beside
 A node's stream files keep their names in the take (stream names are unique in a rig); its other files
 (events.csv, sync.csv, consent record, clock offsets, and its take.json as node-take.json) go to
 `nodes/<node>/`. The controller's take.json then holds the node's streams and rig settings like its own,
-every collected file with its hash, and `nodes.<node>.collected`; sync.csv is rebuilt over every stream, so that `verify`
-checks the take as one (slates, skew and the rest across PCs).
+every collected file with its hash, and `nodes.<node>.collected`; sync.csv is rebuilt over every stream, so
+that `verify` checks the take as one (slates, skew and the rest across PCs).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -25,9 +26,10 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ImprovcapError, TakeError
 from ..link.keys import SharedKey
@@ -54,8 +56,8 @@ class NodeCollected:
     node: str
     files: int = 0
     bytes: int = 0
-    resumed: int = 0   # files continued from a partial left by an earlier collect
-    already: int = 0   # files already here with the right sha256
+    resumed: int = 0  # files continued from a partial left by an earlier collect
+    already: int = 0  # files already here with the right sha256
     seconds: float = 0.0  # from finding the node to its files' last byte
     transfer_seconds: float = 0.0  # of which moving the files (asking, receiving, checking, writing)
     error: str | None = None
@@ -64,13 +66,19 @@ class NodeCollected:
 
 def pending_nodes(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     nodes = manifest.get("nodes")
-    return {n: e for n, e in nodes.items() if isinstance(e, dict) and not e.get("collected")} \
-        if isinstance(nodes, dict) else {}
+    return (
+        {n: e for n, e in nodes.items() if isinstance(e, dict) and not e.get("collected")}
+        if isinstance(nodes, dict)
+        else {}
+    )
 
 
 def node_specs(manifest: dict[str, Any]) -> dict[str, NodeSpec]:
-    return {n["name"]: NodeSpec(n["name"], n.get("host")) for n in manifest.get("rig", {}).get("nodes", [])
-            if isinstance(n, dict) and isinstance(n.get("name"), str)}
+    return {
+        n["name"]: NodeSpec(n["name"], n.get("host"))
+        for n in manifest.get("rig", {}).get("nodes", [])
+        if isinstance(n, dict) and isinstance(n.get("name"), str)
+    }
 
 
 def configure_peers(manifests: list[dict[str, Any]]) -> None:
@@ -88,8 +96,9 @@ def destination(node: str, streams: list[str], name: str) -> str:
 class TakeCollector:
     """Collects one take's nodes, through links it opens with `key`."""
 
-    def __init__(self, take_dir: Path, key: SharedKey, timeout: float,
-                 progress: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self, take_dir: Path, key: SharedKey, timeout: float, progress: Callable[[str, int], None] | None = None
+    ) -> None:
         self.take, self.key, self.timeout = take_dir, key, timeout
         self.progress = progress or (lambda name, n: None)
         self.manifest = load_json(take_dir / MANIFEST)
@@ -113,8 +122,10 @@ class TakeCollector:
                 result.error = f"node {name}: {MANIFEST} or the node's account is malformed ({type(e).__name__}: {e})"
             result.seconds = round(time.monotonic() - started, 3)
 
-        threads = [threading.Thread(target=collect_node, args=item, name=f"collect-{item[0]}")
-                   for item in pending_nodes(self.manifest).items()]
+        threads = [
+            threading.Thread(target=collect_node, args=item, name=f"collect-{item[0]}")
+            for item in pending_nodes(self.manifest).items()
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -126,8 +137,9 @@ class TakeCollector:
                 results[name].error = f"node {name}: its files arrived but could not be merged: {e}"
         return list(results.values())
 
-    def _collect_node(self, spec: NodeSpec, entry: dict[str, Any], result: NodeCollected,
-                      ) -> tuple[str, dict[str, dict[str, Any]]]:
+    def _collect_node(
+        self, spec: NodeSpec, entry: dict[str, Any], result: NodeCollected
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
         """The node's files brought here: (where its manifest went, every file's entry by its name here)."""
         session, take = self.manifest["session"], str(entry.get("take") or self.take.name)
         link = NodeLink.connect(spec, self.key, self.timeout)
@@ -137,8 +149,10 @@ class TakeCollector:
             if clock.get("t0_host_ns") != self.manifest["t0_host_ns"]:
                 clock_file = self.take / entry.get("clock_file", "")
                 if not entry.get("clock_file") or not clock_file.is_file():
-                    raise TakeError(f"node {spec.name}: its take is not on this take's clock and no offsets of "
-                                    "its clock were measured")
+                    raise TakeError(
+                        f"node {spec.name}: its take is not on this take's clock and no offsets of "
+                        "its clock were measured"
+                    )
                 account = retime(link, session, take, clock_file, self.manifest["t0_host_ns"])
             if account["status"] not in ("complete", "repaired"):
                 raise TakeError(f"node {spec.name}: its take {take} is {account['status']}; repair it there first")
@@ -150,15 +164,24 @@ class TakeCollector:
                 dest = destination(spec.name, streams, name)
                 arrived[dest] = self._fetch(link, session, take, name, expected, dest, result)
             node_manifest = destination(spec.name, streams, MANIFEST)
-            arrived[node_manifest] = self._fetch(link, session, take, MANIFEST, account["manifest"], node_manifest,
-                                                 result)
+            arrived[node_manifest] = self._fetch(
+                link, session, take, MANIFEST, account["manifest"], node_manifest, result
+            )
             result.transfer_seconds = round(time.monotonic() - started, 3)
         finally:
             link.close()
         return node_manifest, arrived
 
-    def _fetch(self, link: NodeLink, session: str, take: str, name: str, expected: dict[str, Any], dest: str,
-               result: NodeCollected) -> dict[str, Any]:
+    def _fetch(
+        self,
+        link: NodeLink,
+        session: str,
+        take: str,
+        name: str,
+        expected: dict[str, Any],
+        dest: str,
+        result: NodeCollected,
+    ) -> dict[str, Any]:
         size, digest = int(expected["bytes"]), str(expected["sha256"])
         final = self.take / dest
         if final.parent != self.take:
@@ -183,8 +206,9 @@ class TakeCollector:
                         h.update(chunk)
             os.lseek(fd, offset, os.SEEK_SET)
             while offset < size:
-                piece = link.request_bytes("read", session=session, take=take, file=name, offset=offset,
-                                           length=min(PIECE, size - offset))
+                piece = link.request_bytes(
+                    "read", session=session, take=take, file=name, offset=offset, length=min(PIECE, size - offset)
+                )
                 if not piece:
                     raise TakeError(f"node {link.spec.name}: {name} ended at {offset} of its {size} bytes")
                 os.write(fd, piece)
@@ -197,8 +221,10 @@ class TakeCollector:
             os.close(fd)
         if h.hexdigest() != digest:
             partial.unlink()
-            raise TakeError(f"node {link.spec.name}: {name} arrived with sha256 {h.hexdigest()[:12]}…, not the "
-                            f"{digest[:12]}… its take.json gives; it was not kept")
+            raise TakeError(
+                f"node {link.spec.name}: {name} arrived with sha256 {h.hexdigest()[:12]}…, not the "
+                f"{digest[:12]}… its take.json gives; it was not kept"
+            )
         os.link(partial, final)  # fails if the name exists: never overwriting
         partial.unlink()
         dir_fd = os.open(final.parent, os.O_RDONLY)
@@ -222,8 +248,10 @@ class TakeCollector:
         manifest["files"].update(arrived)
         manifest["faults"] += [f | {"node": node} for f in node_manifest.get("faults", [])]
         manifest["nodes"][node]["collected"] = {
-            "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "files": len(arrived),
-            "bytes": sum(e["bytes"] for e in arrived.values())}
+            "utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "files": len(arrived),
+            "bytes": sum(e["bytes"] for e in arrived.values()),
+        }
         manifest["sync"] = build_sync(self.take, manifest, replace=True)
         manifest["files"][SYNC] = file_entry(self.take / SYNC)
         write_json_atomic(self.take / MANIFEST, manifest)

@@ -11,18 +11,20 @@ files and their sha256) and its clock fit (offset and drift onto the controller'
 A node that fails at a start or a stop is a fault of the take; the other streams go on. The nodes' files
 stay on the nodes until they are brought together.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..clock import now_ns
 from ..errors import DeviceError, ImprovcapError
 from ..link.keys import SharedKey
 from ..recorder import Recorder, StreamStatus
 from ..records import Event
-from ..clock import now_ns
 from ..rig import Rig
 from ..take.controller_clock import fit_node_clock, segment_entries
 from ..take.layout import node_clock_file
@@ -30,14 +32,17 @@ from .client import NodeLink
 from .clock import NodeClockLog
 
 FIND_TIMEOUT_S = 10.0
-MONITOR_S = 1.0    # the dashboard's view of the nodes is this fresh
+MONITOR_S = 1.0  # the dashboard's view of the nodes is this fresh
 SLATE_LEAD_S = 0.1  # a slate is this far ahead at least: its message reaches every node before its instant
 
 
 def account(reply: dict[str, Any]) -> dict[str, Any]:
     """The fields of a node's reply that the controller's take.json keeps."""
-    return {k: reply[k] for k in ("take", "status", "t0_host_ns", "streams", "files", "faults", "manifest",
-                                  "controller_clock") if k in reply}
+    return {
+        k: reply[k]
+        for k in ("take", "status", "t0_host_ns", "streams", "files", "faults", "manifest", "controller_clock")
+        if k in reply
+    }
 
 
 def retime(link: NodeLink, session: str, take: str, clock_file: Path, t0_ns: int) -> dict[str, Any]:
@@ -48,9 +53,18 @@ def retime(link: NodeLink, session: str, take: str, clock_file: Path, t0_ns: int
 def stream_status(entry: dict[str, Any]) -> StreamStatus:
     """A node's stream as its status reply gave it (improvcap.nodes.recording.NodeRecorder.streams)."""
     peaks = tuple(float("-inf") if p is None else float(p) for p in entry.get("peak_dbfs") or ())
-    return StreamStatus(str(entry["name"]), str(entry["kind"]), str(entry.get("driver", "")), float(entry["rate"]),
-                        float(entry["nominal"]), int(entry["count"]), int(entry["dropped"]), peaks,
-                        {str(k): int(v) for k, v in (entry.get("device") or {}).items()}, entry.get("fault"))
+    return StreamStatus(
+        str(entry["name"]),
+        str(entry["kind"]),
+        str(entry.get("driver", "")),
+        float(entry["rate"]),
+        float(entry["nominal"]),
+        int(entry["count"]),
+        int(entry["dropped"]),
+        peaks,
+        {str(k): int(v) for k, v in (entry.get("device") or {}).items()},
+        entry.get("fault"),
+    )
 
 
 def measure_clock(link: NodeLink, timeout: float = 5.0) -> None:
@@ -61,8 +75,9 @@ def measure_clock(link: NodeLink, timeout: float = 5.0) -> None:
         raise DeviceError(f"node {link.spec.name}: its clock cannot be measured: {type(e).__name__}: {e}") from None
 
 
-def on_every_node(links: dict[str, NodeLink], work: Callable[[str, NodeLink], None],
-                  name: str) -> list[threading.Thread]:
+def on_every_node(
+    links: dict[str, NodeLink], work: Callable[[str, NodeLink], None], name: str
+) -> list[threading.Thread]:
     """`work(node, link)` for every node at once, a thread each (one node's answer delays no other's); the
     threads, started (join them)."""
     threads = [threading.Thread(target=work, args=item, name=f"{name}-{item[0]}") for item in links.items()]
@@ -98,8 +113,9 @@ def controller_rig(rig: Rig) -> Rig:
 
 
 class NodeController:
-    def __init__(self, rig: Rig, key: SharedKey, calibration: dict[str, Any] | None = None,
-                 timeout: float = FIND_TIMEOUT_S) -> None:
+    def __init__(
+        self, rig: Rig, key: SharedKey, calibration: dict[str, Any] | None = None, timeout: float = FIND_TIMEOUT_S
+    ) -> None:
         """`rig`: the whole rig, with the calibration applied whose take.json entry is `calibration`."""
         self.rig, self.key, self.timeout, self.calibration = rig, key, timeout, calibration
         self.nodes = [n for n in rig.nodes if any(s.node == n.name for s in rig.streams)]
@@ -114,16 +130,29 @@ class NodeController:
         try:
             for node in self.nodes:
                 link = self.links[node.name] = NodeLink.connect(node, self.key, self.timeout)
-                link.request("open", rig=self.rig.text, rig_name=self.rig.name, calibration=self.calibration,
-                             latency_ms={s.name: s.settings.get("latency_ms", 0.0) for s in self.rig.streams
-                                         if s.node == node.name})
+                link.request(
+                    "open",
+                    rig=self.rig.text,
+                    rig_name=self.rig.name,
+                    calibration=self.calibration,
+                    latency_ms={
+                        s.name: s.settings.get("latency_ms", 0.0) for s in self.rig.streams if s.node == node.name
+                    },
+                )
                 measure_clock(link)
         except BaseException:
             self.close()
             raise
 
-    def start_take(self, recorder: Recorder, take_dir: Path, session: str, scene: str, number: int,
-                   performers: list[dict[str, Any]]) -> None:
+    def start_take(
+        self,
+        recorder: Recorder,
+        take_dir: Path,
+        session: str,
+        scene: str,
+        number: int,
+        performers: list[dict[str, Any]],
+    ) -> None:
         """Every node starts the take at once (a thread each: one node's answer does not delay the next's
         start), and its clock is logged from then on."""
         assert recorder.origin is not None
@@ -131,8 +160,9 @@ class NodeController:
 
         def start(name: str, link: NodeLink) -> None:
             try:
-                link.request("start", session=session, scene=scene, number=number, take=take_dir.name,
-                             performers=performers)
+                link.request(
+                    "start", session=session, scene=scene, number=number, take=take_dir.name, performers=performers
+                )
                 self._clocks[name] = NodeClockLog(link.found, take_dir / node_clock_file(name), t0).start()
             except (ImprovcapError, OSError, ConnectionError) as e:
                 self._fault(recorder, name, f"did not start the take: {e}")
@@ -169,8 +199,17 @@ class NodeController:
                 self._fault(recorder, name, f"its clock could not be fitted: {e}")
         if "clock" in entry and "error" not in entry:
             try:
-                entry.update(account(retime(link, recorder.manifest["session"], entry["take"],
-                                            recorder.take_dir / entry["clock_file"], recorder.origin.t0_ns)))
+                entry.update(
+                    account(
+                        retime(
+                            link,
+                            recorder.manifest["session"],
+                            entry["take"],
+                            recorder.take_dir / entry["clock_file"],
+                            recorder.origin.t0_ns,
+                        )
+                    )
+                )
             except (ImprovcapError, OSError, ConnectionError) as e:
                 self._fault(recorder, name, f"its take is not on this clock: {e}")
         return entry
@@ -190,10 +229,15 @@ class NodeController:
         out = []
         for node in self.nodes:
             link = self.links.get(node.name)
-            out.append({"node": node.name, "connected": link is not None,
-                        "address": f"{link.address}:{link.found.port}" if link else None,
-                        "clock_offset_ms": offset_ms(link) if link is not None else None,
-                        "streams": [s.name for s in self.rig.streams if s.node == node.name]})
+            out.append(
+                {
+                    "node": node.name,
+                    "connected": link is not None,
+                    "address": f"{link.address}:{link.found.port}" if link else None,
+                    "clock_offset_ms": offset_ms(link) if link is not None else None,
+                    "streams": [s.name for s in self.rig.streams if s.node == node.name],
+                }
+            )
         return out
 
     def check(self, seconds: float, tolerance: float) -> Callable[[], list[dict[str, Any]]]:
@@ -203,21 +247,35 @@ class NodeController:
 
         def check(name: str, link: NodeLink) -> None:
             try:
-                rows[name] = [r | {"node": name} for r in
-                              link.request("check", seconds=seconds, tolerance=tolerance)["streams"]]
+                rows[name] = [
+                    r | {"node": name} for r in link.request("check", seconds=seconds, tolerance=tolerance)["streams"]
+                ]
             except (ImprovcapError, OSError, ConnectionError) as e:
-                rows[name] = [{"node": name, "stream": "—", "kind": "", "measured_rate": 0.0, "nominal_rate": 0,
-                               "peak_dbfs": [], "device": {}, "ok": False, "problems": [str(e)]}]
+                rows[name] = [
+                    {
+                        "node": name,
+                        "stream": "—",
+                        "kind": "",
+                        "measured_rate": 0.0,
+                        "nominal_rate": 0,
+                        "peak_dbfs": [],
+                        "device": {},
+                        "ok": False,
+                        "problems": [str(e)],
+                    }
+                ]
 
         threads = on_every_node(self.links, check, "check")
 
         def verdicts() -> list[dict[str, Any]]:
             joined(threads)
             return [row for name in self.links for row in rows.get(name, [])]
+
         return verdicts
 
     def monitor(self, interval_s: float = MONITOR_S) -> None:
         """Poll every node's streams and clock offset from a thread, for live(), until close()."""
+
         def poll() -> None:
             while not self._closing.is_set():
                 for name, link in list(self.links.items()):
@@ -237,7 +295,8 @@ class NodeController:
         for node in self.nodes:
             offset, streams = self._live.get(node.name, (None, []))
             rows += [(node.name, offset, s) for s in streams] or [
-                (node.name, None, StreamStatus("—", "", "", 0.0, 0.0, 0, 0, fault="not answering"))]
+                (node.name, None, StreamStatus("—", "", "", 0.0, 0.0, 0, 0, fault="not answering"))
+            ]
         return rows
 
     def _fault(self, recorder: Recorder, node: str, detail: str) -> None:

@@ -6,6 +6,7 @@ controller hands it its offsets of the node's clock for a take (at the stop, or 
 the node did not get them for: it died mid-take), and the node refits the take onto the controller's
 clock (improvcap.take.controller_clock), events and hashes included.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,9 @@ def own_take(out: Path, node: str, session: Any, take: Any) -> tuple[Path, dict[
     return folder, manifest
 
 
-def put_on_controller_clock(folder: Path, manifest: dict[str, Any], node: str, clock_csv: Any,
-                            controller_t0_ns: Any) -> dict[str, Any]:
+def put_on_controller_clock(
+    folder: Path, manifest: dict[str, Any], node: str, clock_csv: Any, controller_t0_ns: Any
+) -> dict[str, Any]:
     """Keep the controller's offsets of this node's clock in the take, refit it onto the controller's
     clock, rehash it; the new manifest."""
     if manifest.get("status") == "recording":
@@ -55,7 +57,8 @@ def put_on_controller_clock(folder: Path, manifest: dict[str, Any], node: str, c
     write_bytes_atomic(folder / name, clock_csv.encode("utf-8"))
     previous = manifest.get(CONTROLLER_CLOCK) or {}
     manifest[CONTROLLER_CLOCK] = controller_clock_entry(node, name, controller_t0_ns) | {
-        "events": bool(previous.get("events")) and previous.get("t0_host_ns") == controller_t0_ns}
+        "events": bool(previous.get("events")) and previous.get("t0_host_ns") == controller_t0_ns
+    }
     try:
         clock = ControllerClock(folder, manifest)
     except (ValueError, TakeError) as e:
@@ -76,8 +79,11 @@ def listed_file(folder: Path, manifest: dict[str, Any], name: Any) -> Path:
     if not isinstance(name, str) or (name != MANIFEST and name not in manifest.get("files", {})):
         raise UsageError(f"{str(name)[:80]!r} is not a file of {folder.name}")
     path = folder / name
-    if any(part in ("", ".", "..") for part in Path(name).parts) or Path(name).is_absolute() \
-            or not path.resolve().is_relative_to(folder.resolve()):
+    if (
+        any(part in ("", ".", "..") for part in Path(name).parts)
+        or Path(name).is_absolute()
+        or not path.resolve().is_relative_to(folder.resolve())
+    ):
         raise UsageError(f"{name[:80]!r} is not a file of {folder.name}")
     return path
 

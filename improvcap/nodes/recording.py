@@ -9,6 +9,7 @@ node's clock, and `take_files` / `read` serve the node's finished takes to `coll
 A controller that goes away changes nothing here: a take being recorded goes on until a stop, or until
 the node itself is stopped (which ends it cleanly).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +36,7 @@ def node_rig(rig: Rig, node: str) -> Rig:
     """The streams of `rig` that node `node` records, as a rig of its own (UsageError: none)."""
     mine = tuple(dataclasses.replace(s, node=None) for s in rig.streams if s.node == node)
     if not mine:
-        raise UsageError(f"rig {rig.name} gives node {node} no streams (no stream has node = \"{node}\")")
+        raise UsageError(f'rig {rig.name} gives node {node} no streams (no stream has node = "{node}")')
     master = rig.master if rig.master in {s.name for s in mine} else None
     return dataclasses.replace(rig, streams=mine, nodes=(), master=master)
 
@@ -46,12 +47,19 @@ BLOB = "_blob"  # a reply's bytes, sent after it (improvcap.link.channel)
 def take_account(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """What the controller keeps of a node's take: its status, streams, files and their sha256, and the
     manifest's own (which collect fetches last)."""
-    return {"take": folder.name, "status": manifest["status"], "files": manifest["files"],
-            "faults": manifest["faults"], "t0_host_ns": manifest["t0_host_ns"],
-            "controller_clock": manifest.get(CONTROLLER_CLOCK),
-            "manifest": file_entry(folder / MANIFEST),
-            "streams": {n: {k: s.get(k) for k in ("kind", "count", "dropped", "first_t_ns", "last_t_ns")}
-                        for n, s in manifest["streams"].items()}}
+    return {
+        "take": folder.name,
+        "status": manifest["status"],
+        "files": manifest["files"],
+        "faults": manifest["faults"],
+        "t0_host_ns": manifest["t0_host_ns"],
+        "controller_clock": manifest.get(CONTROLLER_CLOCK),
+        "manifest": file_entry(folder / MANIFEST),
+        "streams": {
+            n: {k: s.get(k) for k in ("kind", "count", "dropped", "first_t_ns", "last_t_ns")}
+            for n, s in manifest["streams"].items()
+        },
+    }
 
 
 class NodeRecorder:
@@ -67,8 +75,15 @@ class NodeRecorder:
         """The reply to a recording command, or None when `cmd` is not one."""
         if cmd in ("take_files", "read"):  # reading a finished take needs no recorder: no lock
             return self._take_files(request) if cmd == "take_files" else self._read(request)
-        action = {"open": self._open, "start": self._start, "stop": self._stop, "close": self._close,
-                  "slate": self._slate, "retime": self._retime, "check": self._check}.get(cmd)
+        action = {
+            "open": self._open,
+            "start": self._start,
+            "stop": self._stop,
+            "close": self._close,
+            "slate": self._slate,
+            "retime": self._retime,
+            "check": self._check,
+        }.get(cmd)
         if action is None:
             return None
         with self._lock:
@@ -82,16 +97,19 @@ class NodeRecorder:
         recorder = self.recorder
         if recorder is None:
             return []
-        return [dataclasses.asdict(s) | {"peak_dbfs": [p if math.isfinite(p) else None for p in s.peak_dbfs]}
-                for s in recorder.status().streams]
+        return [
+            dataclasses.asdict(s) | {"peak_dbfs": [p if math.isfinite(p) else None for p in s.peak_dbfs]}
+            for s in recorder.status().streams
+        ]
 
     def _open(self, request: dict[str, Any]) -> dict[str, Any]:
         text, name = request.get("rig"), request.get("rig_name")
         latency, calibration = request.get("latency_ms") or {}, request.get("calibration")
         if not isinstance(text, str) or not isinstance(name, str):
             raise UsageError("open: expected the rig file's text and name")
-        if not isinstance(latency, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                    and math.isfinite(v) for v in latency.values()):
+        if not isinstance(latency, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in latency.values()
+        ):
             raise UsageError("open: latency_ms must map streams to milliseconds")
         if calibration is not None and not isinstance(calibration, dict):
             raise UsageError("open: calibration must be the controller's take.json entry")
@@ -114,17 +132,32 @@ class NodeRecorder:
         if self.recorder is None:
             raise UsageError("start: no rig is open on this node (open first)")
         session, scene, number = request.get("session"), request.get("scene"), request.get("number")
-        if not isinstance(session, str) or not isinstance(scene, str) or not isinstance(number, int) \
-                or isinstance(number, bool) or number < 1:
+        if (
+            not isinstance(session, str)
+            or not isinstance(scene, str)
+            or not isinstance(number, int)
+            or isinstance(number, bool)
+            or number < 1
+        ):
             raise UsageError("start: expected a session, a scene and a take number")
         entries = request.get("performers", [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise UsageError("start: performers must be a list of the controller's performer records")
         # the take's consent record as the controller resolved it: the same bytes, the same hash
-        extra = {"node": self.name, "controller_take": request.get("take"), "performers": entries,
-                 "performers_sha256": consent_digest(entries)}
-        take = self.recorder.start_take(self.out, session, scene, number=number, extra=extra,
-                                        attachments={PERFORMERS_RECORD: consent_record(entries)})
+        extra = {
+            "node": self.name,
+            "controller_take": request.get("take"),
+            "performers": entries,
+            "performers_sha256": consent_digest(entries),
+        }
+        take = self.recorder.start_take(
+            self.out,
+            session,
+            scene,
+            number=number,
+            extra=extra,
+            attachments={PERFORMERS_RECORD: consent_record(entries)},
+        )
         assert self.recorder.origin is not None
         return {"take": take.name, "t0_host_ns": self.recorder.origin.t0_ns}
 
@@ -143,8 +176,9 @@ class NodeRecorder:
         seconds, tolerance = request.get("seconds"), request.get("tolerance")
         if self.recorder is None or self.recorder.state is not RunState.IDLE:
             raise UsageError("check: no rig is open and idle on this node")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (seconds, tolerance)) \
-                or not (0 < seconds <= MAX_CHECK_S and 0 < tolerance < 1):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (seconds, tolerance)) or not (
+            0 < seconds <= MAX_CHECK_S and 0 < tolerance < 1
+        ):
             raise UsageError(f"check: expected seconds (at most {MAX_CHECK_S:g}) and a tolerance below 1")
         time.sleep(seconds)
         return {"streams": check_results(self.recorder, self.recorder.status(), tolerance)}
@@ -161,11 +195,14 @@ class NodeRecorder:
     def _retime(self, request: dict[str, Any]) -> dict[str, Any]:
         """A finished take of this node put on the controller's clock from the offsets the controller gives."""
         folder, manifest = own_take(self.out, self.name, request.get("session"), request.get("take"))
-        if self.recorder is not None and self.recorder.state is RunState.RECORDING \
-                and self.recorder.take_dir is not None and self.recorder.take_dir.resolve() == folder.resolve():
+        if (
+            self.recorder is not None
+            and self.recorder.state is RunState.RECORDING
+            and self.recorder.take_dir is not None
+            and self.recorder.take_dir.resolve() == folder.resolve()
+        ):
             raise UsageError(f"retime: {folder.name} is recording")
-        manifest = put_on_controller_clock(folder, manifest, self.name, request.get("clock"),
-                                           request.get("t0_host_ns"))
+        manifest = put_on_controller_clock(folder, manifest, self.name, request.get("clock"), request.get("t0_host_ns"))
         return take_account(folder, manifest)
 
     def _take_files(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -7,14 +7,16 @@ commands open, start, stop and close (improvcap.nodes.recording). A connection t
 fails the handshake or sends a message that is not authentic is logged (stderr and `<out>/node.log`) and
 closed; it changes nothing. Controllers may come and go: the node keeps listening.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import __version__
 from ..clock import now_ns
@@ -39,7 +41,7 @@ class NodeLog:
         self._lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+        stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
         with self._lock:
             self._echo(line)
             try:
@@ -67,7 +69,7 @@ class NodeServer:
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="node-accept", daemon=True)
 
-    def start(self) -> "NodeServer":
+    def start(self) -> NodeServer:
         self._advert = advertise(self.name, self.port, self.key.id)
         self._thread.start()
         return self
@@ -110,9 +112,16 @@ class NodeServer:
         cmd = request.get("cmd")
         try:
             if cmd == "status":
-                return {"ok": True, "node": self.name, "version": __version__, "host": socket.gethostname(),
-                        "clock_ns": now_ns(), "out": str(self.out), "state": self.recording.state(),
-                        "streams": self.recording.streams()}
+                return {
+                    "ok": True,
+                    "node": self.name,
+                    "version": __version__,
+                    "host": socket.gethostname(),
+                    "clock_ns": now_ns(),
+                    "out": str(self.out),
+                    "state": self.recording.state(),
+                    "streams": self.recording.streams(),
+                }
             reply = self.recording.handle(str(cmd), request)
             if reply is None:
                 raise UsageError(f"unknown command {str(cmd)[:40]!r}")
@@ -125,4 +134,3 @@ class NodeServer:
         except Exception as e:  # a bug must not take the node down: the controller hears of it
             self.log(f"{cmd}: internal error: {type(e).__name__}: {e}")
             return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
-

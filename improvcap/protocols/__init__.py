@@ -23,24 +23,26 @@ business. A `Frame` carries the device's counter and time *as sent* (they may wr
 (`devices.serial_time.FrameClock`). The sync box protocol (`syncbox`) is no mocap protocol: its messages
 are pulses, slates and clock queries, and it has a face of its own.
 """
+
 from __future__ import annotations
 
 import importlib
 import random
-from typing import Any, Mapping, NamedTuple, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from ..registry import PROTOCOLS
 
 
 class Frame(NamedTuple):
-    counter: int | None       # the device's frame counter as sent; None when the protocol has none
-    device_ns: int | None     # the device's clock as sent, in ns; None when the frame carries no time
+    counter: int | None  # the device's frame counter as sent; None when the protocol has none
+    device_ns: int | None  # the device's clock as sent, in ns; None when the frame carries no time
     values: tuple[float, ...]
 
 
 class FrameParser(Protocol):
-    counter_wrap: int             # the counter counts modulo this
-    time_wrap_ns: int | None      # the device time wraps at this (None: never in practice)
+    counter_wrap: int  # the counter counts modulo this
+    time_wrap_ns: int | None  # the device time wraps at this (None: never in practice)
     frames: int
     crc_errors: int
     parse_errors: int
@@ -58,15 +60,15 @@ class EmulatorCodec(Protocol):
     """How a pty emulator speaks a protocol (see devices.mocap_emulator). `device_ns` is the device clock
     since its boot; the codec converts it (and the counter) into the protocol's units and wraps."""
 
-    has_counter: bool       # frames carry a counter (else the truth comes from device time)
+    has_counter: bool  # frames carry a counter (else the truth comes from device time)
 
     def encode(self, counter: int, device_ns: int, values: Sequence[float]) -> bytes: ...
 
-    def corrupt(self, frame: bytes, rng: random.Random) -> bytes: ...     # a damaged copy its check rejects
+    def corrupt(self, frame: bytes, rng: random.Random) -> bytes: ...  # a damaged copy its check rejects
 
-    def garbage(self, rng: random.Random) -> bytes: ...                   # junk between frames
+    def garbage(self, rng: random.Random) -> bytes: ...  # junk between frames
 
-    def respond(self, request: bytes) -> bytes: ...                       # reply to bytes from the host
+    def respond(self, request: bytes) -> bytes: ...  # reply to bytes from the host
 
 
 def protocol_module(protocol: str) -> Any:

@@ -5,11 +5,13 @@
 The CRC is CRC-16/CCITT-FALSE over every byte after the magic and before the CRC. A frame carries the
 rig's `channels` values, named ch00, ch01, ... The parser's buffer never holds more than one frame.
 """
+
 from __future__ import annotations
 
 import binascii
 import struct
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import Frame
 from .parsing import COUNTER_MOD, MAX_CHANNELS, CountingParser, numbered_channels
@@ -84,7 +86,7 @@ class BinaryParser(CountingParser):
             if end - pos < size:
                 break
             crc_at = pos + size - 2
-            if crc16_ccitt(buf[pos + 2:crc_at]) != _CRC.unpack_from(buf, crc_at)[0]:
+            if crc16_ccitt(buf[pos + 2 : crc_at]) != _CRC.unpack_from(buf, crc_at)[0]:
                 self.crc_errors += 1
                 self.bytes_skipped += 1
                 pos += 1

@@ -6,9 +6,11 @@ ended by `\\n` or `\\r\\n`; the counter is a u32, the device time in µs, the va
 carries the rig's `channels` values, named ch00, ch01, ... The parser's buffer never holds more than one
 line (`max_line`).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import Frame
 from .parsing import COUNTER_MOD, MAX_CHANNELS, CountingParser, numbered_channels
@@ -16,8 +18,9 @@ from .parsing import COUNTER_MOD, MAX_CHANNELS, CountingParser, numbered_channel
 channel_names = numbered_channels
 
 
-def encode_csv(counter: int, device_us: int, values: tuple[float, ...] | list[float],
-               newline: bytes = b"\r\n") -> bytes:
+def encode_csv(
+    counter: int, device_us: int, values: tuple[float, ...] | list[float], newline: bytes = b"\r\n"
+) -> bytes:
     """One csv line; values keep float32 precision ('%.9g')."""
     return b"%d,%d," % (counter, device_us) + b",".join(b"%.9g" % v for v in values) + newline
 
@@ -31,8 +34,7 @@ class CsvParser(CountingParser):
     joins a running stream starts mid-line, and a line cut on its left may still look valid.
     """
 
-    def __init__(self, channels: int | None = None, max_line: int | None = None,
-                 skip_partial: bool = False) -> None:
+    def __init__(self, channels: int | None = None, max_line: int | None = None, skip_partial: bool = False) -> None:
         super().__init__(channels)
         # a generous bound: '%.9g' of a float32 takes at most 16 characters
         self.max_line = max_line or 64 + 24 * (channels or MAX_CHANNELS)

@@ -6,13 +6,15 @@ and reads its device's frame counter by the wrapping-counter rule of `improvcap.
 gap is any step other than +1 (lost frames, a repeat or a device reset), and `frames_missed` adds up the
 numbers skipped by forward steps.
 """
+
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from ..take import counters
 
-MAX_CHANNELS = 255                  # values a frame may carry (binary frames count them in a u8)
+MAX_CHANNELS = 255  # values a frame may carry (binary frames count them in a u8)
 COUNTER_MOD = counters.COUNTER_WRAP  # the u32 frame counter of binary and csv frames
 
 

@@ -30,22 +30,23 @@ next preamble resumes one byte later; a message of an unknown type with a good s
 its length. The messages returned do not depend on how the bytes were split, and the buffer never holds
 more than one message (260 bytes).
 """
+
 from __future__ import annotations
 
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from .parsing import CountingParser
 
 PREAMBLE = b"\xaa\x55"
-MAX_NAME = 64                     # bytes of the identity's name
-MAX_MESSAGE = 4 + 255 + 1         # preamble, type, len, payload, sum
+MAX_NAME = 64  # bytes of the identity's name
+MAX_MESSAGE = 4 + 255 + 1  # preamble, type, len, payload, sum
 PULSE_WRAP = 1 << 32
 
-QUERY, SLATE, TRIGGER, IDENTIFY = 0x51, 0x53, 0x54, 0x49     # host → box
-REPLY, PULSE, FIRED, IDENTITY = 0x52, 0x50, 0x46, 0x56       # box → host
+QUERY, SLATE, TRIGGER, IDENTIFY = 0x51, 0x53, 0x54, 0x49  # host → box
+REPLY, PULSE, FIRED, IDENTITY = 0x52, 0x50, 0x46, 0x56  # box → host
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ class Identity:
     name: str
 
 
-Message = Union[Query, Slate, Trigger, Identify, Reply, Pulse, Fired, Identity]
+Message = Query | Slate | Trigger | Identify | Reply | Pulse | Fired | Identity
 
 # type -> (class, struct of the fixed fields); the identity's name follows its fixed fields
 _LAYOUT: dict[int, tuple[type, struct.Struct]] = {
@@ -143,7 +144,7 @@ def _decode(code: int, payload: bytes) -> Message | None:
     cls, layout = _LAYOUT[code]
     fields = layout.unpack_from(payload)
     if code == IDENTITY:
-        name = payload[layout.size:]
+        name = payload[layout.size :]
         if not all(32 <= b < 127 for b in name):
             return None
         return Identity(fields[0], fields[1], name.decode("ascii"))
@@ -181,7 +182,7 @@ class SyncParser(CountingParser):
             size = 4 + length + 1
             if end - pos < size:
                 break
-            if sum(buf[pos + 2:pos + size]) & 0xFF:
+            if sum(buf[pos + 2 : pos + size]) & 0xFF:
                 self.crc_errors += 1
                 self.bytes_skipped += 1
                 pos += 1
@@ -190,7 +191,7 @@ class SyncParser(CountingParser):
                 self.unknown += 1  # a newer firmware's message: skipped by its length
                 pos += size
                 continue
-            message = _decode(code, bytes(buf[pos + 4:pos + 4 + length]))
+            message = _decode(code, bytes(buf[pos + 4 : pos + 4 + length]))
             if message is None:
                 self.parse_errors += 1
                 self.bytes_skipped += 1

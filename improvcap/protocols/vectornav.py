@@ -59,6 +59,7 @@ startup) and `time_sync_in` (ns since the last edge: small, so it survives the C
 tie every sample to a trigger edge. TimeGps and TimeGpsPps are not offered: their 19 digits (ns since
 the GPS epoch) would not survive those 9.
 """
+
 from __future__ import annotations
 
 import binascii
@@ -68,7 +69,8 @@ import random
 import re
 import struct
 import time
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from . import Frame
 from .parsing import CountingParser, outputs_problem
@@ -76,16 +78,27 @@ from .parsing import CountingParser, outputs_problem
 SYNC = 0xFA
 DOLLAR = 0x24
 COMMON = 0x01
-EXTENSION = 0x8000     # a field mask's bit 15: another mask follows (newer firmware); not sized here
-MAX_PACKET = 1024      # the longest binary packet searched for (all groups of a VN-300 fit)
-MAX_LINE = 256         # the longest ASCII line (VNIMU takes about 120 characters)
-TRIGGER_HZ = 30        # the emulator's camera trigger on SYNC_IN
+EXTENSION = 0x8000  # a field mask's bit 15: another mask follows (newer firmware); not sized here
+MAX_PACKET = 1024  # the longest binary packet searched for (all groups of a VN-300 fit)
+MAX_LINE = 256  # the longest ASCII line (VNIMU takes about 120 characters)
+TRIGGER_HZ = 30  # the emulator's camera trigger on SYNC_IN
 
 # Common group fields in bit order: (name, struct format of the value)
 COMMON_FIELDS: tuple[tuple[str, str], ...] = (
-    ("TimeStartup", "Q"), ("TimeGps", "Q"), ("TimeSyncIn", "Q"), ("YawPitchRoll", "3f"),
-    ("Quaternion", "4f"), ("AngularRate", "3f"), ("Position", "3d"), ("Velocity", "3f"), ("Accel", "3f"),
-    ("Imu", "6f"), ("MagPres", "5f"), ("DeltaThetaVel", "7f"), ("InsStatus", "H"), ("SyncInCnt", "I"),
+    ("TimeStartup", "Q"),
+    ("TimeGps", "Q"),
+    ("TimeSyncIn", "Q"),
+    ("YawPitchRoll", "3f"),
+    ("Quaternion", "4f"),
+    ("AngularRate", "3f"),
+    ("Position", "3d"),
+    ("Velocity", "3f"),
+    ("Accel", "3f"),
+    ("Imu", "6f"),
+    ("MagPres", "5f"),
+    ("DeltaThetaVel", "7f"),
+    ("InsStatus", "H"),
+    ("SyncInCnt", "I"),
     ("TimeGpsPps", "Q"),
 )
 FIELD_SIZES = tuple(struct.calcsize("<" + fmt) for _, fmt in COMMON_FIELDS)
@@ -125,8 +138,8 @@ ASCII_MESSAGES: dict[bytes, tuple[str | None, ...]] = {
     b"VNDTV": OUTPUTS["delta_theta_vel"][1],
 }
 
-_START = re.compile(rb"[\xfa$]")                # where a binary packet or an ASCII line may begin
-_LINE_END = re.compile(rb"[^\x20-\x7e\r]")      # the first byte that cannot be inside an ASCII line
+_START = re.compile(rb"[\xfa$]")  # where a binary packet or an ASCII line may begin
+_LINE_END = re.compile(rb"[^\x20-\x7e\r]")  # the first byte that cannot be inside an ASCII line
 _LINE = re.compile(rb"\$(VN[A-Z0-9]{3})((?:,[^,*]*)*)\*([0-9A-Fa-f]{4}|[0-9A-Fa-f]{2})\r?")
 _NUMBER = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _REPLY = re.compile(rb"\$VNRRG,0?1,[\x20-\x29\x2b-\x7e]*\*[0-9A-Fa-f]{2}")
@@ -134,8 +147,9 @@ _REPLY = re.compile(rb"\$VNRRG,0?1,[\x20-\x29\x2b-\x7e]*\*[0-9A-Fa-f]{2}")
 
 def _size_table(bits: range) -> tuple[int, ...]:
     """Payload bytes of every combination of 8 mask bits starting at bits[0]."""
-    return tuple(sum(FIELD_SIZES[b] for b in bits if m >> (b - bits[0]) & 1 and b < len(FIELD_SIZES))
-                 for m in range(256))
+    return tuple(
+        sum(FIELD_SIZES[b] for b in bits if m >> (b - bits[0]) & 1 and b < len(FIELD_SIZES)) for m in range(256)
+    )
 
 
 _SIZE_LO, _SIZE_HI = _size_table(range(0, 8)), _size_table(range(8, 16))
@@ -201,17 +215,19 @@ def check_settings(settings: Mapping[str, Any]) -> tuple[str, str] | None:
     if problem := outputs_problem(outputs_of(settings), OUTPUTS, "vectornav"):
         return problem
     if settings.get("configure"):
-        return "configure", ("the vectornav protocol does not set the device up; select TimeStartup and the "
-                             "outputs' fields in its binary output register, then set configure = false")
+        return "configure", (
+            "the vectornav protocol does not set the device up; select TimeStartup and the "
+            "outputs' fields in its binary output register, then set configure = false"
+        )
     return None
 
 
 class _Layout(NamedTuple):
     """How to read the fields of one Common field mask."""
 
-    values: struct.Struct               # every field of the mask, in bit order
-    pick: Callable[[tuple], tuple]      # unpacked fields + (NaN,) -> the channels, in order
-    has_time: bool                      # TimeStartup present: the first value
+    values: struct.Struct  # every field of the mask, in bit order
+    pick: Callable[[tuple], tuple]  # unpacked fields + (NaN,) -> the channels, in order
+    has_time: bool  # TimeStartup present: the first value
 
 
 class VectorNavParser(CountingParser):
@@ -234,13 +250,14 @@ class VectorNavParser(CountingParser):
         super().__init__(len(names))
         self.outputs = outputs
         self.names = names
-        self.unknown_packets = 0   # binary packets of groups not read here, skipped whole
-        self.lines_ignored = 0     # ASCII lines that are not frames (replies, other messages, beside binary)
+        self.unknown_packets = 0  # binary packets of groups not read here, skipped whole
+        self.lines_ignored = 0  # ASCII lines that are not frames (replies, other messages, beside binary)
         self.binary_seen = False
         self._slots = {name: i for i, name in enumerate(names)}
         self._layouts: dict[int, _Layout] = {}
-        self._ascii = {msg: tuple(self._slots.get(ch, -1) if ch else -1 for ch in chans)
-                       for msg, chans in ASCII_MESSAGES.items()}
+        self._ascii = {
+            msg: tuple(self._slots.get(ch, -1) if ch else -1 for ch in chans) for msg, chans in ASCII_MESSAGES.items()
+        }
         self._scan: tuple[int, int, int] | None = None  # resumable end search of an unsizable packet
 
     def stats(self) -> dict[str, int]:
@@ -272,7 +289,7 @@ class VectorNavParser(CountingParser):
                 size = 6 + _SIZE_LO[mask & 0xFF] + _SIZE_HI[mask >> 8]
                 if end - pos < size:
                     break
-                if crc_hqx(buf[pos + 1:pos + size], 0):
+                if crc_hqx(buf[pos + 1 : pos + size], 0):
                     self.crc_errors += 1
                     step = 1
                 else:
@@ -353,7 +370,7 @@ class VectorNavParser(CountingParser):
     def _line(self, buf: bytearray, pos: int, end: int, out: list[Frame]) -> int:
         """An ASCII line at `pos`: a frame, an ignored line or a rejection (bytes consumed; 0: wait)."""
         have = min(end - pos, 3)
-        if buf[pos + 1:pos + have] != b"VN"[:have - 1]:
+        if buf[pos + 1 : pos + have] != b"VN"[: have - 1]:
             return 1  # a lone '$', no error: binary data hold them
         if have < 3:
             return 0
@@ -371,7 +388,7 @@ class VectorNavParser(CountingParser):
         if line is None:
             self.parse_errors += 1
             return 1
-        body = buf[pos + 1:line.start(3) - 1]
+        body = buf[pos + 1 : line.start(3) - 1]
         given = int(line.group(3), 16)
         if (crc16(body) if len(line.group(3)) == 4 else xor8(body)) != given:
             self.crc_errors += 1
@@ -444,7 +461,7 @@ def probe(port: Any, timeout: float = 0.5) -> bool:
 
 # --- the emulated device --------------------------------------------------------------------------
 
-MODEL = "VN-100T-CR"                                             # what the emulator answers to VNRRG,01
+MODEL = "VN-100T-CR"  # what the emulator answers to VNRRG,01
 _JUNK = bytes(b for b in range(256) if b not in (SYNC, DOLLAR))  # junk that starts no packet or line
 _ERR_CHECKSUM, _ERR_COMMAND, _ERR_REGISTER = 3, 4, 8
 
@@ -471,8 +488,7 @@ class VectorNavCodec:
 
     has_counter = False
 
-    def __init__(self, outputs: Sequence[str] = DEFAULT_OUTPUTS, *, ascii_every: int = 0,
-                 binary: bool = True) -> None:
+    def __init__(self, outputs: Sequence[str] = DEFAULT_OUTPUTS, *, ascii_every: int = 0, binary: bool = True) -> None:
         self.outputs = tuple(outputs) or DEFAULT_OUTPUTS
         self.ascii_every = ascii_every
         self.binary = binary
@@ -513,14 +529,14 @@ class VectorNavCodec:
                 args.append(round(abs(values[self._at[bit]])) & 0xFFFF)
             else:
                 at = self._at[bit]
-                args += values[at:at + _VALUE_COUNTS[bit]]
+                args += values[at : at + _VALUE_COUNTS[bit]]
         body = self._head + self._struct.pack(*args)
         return b"\xfa" + body + crc16(body).to_bytes(2, "big")
 
     def _ymr(self, values: Sequence[float]) -> bytes:
         chans = ASCII_MESSAGES[b"VNYMR"]
         fields = (values[self._slots[c]] if c in self._slots else 0.0 for c in chans)
-        return ascii_message("VNYMR," + ",".join("%+.5f" % v for v in fields))
+        return ascii_message("VNYMR," + ",".join(f"{v:+.5f}" for v in fields))
 
     def corrupt(self, frame: bytes, rng: random.Random) -> bytes:
         """One data byte changed: the CRC (or the line's checksum) must fail; no false start is forged."""
@@ -533,13 +549,16 @@ class VectorNavCodec:
             flipped = frame[i] ^ 0xFF
             if flipped in (SYNC, DOLLAR):
                 flipped = frame[i] ^ 0x01
-        return frame[:i] + bytes((flipped,)) + frame[i + 1:]
+        return frame[:i] + bytes((flipped,)) + frame[i + 1 :]
 
     def garbage(self, rng: random.Random) -> bytes:
         parts = [bytes(rng.choice(_JUNK) for _ in range(rng.randint(0, 12)))]
         for _ in range(rng.randint(1, 3)):
-            parts.append(rng.choice((b"\xfa\x00", b"\xfa\x01\x00\x00", b"\xfa\x11\x20\x00\x00\x00",
-                                     b"$VNYMR,+1.0,-2.5,+0.25\r\n")))
+            parts.append(
+                rng.choice(
+                    (b"\xfa\x00", b"\xfa\x01\x00\x00", b"\xfa\x11\x20\x00\x00\x00", b"$VNYMR,+1.0,-2.5,+0.25\r\n")
+                )
+            )
             self.false_starts += 1
             parts.append(bytes(rng.choice(_JUNK) for _ in range(rng.randint(1, 12))))
         return b"".join(parts)
@@ -553,16 +572,16 @@ class VectorNavCodec:
     def _answer(self, line: bytes) -> bytes:
         m = re.fullmatch(rb".*?\$([^*$]*)\*([0-9A-Fa-f]{2}|XX)", line)
         if m is None:
-            return ascii_message("VNERR,%02d" % _ERR_COMMAND)
+            return ascii_message(f"VNERR,{_ERR_COMMAND:02d}")
         body, check = m.group(1), m.group(2)
         if check != b"XX" and int(check, 16) != xor8(body):  # the device takes XX as "unchecked"
-            return ascii_message("VNERR,%02d" % _ERR_CHECKSUM)
+            return ascii_message(f"VNERR,{_ERR_CHECKSUM:02d}")
         fields = body.split(b",")
         if fields[0] == b"VNRRG" and len(fields) == 2 and fields[1] in (b"1", b"01"):
             return ascii_message("VNRRG,01," + MODEL)
         if fields[0] == b"VNRRG":
-            return ascii_message("VNERR,%02d" % _ERR_REGISTER)
-        return ascii_message("VNERR,%02d" % _ERR_COMMAND)
+            return ascii_message(f"VNERR,{_ERR_REGISTER:02d}")
+        return ascii_message(f"VNERR,{_ERR_COMMAND:02d}")
 
 
 def emulator_codec(settings: Mapping[str, Any]) -> VectorNavCodec:

@@ -44,23 +44,25 @@ PacketCounter, SampleTimeFine and the outputs (measurements at `rate` Hz, counte
 every packet), GoToMeasurement. Device time: SampleTimeFine; without it the driver falls back on
 PacketCounter.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import struct
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import DeviceError
 from . import Frame
 from .parsing import CountingParser, outputs_problem
 
 PREAMBLE = b"\xfa\xff"  # FA, then the bus id of the master device (always FF on an MTi)
-MAX_DATA = 2048         # the longest message data an MTi sends (extended length)
+MAX_DATA = 2048  # the longest message data an MTi sends (extended length)
 MAX_MESSAGE = 6 + MAX_DATA + 1
 MAX_BUFFER = 2 * MAX_MESSAGE  # what a parser may hold back between feeds
-TICK_NS = 100_000       # SampleTimeFine counts at 10 kHz
+TICK_NS = 100_000  # SampleTimeFine counts at 10 kHz
 
 MID_REQ_DID = 0x00
 MID_DEVICE_ID = 0x01
@@ -69,11 +71,22 @@ MID_GOTO_CONFIG = 0x30
 MID_MTDATA2 = 0x36
 MID_ERROR = 0x42
 MID_SET_OUTPUT_CONFIGURATION = 0xC0
-MID_NAMES = {MID_REQ_DID: "ReqDID", MID_GOTO_MEASUREMENT: "GoToMeasurement", MID_GOTO_CONFIG: "GoToConfig",
-             MID_SET_OUTPUT_CONFIGURATION: "SetOutputConfiguration"}
-ERRORS = {0x03: "period out of range", 0x04: "invalid message", 0x1E: "timer overflow",
-          0x20: "invalid baud rate", 0x21: "parameter invalid or out of range", 0x28: "device error",
-          0x29: "data overflow", 0x2A: "buffer overflow"}
+MID_NAMES = {
+    MID_REQ_DID: "ReqDID",
+    MID_GOTO_MEASUREMENT: "GoToMeasurement",
+    MID_GOTO_CONFIG: "GoToConfig",
+    MID_SET_OUTPUT_CONFIGURATION: "SetOutputConfiguration",
+}
+ERRORS = {
+    0x03: "period out of range",
+    0x04: "invalid message",
+    0x1E: "timer overflow",
+    0x20: "invalid baud rate",
+    0x21: "parameter invalid or out of range",
+    0x28: "device error",
+    0x29: "data overflow",
+    0x2A: "buffer overflow",
+}
 
 PACKET_COUNTER = 0x1020
 SAMPLE_TIME_FINE = 0x1060
@@ -158,7 +171,7 @@ class XsensParser(CountingParser):
             slots[out] = at
             at += len(OUTPUTS[out][1])
         for out, (did, _, s) in OUTPUTS.items():
-            for variant in (_COORDINATES if did in _FLOAT_IDS else (0,)):
+            for variant in _COORDINATES if did in _FLOAT_IDS else (0,):
                 self._fields[did | variant] = (s.size, slots.get(out), s)
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -187,7 +200,7 @@ class XsensParser(CountingParser):
             size = head + length + 1
             if end - pos < size:
                 break
-            if sum(buf[pos + 1:pos + size]) & 0xFF:
+            if sum(buf[pos + 1 : pos + size]) & 0xFF:
                 self.crc_errors += 1
                 self.bytes_skipped += 1
                 pos += 1
@@ -210,7 +223,7 @@ class XsensParser(CountingParser):
             else:
                 self.other_messages += 1
                 if self.messages is not None:
-                    self.messages.append((mid, bytes(buf[pos + head:pos + head + length])))
+                    self.messages.append((mid, bytes(buf[pos + head : pos + head + length])))
             pos += size
         del buf[:pos]
         return out
@@ -252,7 +265,7 @@ class XsensParser(CountingParser):
         size = head + length + 1
         if end - at < size:
             return None
-        if sum(buf[at + 1:at + size]) & 0xFF:
+        if sum(buf[at + 1 : at + size]) & 0xFF:
             return 0
         if buf[at + 2] == MID_MTDATA2 and self._packet(buf, at + head, at + head + length) is None:
             return 0
@@ -290,7 +303,7 @@ class XsensParser(CountingParser):
                         if len(got) == 1:
                             values[slot] = float(got[0])  # status, coarse time: u32 as a float
                         else:
-                            values[slot:slot + len(got)] = got
+                            values[slot : slot + len(got)] = got
             at += size
         return Frame(counter, None if ticks is None else ticks * TICK_NS, tuple(values))
 
@@ -305,6 +318,7 @@ def make_parser(settings: Mapping[str, Any], *, skip_partial: bool = False) -> X
 
 
 # --- talking to the device ------------------------------------------------------------------------
+
 
 def output_configuration(settings: Mapping[str, Any]) -> bytes:
     """SetOutputConfiguration data: {DataID u16, rate u16} for PacketCounter, SampleTimeFine and the
@@ -341,12 +355,15 @@ def request(port: Any, mid: int, data: bytes = b"", *, stream: str, timeout: flo
                 if got == MID_ERROR:
                     code = payload[0] if payload else -1
                     reason = ERRORS.get(code, "unknown error")
-                    raise DeviceError(f"{stream}: the Xsens device on {name} refused {what}: "
-                                      f"error 0x{code & 0xFF:02X} ({reason})")
+                    raise DeviceError(
+                        f"{stream}: the Xsens device on {name} refused {what}: error 0x{code & 0xFF:02X} ({reason})"
+                    )
             parser.messages.clear()
             if time.monotonic() >= deadline:
-                raise DeviceError(f"{stream}: no answer to {what} from {name} within {timeout:g} s "
-                                  f"(is an Xsens MTi connected at {getattr(port, 'baudrate', '?')} baud?)")
+                raise DeviceError(
+                    f"{stream}: no answer to {what} from {name} within {timeout:g} s "
+                    f"(is an Xsens MTi connected at {getattr(port, 'baudrate', '?')} baud?)"
+                )
             parser.feed(port.read(max(1, port.in_waiting)))
     except DeviceError:
         raise
@@ -452,7 +469,7 @@ class XsensCodec:
                 at, n, s = self._slices[did]
                 args += (did, s.size)
                 if did in _FLOAT_IDS:
-                    args += values[at:at + n]
+                    args += values[at : at + n]
                 else:
                     args.append(round(abs(values[at])) % (1 << 32))
         return encode_message(MID_MTDATA2, self._packet.pack(*args))
@@ -464,23 +481,25 @@ class XsensCodec:
         flipped = frame[i] ^ 0xFF
         if flipped == 0xFA:
             flipped = frame[i] ^ 0x01  # forge no preamble
-        return frame[:i] + bytes((flipped,)) + frame[i + 1:]
+        return frame[:i] + bytes((flipped,)) + frame[i + 1 :]
 
     def garbage(self, rng: random.Random) -> bytes:
         parts = [bytes(rng.choice(_JUNK) for _ in range(rng.randint(0, 12)))]
         for k in range(rng.randint(1, 3)):
             kind = rng.random() * (0.8 if k == 0 else 1.0)  # at least one false preamble
             if kind < 0.5:  # a whole message with a wrong checksum
-                body = bytes((0xFF, rng.choice(_JUNK))) + bytes((n := rng.randint(0, 40),)) + \
-                    bytes(rng.choice(_JUNK) for _ in range(n))
+                body = (
+                    bytes((0xFF, rng.choice(_JUNK)))
+                    + bytes((n := rng.randint(0, 40),))
+                    + bytes(rng.choice(_JUNK) for _ in range(n))
+                )
                 cs = checksum(body) ^ rng.randint(1, 255)
                 if cs == 0xFA:
                     cs ^= 0x01  # still wrong, and no preamble
                 parts.append(b"\xfa" + body + bytes((cs,)))
                 self.false_checksums += 1
             elif kind < 0.8:  # an extended length beyond MAX_DATA
-                parts.append(b"\xfa\xff" + bytes((rng.choice(_JUNK), 0xFF, rng.randint(0x09, 0xF9),
-                                                  rng.choice(_JUNK))))
+                parts.append(b"\xfa\xff" + bytes((rng.choice(_JUNK), 0xFF, rng.randint(0x09, 0xF9), rng.choice(_JUNK))))
                 self.false_lengths += 1
             else:  # a lone FA
                 parts.append(b"\xfa" + bytes((rng.choice(_JUNK[:-1]),)))  # never FA FF

@@ -23,6 +23,7 @@ A stream whose files cannot be read is left exactly as found and marked failed w
 others are repaired. Running repair again (`force=True`) changes nothing material: no further row or
 frame is dropped, the refit is deterministic, and the record of what the crash lost is carried over.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,9 +68,11 @@ def check_room(take: Path) -> None:
     need = max((p.stat().st_size for p in files), default=0) + ROOM_MARGIN
     free = space.free_bytes(take)
     if free is not None and free < need:
-        raise TakeError(f"{take}: repair needs up to {space.human_bytes(need)} free for its rewrites, the disk has "
-                        f"{space.human_bytes(free)}: make room (or copy the take to a disk with room); nothing "
-                        "was changed")
+        raise TakeError(
+            f"{take}: repair needs up to {space.human_bytes(need)} free for its rewrites, the disk has "
+            f"{space.human_bytes(free)}: make room (or copy the take to a disk with room); nothing "
+            "was changed"
+        )
 
 
 def load_manifest(take: Path) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """What a repaired take lost, counted from its files: counter gaps, time gaps, audio device-clock jumps."""
+
 from __future__ import annotations
 
 import numpy as np

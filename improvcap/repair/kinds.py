@@ -2,6 +2,7 @@
 
 KIND_REPAIRS maps a stream kind to its repair; each takes the TakeRepair it reports its actions to.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,9 +45,11 @@ def repair_camera(r: TakeRepair, stream: RepairStream) -> None:
             stream.untimed_end_ns = max(untimed) * 1_000_000 + int(1e9 / nominal_rate("camera", stream.spec))
         original = remux_mkv(mkv, timed)
         stream.originals.append(original.name)
-        r.actions.append(f"{mkv.name}: remuxed (stream copy, timestamps kept) to the {len(timed)} frames "
-                            f"that have timing rows, because {' and '.join(why)}; the original is kept as "
-                            f"{original.name}")
+        r.actions.append(
+            f"{mkv.name}: remuxed (stream copy, timestamps kept) to the {len(timed)} frames "
+            f"that have timing rows, because {' and '.join(why)}; the original is kept as "
+            f"{original.name}"
+        )
     dropped = int((~rows_kept).sum())
     if dropped:
         rewrite_csv(table, table.stat().st_size, keep=rows_kept)
@@ -65,8 +68,9 @@ def repair_audio(r: TakeRepair, stream: RepairStream) -> None:
         r.actions.append(f"{wav.name}: header restored from the data on disk ({frames} frames)")
         info = wav_info(wav)
     on_disk = info["frames_on_disk"]
-    stream.device.update({"channels": info["channels"], "samplerate": info["samplerate"],
-                          "sample_format": info["sample_format"]})
+    stream.device.update(
+        {"channels": info["channels"], "samplerate": info["samplerate"], "sample_format": info["sample_format"]}
+    )
     ends = blocks["first_sample"] + blocks["frames"]
     rows_kept = ends <= on_disk
     dropped = int((~rows_kept).sum())
@@ -76,34 +80,44 @@ def repair_audio(r: TakeRepair, stream: RepairStream) -> None:
         rewrite_csv(table, table.stat().st_size, keep=rows_kept, append=counted)
         stream.rows_dropped += dropped
     if dropped:
-        r.actions.append(f"{table.name}: dropped {dropped} blocks ({int(blocks['frames'][~rows_kept].sum())} "
-                            f"samples) whose samples never reached {wav.name}")
+        r.actions.append(
+            f"{table.name}: dropped {dropped} blocks ({int(blocks['frames'][~rows_kept].sum())} "
+            f"samples) whose samples never reached {wav.name}"
+        )
     if counted:
-        r.actions.append(f"{table.name}: {on_disk - timed} samples of {wav.name} after its last complete block "
-                            "timed by the sample counter (one block row added)")
+        r.actions.append(
+            f"{table.name}: {on_disk - timed} samples of {wav.name} after its last complete block "
+            "timed by the sample counter (one block row added)"
+        )
         timed = on_disk
     if on_disk > timed:
         stream.untimed = on_disk - timed
         original = cut_wav(wav, timed)
         stream.originals.append(original.name)
-        r.actions.append(f"{wav.name}: cut to the {timed} samples that {table.name} times; "
-                            f"{stream.untimed} samples without a block row remain in {original.name}")
+        r.actions.append(
+            f"{wav.name}: cut to the {timed} samples that {table.name} times; "
+            f"{stream.untimed} samples without a block row remain in {original.name}"
+        )
 
 
 def _counter_timed_block(table: Path, rows_kept: np.ndarray, timed: int, on_disk: int, samplerate: float) -> bytes:
     """A blocks.csv row for the whole samples on disk after the last complete block (the WAV got more than
     the rows name): the ADC's sample counter is the device clock, so their device time is the last block's
-    plus its length, and their arrival is taken at the last block's delay after its end. b"" when there is nothing to time
-    or no block to count from."""
+    plus its length, and their arrival is taken at the last block's delay after its end. b"" when there is
+    nothing to time or no block to count from."""
     if on_disk <= timed or not rows_kept.any():
         return b""
     last = int(np.flatnonzero(rows_kept)[-1])
     rows = read_table(table, columns=("t_ns", "device_ns", "host_ns", "frames"))
     step = round(int(rows["frames"][last]) * 1e9 / samplerate)
     length = round((on_disk - timed) * 1e9 / samplerate)  # a block arrives after its last sample
-    cells = {"first_sample": timed, "t_ns": int(rows["t_ns"][last]) + step,  # t_ns: refitted from the raw
-             "device_ns": int(rows["device_ns"][last]) + step,
-             "host_ns": int(rows["host_ns"][last]) + length, "frames": on_disk - timed}
+    cells = {
+        "first_sample": timed,
+        "t_ns": int(rows["t_ns"][last]) + step,  # t_ns: refitted from the raw
+        "device_ns": int(rows["device_ns"][last]) + step,
+        "host_ns": int(rows["host_ns"][last]) + length,
+        "frames": on_disk - timed,
+    }
     return (",".join(str(cells.get(c, "")) for c in AUDIO.columns) + "\n").encode()
 
 
@@ -113,7 +127,7 @@ def repair_mocap(r: TakeRepair, stream: RepairStream) -> None:
     r.drop_torn_rows(table, stream)
     with open(table, encoding="utf-8", newline="") as fh:
         header = next(csv.reader(fh), [])
-    names = header[len(LAYOUTS[stream.kind].columns):]
+    names = header[len(LAYOUTS[stream.kind].columns) :]
     stream.device.update({"channels": len(names), "channel_names": names})
 
 
@@ -151,11 +165,18 @@ def repair_truth_rows(r: TakeRepair) -> None:
             keep = np.isin(index, records)
             if not keep.all():
                 rewrite_csv(truth, truth.stat().st_size, keep=keep)
-                r.actions.append(f"{truth.name}: dropped {int((~keep).sum())} rows of records "
-                                    f"{stream.name} no longer has")
+                r.actions.append(
+                    f"{truth.name}: dropped {int((~keep).sum())} rows of records {stream.name} no longer has"
+                )
         except (ImprovcapError, OSError, ValueError) as e:
             r.actions.append(f"{truth.name}: left as found: {one_line(e)}")
 
 
-KIND_REPAIRS = {"camera": repair_camera, "audio": repair_audio, "mocap": repair_mocap, "sync": repair_sync_box,
-                "lsl": repair_lsl, "markers": repair_lsl}
+KIND_REPAIRS = {
+    "camera": repair_camera,
+    "audio": repair_audio,
+    "mocap": repair_mocap,
+    "sync": repair_sync_box,
+    "lsl": repair_lsl,
+    "markers": repair_lsl,
+}

@@ -1,4 +1,5 @@
 """One stream under repair, the fault that leaves it as found, and the small readers repair shares."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ class RepairStream:
     kind: str
     spec: dict[str, Any]
     device: dict[str, Any] = field(default_factory=dict)
-    rows_dropped: int = 0      # timing rows dropped: torn, or naming data the media never received
-    untimed: int = 0           # frames/samples in the media without a timing row (kept in .orig)
+    rows_dropped: int = 0  # timing rows dropped: torn, or naming data the media never received
+    untimed: int = 0  # frames/samples in the media without a timing row (kept in .orig)
     untimed_end_ns: int | None = None
     originals: list[str] = field(default_factory=list)
     fault: str | None = None
@@ -28,7 +29,8 @@ class RepairStream:
 
 
 def clock_domain(spec: dict[str, Any], old: dict[str, Any]) -> ClockDomain:
-    """Where a stream's device_ns came from (see improvcap.take.refit): what the device described, else from its driver."""
+    """Where a stream's device_ns came from (see improvcap.take.refit): what the device described, else from
+    its driver."""
     described = (old.get("device") or {}).get("clock") if isinstance(old.get("device"), dict) else None
     if (domain := ClockDomain.named(described)) is not None:
         return domain

@@ -5,13 +5,15 @@ never through a link: improvcap.take.atomic) that is fsynced and renamed into pl
 loses data is first hard-linked as `<file>.orig`, so at every moment the original bytes exist under one
 of the names. Files are read only when they are regular files, not links.
 """
+
 from __future__ import annotations
 
 import csv
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -56,7 +58,7 @@ def torn_tail(path: Path) -> tuple[int, int]:
         if prev < 0 and start > len(header):
             raise TakeError(f"{path.name}: its last line is longer than {TAIL_BYTES} bytes")
         line_start = start + prev + 1
-        line = tail[prev + 1: cut + 1]
+        line = tail[prev + 1 : cut + 1]
         if b"\0" in line or len(_fields(line)) != width:
             end, dropped = line_start, dropped + 1
     return end, dropped

@@ -1,4 +1,5 @@
 """One take under repair: its streams, files and actions; the order of the repair (see improvcap.repair)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,6 @@ from .stream import RepairStream, StreamFault, clock_domain, one_line, reason
 from .surgery import rewrite_csv, torn_tail
 
 
-
 class TakeRepair:
     def __init__(self, take: Path, manifest: dict[str, Any]) -> None:
         self.take = take
@@ -30,8 +30,11 @@ class TakeRepair:
         self.streams = [RepairStream(s["name"], s["kind"], s) for s in manifest["rig"]["streams"] if not is_ingested(s)]
         # files brought in after the take (improvcap ingest) were written whole: kept as they were aligned
         old = manifest.get("streams") if isinstance(manifest.get("streams"), dict) else {}
-        self.ingested = {s["name"]: old[s["name"]] for s in manifest["rig"]["streams"]
-                         if is_ingested(s) and isinstance(old.get(s["name"]), dict)}
+        self.ingested = {
+            s["name"]: old[s["name"]]
+            for s in manifest["rig"]["streams"]
+            if is_ingested(s) and isinstance(old.get(s["name"]), dict)
+        }
         # whether the recorder stopped this take itself (complete, perhaps repaired on request since)
         self.stopped = "complete" in [manifest["status"], *(r.get("from_status") for r in self.previous_records())]
 
@@ -65,8 +68,10 @@ class TakeRepair:
                 with Folder(self.take, follow=False) as folder:
                     folder.unlink(ltc_file(source[0]))  # derived from the audio: decoded anew
                     entry = decode_take(self.take, self.manifest, *source, folder=folder)
-                self.actions.append(f"{source[0]}: {entry['frames']} LTC frames decoded"
-                                    + ("" if entry.get("t0_s") is not None else ": no LTC, the take keeps the PC's clock"))
+                self.actions.append(
+                    f"{source[0]}: {entry['frames']} LTC frames decoded"
+                    + ("" if entry.get("t0_s") is not None else ": no LTC, the take keeps the PC's clock")
+                )
             except Exception as e:
                 self.actions.append(f"{source[0]}: LTC not read: {reason(e)}")
         view = {**self.manifest, "streams": {s.name: {"kind": s.kind} for s in self.streams if s.name in healthy}}
@@ -101,8 +106,9 @@ class TakeRepair:
                     continue
                 if path.is_symlink():
                     folder.unlink(path.name)
-                    self.actions.append(f"removed {path.name}, a symbolic link under a temporary file's name "
-                                        "(not followed)")
+                    self.actions.append(
+                        f"removed {path.name}, a symbolic link under a temporary file's name (not followed)"
+                    )
                 elif path.is_file():
                     folder.unlink(path.name)
                     self.actions.append(f"removed the unfinished temporary file {path.name}")
@@ -111,8 +117,11 @@ class TakeRepair:
         end, dropped = torn_tail(path)
         if dropped:
             rewrite_csv(path, end)
-            self.actions.append(f"{path.name}: dropped a torn last row" if dropped == 1
-                                else f"{path.name}: dropped {dropped} torn last rows")
+            self.actions.append(
+                f"{path.name}: dropped a torn last row"
+                if dropped == 1
+                else f"{path.name}: dropped {dropped} torn last rows"
+            )
             if stream is not None:
                 stream.rows_dropped += dropped
 
@@ -126,8 +135,15 @@ class TakeRepair:
             if stream.fault is not None:
                 continue
             try:
-                stream.entry = refit_stream(self.take, stream.name, stream.kind,
-                                            clock_domain(stream.spec, self.old(stream)), stream.spec, t0, onto=onto)
+                stream.entry = refit_stream(
+                    self.take,
+                    stream.name,
+                    stream.kind,
+                    clock_domain(stream.spec, self.old(stream)),
+                    stream.spec,
+                    t0,
+                    onto=onto,
+                )
                 stream.entry.update(self.counts(stream))
             except Exception as e:
                 stream.fault = f"its timing could not be rebuilt: {reason(e)}"

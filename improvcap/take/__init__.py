@@ -11,6 +11,7 @@
 Every other module gets those facts from here. This package's top imports nothing heavy: numpy and PyAV
 come with the modules that need them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,5 +22,6 @@ __all__ = ["open_take"]
 def __getattr__(name: str) -> Any:
     if name == "open_take":  # the reader pulls in numpy and PyAV: imported when first used
         from .reader import open_take
+
         return open_take
     raise AttributeError(f"module 'improvcap.take' has no attribute {name!r}")

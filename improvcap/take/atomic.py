@@ -15,6 +15,7 @@ through it (`folder=`): a take folder renamed away and replaced by a link meanwh
 through. What reads by path (PyAV, the final refit's tables, the hashes) is given `Folder.anchored` or
 `fd_path`, paths that lead to the opened folder or file itself.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,19 +23,22 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from ..errors import TakeError
 from .layout import FILE_MODE, MANIFEST, RESERVE, SYNC
 
-REPAIR_TAG = "repair"    # repair's rewrites: .<file>.repair
-RETIME_TAG = "retime"    # the final refit's t_ns rewrites: .<file>.retime
+REPAIR_TAG = "repair"  # repair's rewrites: .<file>.repair
+RETIME_TAG = "retime"  # the final refit's t_ns rewrites: .<file>.retime
 # the hidden temporaries an interrupted write leaves: repair's and the refit's, the manifest's and sync.csv's,
 # and a recording's reserve
-_TEMPORARY = re.compile(rf"^\..+\.({REPAIR_TAG}|{RETIME_TAG})$"
-                        rf"|^\.({re.escape(MANIFEST)}|{re.escape(SYNC)})\.(\d+\.)?tmp$|^{re.escape(RESERVE)}$")
+_TEMPORARY = re.compile(
+    rf"^\..+\.({REPAIR_TAG}|{RETIME_TAG})$"
+    rf"|^\.({re.escape(MANIFEST)}|{re.escape(SYNC)})\.(\d+\.)?tmp$|^{re.escape(RESERVE)}$"
+)
 
 
 def is_temporary(name: str) -> bool:
@@ -67,11 +71,12 @@ class Folder:
             self.fd = os.open(self.path, flags)
         except OSError as e:  # other errors stay OSErrors: each caller words its own message
             if not follow and e.errno in (errno.ELOOP, errno.ENOTDIR) and self.path.is_symlink():
-                raise TakeError(f"{self.path}: is a symbolic link; not followed (only a real folder is "
-                                "written into)") from None
+                raise TakeError(
+                    f"{self.path}: is a symbolic link; not followed (only a real folder is written into)"
+                ) from None
             raise
 
-    def __enter__(self) -> "Folder":
+    def __enter__(self) -> Folder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,8 +187,7 @@ def pid_tag() -> str:
 
 
 @contextmanager
-def rewriting(path: Path, tag: str, *, exclusive: bool = False, folder: Folder | None = None,
-              ) -> Iterator[BinaryIO]:
+def rewriting(path: Path, tag: str, *, exclusive: bool = False, folder: Folder | None = None) -> Iterator[BinaryIO]:
     """A file (read and write) to put `path`'s new content into; on a clean exit it is fsynced and put in
     place, and the folder fsynced.
 
@@ -213,8 +217,7 @@ def rewriting(path: Path, tag: str, *, exclusive: bool = False, folder: Folder |
             d.close()
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, replace_existing: bool = True, folder: Folder | None = None,
-                       ) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, replace_existing: bool = True, folder: Folder | None = None) -> None:
     """`data` into `path` atomically; without `replace_existing` an existing `path` is a TakeError. `folder`
     as for rewriting."""
     try:

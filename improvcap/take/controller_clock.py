@@ -14,6 +14,7 @@ stored t_ns: t = controller(node_t0 + t) − controller_t0, the same robust line
 stream's (improvcap.lslclock), as improvcap.take.refit writes each stream's refitted t_ns. The raw
 columns stay on the node's clock, so a take can always be refitted.
 """
+
 from __future__ import annotations
 
 import csv
@@ -69,8 +70,9 @@ class ControllerClock:
 
     def map(self, t_ns: np.ndarray) -> np.ndarray:
         """t_ns since the node's t0 on its clock -> since the controller's t0 on the controller's."""
-        return to_controller_ns(self.segments, np.asarray(t_ns, dtype=np.int64) + self.node_t0_ns) \
-            - self.controller_t0_ns
+        return (
+            to_controller_ns(self.segments, np.asarray(t_ns, dtype=np.int64) + self.node_t0_ns) - self.controller_t0_ns
+        )
 
     def as_dict(self) -> list[dict[str, Any]]:
         return segment_entries(self.segments)

@@ -6,6 +6,7 @@ counter, taken modulo its wrap, is *forward* when it is positive and less than h
 late frame), which loses nothing. Every counter in the project (the recorder's live drop count, the
 parsers' statistics, verify and repair) is read by this rule. The functions take ints or numpy arrays.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,11 +1,13 @@
 """events.csv (DESIGN section 5): `t_ns,kind,stream,detail`, one row per slate, mark, note, fault, drop."""
+
 from __future__ import annotations
 
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .atomic import Folder, reopen_take_file, write_json_atomic
 from .hashing import file_entry, read_small
@@ -13,8 +15,13 @@ from .layout import EVENT_COLUMNS, EVENTS, MANIFEST
 from .manifest import MAX_MANIFEST_BYTES
 
 
-def append_event(take_dir: Path, manifest: dict[str, Any], row: tuple[Any, ...], folder: Folder | None = None,
-                 then: Callable[[], Any] | None = None) -> None:
+def append_event(
+    take_dir: Path,
+    manifest: dict[str, Any],
+    row: tuple[Any, ...],
+    folder: Folder | None = None,
+    then: Callable[[], Any] | None = None,
+) -> None:
     """Add a row to a finished take's events.csv (never through a link) and its new hash to the manifest.
     `folder`: `take_dir` already open (the recorder's), which both files are written in; `then`: what else
     changes the take's files before the manifest is saved (a note goes into the WAVs' iXML)."""

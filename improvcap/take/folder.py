@@ -2,6 +2,7 @@
 
 A session folder is worked on as an opened `Folder` (never one that is a link): session.json and the take
 folders are made by name inside it."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -51,13 +52,17 @@ def session_folder(out: Path, session: str, rig_name: str, group: str | None = N
             if gid is not None:
                 _give_group(opened, gid)
             if not opened.exists(SESSION_FILE):
-                write_json_atomic(folder / SESSION_FILE, {
-                    "format": "improvcap.session",
-                    "session": session,
-                    "rig": rig_name,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "performers": [],
-                }, folder=opened)
+                write_json_atomic(
+                    folder / SESSION_FILE,
+                    {
+                        "format": "improvcap.session",
+                        "session": session,
+                        "rig": rig_name,
+                        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                        "performers": [],
+                    },
+                    folder=opened,
+                )
     except TakeError:
         raise
     except OSError as e:

@@ -1,11 +1,13 @@
 """sha256 of take files, read safely: only regular files, never through a symlink, never blocking on a FIFO."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .layout import MANIFEST
 
@@ -71,5 +73,8 @@ def file_entry(path: Path) -> dict[str, Any]:
 
 def file_entries(take_dir: Path) -> dict[str, dict[str, Any]]:
     """path (relative to the take) -> bytes and sha256, for every file in the take but the manifest."""
-    return {str(path.relative_to(take_dir)): file_entry(path) for path in sorted(take_dir.rglob("*"))
-            if path.is_file() and not path.is_symlink() and path.name != MANIFEST and not path.name.startswith(".")}
+    return {
+        str(path.relative_to(take_dir)): file_entry(path)
+        for path in sorted(take_dir.rglob("*"))
+        if path.is_file() and not path.is_symlink() and path.name != MANIFEST and not path.name.startswith(".")
+    }

@@ -7,14 +7,16 @@ padded with spaces (XML allows whitespace after its root): at the stop, and when
 noted later, the document is rewritten in place, in one write, without moving the audio; the chunk's
 header never changes, so a crash during a rewrite can spoil the document but never the file.
 """
+
 from __future__ import annotations
 
 import os
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import TakeError
 from .atomic import Folder, patch_take_file
@@ -24,7 +26,7 @@ from .layout import EVENTS, INGEST_DRIVER, media_file
 from .timecode import TimecodeRate, take_rate
 from .wav import ixml_span
 
-IXML_ROOM = 16384     # bytes of the chunk's body: a long note is cut to fit
+IXML_ROOM = 16384  # bytes of the chunk's body: a long note is cut to fit
 IXML_VERSION = "2.10"
 _CUT = " …"
 
@@ -60,15 +62,31 @@ def file_uid(t0_utc: str, take: str, stream: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"improvcap:{t0_utc}:{take}:{stream}").hex.upper()
 
 
-def take_document(manifest: dict[str, Any], take: str, stream: str, channels: int, samplerate: int, bits: int,
-                  time_reference: int, names: Sequence[str] | None = None) -> bytes:
+def take_document(
+    manifest: dict[str, Any],
+    take: str,
+    stream: str,
+    channels: int,
+    samplerate: int,
+    bits: int,
+    time_reference: int,
+    names: Sequence[str] | None = None,
+) -> bytes:
     """The iXML a stream's WAV starts with: the take's identity and timecode rate from its manifest."""
-    return document(IxmlFields(
-        project=str(manifest.get("session", "")), scene=str(manifest.get("scene", "")), take=manifest.get("take", ""),
-        tape=str(manifest.get("session", "")), file_uid=file_uid(str(manifest.get("t0_utc")), take, stream),
-        rate=take_rate(manifest),
-        samplerate=samplerate, bits=bits, samples_since_midnight=time_reference,
-        tracks=channel_names(stream, channels, names)))
+    return document(
+        IxmlFields(
+            project=str(manifest.get("session", "")),
+            scene=str(manifest.get("scene", "")),
+            take=manifest.get("take", ""),
+            tape=str(manifest.get("session", "")),
+            file_uid=file_uid(str(manifest.get("t0_utc")), take, stream),
+            rate=take_rate(manifest),
+            samplerate=samplerate,
+            bits=bits,
+            samples_since_midnight=time_reference,
+            tracks=channel_names(stream, channels, names),
+        )
+    )
 
 
 def _text(parent: ET.Element, tag: str, value: Any) -> ET.Element:
@@ -156,8 +174,10 @@ def take_marking(take_dir: Path) -> tuple[str, bool]:
     if not (take_dir / EVENTS).is_file():
         return "", False
     events = read_events(take_dir / EVENTS)
-    return (" | ".join(detail for _, kind, _, detail in events if kind == "note" and detail),
-            any(kind == "circle" for _, kind, _, _ in events))
+    return (
+        " | ".join(detail for _, kind, _, detail in events if kind == "note" and detail),
+        any(kind == "circle" for _, kind, _, _ in events),
+    )
 
 
 def stamp_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None = None) -> list[str]:
@@ -197,10 +217,17 @@ def parse(body: bytes) -> IxmlFields:
     take = text("TAKE")
     known = {"IXML_VERSION", "PROJECT", "SCENE", "TAKE", "TAPE", "CIRCLED", "FILE_UID", "NOTE", "SPEED", "TRACK_LIST"}
     return IxmlFields(
-        project=text("PROJECT"), scene=text("SCENE"), take=int(take) if take.isdigit() else take,
-        tape=text("TAPE"), file_uid=text("FILE_UID"), rate=TimecodeRate(rate.rate, text("SPEED/TIMECODE_FLAG") == "DF"),
-        samplerate=int(text("SPEED/FILE_SAMPLE_RATE") or 0), bits=int(text("SPEED/AUDIO_BIT_DEPTH") or 0),
+        project=text("PROJECT"),
+        scene=text("SCENE"),
+        take=int(take) if take.isdigit() else take,
+        tape=text("TAPE"),
+        file_uid=text("FILE_UID"),
+        rate=TimecodeRate(rate.rate, text("SPEED/TIMECODE_FLAG") == "DF"),
+        samplerate=int(text("SPEED/FILE_SAMPLE_RATE") or 0),
+        bits=int(text("SPEED/AUDIO_BIT_DEPTH") or 0),
         samples_since_midnight=(int(hi or 0) << 32) | int(lo or 0),
         tracks=[t.findtext("NAME") or "" for t in root.findall("TRACK_LIST/TRACK")],
-        circled=text("CIRCLED").upper() == "TRUE", note=text("NOTE"),
-        extra={e.tag: e.text or "" for e in root if e.tag not in known})
+        circled=text("CIRCLED").upper() == "TRUE",
+        note=text("NOTE"),
+        extra={e.tag: e.text or "" for e in root if e.tag not in known},
+    )

@@ -2,24 +2,26 @@
 
 Every module that builds a take path or reads a take table gets the names from here.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # a name in a rig file (stream, rig, node, group), which becomes part of file names: no separators, no dot first
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 FORMAT = "improvcap.take"
 VERSION = 1
 MANIFEST = "take.json"
-SESSION_FILE = "session.json"          # in the session folder: the day's performers, rig, created
-CONTROL_SOCKET = "control.sock"        # in the session folder: the running recorder's control socket
+SESSION_FILE = "session.json"  # in the session folder: the day's performers, rig, created
+CONTROL_SOCKET = "control.sock"  # in the session folder: the running recorder's control socket
 EVENTS = "events.csv"
 SYNC = "sync.csv"
 PERFORMERS_RECORD = "performers.json"  # the canonical consent record of the take's performers
-RESERVE = ".reserve"                   # room kept back for the take's end while it records (take.space)
-ORIGINAL = ".orig"                     # repair keeps an untouched original as <file>.orig, .orig2, ...
+RESERVE = ".reserve"  # room kept back for the take's end while it records (take.space)
+ORIGINAL = ".orig"  # repair keeps an untouched original as <file>.orig, .orig2, ...
 
 EVENT_COLUMNS = ("t_ns", "kind", "stream", "detail")
 # demo devices' ground truth: the true instant since the take's t0, and on the recording host's own clock
@@ -31,7 +33,17 @@ ROUNDTRIP_COLUMNS = ("id", "host_send_ns", "host_recv_ns", "box_ns")
 SYNC_LEAD_COLUMNS = ("tick", "t_ns")
 # sync.csv's columns per other stream: camera/mocap `<name>_index,<name>_offset_ns`, audio `<name>_sample`
 SYNC_INDEX, SYNC_OFFSET, SYNC_SAMPLE = "_index", "_offset_ns", "_sample"
-MEDIA_SUFFIXES = (".mkv", ".wav", ".csv", ".mov", ".mp4", ".m4v", ".mxf", ".avi", ".bwf")  # unlisted: media out of the manifest
+MEDIA_SUFFIXES = (
+    ".mkv",
+    ".wav",
+    ".csv",
+    ".mov",
+    ".mp4",
+    ".m4v",
+    ".mxf",
+    ".avi",
+    ".bwf",
+)  # unlisted: media out of the manifest
 # Performers' data and media are for the owner and the studio's group, never the world: every take file is
 # created with FILE_MODE and every session and take folder with FOLDER_MODE (a group-owned session folder
 # also has the setgid bit, so that its takes and their files get that group).
@@ -47,39 +59,85 @@ class KindLayout:
     media: str | None
     table: str
     extra: tuple[str, ...]
-    columns: tuple[str, ...]        # the table's columns (mocap: then one per channel)
-    time_columns: tuple[str, ...]   # the ones every timing computation reads
-    unit: str                       # what `count` and drops count
-    rate_key: str                   # the rig setting that holds the nominal rate
+    columns: tuple[str, ...]  # the table's columns (mocap: then one per channel)
+    time_columns: tuple[str, ...]  # the ones every timing computation reads
+    unit: str  # what `count` and drops count
+    rate_key: str  # the rig setting that holds the nominal rate
 
     def files(self, name: str) -> tuple[str, ...]:
         """The stream's files, media first."""
         return tuple(name + s for s in (self.media, self.table, *self.extra) if s is not None)
 
 
-CAMERA = KindLayout("camera", ".mkv", ".frames.csv", (), ("index", "t_ns", "device_ns", "host_ns", "seq", "pts"),
-                    ("index", "t_ns", "device_ns", "host_ns"), "frames", "fps")
-AUDIO = KindLayout("audio", ".wav", ".blocks.csv", (),
-                   ("first_sample", "t_ns", "device_ns", "host_ns", "frames", "adc_ns"),
-                   ("first_sample", "t_ns", "device_ns", "host_ns", "frames"), "samples", "samplerate")
-MOCAP = KindLayout("mocap", None, ".csv", (), ("index", "t_ns", "device_ns", "host_ns", "counter"),
-                   ("index", "t_ns", "device_ns", "host_ns", "counter"), "rows", "rate")
+CAMERA = KindLayout(
+    "camera",
+    ".mkv",
+    ".frames.csv",
+    (),
+    ("index", "t_ns", "device_ns", "host_ns", "seq", "pts"),
+    ("index", "t_ns", "device_ns", "host_ns"),
+    "frames",
+    "fps",
+)
+AUDIO = KindLayout(
+    "audio",
+    ".wav",
+    ".blocks.csv",
+    (),
+    ("first_sample", "t_ns", "device_ns", "host_ns", "frames", "adc_ns"),
+    ("first_sample", "t_ns", "device_ns", "host_ns", "frames"),
+    "samples",
+    "samplerate",
+)
+MOCAP = KindLayout(
+    "mocap",
+    None,
+    ".csv",
+    (),
+    ("index", "t_ns", "device_ns", "host_ns", "counter"),
+    ("index", "t_ns", "device_ns", "host_ns", "counter"),
+    "rows",
+    "rate",
+)
 # a sync box: one row per trigger pulse (a mocap table without channels) and its timing round trips;
 # its rate is trigger_fps, 0 when it sends no pulses
-SYNC_BOX = KindLayout("sync", None, ".csv", (ROUNDTRIPS_SUFFIX,), ("index", "t_ns", "device_ns", "host_ns", "counter"),
-                      ("index", "t_ns", "device_ns", "host_ns", "counter"), "pulses", "trigger_fps")
+SYNC_BOX = KindLayout(
+    "sync",
+    None,
+    ".csv",
+    (ROUNDTRIPS_SUFFIX,),
+    ("index", "t_ns", "device_ns", "host_ns", "counter"),
+    ("index", "t_ns", "device_ns", "host_ns", "counter"),
+    "pulses",
+    "trigger_fps",
+)
 # an LSL inlet: one row per sample (then one column per channel) and liblsl's clock offsets (lslclock);
 # its rate is the stream's nominal rate, 0 for an irregular one
 LSL_CLOCK_SUFFIX = ".clock.csv"
 LSL_CLOCK_COLUMNS = ("host_ns", "remote_ns", "offset_ns", "rtt_ns")
-LSL = KindLayout("lsl", None, ".csv", (LSL_CLOCK_SUFFIX,), ("index", "t_ns", "device_ns", "host_ns"),
-                 ("index", "t_ns", "device_ns", "host_ns"), "samples", "rate")
+LSL = KindLayout(
+    "lsl",
+    None,
+    ".csv",
+    (LSL_CLOCK_SUFFIX,),
+    ("index", "t_ns", "device_ns", "host_ns"),
+    ("index", "t_ns", "device_ns", "host_ns"),
+    "samples",
+    "rate",
+)
 # an LSL string (marker) stream: one row per marker, its text in `value` (csv-quoted, one line per row:
 # a backslash, newline or carriage return in the text is written \\, \\n, \\r; see marker_text), and the
 # same clock offsets. A `[[lsl]]` stream becomes one when it opens: the rig cannot know a stream's format.
-MARKERS = KindLayout("markers", None, ".markers.csv", (LSL_CLOCK_SUFFIX,),
-                     ("index", "t_ns", "device_ns", "host_ns", "value"), ("index", "t_ns", "device_ns", "host_ns"),
-                     "markers", "rate")
+MARKERS = KindLayout(
+    "markers",
+    None,
+    ".markers.csv",
+    (LSL_CLOCK_SUFFIX,),
+    ("index", "t_ns", "device_ns", "host_ns", "value"),
+    ("index", "t_ns", "device_ns", "host_ns"),
+    "markers",
+    "rate",
+)
 LAYOUTS: dict[str, KindLayout] = {k.kind: k for k in (CAMERA, AUDIO, MOCAP, SYNC_BOX, LSL, MARKERS)}
 
 KINDS = tuple(LAYOUTS)
@@ -135,8 +193,10 @@ def media_file(name: str, kind: str) -> str:
 # `media`), and its table is a recorded stream's, with device_ns the file's own time from its first frame or
 # sample and host_ns its t_ns on the recording PC's clock (it never arrived there).
 INGEST_DRIVER = "ingest"
-INGEST_SUFFIXES: dict[str, tuple[str, ...]] = {"camera": (".mov", ".mp4", ".m4v", ".mxf", ".mkv", ".avi"),
-                                              "audio": (".wav", ".bwf")}
+INGEST_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "camera": (".mov", ".mp4", ".m4v", ".mxf", ".mkv", ".avi"),
+    "audio": (".wav", ".bwf"),
+}
 
 
 def is_ingested(spec: Mapping[str, Any]) -> bool:
@@ -148,8 +208,11 @@ def stream_media(name: str, kind: str, entry: Mapping[str, Any] | None = None) -
     """The media file of a stream as its manifest entry names it: an ingested file keeps its own suffix
     (only `<name>` + one of INGEST_SUFFIXES is taken from a manifest); every other stream's is media_file's."""
     media = (entry or {}).get("media")
-    if isinstance(media, str) and kind in INGEST_SUFFIXES \
-            and any(media == name + suffix for suffix in INGEST_SUFFIXES[kind]):
+    if (
+        isinstance(media, str)
+        and kind in INGEST_SUFFIXES
+        and any(media == name + suffix for suffix in INGEST_SUFFIXES[kind])
+    ):
         return media
     return media_file(name, kind)
 
@@ -221,5 +284,5 @@ def original_name(filename: str, n: int = 1) -> str:
 
 
 def is_original_of(filename: str, candidate: str) -> bool:
-    rest = candidate[len(filename):] if candidate.startswith(filename) else ""
-    return rest == ORIGINAL or (rest.startswith(ORIGINAL) and rest[len(ORIGINAL):].isdigit())
+    rest = candidate[len(filename) :] if candidate.startswith(filename) else ""
+    return rest == ORIGINAL or (rest.startswith(ORIGINAL) and rest[len(ORIGINAL) :].isdigit())

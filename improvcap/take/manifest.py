@@ -1,4 +1,5 @@
 """Reading take.json (DESIGN section 5) safely: a bounded size, no symlink, only a regular file."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ from typing import Any
 
 from .hashing import read_small
 
-MAX_MANIFEST_BYTES = 16 << 20      # real manifests are tens of kB; anything this big is not one
+MAX_MANIFEST_BYTES = 16 << 20  # real manifests are tens of kB; anything this big is not one
 
 
 def load_json(path: Path, limit: int = MAX_MANIFEST_BYTES) -> Any:

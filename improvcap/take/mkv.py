@@ -3,12 +3,14 @@
 Shared by verify (packet counts against frames.csv), repair (what survived a crash) and slate detection.
 Only demuxing here, no decoding: a take's cameras are checked without spending a decoder on them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -27,8 +29,7 @@ def open_video(mkv: Path) -> Any:
     return av.open(str(mkv), options=_PROBE_OPTIONS)
 
 
-def video_packets(container: Any, stream: Any, errors: list[str], file_size: int | None = None,
-                  ) -> Iterator[Any]:
+def video_packets(container: Any, stream: Any, errors: list[str], file_size: int | None = None) -> Iterator[Any]:
     """Every non-empty packet of `stream`, in file order. A demuxing error ends the walk and is appended
     to `errors`; with `file_size`, packets reaching beyond it (a cut file) are skipped and noted once."""
     cut = False
@@ -36,8 +37,12 @@ def video_packets(container: Any, stream: Any, errors: list[str], file_size: int
         for packet in container.demux(stream):
             if not packet.size:  # the demuxer ends with an empty flush packet
                 continue
-            if file_size is not None and packet.pos is not None and packet.pos >= 0 \
-                    and packet.pos + packet.size > file_size:
+            if (
+                file_size is not None
+                and packet.pos is not None
+                and packet.pos >= 0
+                and packet.pos + packet.size > file_size
+            ):
                 if not cut:
                     errors.append("a packet runs past the end of the file")
                     cut = True
@@ -64,10 +69,10 @@ def ms_per_tick(stream: Any) -> Fraction:
 
 @dataclass
 class MkvScan:
-    pts: list[int]            # ms, of every complete packet of the first video stream, in file order
-    torn: bool                # the file ends inside an element, or demuxing stopped on an error
+    pts: list[int]  # ms, of every complete packet of the first video stream, in file order
+    torn: bool  # the file ends inside an element, or demuxing stopped on an error
     complete: int
-    finished: bool            # the muxer wrote its end (a duration): a crash leaves a file without one
+    finished: bool  # the muxer wrote its end (a duration): a crash leaves a file without one
     width: int | None
     height: int | None
     codec: str | None
@@ -89,8 +94,15 @@ def scan_mkv(path: Path) -> MkvScan:
         errors: list[str] = []
         pts = [int(round(p.pts * ms)) for p in video_packets(container, stream, errors, size) if p.pts is not None]
         ctx = stream.codec_context
-        return MkvScan(pts, torn or bool(errors), len(pts), container.duration is not None, ctx.width or None,
-                       ctx.height or None, ctx.name)
+        return MkvScan(
+            pts,
+            torn or bool(errors),
+            len(pts),
+            container.duration is not None,
+            ctx.width or None,
+            ctx.height or None,
+            ctx.name,
+        )
 
 
 def _vint(data: bytes, marker: bool) -> tuple[int, int, bool] | None:
@@ -122,7 +134,7 @@ def ebml_torn(path: Path) -> bool:
             ident = _vint(head, marker=False)
             if ident is None:
                 return True
-            length = _vint(head[ident[1]:], marker=True)
+            length = _vint(head[ident[1] :], marker=True)
             if length is None:
                 return True
             start = pos + ident[1] + length[1]

@@ -5,6 +5,7 @@ holding only its current frame, a buffered window of about a second per WAV file
 mocap CSV. Memory therefore stays flat however long the take; besides the bundle being yielded, it holds
 each camera's frame timestamp table (a few numbers per frame) and one second of audio per stream.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,19 @@ import av
 import numpy as np
 
 from ..errors import TakeError
-from .layout import (FORMAT, LAYOUTS, MANIFEST, NAME_RE, MOCAP, SYNC, SYNC_INDEX, SYNC_LEAD_COLUMNS, SYNC_SAMPLE,
-                     stream_media, table_file)
+from .layout import (
+    FORMAT,
+    LAYOUTS,
+    MANIFEST,
+    MOCAP,
+    NAME_RE,
+    SYNC,
+    SYNC_INDEX,
+    SYNC_LEAD_COLUMNS,
+    SYNC_SAMPLE,
+    stream_media,
+    table_file,
+)
 from .manifest import LOAD_ERRORS, load_json
 from .sync import SYNTHETIC_RATE, has_sync_columns, nominal_rate
 from .tables import read_markers, read_table, stream_table
@@ -64,6 +76,7 @@ class Bundle:
 
 
 # --- per-stream cursors for frames() ------------------------------------------------------------
+
 
 class _VideoCursor:
     """Decodes one camera's mkv forward, keeping only the current frame; frames are found by their pts."""
@@ -139,7 +152,7 @@ class _AudioCursor:
         if not (self._start <= a and b <= self._start + len(self._buffer)):
             self._start = a
             self._buffer = read_wav(self.path, a, max(b - a, self._chunk))
-        return self._buffer[a - self._start: b - self._start].copy()
+        return self._buffer[a - self._start : b - self._start].copy()
 
 
 class _MocapCursor:
@@ -185,6 +198,7 @@ def _boundary(cell: str, seen_valid: bool, total: int) -> int:
 
 # --- the take -----------------------------------------------------------------------------------
 
+
 class Take:
     """A recorded take folder: manifest, streams and aligned access along the master timeline."""
 
@@ -197,8 +211,10 @@ class Take:
             name = spec.get("name")
             # a stream's name becomes a file name: a manifest's name that is not one never leaves the take
             if not isinstance(name, str) or not NAME_RE.match(name) or spec.get("kind") not in LAYOUTS:
-                raise TakeError(f"{path}: {MANIFEST} names a stream {str(name)!r} of kind "
-                                f"{str(spec.get('kind'))!r}: not a stream of a take")
+                raise TakeError(
+                    f"{path}: {MANIFEST} names a stream {str(name)!r} of kind "
+                    f"{str(spec.get('kind'))!r}: not a stream of a take"
+                )
             if (path / table_file(spec["name"], spec["kind"])).exists():
                 self.streams[spec["name"]] = self._info(spec)
         self.master_rate = nominal_rate(manifest, self.master) if self.master else SYNTHETIC_RATE
@@ -216,11 +232,19 @@ class Take:
         summary = (self.manifest.get("streams") or {}).get(name) or {}
         device = summary.get("device") or {}
         listed = summary.get("files")
-        files = tuple(self.path / f for f in listed) if listed else \
-            tuple(p for f in LAYOUTS[kind].files(name) if (p := self.path / f).exists())
-        info: dict[str, Any] = {"name": name, "kind": kind, "driver": spec["driver"],
-                                "nominal_rate": nominal_rate(self.manifest, name), "count": summary.get("count"),
-                                "files": files}
+        files = (
+            tuple(self.path / f for f in listed)
+            if listed
+            else tuple(p for f in LAYOUTS[kind].files(name) if (p := self.path / f).exists())
+        )
+        info: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "driver": spec["driver"],
+            "nominal_rate": nominal_rate(self.manifest, name),
+            "count": summary.get("count"),
+            "files": files,
+        }
         if kind == "camera":
             info["width"] = int(device.get("width") or spec["width"])
             info["height"] = int(device.get("height") or spec["height"])
@@ -268,8 +292,11 @@ class Take:
     def _rows(self, info: StreamInfo) -> dict[str, np.ndarray]:
         table = stream_table(self.path, info.name, info.kind)
         out = {k: table[k] for k in LAYOUTS[info.kind].time_columns if k in table}
-        out["values"] = np.stack([table[c] for c in info.channel_names], axis=1).astype(np.float32) \
-            if info.channel_names else np.zeros((len(table["t_ns"]), 0), np.float32)
+        out["values"] = (
+            np.stack([table[c] for c in info.channel_names], axis=1).astype(np.float32)
+            if info.channel_names
+            else np.zeros((len(table["t_ns"]), 0), np.float32)
+        )
         return out
 
     def audio(self, stream: str, t0_ns: int, t1_ns: int) -> np.ndarray:
@@ -290,22 +317,29 @@ class Take:
 
     # the aligned walk
 
-    def frames(self, streams: list[str] | None = None, video_format: str = "rgb24", start_tick: int = 0,
-               stop_tick: int | None = None) -> Iterator[Bundle]:
+    def frames(
+        self,
+        streams: list[str] | None = None,
+        video_format: str = "rgb24",
+        start_tick: int = 0,
+        stop_tick: int | None = None,
+    ) -> Iterator[Bundle]:
         """Bundles for the ticks start_tick <= tick < stop_tick, lazily, in constant memory.
 
         `streams` picks streams by name (default: every stream in sync.csv and the master camera: not a sync
         box, markers or an irregular stream; `frame_times` gives their t_ns, `markers` the markers).
         `video_format` is any PyAV pixel format ("rgb24", "bgr24", "gray", ...).
         """
-        wanted = [n for n, s in self.streams.items() if n == self.master or has_sync_columns(s.kind, s.nominal_rate)] \
-            if streams is None else list(streams)
+        wanted = (
+            [n for n, s in self.streams.items() if n == self.master or has_sync_columns(s.kind, s.nominal_rate)]
+            if streams is None
+            else list(streams)
+        )
         for name in wanted:
             self._stream(name)  # an unknown name fails here, not at the first bundle
         return self._walk(wanted, video_format, start_tick, stop_tick)
 
-    def _walk(self, wanted: list[str], video_format: str, start_tick: int, stop_tick: int | None,
-              ) -> Iterator[Bundle]:
+    def _walk(self, wanted: list[str], video_format: str, start_tick: int, stop_tick: int | None) -> Iterator[Bundle]:
         with open(self.path / SYNC, encoding="utf-8", newline="") as fh:
             rows = csv.reader(fh)
             header = next(rows, None)
@@ -317,8 +351,15 @@ class Take:
                     raise TakeError(f"{self.path / SYNC}: no column for {name}; {REBUILD_HINT}")
             yield from self._bundles(rows, col, wanted, video_format, start_tick, stop_tick)
 
-    def _bundles(self, rows: Iterator[list[str]], col: dict[str, int], wanted: list[str], video_format: str,
-                 start_tick: int, stop_tick: int | None) -> Iterator[Bundle]:
+    def _bundles(
+        self,
+        rows: Iterator[list[str]],
+        col: dict[str, int],
+        wanted: list[str],
+        video_format: str,
+        start_tick: int,
+        stop_tick: int | None,
+    ) -> Iterator[Bundle]:
         video: dict[str, _VideoCursor] = {}
         audio: dict[str, _AudioCursor] = {}
         mocap: dict[str, _MocapCursor] = {}
@@ -326,8 +367,9 @@ class Take:
             for name in wanted:
                 kind = self.streams[name].kind
                 if kind == "camera":
-                    video[name] = _VideoCursor(self.media(name, kind),
-                                               stream_table(self.path, name, "camera"), video_format)
+                    video[name] = _VideoCursor(
+                        self.media(name, kind), stream_table(self.path, name, "camera"), video_format
+                    )
                 elif kind == "audio":
                     audio[name] = _AudioCursor(self.media(name, kind))
                 else:
@@ -381,8 +423,12 @@ def open_take(path: str | Path) -> Take:
         manifest = load_json(manifest_path)
     except LOAD_ERRORS as e:
         raise TakeError(f"{manifest_path}: unreadable manifest: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
-            or not isinstance(manifest.get("rig"), dict) or not isinstance(manifest["rig"].get("streams"), list):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("rig"), dict)
+        or not isinstance(manifest["rig"].get("streams"), list)
+    ):
         raise TakeError(f"{path}: {MANIFEST} is not an improvcap take manifest")
     if not (path / SYNC).is_file():
         raise TakeError(f"{path}: no sync.csv; {REBUILD_HINT}")

@@ -11,6 +11,7 @@ fitted to host arrivals; `host` — its stamps already are the host's monotonic 
 `<stream>.roundtrips.csv` (improvcap.roundtrip); `lsl` — an LSL sender's clock, fitted from liblsl's offsets
 in `<stream>.clock.csv` (improvcap.lslclock). Every domain then has its calibrated `latency_ms` subtracted.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,9 +67,18 @@ def rewrite_t_ns(path: Path, t_ns: np.ndarray, folder: Folder | None = None) -> 
             dst.write(b"".join(out))
 
 
-def retime_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, *, latency_ns: int, t0_host_ns: int,
-                  nominal_rate: float, folder: Folder | None = None,
-                  onto: ControllerClock | None = None) -> dict[str, Any]:
+def retime_stream(
+    take_dir: Path,
+    name: str,
+    kind: str,
+    domain: ClockDomain,
+    *,
+    latency_ns: int,
+    t0_host_ns: int,
+    nominal_rate: float,
+    folder: Folder | None = None,
+    onto: ControllerClock | None = None,
+) -> dict[str, Any]:
     """Fit one stream's clock, rewrite its t_ns, return its `clock` entry for take.json. `folder`: the take
     folder already open, which the rewrite is made in (`take_dir` is where the tables are read); `onto`: a
     capture node's take, whose t_ns go onto its controller's clock."""
@@ -121,17 +131,42 @@ def retime_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, *, 
     return entry
 
 
-def refit_stream(take_dir: Path, name: str, kind: str, domain: ClockDomain, settings: dict[str, Any],
-                 t0_host_ns: int, folder: Folder | None = None, onto: ControllerClock | None = None) -> dict[str, Any]:
+def refit_stream(
+    take_dir: Path,
+    name: str,
+    kind: str,
+    domain: ClockDomain,
+    settings: dict[str, Any],
+    t0_host_ns: int,
+    folder: Folder | None = None,
+    onto: ControllerClock | None = None,
+) -> dict[str, Any]:
     """Refit one stream with its rig settings; its manifest fields: first/last t_ns, measured rate, clock."""
-    entry = retime_stream(take_dir, name, kind, domain, latency_ns=int(round(settings.get("latency_ms", 0.0) * 1e6)),
-                          t0_host_ns=t0_host_ns, nominal_rate=nominal_rate(kind, settings), folder=folder, onto=onto)
-    return {"first_t_ns": entry.pop("first_t_ns", None), "last_t_ns": entry.pop("last_t_ns", None),
-            "measured_rate": entry.pop("measured_rate", None), "clock": entry}
+    entry = retime_stream(
+        take_dir,
+        name,
+        kind,
+        domain,
+        latency_ns=int(round(settings.get("latency_ms", 0.0) * 1e6)),
+        t0_host_ns=t0_host_ns,
+        nominal_rate=nominal_rate(kind, settings),
+        folder=folder,
+        onto=onto,
+    )
+    return {
+        "first_t_ns": entry.pop("first_t_ns", None),
+        "last_t_ns": entry.pop("last_t_ns", None),
+        "measured_rate": entry.pop("measured_rate", None),
+        "clock": entry,
+    }
 
 
-def retime_triggered(take_dir: Path, settings: dict[str, dict[str, Any]], entries: dict[str, dict[str, Any]],
-                     folder: Folder | None = None) -> dict[str, str]:
+def retime_triggered(
+    take_dir: Path,
+    settings: dict[str, dict[str, Any]],
+    entries: dict[str, dict[str, Any]],
+    folder: Folder | None = None,
+) -> dict[str, str]:
     """Every triggered camera among `entries` (stream name -> its manifest entry, updated in place) at its
     pulses' times, once every stream is refitted (improvcap.take.trigger); {camera: reason} for those that
     could not be."""
@@ -182,8 +217,11 @@ def refit_take(take_dir: Path, manifest: dict[str, Any], folder: Folder | None =
     for name, stream in manifest["streams"].items():
         try:
             domain = ClockDomain.of(stream["device"].get("clock", "device"), ClockDomain.ARRIVAL)
-            stream.update(refit_stream(take_dir, name, stream["kind"], domain, settings[name], manifest["t0_host_ns"],
-                                       folder, onto))
+            stream.update(
+                refit_stream(
+                    take_dir, name, stream["kind"], domain, settings[name], manifest["t0_host_ns"], folder, onto
+                )
+            )
         except Exception as e:  # the raw columns stay on disk: `repair --force` can refit later
             failed[name] = f"{type(e).__name__}: {e}"
     healthy = {n: s for n, s in manifest["streams"].items() if n not in failed}

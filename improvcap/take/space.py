@@ -6,6 +6,7 @@ Matroska trailer, the WAV sizes) and the manifest is written with what reached t
 when there is none, so each take holds a `Reserve` from its start: a preallocated hidden file that is
 removed the moment the disk fills (and at every stop), giving back the room its end needs.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,19 +21,19 @@ from ..errors import TakeError
 from .atomic import Folder, create_take_file
 from .layout import RESERVE
 
-RESERVE_BYTES = 16 << 20          # room kept back for a take's end: encoder flush, trailers, manifest, events
-RESERVE_SHARE = 0.05              # ... but never more than this share of a small disk
-DEFAULT_FLOOR_MINUTES = 3.0       # a take starts only with room for this many minutes of the rig's data
-LOW_FACTOR = 2.0                  # the dashboard and `ctl status` warn below this many floors of room
-SYNC_ROW_BYTES = 24               # per stream and master frame in sync.csv, at most
-MANIFEST_ROOM = 256 << 10         # take.json with every stream's summary and file hashes
+RESERVE_BYTES = 16 << 20  # room kept back for a take's end: encoder flush, trailers, manifest, events
+RESERVE_SHARE = 0.05  # ... but never more than this share of a small disk
+DEFAULT_FLOOR_MINUTES = 3.0  # a take starts only with room for this many minutes of the rig's data
+LOW_FACTOR = 2.0  # the dashboard and `ctl status` warn below this many floors of room
+SYNC_ROW_BYTES = 24  # per stream and master frame in sync.csv, at most
+MANIFEST_ROOM = 256 << 10  # take.json with every stream's summary and file hashes
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 # Rough data rates of what a rig writes when no take has measured it yet (bytes per second)
-ENCODED_BYTES_PER_PIXEL = 0.02    # H.264/H.265 at the default quality: about 1 MB/s for 1080p30
-RAW_BYTES_PER_PIXEL = 1.5         # rawvideo/ffv1 and other intra or lossless codecs (4:2:0)
-ROW_BYTES = 60                    # a timing row: index, t_ns, device_ns, host_ns, counter
-CHANNEL_BYTES = 12                # one mocap channel written as text
+ENCODED_BYTES_PER_PIXEL = 0.02  # H.264/H.265 at the default quality: about 1 MB/s for 1080p30
+RAW_BYTES_PER_PIXEL = 1.5  # rawvideo/ffv1 and other intra or lossless codecs (4:2:0)
+ROW_BYTES = 60  # a timing row: index, t_ns, device_ns, host_ns, counter
+CHANNEL_BYTES = 12  # one mocap channel written as text
 SAMPLE_BYTES = {"s16": 2, "s24": 3, "f32": 4}
 
 
@@ -72,11 +73,16 @@ def rig_data_rate(streams: Iterable[Any]) -> float:
     for spec in streams:
         s = spec.settings
         if spec.kind == "camera":
-            per_pixel = ENCODED_BYTES_PER_PIXEL if s.get("codec", "libx264") in ("libx264", "libx265", "h264",
-                                                                                  "hevc") else RAW_BYTES_PER_PIXEL
+            per_pixel = (
+                ENCODED_BYTES_PER_PIXEL
+                if s.get("codec", "libx264") in ("libx264", "libx265", "h264", "hevc")
+                else RAW_BYTES_PER_PIXEL
+            )
             rate += s["fps"] * (s["width"] * s["height"] * per_pixel + ROW_BYTES)
         elif spec.kind == "audio":
-            rate += s["samplerate"] * s["channels"] * SAMPLE_BYTES.get(s.get("sample_format", "s24"), 4) + 100 * ROW_BYTES
+            rate += (
+                s["samplerate"] * s["channels"] * SAMPLE_BYTES.get(s.get("sample_format", "s24"), 4) + 100 * ROW_BYTES
+            )
         else:
             rate += spec.nominal_rate * (ROW_BYTES + CHANNEL_BYTES * int(s.get("channels") or 0))
     return rate
@@ -105,13 +111,12 @@ class Reserve:
         except OSError as e:
             os.close(fd)
             self._remove()
-            raise TakeError(f"{folder}: cannot keep {size >> 20} MiB back for the take's end: "
-                            f"{e.strerror or e}") from e
+            raise TakeError(f"{folder}: cannot keep {size >> 20} MiB back for the take's end: {e.strerror or e}") from e
         os.close(fd)
         self._held = True
 
     @classmethod
-    def in_new_take(cls, take_dir: Path, opened: Folder | None = None) -> "Reserve":
+    def in_new_take(cls, take_dir: Path, opened: Folder | None = None) -> Reserve:
         """The reserve of a take folder just made; when there is no room for it, the folder (still empty:
         the take never started, its number stays free) is removed and TakeError raised."""
         try:
@@ -172,9 +177,11 @@ class DiskRoom:
         """Refuse a take (TakeError) when `out` has less room than `floor_bytes()`."""
         free = free_bytes(out)
         if free is not None and free < self.floor_bytes():
-            raise TakeError(f"{out}: only {human_bytes(free)} free, about {self.minutes(free):.1f} min of this rig's "
-                            f"{human_bytes(self.rate)}/s; a take needs {self.min_free_minutes:g} min "
-                            f"({human_bytes(self.floor_bytes())}): make room or lower --min-free-minutes")
+            raise TakeError(
+                f"{out}: only {human_bytes(free)} free, about {self.minutes(free):.1f} min of this rig's "
+                f"{human_bytes(self.rate)}/s; a take needs {self.min_free_minutes:g} min "
+                f"({human_bytes(self.floor_bytes())}): make room or lower --min-free-minutes"
+            )
 
     def left(self, where: Path | None) -> tuple[int | None, float | None, bool]:
         """(free bytes, minutes of data they hold, whether that is low) for the disk holding `where`."""
@@ -194,8 +201,11 @@ class DiskRoom:
 def refit_room_short(take_dir: Path, tables: Iterable[Path], sync_rows: int, streams: int) -> str | None:
     """Why a take's final refit cannot run for lack of room, or None when there is room: it rewrites one
     table at a time beside itself, then writes sync.csv (`sync_rows` rows of `streams` columns) and the manifest."""
-    need = (max((p.stat().st_size for p in tables if p.is_file()), default=0)
-            + sync_rows * SYNC_ROW_BYTES * streams + MANIFEST_ROOM)
+    need = (
+        max((p.stat().st_size for p in tables if p.is_file()), default=0)
+        + sync_rows * SYNC_ROW_BYTES * streams
+        + MANIFEST_ROOM
+    )
     free = free_bytes(take_dir)
     if free is None or free >= need:
         return None

@@ -29,6 +29,7 @@ matched). Audio is matched to the fraction of a sample, so its figures are what 
 whole sample would cost (at most half a sample period). The master itself is listed with every tick
 matched and zero offsets.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,7 @@ StreamInput = tuple[str, str, float, Mapping[str, np.ndarray]]
 
 # --- matching on arrays -------------------------------------------------------------------------
 
+
 def _first_claims(j: np.ndarray, off: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Among the ticks in `mask`, the one nearest to each claimed frame j (ties: the earlier tick)."""
     ticks = np.flatnonzero(mask)
@@ -66,8 +68,9 @@ def _first_claims(j: np.ndarray, off: np.ndarray, mask: np.ndarray) -> np.ndarra
     return keep
 
 
-def match_frames(tick_t_ns: np.ndarray, t_ns: np.ndarray, period_ns: float, *, unique: bool,
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def match_frames(
+    tick_t_ns: np.ndarray, t_ns: np.ndarray, period_ns: float, *, unique: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Row (into `t_ns`, sorted ascending) matched to each tick, -1 for a gap, and offset t_row - t_tick.
 
     The rule is the module docstring's; `period_ns` is the stream's nominal period, `unique` makes the
@@ -102,8 +105,9 @@ def match_frames(tick_t_ns: np.ndarray, t_ns: np.ndarray, period_ns: float, *, u
     return np.where(ok, j, -1), np.where(ok, off, 0)
 
 
-def sync_table(ticks: np.ndarray, tick_t_ns: np.ndarray, streams: Sequence[StreamInput], *,
-               master_rate: float) -> dict[str, np.ndarray]:
+def sync_table(
+    ticks: np.ndarray, tick_t_ns: np.ndarray, streams: Sequence[StreamInput], *, master_rate: float
+) -> dict[str, np.ndarray]:
     """The columns of sync.csv as arrays, in file order; works on plain arrays (no files).
 
     ticks, tick_t_ns: the master timeline (int64). streams: the other streams as StreamInput tuples.
@@ -133,8 +137,9 @@ def sync_table(ticks: np.ndarray, tick_t_ns: np.ndarray, streams: Sequence[Strea
     return columns
 
 
-def summarize(columns: Mapping[str, np.ndarray], streams: Sequence[StreamInput], master: str | None,
-              ) -> dict[str, dict[str, Any]]:
+def summarize(
+    columns: Mapping[str, np.ndarray], streams: Sequence[StreamInput], master: str | None
+) -> dict[str, dict[str, Any]]:
     """Per-stream matched/gaps and worst/p99/p50 |misalignment| in ns (see the module docstring)."""
     n = len(columns["tick"])
     out: dict[str, dict[str, Any]] = {}
@@ -152,13 +157,13 @@ def summarize(columns: Mapping[str, np.ndarray], streams: Sequence[StreamInput],
         figures = {"worst_abs_ns": None, "p99_abs_ns": None, "p50_abs_ns": None}
         if matched:
             worst, p99, p50 = np.max(err), *np.percentile(err, [99, 50])
-            figures = {"worst_abs_ns": int(round(worst)), "p99_abs_ns": int(round(p99)),
-                       "p50_abs_ns": int(round(p50))}
+            figures = {"worst_abs_ns": int(round(worst)), "p99_abs_ns": int(round(p99)), "p50_abs_ns": int(round(p50))}
         out[name] = {"matched": matched, "gaps": n - matched, **figures}
     return out
 
 
 # --- the file -----------------------------------------------------------------------------------
+
 
 def _cells(column: np.ndarray, name: str) -> list[str]:
     if name.endswith(SYNC_SAMPLE):
@@ -181,6 +186,7 @@ def format_sync_csv(columns: Mapping[str, np.ndarray]) -> bytes:
 
 
 # --- from a take folder -------------------------------------------------------------------------
+
 
 def nominal_rate(manifest: dict[str, Any], name: str) -> float:
     """A stream's nominal rate: what its device described (take.json streams), else the rig's setting."""
@@ -227,8 +233,9 @@ def _inputs(take_dir: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, np.nd
     return ticks, start + np.rint(ticks * (1e9 / SYNTHETIC_RATE)).astype(np.int64), SYNTHETIC_RATE, streams
 
 
-def build_sync(take_dir: Path, manifest: dict[str, Any], *, replace: bool = False, folder: Folder | None = None,
-               ) -> dict[str, dict[str, Any]]:
+def build_sync(
+    take_dir: Path, manifest: dict[str, Any], *, replace: bool = False, folder: Folder | None = None
+) -> dict[str, dict[str, Any]]:
     """Write `<take>/sync.csv` from the t_ns now in the take's tables; return the per-stream summary.
 
     sync.csv is created exclusively unless `replace` (a rebuild after refitting the clocks). `folder`: the

@@ -7,6 +7,7 @@ disk stalls only it, never a writer or a capture thread: every SYNC_INTERVAL_S i
 of the folder read-only (its own descriptors: writers are never waited on), fdatasyncs it, and fsyncs the
 folder itself (the names of new files) and, once, the folder's parent (the folder's own name).
 """
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,18 @@ class FolderSyncer:
         self.folder = Path(folder)
         self.interval = interval
         self.passes = 0
-        self.slowest_s = 0.0             # the longest pass: how far behind a slow disk has fallen
-        self.error: str | None = None    # the last failure to sync (the writers meet it too)
+        self.slowest_s = 0.0  # the longest pass: how far behind a slow disk has fallen
+        self.error: str | None = None  # the last failure to sync (the writers meet it too)
         self._fds: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="improvcap-sync", daemon=True)
-        self._dir = (os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-                     if dir_fd is None else os.dup(dir_fd))
+        self._dir = (
+            os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+            if dir_fd is None
+            else os.dup(dir_fd)
+        )
 
-    def start(self) -> "FolderSyncer":
+    def start(self) -> FolderSyncer:
         self._sync_parent()
         self._thread.start()
         return self
@@ -78,8 +82,11 @@ class FolderSyncer:
         try:
             with os.scandir(self._dir) as entries:
                 # never the reserve: a descriptor held open would keep its room taken after it is removed
-                names = [e.name for e in entries if e.name not in self._fds and e.name != RESERVE
-                         and e.is_file(follow_symlinks=False)]
+                names = [
+                    e.name
+                    for e in entries
+                    if e.name not in self._fds and e.name != RESERVE and e.is_file(follow_symlinks=False)
+                ]
             for name in names:
                 self._open(name)
             for name, fd in list(self._fds.items()):

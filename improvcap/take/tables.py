@@ -3,13 +3,14 @@
 Shared by the final clock fit, sync.csv, slate detection, the reader API and verification, so that every
 one of them reads the take folder the same way. A torn last row (a crash mid-write) is ignored.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -71,8 +72,15 @@ def read_table(path: Path, dtype: type = np.int64, columns: Sequence[str] | None
         # empty cells (an optional column): the slower parser fills them in
         fill = 0 if np.dtype(dtype).kind in "iu" else np.nan
         try:
-            data = np.genfromtxt(io.BytesIO(body), delimiter=",", dtype=dtype, filling_values=fill,
-                                 usecols=usecols, invalid_raise=True, ndmin=2)
+            data = np.genfromtxt(
+                io.BytesIO(body),
+                delimiter=",",
+                dtype=dtype,
+                filling_values=fill,
+                usecols=usecols,
+                invalid_raise=True,
+                ndmin=2,
+            )
         except ValueError as e:
             raise TakeError(f"{path}: malformed rows: {e}") from None
     return {n: data[:, i] for i, n in enumerate(wanted)}

@@ -5,21 +5,28 @@ float rate drifts by a frame every few minutes. Drop-frame timecode skips frame 
 59.94) at the start of every minute except every tenth, so that the label keeps up with the wall clock;
 its frames are separated by ';'.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import TakeError
 
 # the NTSC rates as cameras report them in floats, and their exact values
-NTSC = {23.976: Fraction(24000, 1001), 29.97: Fraction(30000, 1001), 47.952: Fraction(48000, 1001),
-        59.94: Fraction(60000, 1001), 119.88: Fraction(120000, 1001)}
+NTSC = {
+    23.976: Fraction(24000, 1001),
+    29.97: Fraction(30000, 1001),
+    47.952: Fraction(48000, 1001),
+    59.94: Fraction(60000, 1001),
+    119.88: Fraction(120000, 1001),
+}
 DROP_FRAME = (Fraction(30000, 1001), Fraction(60000, 1001))
 _TIMECODE = re.compile(r"^(\d{2}):(\d{2}):(\d{2})([:;.,])(\d{2,3})$")
 SECONDS_PER_DAY = 86400
@@ -34,7 +41,7 @@ class TimecodeRate:
     drop: bool = False
 
     @classmethod
-    def of(cls, fps: float | Fraction | str) -> "TimecodeRate":
+    def of(cls, fps: float | Fraction | str) -> TimecodeRate:
         """The timecode rate of a stream running at `fps` (a float as a camera reports it, a fraction, or
         "30000/1001"): NTSC rates exactly, drop-frame at 29.97 and 59.94; any other rate as given."""
         if isinstance(fps, str):
@@ -45,8 +52,9 @@ class TimecodeRate:
         elif isinstance(fps, Fraction):
             rate = fps
         else:
-            rate = next((exact for near, exact in NTSC.items() if abs(float(fps) - near) < 0.005), None) \
-                or Fraction(fps).limit_denominator(1001)
+            rate = next((exact for near, exact in NTSC.items() if abs(float(fps) - near) < 0.005), None) or Fraction(
+                fps
+            ).limit_denominator(1001)
         if rate <= 0:
             raise TakeError(f"timecode rate {fps!r} is not positive")
         return cls(rate, rate in DROP_FRAME)
@@ -62,7 +70,7 @@ class TimecodeRate:
         return "DF" if self.drop else "NDF"
 
     def label(self) -> str:
-        """"30000/1001 DF": how the rate is stated in the manifest and the editorial files."""
+        """ "30000/1001 DF": how the rate is stated in the manifest and the editorial files."""
         return f"{self.rate.numerator}/{self.rate.denominator} {self.flag}"
 
     def frames_in_day(self) -> int:
@@ -77,9 +85,9 @@ class TimecodeRate:
         n = self.nominal
         frame %= self.frames_in_day()
         if self.drop:
-            dropped = 2 * (n // 30)                   # labels skipped a minute
+            dropped = 2 * (n // 30)  # labels skipped a minute
             per_minute = 60 * n - dropped
-            per_ten = 10 * per_minute + dropped        # the tenth minute keeps them
+            per_ten = 10 * per_minute + dropped  # the tenth minute keeps them
             tens, rest = divmod(frame, per_ten)
             extra = dropped * 9 * tens
             if rest > dropped:

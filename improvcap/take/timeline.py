@@ -1,4 +1,5 @@
 """Mapping an audio stream's samples to and from t_ns through its blocks.csv rows."""
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ class AudioTimeline:
     total: int
 
     @classmethod
-    def from_blocks(cls, blocks: dict[str, np.ndarray], samplerate: float) -> "AudioTimeline":
+    def from_blocks(cls, blocks: dict[str, np.ndarray], samplerate: float) -> AudioTimeline:
         first = blocks["first_sample"].astype(np.float64)
         total = int(first[-1] + blocks["frames"][-1]) if len(first) else 0
         return cls(first, blocks["t_ns"].astype(np.float64), float(samplerate), total)

@@ -11,6 +11,7 @@ an index is never shifted. A frame whose pulse lies just outside the pulses reco
 take's first pulse row) is put on the line through them (counted as extrapolated). Each frame's t_ns is
 its pulse's t_ns minus the camera's latency (the exposure offset a sync calibration measures).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ from .layout import table_file
 from .tables import read_table
 
 
-def pulse_times(frame_seq: np.ndarray, frame_t_ns: np.ndarray, counter: np.ndarray, pulse_t_ns: np.ndarray,
-                latency_ns: int) -> tuple[np.ndarray, dict[str, Any]]:
+def pulse_times(
+    frame_seq: np.ndarray, frame_t_ns: np.ndarray, counter: np.ndarray, pulse_t_ns: np.ndarray, latency_ns: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """(t_ns of every frame, what the matching found) from the frames' counter and times and the box's
     pulse counter and (refitted) times, both in table order."""
     seq = np.asarray(frame_seq, dtype=np.int64)
@@ -33,8 +35,15 @@ def pulse_times(frame_seq: np.ndarray, frame_t_ns: np.ndarray, counter: np.ndarr
     pulses = np.asarray(pulse_t_ns, dtype=np.int64)[order]
     info: dict[str, Any] = {"frames": int(len(seq)), "pulses": int(len(counter))}
     if len(seq) == 0 or len(counter) < 2:
-        return t.copy(), {**info, "matched": 0, "first_pulse": None, "frames_missing": 0, "pulses_interpolated": 0,
-                          "pulses_extrapolated": 0, "frames_unmatched": int(len(seq))}
+        return t.copy(), {
+            **info,
+            "matched": 0,
+            "first_pulse": None,
+            "frames_missing": 0,
+            "pulses_interpolated": 0,
+            "pulses_extrapolated": 0,
+            "frames_unmatched": int(len(seq)),
+        }
     # each frame's nearest pulse by its own time says which pulse count its counter starts at: the most
     # common answer is the one (a frame from before the first pulse recorded, or late, is outvoted)
     pos = np.clip(np.searchsorted(pulses, t + latency_ns), 1, len(pulses) - 1)
@@ -54,20 +63,31 @@ def pulse_times(frame_seq: np.ndarray, frame_t_ns: np.ndarray, counter: np.ndarr
     t = np.rint(times).astype(np.int64) - latency_ns
     outside = (counts < counter[0]) | (counts > counter[-1])
     span = int(counts[-1] - counts[0] + 1)
-    info.update(matched=int(present.sum()), first_pulse=int(counts[0]), frames_missing=max(0, span - len(seq)),
-                pulses_interpolated=int((~present & ~outside).sum()), pulses_extrapolated=int(outside.sum()),
-                frames_unmatched=0)
+    info.update(
+        matched=int(present.sum()),
+        first_pulse=int(counts[0]),
+        frames_missing=max(0, span - len(seq)),
+        pulses_interpolated=int((~present & ~outside).sum()),
+        pulses_extrapolated=int(outside.sum()),
+        frames_unmatched=0,
+    )
     return t, info
 
 
-def triggered_frame_times(take_dir: Path, camera: str, box: str, latency_ms: float,
-                          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def triggered_frame_times(
+    take_dir: Path, camera: str, box: str, latency_ms: float
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(the t_ns its frames.csv holds, the t_ns of their pulses, what the matching found) for a camera of
     a take triggered by sync box `box`; a camera without a frame counter is matched in frame order."""
     frames = read_table(take_dir / table_file(camera, "camera"), columns=("t_ns", "seq"))
     pulses = read_table(take_dir / table_file(box, "sync"), columns=("t_ns", "counter"))
     seq = frames["seq"]
     counted = bool(seq.any()) or len(seq) < 2
-    t, info = pulse_times(seq if counted else np.arange(len(seq)), frames["t_ns"], pulses["counter"],
-                          pulses["t_ns"], int(round(latency_ms * 1e6)))
+    t, info = pulse_times(
+        seq if counted else np.arange(len(seq)),
+        frames["t_ns"],
+        pulses["counter"],
+        pulses["t_ns"],
+        int(round(latency_ms * 1e6)),
+    )
     return frames["t_ns"], t, {"by": "frame counter" if counted else "frame order", **info}

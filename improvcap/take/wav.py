@@ -2,10 +2,11 @@
 
 Layout: RIFF/WAVE, a 28-byte JUNK chunk reserved for an RF64 `ds64` (EBU Tech 3306: a file that outgrows
 4 GiB is turned into RF64 in place), `fmt `, `fact` (IEEE float only, as the WAVE spec requires for
-non-PCM formats), `bext` (v1), `iXML` (a fixed room, rewritten in place: ixml.py) and `data` last. PCM is appended as blocks arrive; the RIFF/data sizes are
-patched on every flush (at least once a second) and at close, and `repair_wav_header` restores them from
-the file length after a crash.
+non-PCM formats), `bext` (v1), `iXML` (a fixed room, rewritten in place: ixml.py) and `data` last. PCM is
+appended as blocks arrive; the RIFF/data sizes are patched on every flush (at least once a second) and at
+close, and `repair_wav_header` restores them from the file length after a crash.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -24,9 +25,9 @@ WAVE_FORMAT_PCM = 0x0001
 WAVE_FORMAT_IEEE_FLOAT = 0x0003
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 FORMATS = {"s16": (WAVE_FORMAT_PCM, 16), "s24": (WAVE_FORMAT_PCM, 24), "f32": (WAVE_FORMAT_IEEE_FLOAT, 32)}
-BEXT_FIXED = 602      # bext v1: every field up to and including the reserved block
+BEXT_FIXED = 602  # bext v1: every field up to and including the reserved block
 BEXT_TIME_REFERENCE = 338  # its offset in the chunk: after description, originator, reference, date, time
-DS64_SIZE = 28        # riffSize u64, dataSize u64, sampleCount u64, tableLength u32
+DS64_SIZE = 28  # riffSize u64, dataSize u64, sampleCount u64, tableLength u32
 U32_MAX = 0xFFFFFFFF
 
 
@@ -38,12 +39,25 @@ def _ascii(text: str, size: int) -> bytes:
     return text.encode("ascii", "replace")[:size].ljust(size, b"\0")
 
 
-def bext_body(*, description: str, originator: str, originator_reference: str, origination: _dt.datetime,
-              time_reference: int, coding_history: str) -> bytes:
+def bext_body(
+    *,
+    description: str,
+    originator: str,
+    originator_reference: str,
+    origination: _dt.datetime,
+    time_reference: int,
+    coding_history: str,
+) -> bytes:
     """The `bext` chunk body, version 1 layout (UMID left zero, loudness fields are v2 and stay reserved)."""
-    fixed = (_ascii(description, 256) + _ascii(originator, 32) + _ascii(originator_reference, 32)
-             + _ascii(origination.strftime("%Y-%m-%d"), 10) + _ascii(origination.strftime("%H:%M:%S"), 8)
-             + struct.pack("<IIH", time_reference & U32_MAX, time_reference >> 32, 1) + bytes(64))
+    fixed = (
+        _ascii(description, 256)
+        + _ascii(originator, 32)
+        + _ascii(originator_reference, 32)
+        + _ascii(origination.strftime("%Y-%m-%d"), 10)
+        + _ascii(origination.strftime("%H:%M:%S"), 8)
+        + struct.pack("<IIH", time_reference & U32_MAX, time_reference >> 32, 1)
+        + bytes(64)
+    )
     fixed = fixed.ljust(BEXT_FIXED, b"\0")
     history = coding_history.encode("ascii", "replace")
     return fixed + history + (b"\0" if len(history) % 2 else b"")
@@ -78,11 +92,23 @@ def to_format(data: np.ndarray, sample_format: str) -> bytes:
 class WavWriter:
     """Appends frames to a new BWF file; never overwrites (exclusive create)."""
 
-    def __init__(self, path: Path, channels: int, samplerate: int, sample_format: str = "s24", *,
-                 description: str = "", originator: str = "improvcap", originator_reference: str = "",
-                 origination: _dt.datetime | None = None, time_reference: int = 0,
-                 ixml: bytes | None = None, flush_interval: float = 1.0, riff_limit: int = U32_MAX,
-                 folder: Folder | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        channels: int,
+        samplerate: int,
+        sample_format: str = "s24",
+        *,
+        description: str = "",
+        originator: str = "improvcap",
+        originator_reference: str = "",
+        origination: _dt.datetime | None = None,
+        time_reference: int = 0,
+        ixml: bytes | None = None,
+        flush_interval: float = 1.0,
+        riff_limit: int = U32_MAX,
+        folder: Folder | None = None,
+    ) -> None:
         """`ixml`: the iXML chunk's body (ixml.document); `folder`: `path`'s folder, already open, which the
         file is made in."""
         if sample_format not in FORMATS:
@@ -110,9 +136,17 @@ class WavWriter:
         mode = {1: "mono", 2: "stereo"}.get(channels, "multichannel")
         history = f"A=PCM,F={samplerate},W={bits},M={mode},T=improvcap\r\n"
         origination = origination or _dt.datetime.now().astimezone()
-        layout += _chunk(b"bext", bext_body(description=description, originator=originator,
-                                            originator_reference=originator_reference, origination=origination,
-                                            time_reference=time_reference, coding_history=history))
+        layout += _chunk(
+            b"bext",
+            bext_body(
+                description=description,
+                originator=originator,
+                originator_reference=originator_reference,
+                origination=origination,
+                time_reference=time_reference,
+                coding_history=history,
+            ),
+        )
         if ixml is not None:
             layout += _chunk(b"iXML", ixml)
         self._data_size_at = 8 + len(layout) + 4
@@ -168,12 +202,26 @@ class WavWriter:
             os.close(fd)
 
     def _patch(self, data_size: int, fd: int | None = None) -> None:
-        self._rf64 = _write_sizes(self._fh.fileno() if fd is None else fd, self.data_offset, data_size,
-                                  self.block_align, self._fact_at, self._rf64, self._riff_limit)
+        self._rf64 = _write_sizes(
+            self._fh.fileno() if fd is None else fd,
+            self.data_offset,
+            data_size,
+            self.block_align,
+            self._fact_at,
+            self._rf64,
+            self._riff_limit,
+        )
 
 
-def _write_sizes(fd: int, data_offset: int, data_size: int, block_align: int, fact_at: int | None,
-                 rf64: bool, riff_limit: int = U32_MAX) -> bool:
+def _write_sizes(
+    fd: int,
+    data_offset: int,
+    data_size: int,
+    block_align: int,
+    fact_at: int | None,
+    rf64: bool,
+    riff_limit: int = U32_MAX,
+) -> bool:
     """Patch RIFF, data and fact sizes in place (pwrite: the buffered writer's position is untouched).
 
     Returns whether the file is now RF64. Once RF64, always RF64: readers may already have seen it.
@@ -196,6 +244,7 @@ def _write_sizes(fd: int, data_offset: int, data_size: int, block_align: int, fa
 
 # --- reading ------------------------------------------------------------------------------------
 
+
 def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
     """Chunks up to `data`: format fields, bext fields, where data starts and its declared size. `f`: the
     file already open (read from its start), else `path` is opened."""
@@ -206,9 +255,16 @@ def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
     head = f.read(12)
     if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
         raise TakeError(f"{path}: not a WAV file")
-    info: dict[str, Any] = {"rf64": head[:4] == b"RF64", "description": "", "originator": "",
-                            "time_reference": None, "coding_history": "", "fact_at": None, "ds64_slot": False,
-                            "ixml": None}
+    info: dict[str, Any] = {
+        "rf64": head[:4] == b"RF64",
+        "description": "",
+        "originator": "",
+        "time_reference": None,
+        "coding_history": "",
+        "fact_at": None,
+        "ds64_slot": False,
+        "ixml": None,
+    }
     ds64_data: int | None = None
     while True:
         ch = f.read(8)
@@ -231,12 +287,19 @@ def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
         if tag == b"fmt ":
             if len(body) < 16:
                 raise TakeError(f"{path}: fmt chunk of {len(body)} bytes, a WAV's has at least 16")
-            fmt_tag, info["channels"], info["rate"], _, info["block_align"], info["bits"] = \
-                struct.unpack("<HHIIHH", body[:16])
-            if not info["channels"] or not info["rate"] or info["block_align"] != info["channels"] * \
-                    ((info["bits"] + 7) // 8) or not info["bits"]:
-                raise TakeError(f"{path}: not a usable WAV: {info['channels']} channels, {info['rate']} Hz, "
-                                f"{info['bits']} bits, {info['block_align']} bytes per frame")
+            fmt_tag, info["channels"], info["rate"], _, info["block_align"], info["bits"] = struct.unpack(
+                "<HHIIHH", body[:16]
+            )
+            if (
+                not info["channels"]
+                or not info["rate"]
+                or info["block_align"] != info["channels"] * ((info["bits"] + 7) // 8)
+                or not info["bits"]
+            ):
+                raise TakeError(
+                    f"{path}: not a usable WAV: {info['channels']} channels, {info['rate']} Hz, "
+                    f"{info['bits']} bits, {info['block_align']} bytes per frame"
+                )
             if fmt_tag == WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
                 fmt_tag = struct.unpack("<H", body[24:26])[0]  # first two bytes of the SubFormat GUID
             info["format"] = {WAVE_FORMAT_PCM: "pcm", WAVE_FORMAT_IEEE_FLOAT: "float"}.get(fmt_tag, hex(fmt_tag))
@@ -250,7 +313,7 @@ def _parse(path: Path, f: BinaryIO | None = None) -> dict[str, Any]:
             info["bext_at"] = at
             info["description"] = body[:256].rstrip(b"\0").decode("ascii", "replace")
             info["originator"] = body[256:288].rstrip(b"\0").decode("ascii", "replace")
-            lo, hi = struct.unpack("<II", body[BEXT_TIME_REFERENCE:BEXT_TIME_REFERENCE + 8])
+            lo, hi = struct.unpack("<II", body[BEXT_TIME_REFERENCE : BEXT_TIME_REFERENCE + 8])
             info["time_reference"] = lo | hi << 32
             info["coding_history"] = body[BEXT_FIXED:].rstrip(b"\0").decode("ascii", "replace")
         f.seek(at + size + size % 2)
@@ -269,12 +332,22 @@ def wav_info(path: Path | str) -> dict[str, Any]:
     frames = on_disk if declared in (U32_MAX, 0) and on_disk else declared // p["block_align"]
     sample_format = {("pcm", 16): "s16", ("pcm", 24): "s24", ("float", 32): "f32"}.get((p["format"], p["bits"]))
     return {
-        "format": p["format"], "sample_format": sample_format, "channels": p["channels"], "rate": p["rate"],
+        "format": p["format"],
+        "sample_format": sample_format,
+        "channels": p["channels"],
+        "rate": p["rate"],
         "samplerate": p["rate"],
-        "bits": p["bits"], "block_align": p["block_align"], "frames": frames, "frames_on_disk": on_disk,
+        "bits": p["bits"],
+        "block_align": p["block_align"],
+        "frames": frames,
+        "frames_on_disk": on_disk,
         "header_complete": declared not in (U32_MAX, 0) and declared // p["block_align"] == on_disk,
-        "rf64": p["rf64"], "data_offset": p["data_offset"], "time_reference": p["time_reference"],
-        "description": p["description"], "originator": p["originator"], "coding_history": p["coding_history"],
+        "rf64": p["rf64"],
+        "data_offset": p["data_offset"],
+        "time_reference": p["time_reference"],
+        "description": p["description"],
+        "originator": p["originator"],
+        "coding_history": p["coding_history"],
     }
 
 
@@ -303,8 +376,7 @@ def read_ixml(path: Path | str) -> bytes | None:
         return f.read(span[1]).rstrip(b" \0")
 
 
-def read_pcm(path: Path | str, start: int = 0, frames: int | None = None, info: dict[str, Any] | None = None,
-             ) -> bytes:
+def read_pcm(path: Path | str, start: int = 0, frames: int | None = None, info: dict[str, Any] | None = None) -> bytes:
     """The data bytes of frames [start, start+frames), as stored (interleaved little-endian PCM). `info`:
     wav_info(path) already read (a reader walking a file in pieces parses its header once)."""
     info = info or wav_info(path)

@@ -30,6 +30,7 @@ Verdict rules (every reason is kept, FAIL ones first; the verdict is the worst o
 Figures in the result are JSON-ready (no NaN): times in ms or s, drift in ppm, and per stream compact
 series for plots (at most PLOT_POINTS points, the maximum of each bucket so that gaps stay visible).
 """
+
 from __future__ import annotations
 
 from .limits import Limits

@@ -1,8 +1,10 @@
 """Consent and fault checks of a take: the performers and their canonical record, faults during the take."""
+
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..performers import consent_record, consent_summary
 from ..take.hashing import read_small
@@ -12,15 +14,18 @@ from .findings import mapping, number, show
 if TYPE_CHECKING:
     from .take_check import TakeCheck
 
-MAX_RECORD_BYTES = 16 << 20        # performers.json
+MAX_RECORD_BYTES = 16 << 20  # performers.json
 
 
 def check_performers(c: TakeCheck) -> tuple[list[str], dict[str, Any]]:
     entries = c.manifest.get("performers")
     if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("id"), str)
-            and isinstance(e.get("allowed", []), list) and isinstance(e.get("denied", []), list)
-            for e in entries):
+        isinstance(e, dict)
+        and isinstance(e.get("id"), str)
+        and isinstance(e.get("allowed", []), list)
+        and isinstance(e.get("denied", []), list)
+        for e in entries
+    ):
         c.f.fail(f"{MANIFEST}: performers is not a list of performer entries: consent not verified")
         return [], {}
     ids = [e["id"] for e in entries]
@@ -34,8 +39,9 @@ def check_performers(c: TakeCheck) -> tuple[list[str], dict[str, Any]]:
             c.f.fail(f"performer {show(e['id'])} is recorded with revoked consent")
     summary: dict[str, Any] = {}
     with c.f.check("consent summary"):
-        summary = consent_summary([{**e, "allowed": e.get("allowed", []), "denied": e.get("denied", [])}
-                                   for e in entries])
+        summary = consent_summary(
+            [{**e, "allowed": e.get("allowed", []), "denied": e.get("denied", [])} for e in entries]
+        )
     record = c.regular(PERFORMERS_RECORD)
     if record is None:
         if PERFORMERS_RECORD not in c.listing.links:
@@ -47,9 +53,11 @@ def check_performers(c: TakeCheck) -> tuple[list[str], dict[str, Any]]:
     with c.f.check("consent record"):
         expected = consent_record(entries)
     if expected is not None and (data != expected or digest != c.manifest.get("performers_sha256")):
-        c.f.fail(f"consent record altered: {PERFORMERS_RECORD} (sha256 {digest[:12]}…) is not the record of "
-                    f"{MANIFEST} performers (performers_sha256 "
-                    f"{show(str(c.manifest.get('performers_sha256')))[:12]}…)")
+        c.f.fail(
+            f"consent record altered: {PERFORMERS_RECORD} (sha256 {digest[:12]}…) is not the record of "
+            f"{MANIFEST} performers (performers_sha256 "
+            f"{show(str(c.manifest.get('performers_sha256')))[:12]}…)"
+        )
     return ids, summary
 
 

@@ -1,4 +1,5 @@
 """Figures for verify's results: rounding that stays JSON-ready, compact series for plots."""
+
 from __future__ import annotations
 
 import math

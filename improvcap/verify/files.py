@@ -6,32 +6,35 @@ with it while the checks of the media (improvcap.verify.take_check, which holds 
 Reading only: every file is opened read-only, symlinks are never followed and only regular files are
 opened, so a hostile take cannot make verify read outside it or block on a FIFO.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from ..take.hashing import hash_file
 from ..take.layout import FORMAT, MANIFEST, MEDIA_SUFFIXES, VERSION
 from ..take.manifest import MAX_MANIFEST_BYTES, load_json
 from .findings import Findings, integer, mapping, show
 
-PROGRESS_EVERY = 16 << 20          # bytes between progress reports while hashing
+PROGRESS_EVERY = 16 << 20  # bytes between progress reports while hashing
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # --- reading a take safely ----------------------------------------------------------------------------
 
+
 @dataclass
 class Listing:
-    files: dict[str, int]          # relpath -> size, regular files only
-    links: dict[str, str]          # relpath -> link target
-    special: list[str]             # FIFOs, sockets, devices
+    files: dict[str, int]  # relpath -> size, regular files only
+    links: dict[str, str]  # relpath -> link target
+    special: list[str]  # FIFOs, sockets, devices
     errors: list[str]
 
 
@@ -78,7 +81,7 @@ class TakeFiles:
         self.hash_f = Findings(take)  # filled while hashing (on another thread), put first in the result
         self.listing = Listing({}, {}, [], [])
         self.manifest: dict[str, Any] = {}
-        self.listed: set[str] = set()      # every path take.json lists, well-formed entry or not
+        self.listed: set[str] = set()  # every path take.json lists, well-formed entry or not
         self.bytes = 0
 
     def regular(self, rel: str) -> Path | None:
@@ -113,8 +116,10 @@ class TakeFiles:
             f.fail(f"{MANIFEST}: format {show(repr(data.get('format')))[:80]}, expected {FORMAT!r}")
             return False
         if data.get("version") != VERSION:
-            f.fail(f"{MANIFEST}: unknown version {show(repr(data.get('version')))[:40]} (this improvcap reads "
-                   f"version {VERSION})")
+            f.fail(
+                f"{MANIFEST}: unknown version {show(repr(data.get('version')))[:40]} (this improvcap reads "
+                f"version {VERSION})"
+            )
             return False
         self.manifest = data
         return True
@@ -172,14 +177,20 @@ class TakeFiles:
         out = []
         for rel, entry in files.items():
             parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
-            if (not isinstance(rel, str) or not rel or "\0" in rel or "\\" in rel or rel.startswith("/")
-                    or ".." in parts or rel != "/".join(p for p in parts if p != ".")):
+            if (
+                not isinstance(rel, str)
+                or not rel
+                or "\0" in rel
+                or "\\" in rel
+                or rel.startswith("/")
+                or ".." in parts
+                or rel != "/".join(p for p in parts if p != ".")
+            ):
                 self.f.fail(f"{MANIFEST}: file path {show(repr(rel))[:120]} escapes the take")
                 continue
             size = integer(mapping(entry).get("bytes"))
             digest = mapping(entry).get("sha256")
-            if size is None or size < 0 or not isinstance(digest, str) or not _SHA256.match(digest) \
-                    or rel == MANIFEST:
+            if size is None or size < 0 or not isinstance(digest, str) or not _SHA256.match(digest) or rel == MANIFEST:
                 self.f.fail(f"{MANIFEST}: malformed entry for {show(rel)} in files")
                 continue
             out.append((rel, size, digest))

@@ -1,12 +1,14 @@
 """What verify finds in one take: FAIL and WARN reasons, and the helpers that read untrusted values."""
+
 from __future__ import annotations
 
 import math
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def show(text: Any) -> str:
@@ -30,7 +32,7 @@ def mapping(v: Any) -> dict:
 
 
 def takes(n: int) -> str:
-    """"1 take", "2 takes": how many takes, in the CLI's lines and the report."""
+    """ "1 take", "2 takes": how many takes, in the CLI's lines and the report."""
     return f"{n} take" if n == 1 else f"{n} takes"
 
 

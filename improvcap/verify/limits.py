@@ -1,4 +1,5 @@
 """What a take must stay within to pass `improvcap verify` (the command's options)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,16 +2,18 @@
 
 See improvcap.verify for the verdict rules.
 """
+
 from __future__ import annotations
 
 import importlib
 import multiprocessing
-import queue as _queue
 import os
+import queue as _queue
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import UsageError
 from ..take.hashing import hash_file
@@ -19,8 +21,8 @@ from ..take.layout import MANIFEST
 from .files import TakeFiles
 from .limits import Limits
 
-
 # --- finding takes ------------------------------------------------------------------------------------
+
 
 def find_takes(paths: Sequence[Path]) -> list[Path]:
     """Every folder holding a take.json under `paths` (a path may be a take itself), sorted.
@@ -50,8 +52,9 @@ def find_takes(paths: Sequence[Path]) -> list[Path]:
     return sorted(found.values())
 
 
-def verify_take(take: Path, limits: Limits = Limits(), *, on_bytes: Callable[[int], None] | None = None,
-                ) -> dict[str, Any]:
+def verify_take(
+    take: Path, limits: Limits = Limits(), *, on_bytes: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """Check one take folder, reading only; never raises on what it finds (see the module docstring).
 
     `on_bytes(bytes_hashed_so_far)` is called from a worker thread every PROGRESS_EVERY bytes and at the end.
@@ -66,6 +69,7 @@ def verify_take(take: Path, limits: Limits = Limits(), *, on_bytes: Callable[[in
 
 
 # --- many takes ---------------------------------------------------------------------------------------
+
 
 def _check_without_hashes(take: Path, limits: Limits) -> dict[str, Any]:
     """Everything but hashing (verify_paths hashes every take's files from one pool). Top level: it runs in
@@ -87,8 +91,7 @@ def _ready() -> None:
 def _crashed(take: Path, error: BaseException) -> dict[str, Any]:
     from .take_check import TakeCheck
 
-    return TakeCheck(Path(take), Limits(), hashes=False).failure(
-        f"verify crashed: {type(error).__name__}: {error}")
+    return TakeCheck(Path(take), Limits(), hashes=False).failure(f"verify crashed: {type(error).__name__}: {error}")
 
 
 class _Hashing:
@@ -100,8 +103,9 @@ class _Hashing:
     A caller that uses each take's result as it comes (export) wants them in take order instead.
     """
 
-    def __init__(self, plans: Sequence[TakeFiles], threads: int, on_hashed: Callable[[int], None],
-                 in_take_order: bool = False) -> None:
+    def __init__(
+        self, plans: Sequence[TakeFiles], threads: int, on_hashed: Callable[[int], None], in_take_order: bool = False
+    ) -> None:
         self.plans = plans
         self.files = [plan.hash_plan() for plan in plans]
         self.pending = [len(files) for files in self.files]
@@ -110,8 +114,10 @@ class _Hashing:
         self.read = 0
         self.on_hashed = on_hashed  # called with a take's index after each of its files
         self._lock = threading.Lock()
-        jobs = sorted(((size, i, rel) for i, files in enumerate(self.files) for rel, size, _ in files),
-                      key=(lambda job: (job[1], -job[0])) if in_take_order else (lambda job: -job[0]))
+        jobs = sorted(
+            ((size, i, rel) for i, files in enumerate(self.files) for rel, size, _ in files),
+            key=(lambda job: (job[1], -job[0])) if in_take_order else (lambda job: -job[0]),
+        )
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="improvcap-hash")
         for _, i, rel in jobs:
             self.pool.submit(self._hash, i, rel)
@@ -145,15 +151,24 @@ class _Hashing:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def verify_paths(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1,
-                 progress: Callable[[int, int, int, int], None] | None = None) -> list[dict[str, Any]]:
+def verify_paths(
+    paths: Sequence[Path],
+    limits: Limits = Limits(),
+    jobs: int = 1,
+    progress: Callable[[int, int, int, int], None] | None = None,
+) -> list[dict[str, Any]]:
     """Verify every take under `paths`; results in take order (find_takes). See iter_verified."""
     return list(iter_verified(paths, limits, jobs, progress))
 
 
-def iter_verified(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 1,
-                  progress: Callable[[int, int, int, int], None] | None = None, *, in_take_order: bool = False,
-                  ) -> Iterator[dict[str, Any]]:
+def iter_verified(
+    paths: Sequence[Path],
+    limits: Limits = Limits(),
+    jobs: int = 1,
+    progress: Callable[[int, int, int, int], None] | None = None,
+    *,
+    in_take_order: bool = False,
+) -> Iterator[dict[str, Any]]:
     """Verify every take under `paths`, yielding results in take order (find_takes) as they are ready.
 
     `jobs` threads of this process hash every file from one queue over all takes (_Hashing); the other
@@ -169,8 +184,9 @@ def iter_verified(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 
         # Started first, so that the workers import the checks while this process starts hashing. Forked
         # (no new interpreter) only while this is the only thread: a lock held by another thread would stay
         # held in the child. The CLI starts its progress bar (a thread) at the first progress call.
-        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() \
-            else "spawn"
+        method = (
+            "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        )
         checks = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         for _ in range(workers):
             checks.submit(_ready)  # forks now (3.11 starts every worker of a fork pool at the first task)
@@ -185,7 +201,7 @@ def iter_verified(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 
             future = checks.submit(_check_without_hashes, take, limits)
             running[future] = i
             future.add_done_callback(events.put)
-        checked: dict[int, dict[str, Any]] = {}   # checked, waiting for its files' hashes
+        checked: dict[int, dict[str, Any]] = {}  # checked, waiting for its files' hashes
         results: list[dict[str, Any] | None] = [None] * len(takes)
         done = given = 0
         if progress is not None:
@@ -224,18 +240,28 @@ def iter_verified(paths: Sequence[Path], limits: Limits = Limits(), jobs: int = 
 
 # --- the CLI's table ----------------------------------------------------------------------------------
 
+
 def summary_rows(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per take for the CLI's table: take, duration_s, streams, drops, worst drift (ppm), worst
     slate offset (ms), verdict, reasons. `drops` is text per stream in its unit ("" when none)."""
     rows = []
     for r in results:
         streams = r.get("streams") or {}
-        drops = ", ".join(f"{n} {s['drops']}" + (" samples" if s.get("kind") == "audio" else "")
-                          for n, s in streams.items() if s.get("drops"))
-        rows.append({
-            "take": r.get("take"), "duration_s": r.get("duration_s"), "streams": len(streams),
-            "drops": drops, "worst_drift_ppm": r.get("worst_drift_ppm"),
-            "worst_slate_offset_ms": r.get("worst_slate_offset_ms"), "verdict": r.get("verdict"),
-            "reasons": list(r.get("reasons") or []),
-        })
+        drops = ", ".join(
+            f"{n} {s['drops']}" + (" samples" if s.get("kind") == "audio" else "")
+            for n, s in streams.items()
+            if s.get("drops")
+        )
+        rows.append(
+            {
+                "take": r.get("take"),
+                "duration_s": r.get("duration_s"),
+                "streams": len(streams),
+                "drops": drops,
+                "worst_drift_ppm": r.get("worst_drift_ppm"),
+                "worst_slate_offset_ms": r.get("worst_slate_offset_ms"),
+                "verdict": r.get("verdict"),
+                "reasons": list(r.get("reasons") or []),
+            }
+        )
     return rows

@@ -9,14 +9,16 @@ may be hostile) is escaped with html.escape.
 The results are verify's per-take dicts. Any key may be missing or None (shown as "–"), lists may be
 empty, and numbers may be junk: the report renders whatever it is given and never raises on content.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import html
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,23 @@ VERDICTS = ("OK", "WARN", "FAIL")
 MAX_POINTS = 800  # per polyline (about two per pixel column); longer series keep each bin's min and max
 # Okabe-Ito: told apart by colour-blind readers too
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
-STREAM_KEYS = ("kind", "count", "drops", "drift_ppm", "residual_p99_ms", "slate_offsets_ms",
-               "frame_intervals_ms", "clock_residuals_ms", "frame_intervals_t_s", "clock_residuals_t_s",
-               "nominal_rate")
+STREAM_KEYS = (
+    "kind",
+    "count",
+    "drops",
+    "drift_ppm",
+    "residual_p99_ms",
+    "slate_offsets_ms",
+    "frame_intervals_ms",
+    "clock_residuals_ms",
+    "frame_intervals_t_s",
+    "clock_residuals_t_s",
+    "nominal_rate",
+)
 
 
 # --- values from the results, whatever they are ------------------------------------------------------
+
 
 def esc(value: Any) -> str:
     """Any value as escaped text (quotes too: the same text goes into attributes)."""
@@ -147,6 +160,7 @@ def _consent(result: Mapping) -> dict[str, dict[str, list[str]]]:
 
 # --- inline SVG plots ------------------------------------------------------------------------------
 
+
 @dataclass
 class Series:
     label: str
@@ -235,7 +249,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5, min_step: float = 0.0) -> t
 
 def _tick_label(v: float, step: float) -> str:
     digits = max(0, -math.floor(math.log10(step) + 1e-9))
-    if abs(step / 10 ** -digits - round(step / 10 ** -digits)) > 1e-6:
+    if abs(step / 10**-digits - round(step / 10**-digits)) > 1e-6:
         digits += 1  # 2.5 × 10^k
     if abs(v) >= 1e6 or (v != 0 and abs(v) < 1e-4 and digits > 6):
         return f"{v:.3g}"
@@ -264,8 +278,10 @@ def svg_plot(plot: Plot) -> str:
             width = 20 + 6.5 * len(label)
             if lx + width > w - 14 and lx > 64:
                 lx, ly = 64.0, ly + 15
-            legend.append(f'<rect x="{lx:.1f}" y="{ly - 9:.1f}" width="10" height="10" '
-                          f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{lx + 13:.1f}" y="{ly:.1f}">{esc(label)}</text>')
+            legend.append(
+                f'<rect x="{lx:.1f}" y="{ly - 9:.1f}" width="10" height="10" '
+                f'fill="{PALETTE[i % len(PALETTE)]}"/><text x="{lx + 13:.1f}" y="{ly:.1f}">{esc(label)}</text>'
+            )
             lx += width
     left, right, top, bottom = 64, 14, (int(ly) + 10 if legend else 30), 44
     h = plot.height + top - 30
@@ -284,28 +300,38 @@ def svg_plot(plot: Plot) -> str:
         return top + (y1 - v) / (y1 - y0) * ph
 
     attrs = "".join(f' {esc(k)}="{esc(v)}"' for k, v in plot.attrs.items())
-    out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-           f'viewBox="0 0 {w} {h}" role="img" aria-label="{esc(plot.title)}"{attrs}>',
-           f'<title>{esc(plot.title)}</title>',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#888"/>',
-           f'<text x="{left}" y="18" class="pt">{esc(plot.title)}</text>']
+    out = [
+        f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        f'viewBox="0 0 {w} {h}" role="img" aria-label="{esc(plot.title)}"{attrs}>',
+        f"<title>{esc(plot.title)}</title>",
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#888"/>',
+        f'<text x="{left}" y="18" class="pt">{esc(plot.title)}</text>',
+    ]
     for t in yticks:
         y = py(t)
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                   f'<line x1="{left - 4}" x2="{left}" y1="{y:.1f}" y2="{y:.1f}" class="tick"/>'
-                   f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{esc(_tick_label(t, ystep))}</text>')
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+            f'<line x1="{left - 4}" x2="{left}" y1="{y:.1f}" y2="{y:.1f}" class="tick"/>'
+            f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{esc(_tick_label(t, ystep))}</text>'
+        )
     for t in xticks:
         x = px(t)
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" class="tick"/>'
-                   f'<text x="{x:.1f}" y="{top + ph + 17}" text-anchor="middle">{esc(_tick_label(t, xstep))}</text>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{h - 6}" text-anchor="middle" class="al">{esc(plot.xlabel)}</text>'
-               f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" '
-               f'class="al">{esc(plot.ylabel)}</text>')
+        out.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" class="tick"/>'
+            f'<text x="{x:.1f}" y="{top + ph + 17}" text-anchor="middle">{esc(_tick_label(t, xstep))}</text>'
+        )
+    out.append(
+        f'<text x="{left + pw / 2:.1f}" y="{h - 6}" text-anchor="middle" class="al">{esc(plot.xlabel)}</text>'
+        f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" '
+        f'class="al">{esc(plot.ylabel)}</text>'
+    )
     for r in hlines:
         y = py(r.y)
         dash = ' stroke-dasharray="6 4"' if r.dashed else ""
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="ref"{dash}/>'
-                   f'<text x="{left + pw - 4}" y="{y - 4:.1f}" text-anchor="end" class="rl">{esc(r.label)}</text>')
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="ref"{dash}/>'
+            f'<text x="{left + pw - 4}" y="{y - 4:.1f}" text-anchor="end" class="rl">{esc(r.label)}</text>'
+        )
     for i, (s, x, y) in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y))
@@ -332,17 +358,32 @@ def interval_plot(take_i: int, name: str, stream: Mapping, duration_s: Any) -> s
         return '<p class="nodata">no frame intervals</p>'
     period = _period_ms(stream, y)
     lines = [HLine(1.5 * period, f"1.5 × period ({1.5 * period:.3g} ms)")] if period else []
-    return svg_plot(Plot(f"{name}: intervals between rows", xlabel, "interval (ms)", [Series(name, x, y)],
-                         lines, {"data-take": str(take_i), "data-stream": name, "data-plot": "intervals"}))
+    return svg_plot(
+        Plot(
+            f"{name}: intervals between rows",
+            xlabel,
+            "interval (ms)",
+            [Series(name, x, y)],
+            lines,
+            {"data-take": str(take_i), "data-stream": name, "data-plot": "intervals"},
+        )
+    )
 
 
 def residual_plot(take_i: int, name: str, stream: Mapping, duration_s: Any) -> str:
     x, y, xlabel = series_values(stream.get("clock_residuals_ms"), duration_s, stream.get("clock_residuals_t_s"))
     if not len(y):
         return '<p class="nodata">no clock residuals</p>'
-    return svg_plot(Plot(f"{name}: clock-fit residuals", xlabel, "host − fit (ms)", [Series(name, x, y)],
-                         [HLine(0.0, "0", dashed=False)],
-                         {"data-take": str(take_i), "data-stream": name, "data-plot": "residuals"}))
+    return svg_plot(
+        Plot(
+            f"{name}: clock-fit residuals",
+            xlabel,
+            "host − fit (ms)",
+            [Series(name, x, y)],
+            [HLine(0.0, "0", dashed=False)],
+            {"data-take": str(take_i), "data-stream": name, "data-plot": "residuals"},
+        )
+    )
 
 
 def offset_plot(take_i: int, streams: Mapping[str, Mapping]) -> str:
@@ -355,9 +396,19 @@ def offset_plot(take_i: int, streams: Mapping[str, Mapping]) -> str:
             series.append(Series(name, x[keep], y[keep].clip(-1e12, 1e12), markers=True))
     if not series:
         return '<p class="nodata">no slate offsets</p>'
-    return svg_plot(Plot("slate offsets from the reference stream", "slate", "offset (ms)", series,
-                         [HLine(0.0, "0", dashed=False)], {"data-take": str(take_i), "data-plot": "offsets"},
-                         integer_x=True, width=720, height=260))
+    return svg_plot(
+        Plot(
+            "slate offsets from the reference stream",
+            "slate",
+            "offset (ms)",
+            series,
+            [HLine(0.0, "0", dashed=False)],
+            {"data-take": str(take_i), "data-plot": "offsets"},
+            integer_x=True,
+            width=720,
+            height=260,
+        )
+    )
 
 
 # --- the page --------------------------------------------------------------------------------------
@@ -376,7 +427,8 @@ tr.fail td{background:#fdecea}tr.warn td{background:#fff4e0}
 section.take{border:1px solid #ccc;border-left:8px solid #666;padding:10px 14px;margin:18px 0;break-inside:avoid-page}
 section.take.ok{border-left-color:#1a7f37}section.take.warn{border-left-color:#b35900}
 section.take.fail{border-left-color:#c62828}
-.meta{color:#555}.reasons li{margin:1px 0;overflow-wrap:anywhere}h2{overflow-wrap:anywhere}.small{font-size:12px;color:#555}.nodata{color:#888;font-style:italic}
+.meta{color:#555}.reasons li{margin:1px 0;overflow-wrap:anywhere}h2{overflow-wrap:anywhere}
+.small{font-size:12px;color:#555}.nodata{color:#888;font-style:italic}
 .plots{display:flex;flex-wrap:wrap;gap:8px}
 svg.plot{font:11px system-ui,"DejaVu Sans",sans-serif;background:#fafafa;border:1px solid #e4e4e4}
 svg.plot .pt{font-weight:600;font-size:12px}svg.plot .al{fill:#444}svg.plot .grid{stroke:#eee}
@@ -389,8 +441,13 @@ svg.plot .tick{stroke:#888}svg.plot .ref{stroke:#c62828;stroke-width:1}svg.plot 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
-def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]], numeric: Sequence[int] = (),
-           row_classes: Sequence[str] | None = None, wrap: Sequence[int] = ()) -> str:
+def _table(
+    header: Sequence[str] | None,
+    rows: Iterable[Sequence[str]],
+    numeric: Sequence[int] = (),
+    row_classes: Sequence[str] | None = None,
+    wrap: Sequence[int] = (),
+) -> str:
     """A table of already-escaped cells; `wrap` columns (names, paths, reasons from disk) may break
     anywhere, so one long name cannot push the table off the page."""
     out = ["<table>"]
@@ -399,9 +456,18 @@ def _table(header: Sequence[str] | None, rows: Iterable[Sequence[str]], numeric:
     out.append("<tbody>")
     for i, row in enumerate(rows):
         cls = f' class="{row_classes[i]}"' if row_classes else ""
-        out.append(f"<tr{cls}>" + "".join(f'<td class="n">{c}</td>' if j in numeric else
-                                          f'<td class="w">{c}</td>' if j in wrap else f"<td>{c}</td>"
-                                          for j, c in enumerate(row)) + "</tr>")
+        out.append(
+            f"<tr{cls}>"
+            + "".join(
+                f'<td class="n">{c}</td>'
+                if j in numeric
+                else f'<td class="w">{c}</td>'
+                if j in wrap
+                else f"<td>{c}</td>"
+                for j, c in enumerate(row)
+            )
+            + "</tr>"
+        )
     out.append("</tbody></table>")
     return "".join(out)
 
@@ -425,14 +491,29 @@ def _day_consent(results: Sequence[Mapping]) -> str:
             if row["allowed"] and not row["denied"] and not row["unspecified"]:
                 usable[scope] = usable.get(scope, 0) + 1
     without = len(results) - with_performers
-    note = (f'<p>{with_performers} of {takes(len(results))} {"has" if len(results) == 1 else "have"} performers recorded'
-            + (f'; <b>{without} without</b>' if without else "") + ".</p>")
+    note = (
+        f"<p>{with_performers} of {takes(len(results))} {'has' if len(results) == 1 else 'have'} performers recorded"
+        + (f"; <b>{without} without</b>" if without else "")
+        + ".</p>"
+    )
     if not scopes:
         return note + '<p class="nodata">no consent scopes recorded</p>'
-    rows = [(esc(s), _ids(v["allowed"]), _ids(v["denied"]), _ids(v["unspecified"]),
-             f"{usable.get(s, 0)} of {with_performers}") for s, v in sorted(scopes.items())]
-    return note + _table(("scope", "allowed by", "denied by", "not stated by", "takes where everyone allowed"),
-                         rows, numeric=(4,), wrap=(0, 1, 2, 3))
+    rows = [
+        (
+            esc(s),
+            _ids(v["allowed"]),
+            _ids(v["denied"]),
+            _ids(v["unspecified"]),
+            f"{usable.get(s, 0)} of {with_performers}",
+        )
+        for s, v in sorted(scopes.items())
+    ]
+    return note + _table(
+        ("scope", "allowed by", "denied by", "not stated by", "takes where everyone allowed"),
+        rows,
+        numeric=(4,),
+        wrap=(0, 1, 2, 3),
+    )
 
 
 def _summary(results: Sequence[Mapping], limits: Mapping | None) -> str:
@@ -456,110 +537,175 @@ def _summary(results: Sequence[Mapping], limits: Mapping | None) -> str:
         v, i = max(pairs, key=lambda p: abs(p[0]))
         return f'{_fmt(v, spec, unit)} (<a href="#take-{i}">{_text(results[i].get("take"))}</a>)'
 
-    out = ['<h2>Summary</h2><p class="counts">',
-           *(f'<span><span class="badge {v.lower()}">{v}</span> {counts[v]}</span>' for v in VERDICTS),
-           f'<span><span class="badge">other</span> {other}</span>' if other else "",
-           f"<span>{takes(len(results))}</span></p>"]
-    facts = [("total duration", _duration(sum(durations)) if durations else DASH),
-             ("total size", _bytes(sum(sizes)) if sizes else DASH),
-             ("drops", str(sum(drops)) if drops else DASH),
-             ("worst drift", worst(drift, "+.1f", "ppm")),
-             ("worst slate offset", worst(offset, "+.2f", "ms"))]
+    out = [
+        '<h2>Summary</h2><p class="counts">',
+        *(f'<span><span class="badge {v.lower()}">{v}</span> {counts[v]}</span>' for v in VERDICTS),
+        f'<span><span class="badge">other</span> {other}</span>' if other else "",
+        f"<span>{takes(len(results))}</span></p>",
+    ]
+    facts = [
+        ("total duration", _duration(sum(durations)) if durations else DASH),
+        ("total size", _bytes(sum(sizes)) if sizes else DASH),
+        ("drops", str(sum(drops)) if drops else DASH),
+        ("worst drift", worst(drift, "+.1f", "ppm")),
+        ("worst slate offset", worst(offset, "+.2f", "ms")),
+    ]
     out.append(_table(None, [(f"<b>{k}</b>", v) for k, v in facts], wrap=(1,)))
     rows, classes = [], []
     for i, r in enumerate(results):
         reasons = [str(x) for x in _list(r.get("reasons"))]
-        first = esc(reasons[0]) + (f' <span class="small">(+{len(reasons) - 1} more)</span>'
-                                   if len(reasons) > 1 else "") if reasons else DASH
-        rows.append((f'<a href="#take-{i}">{_text(r.get("take"))}</a>',
-                     f'<span class="badge {_verdict(r.get("verdict"))}">{_text(r.get("verdict"))}</span>',
-                     _duration(r.get("duration_s")), str(len(_streams(r))),
-                     DASH if _take_drops(r) is None else str(_take_drops(r)),
-                     _fmt(_take_drift(r), "+.1f", "ppm"), _fmt(_take_offset(r), "+.2f", "ms"),
-                     _ids(_performer_ids(r)), first))
+        first = (
+            esc(reasons[0]) + (f' <span class="small">(+{len(reasons) - 1} more)</span>' if len(reasons) > 1 else "")
+            if reasons
+            else DASH
+        )
+        rows.append(
+            (
+                f'<a href="#take-{i}">{_text(r.get("take"))}</a>',
+                f'<span class="badge {_verdict(r.get("verdict"))}">{_text(r.get("verdict"))}</span>',
+                _duration(r.get("duration_s")),
+                str(len(_streams(r))),
+                DASH if _take_drops(r) is None else str(_take_drops(r)),
+                _fmt(_take_drift(r), "+.1f", "ppm"),
+                _fmt(_take_offset(r), "+.2f", "ms"),
+                _ids(_performer_ids(r)),
+                first,
+            )
+        )
         classes.append(_verdict(r.get("verdict")))
-    out.append("<h3>Takes</h3>" + _table(("take", "verdict", "duration", "streams", "drops", "worst drift",
-                                          "worst slate offset", "performers", "reasons"),
-                                         rows, numeric=(2, 3, 4, 5, 6), row_classes=classes, wrap=(0, 7, 8)))
+    out.append(
+        "<h3>Takes</h3>"
+        + _table(
+            (
+                "take",
+                "verdict",
+                "duration",
+                "streams",
+                "drops",
+                "worst drift",
+                "worst slate offset",
+                "performers",
+                "reasons",
+            ),
+            rows,
+            numeric=(2, 3, 4, 5, 6),
+            row_classes=classes,
+            wrap=(0, 7, 8),
+        )
+    )
     out.append("<h3>Consent across the day</h3>" + _day_consent(results))
     if limits:
-        out.append("<h3>Limits</h3>" + _table(("limit", "value"),
-                                              [(esc(k), esc(v)) for k, v in limits.items()], numeric=(1,),
-                                              wrap=(0,)))
+        out.append(
+            "<h3>Limits</h3>"
+            + _table(("limit", "value"), [(esc(k), esc(v)) for k, v in limits.items()], numeric=(1,), wrap=(0,))
+        )
     return "".join(out)
 
 
 def _other_keys(stream: Mapping) -> str:
     """Scalar values verify added beyond the known columns, small print."""
-    extra = [f"{esc(k)}={esc(v)}" for k, v in stream.items()
-             if k not in STREAM_KEYS and (v is None or isinstance(v, (str, int, float, bool)))]
+    extra = [
+        f"{esc(k)}={esc(v)}"
+        for k, v in stream.items()
+        if k not in STREAM_KEYS and (v is None or isinstance(v, (str, int, float, bool)))
+    ]
     return f'<span class="small">{", ".join(extra)}</span>' if extra else ""
 
 
 def _take(i: int, r: Mapping) -> str:
     verdict = _verdict(r.get("verdict"))
     streams = _streams(r)
-    meta = [("session", _text(r.get("session"))), ("scene", _text(r.get("scene"))),
-            ("take", _text(r.get("take_number"))), ("status", _text(r.get("status"))),
-            ("duration", _duration(r.get("duration_s"))), ("size", _bytes(r.get("bytes")))]
+    meta = [
+        ("session", _text(r.get("session"))),
+        ("scene", _text(r.get("scene"))),
+        ("take", _text(r.get("take_number"))),
+        ("status", _text(r.get("status"))),
+        ("duration", _duration(r.get("duration_s"))),
+        ("size", _bytes(r.get("bytes"))),
+    ]
     reasons = [str(x) for x in _list(r.get("reasons"))]
-    out = [f'<section class="take {verdict}" id="take-{i}">',
-           f'<h2><span class="badge">{_text(r.get("verdict"))}</span> {_text(r.get("take"))}</h2>',
-           '<p class="meta">' + " · ".join(f"{k} <b>{v}</b>" for k, v in meta) + "</p>",
-           "<h3>Reasons</h3>",
-           ('<ul class="reasons">' + "".join(f"<li>{esc(x)}</li>" for x in reasons) + "</ul>") if reasons
-           else '<p class="nodata">no reasons given</p>']
+    out = [
+        f'<section class="take {verdict}" id="take-{i}">',
+        f'<h2><span class="badge">{_text(r.get("verdict"))}</span> {_text(r.get("take"))}</h2>',
+        '<p class="meta">' + " · ".join(f"{k} <b>{v}</b>" for k, v in meta) + "</p>",
+        "<h3>Reasons</h3>",
+        ('<ul class="reasons">' + "".join(f"<li>{esc(x)}</li>" for x in reasons) + "</ul>")
+        if reasons
+        else '<p class="nodata">no reasons given</p>',
+    ]
     if streams:
         header = ["stream", "kind", "rows", "drops", "drift (ppm)", "residual p99 (ms)", "slate offsets (ms)"]
-        rows = [[esc(n), _text(s.get("kind")), _fmt(s.get("count"), ".0f"), _fmt(s.get("drops"), ".0f"),
-                 _fmt(s.get("drift_ppm"), "+.2f"), _fmt(s.get("residual_p99_ms"), ".3f"),
-                 ", ".join(_fmt(v, "+.3f") for v in _list(s.get("slate_offsets_ms"))) or DASH, _other_keys(s)]
-                for n, s in streams.items()]
+        rows = [
+            [
+                esc(n),
+                _text(s.get("kind")),
+                _fmt(s.get("count"), ".0f"),
+                _fmt(s.get("drops"), ".0f"),
+                _fmt(s.get("drift_ppm"), "+.2f"),
+                _fmt(s.get("residual_p99_ms"), ".3f"),
+                ", ".join(_fmt(v, "+.3f") for v in _list(s.get("slate_offsets_ms"))) or DASH,
+                _other_keys(s),
+            ]
+            for n, s in streams.items()
+        ]
         if any(row[-1] for row in rows):
             header.append("other")
         else:
             rows = [row[:-1] for row in rows]
         out.append("<h3>Streams</h3>" + _table(header, rows, numeric=(2, 3, 4, 5), wrap=(0, 7)))
         for name, s in streams.items():
-            out.append(f'<h3>{esc(name)} <span class="small">{_text(s.get("kind"))}</span></h3>'
-                       f'<div class="plots">{interval_plot(i, name, s, r.get("duration_s"))}'
-                       f'{residual_plot(i, name, s, r.get("duration_s"))}</div>')
+            out.append(
+                f'<h3>{esc(name)} <span class="small">{_text(s.get("kind"))}</span></h3>'
+                f'<div class="plots">{interval_plot(i, name, s, r.get("duration_s"))}'
+                f"{residual_plot(i, name, s, r.get('duration_s'))}</div>"
+            )
         out.append("<h3>Slate offsets</h3>" + offset_plot(i, streams))
     else:
         out.append('<p class="nodata">no streams</p>')
     out.append("<h3>Consent</h3><p>performers: " + _ids(_performer_ids(r)) + "</p>")
     consent = _consent(r)
     if consent:
-        out.append(_table(("scope", "allowed by", "denied by", "not stated by"),
-                          [(esc(k), _ids(v["allowed"]), _ids(v["denied"]), _ids(v["unspecified"]))
-                           for k, v in sorted(consent.items())], wrap=(0, 1, 2, 3)))
+        out.append(
+            _table(
+                ("scope", "allowed by", "denied by", "not stated by"),
+                [
+                    (esc(k), _ids(v["allowed"]), _ids(v["denied"]), _ids(v["unspecified"]))
+                    for k, v in sorted(consent.items())
+                ],
+                wrap=(0, 1, 2, 3),
+            )
+        )
     else:
         out.append('<p class="nodata">no consent scopes recorded</p>')
     out.append("</section>")
     return "".join(out)
 
 
-def render_report(results: Sequence[Mapping[str, Any]], *, title: str = "",
-                  limits: Mapping[str, Any] | None = None) -> str:
+def render_report(
+    results: Sequence[Mapping[str, Any]], *, title: str = "", limits: Mapping[str, Any] | None = None
+) -> str:
     """The report page as text (see write_report)."""
     results = [r if isinstance(r, Mapping) else {} for r in (results or [])]
     limits = _dict(limits)
     title = title or "improvcap verify report"
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return "".join([
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
-        f'<h1>{esc(title)}</h1><p class="small">{takes(len(results))} · written {now}</p>',
-        _summary(results, limits),
-        *(_take(i, r) for i, r in enumerate(results)),
-        "</body></html>\n",
-    ])
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "".join(
+        [
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+            f'<h1>{esc(title)}</h1><p class="small">{takes(len(results))} · written {now}</p>',
+            _summary(results, limits),
+            *(_take(i, r) for i, r in enumerate(results)),
+            "</body></html>\n",
+        ]
+    )
 
 
-def write_report(results: list[dict], path: Path, *, title: str = "", limits: dict | None = None,
-                 overwrite: bool = False) -> None:
+def write_report(
+    results: list[dict], path: Path, *, title: str = "", limits: dict | None = None, overwrite: bool = False
+) -> None:
     """Write the HTML report of verify results to `path`; an existing file is refused unless `overwrite`, a
     link at `path` or in place of its folder always (UsageError, one line)."""
     path = Path(path)

@@ -2,6 +2,7 @@
 
 STREAM_CHECKS maps a kind to its check; each takes the TakeCheck whose state it fills (tables, figures).
 """
+
 from __future__ import annotations
 
 import re
@@ -14,20 +15,20 @@ from ..clock import ClockDomain
 from ..errors import TakeError
 from ..rig import stored_settings_problem
 from ..take import counters
-from ..take.layout import (CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, roundtrips_file, stream_files as files_of,
-                           stream_media, table_file)
+from ..take.layout import CAMERA, LAYOUTS, MANIFEST, lsl_clock_file, roundtrips_file, stream_media, table_file
+from ..take.layout import stream_files as files_of
 from ..take.mkv import count_packets, open_video
 from ..take.tables import read_markers, read_table, stream_table
 from ..take.trigger import triggered_frame_times
 from ..take.wav import wav_info
-from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
+from .findings import integer, mapping, number, show
 
 if TYPE_CHECKING:
     from .take_check import TakeCheck
 
-RATE_TOLERANCE = 0.02              # measured rate (drops counted back in) against nominal
-MAX_MONOTONIC_NS = 1 << 63         # a host clock reading beyond this is not one (Linux: int64 ns)
+RATE_TOLERANCE = 0.02  # measured rate (drops counted back in) against nominal
+MAX_MONOTONIC_NS = 1 << 63  # a host clock reading beyond this is not one (Linux: int64 ns)
 DESCRIBED_KEYS = ("fps", "samplerate", "rate", "trigger_fps", "channels", "width", "height")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -69,8 +70,10 @@ def check_settings(c: TakeCheck, entries: dict[str, dict[str, Any]]) -> None:
         described = {k: device[k] for k in DESCRIBED_KEYS if k in device and device[k] is not None}
         if problem := stored_settings_problem(c.kinds[name], described):
             key, text = problem
-            c.f.fail(f"{MANIFEST}: {name}: device {key} {show(repr(device[key]))[:40]} outside what a rig file "
-                     f"may give ({show(text)})")
+            c.f.fail(
+                f"{MANIFEST}: {name}: device {key} {show(repr(device[key]))[:40]} outside what a rig file "
+                f"may give ({show(text)})"
+            )
 
 
 def stream_files(c: TakeCheck, name: str, entry: dict[str, Any]) -> bool:
@@ -98,9 +101,11 @@ def report_drops(c: TakeCheck, name: str, entry: dict[str, Any], seen: int, how:
     elif drops:
         parts = [f"{name}: {drops} {unit} dropped"]
         if recorded is not None:
-            detail = [f"{k.removeprefix('dropped_').replace('_', ' ')} {entry[k]}"
-                      for k in ("dropped_by_device", "dropped_in_queue", "dropped_stale", "dropped_behind_rate")
-                      if integer(entry.get(k))]
+            detail = [
+                f"{k.removeprefix('dropped_').replace('_', ' ')} {entry[k]}"
+                for k in ("dropped_by_device", "dropped_in_queue", "dropped_stale", "dropped_behind_rate")
+                if integer(entry.get(k))
+            ]
             parts.append(f"{MANIFEST}: {recorded}" + (f" ({', '.join(detail)})" if detail else ""))
         parts.append(f"{how}: {seen}")
         if recorded is not None and recorded != seen:
@@ -122,8 +127,10 @@ def increasing(c: TakeCheck, name: str, rel: str, t_ns: np.ndarray) -> None:
     bad = np.flatnonzero(np.diff(t_ns) <= 0)
     if len(bad):
         i = int(bad[0])
-        c.f.fail(f"{rel}: t_ns not strictly increasing after data row {i + 1} ({int(t_ns[i])} then "
-                    f"{int(t_ns[i + 1])}; {len(bad)} such steps)")
+        c.f.fail(
+            f"{rel}: t_ns not strictly increasing after data row {i + 1} ({int(t_ns[i])} then "
+            f"{int(t_ns[i + 1])}; {len(bad)} such steps)"
+        )
 
 
 def intervals(c: TakeCheck, name: str, t_ns: np.ndarray) -> None:
@@ -161,12 +168,15 @@ def check_camera(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     gaps = gaps[gaps > 1.5 * period]
     missing = int(np.maximum(np.rint(gaps / period) - 1, 1).sum())
     out["drops"] = report_drops(c, name, entry, missing, "frames.csv timestamps")
-    out["measured_rate"] = rounded(check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
-                                              nominal), 4)
+    out["measured_rate"] = rounded(
+        check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0, nominal), 4
+    )
     intervals(c, name, t_ns)
     rig_streams = mapping(c.manifest.get("rig")).get("streams")
-    spec = next((mapping(s) for s in (rig_streams if isinstance(rig_streams, list) else [])
-                 if mapping(s).get("name") == name), {})
+    spec = next(
+        (mapping(s) for s in (rig_streams if isinstance(rig_streams, list) else []) if mapping(s).get("name") == name),
+        {},
+    )
     if spec.get("trigger"):
         check_trigger(c, name, str(spec["trigger"]), spec)
 
@@ -178,12 +188,15 @@ def check_trigger(c: TakeCheck, name: str, box: str, spec: dict[str, Any]) -> No
         c.f.fail(f"{name}: triggered by {show(box)}, which has no pulse table in this take")
         return
     stored, expected, info = triggered_frame_times(c.take, name, box, number(spec.get("latency_ms")) or 0.0)
-    c.streams[name]["trigger"] = {k: info[k] for k in ("matched", "frames_missing", "pulses_interpolated",
-                                                       "pulses_extrapolated", "frames_unmatched")}
+    c.streams[name]["trigger"] = {
+        k: info[k]
+        for k in ("matched", "frames_missing", "pulses_interpolated", "pulses_extrapolated", "frames_unmatched")
+    }
     if not np.array_equal(expected, stored):
         bad = int((expected != stored).sum())
-        c.f.fail(f"{name}: {bad} frames are not at the times of their trigger pulses from {box} "
-                 "(refit them: repair --force)")
+        c.f.fail(
+            f"{name}: {bad} frames are not at the times of their trigger pulses from {box} (refit them: repair --force)"
+        )
     if info["frames_unmatched"]:
         c.f.warn(f"{name}: {info['frames_unmatched']} frames not on {box}'s pulses (too few pulses recorded)")
     if info["pulses_interpolated"]:
@@ -201,17 +214,23 @@ def check_audio(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     count = integer(entry.get("count"))
     out.update(rows=len(t_ns), samples=int(info["frames"]), samples_on_disk=int(info["frames_on_disk"]))
     if not info["header_complete"]:
-        c.f.fail(f"{rel_wav}: header declares {info['frames']} sample frames, {info['frames_on_disk']} "
-                    "are on disk (truncated, or never finalised)")
+        c.f.fail(
+            f"{rel_wav}: header declares {info['frames']} sample frames, {info['frames_on_disk']} "
+            "are on disk (truncated, or never finalised)"
+        )
         c.broken.add(name)
     if not (info["frames"] == total == count):
-        c.f.fail(f"{name}: {rel_wav} has {info['frames']} sample frames, {rel_csv} blocks sum to {total}, "
-                    f"{MANIFEST} count {count}")
+        c.f.fail(
+            f"{name}: {rel_wav} has {info['frames']} sample frames, {rel_csv} blocks sum to {total}, "
+            f"{MANIFEST} count {count}"
+        )
     expected_first = np.concatenate([[0], np.cumsum(frames)[:-1]]) if len(frames) else frames
     if not np.array_equal(first, expected_first):
         i = int(np.flatnonzero(first != expected_first)[0])
-        c.f.fail(f"{rel_csv}: first_sample {int(first[i])} at row {i + 1}, expected {int(expected_first[i])} "
-                    "(blocks removed or reordered)")
+        c.f.fail(
+            f"{rel_csv}: first_sample {int(first[i])} at row {i + 1}, expected {int(expected_first[i])} "
+            "(blocks removed or reordered)"
+        )
     nominal = c.rate(name, entry)
     if int(info["samplerate"]) != int(round(nominal)):
         c.f.fail(f"{rel_wav}: {info['samplerate']} Hz, the stream's rate is {nominal:g} Hz")
@@ -229,16 +248,19 @@ def check_audio(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
         span = (t_ns[-1] - t_ns[0]) / 1e9 + frames[-1] / effective
         covered = (total + missing) / effective
         if abs(span - covered) > max(0.02, 1e-3 * covered):
-            c.f.warn(f"{name}: {total} samples (+{missing} dropped) last {covered:.3f} s at "
-                        f"{effective:.6g} Hz, its timestamps span {span:.3f} s")
+            c.f.warn(
+                f"{name}: {total} samples (+{missing} dropped) last {covered:.3f} s at "
+                f"{effective:.6g} Hz, its timestamps span {span:.3f} s"
+            )
     out["drops"] = report_drops(c, name, entry, missing, "blocks.csv timestamps")
     if len(t_ns) > 1 and t_ns[-1] > t_ns[0]:  # samples from the first block to the start of the last
         out["measured_rate"] = rounded((total - int(frames[-1])) / ((t_ns[-1] - t_ns[0]) / 1e9), 4)
     intervals(c, name, t_ns)
 
 
-def counted_rows(c: TakeCheck, name: str, kind: str, entry: dict[str, Any], time_only: bool = False,
-                 ) -> tuple[np.ndarray, int, np.ndarray, int]:
+def counted_rows(
+    c: TakeCheck, name: str, kind: str, entry: dict[str, Any], time_only: bool = False
+) -> tuple[np.ndarray, int, np.ndarray, int]:
     """A stream's table of rows (mocap frames, sync box pulses, LSL samples): rows against the manifest's count, the
     index column, increasing t_ns, and its serial line errors. Returns (t_ns, rows, counter steps,
     counts skipped by forward steps)."""
@@ -274,8 +296,9 @@ def check_mocap(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
         c.f.warn(f"{name}: frame counter repeats {repeats} times and steps back {backwards} times")
     out["drops"] = report_drops(c, name, entry, missing, "frame counter gaps")
     nominal = c.rate(name, entry)
-    out["measured_rate"] = rounded(check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
-                                              nominal), 4)
+    out["measured_rate"] = rounded(
+        check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0, nominal), 4
+    )
     intervals(c, name, t_ns)
 
 
@@ -287,8 +310,9 @@ def check_sync_box(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     out["drops"] = report_drops(c, name, entry, missing, "pulse count gaps")
     nominal = number(entry.get("nominal_rate")) or 0.0  # 0: the box sent no trigger pulses
     if nominal > 0:
-        out["measured_rate"] = rounded(check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
-                                                  nominal), 4)
+        out["measured_rate"] = rounded(
+            check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0, nominal), 4
+        )
     trips = read_table(c.take / roundtrips_file(name), columns=("host_send_ns", "host_recv_ns"))
     rtt = trips["host_recv_ns"] - trips["host_send_ns"]
     out["round_trips"] = len(rtt)
@@ -315,16 +339,23 @@ def check_lsl(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     firsts = [integer(r[0]) for r in rows_of if isinstance(r, list) and r]
     cuts = sorted({0, len(device), *(r for r in firsts if r is not None and 0 < r < len(device))})
     # ... and across a step, in the refitted t_ns
-    missing = (sum(counters.time_gaps(device[a:b], 1e9 / nominal) for a, b in zip(cuts, cuts[1:]))
-               + sum(counters.time_gaps(t_ns[b - 1:b + 1], 1e9 / nominal) for b in cuts[1:-1])) if nominal > 0 else 0
+    missing = (
+        (
+            sum(counters.time_gaps(device[a:b], 1e9 / nominal) for a, b in zip(cuts, cuts[1:]))
+            + sum(counters.time_gaps(t_ns[b - 1 : b + 1], 1e9 / nominal) for b in cuts[1:-1])
+        )
+        if nominal > 0
+        else 0
+    )
     out["drops"] = report_drops(c, name, entry, missing, "sample stamp gaps")
     offsets = read_table(c.take / lsl_clock_file(name), columns=("offset_ns", "rtt_ns"))
     out["clock_offsets"] = len(offsets["offset_ns"])
     if len(offsets["rtt_ns"]):
         out["rtt_median_ms"] = rounded(float(np.median(offsets["rtt_ns"])) / 1e6, 4)
     if nominal > 0:
-        out["measured_rate"] = rounded(check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0,
-                                                  nominal), 4)
+        out["measured_rate"] = rounded(
+            check_rate(c, name, rows, missing, float(t_ns[-1] - t_ns[0]) if rows else 0, nominal), 4
+        )
     intervals(c, name, t_ns)
 
 
@@ -340,8 +371,14 @@ def check_markers(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
         c.streams[name]["markers"] = len(values)
 
 
-STREAM_CHECKS = {"camera": check_camera, "audio": check_audio, "mocap": check_mocap, "sync": check_sync_box,
-                 "lsl": check_lsl, "markers": check_markers}
+STREAM_CHECKS = {
+    "camera": check_camera,
+    "audio": check_audio,
+    "mocap": check_mocap,
+    "sync": check_sync_box,
+    "lsl": check_lsl,
+    "markers": check_markers,
+}
 
 
 def check_nodes(c: TakeCheck) -> None:
@@ -362,6 +399,8 @@ def check_nodes(c: TakeCheck) -> None:
             c.f.fail(f"node {show(str(name))[:40]}: no account of its take ({why})")
             continue
         streams = ", ".join(show(str(s))[:40] for s in entry["streams"])
-        c.f.warn(f"incomplete: the streams of node {show(str(name))[:40]} ({streams}) are in its own take "
-                 f"{show(str(entry.get('take')))[:80]} on that PC, not in this folder (take.json lists their "
-                 "files and sha256)")
+        c.f.warn(
+            f"incomplete: the streams of node {show(str(name))[:40]} ({streams}) are in its own take "
+            f"{show(str(entry.get('take')))[:80]} on that PC, not in this folder (take.json lists their "
+            "files and sha256)"
+        )

@@ -6,11 +6,13 @@ streams, one check per kind through STREAM_CHECKS), timing and slates (improvcap
 and faults (improvcap.verify.consent). Each check that can meet bad input runs inside `Findings.check`,
 which turns any exception into a FAIL reason. Reading only, like TakeFiles.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,18 +30,19 @@ from .timing import check_clock, check_ltc, check_skew, check_slates, check_sync
 class TakeCheck:
     """State shared by the checks of one take; `files` is its folder, manifest and hashes."""
 
-    def __init__(self, take: Path, limits: Limits, on_bytes: Callable[[int], None] | None = None, *,
-                 hashes: bool = True) -> None:
+    def __init__(
+        self, take: Path, limits: Limits, on_bytes: Callable[[int], None] | None = None, *, hashes: bool = True
+    ) -> None:
         self.files = TakeFiles(take, on_bytes)
         self.hashes = hashes  # False: files are hashed elsewhere (TakeFiles.hash_plan, hashed, with_hashes)
         self.limits = limits
-        self.streams: dict[str, dict[str, Any]] = {}   # what the result shows per stream
+        self.streams: dict[str, dict[str, Any]] = {}  # what the result shows per stream
         self.tables: dict[str, dict[str, np.ndarray]] = {}
         self.kinds: dict[str, str] = {}
         self.slates: list[int] = []
         self.unreadable: set[str] = set()  # streams whose tables could not be read (reported already)
-        self.broken: set[str] = set()      # streams whose media could not be read through: no slate search
-        self.videos: dict[str, Any] = {}   # camera -> its mkv, open from the packet count to the slate search
+        self.broken: set[str] = set()  # streams whose media could not be read through: no slate search
+        self.videos: dict[str, Any] = {}  # camera -> its mkv, open from the packet count to the slate search
 
     @property
     def take(self) -> Path:
@@ -94,8 +97,11 @@ class TakeCheck:
             return self.result([], {})
         if not files.check_status():
             performers = self.manifest.get("performers")
-            ids = [e["id"] for e in performers if isinstance(e, dict) and isinstance(e.get("id"), str)] \
-                if isinstance(performers, list) else []
+            ids = (
+                [e["id"] for e in performers if isinstance(e, dict) and isinstance(e.get("id"), str)]
+                if isinstance(performers, list)
+                else []
+            )
             return self.result(ids, {})
         ids: list[str] = []
         consent: dict[str, Any] = {}
@@ -135,8 +141,12 @@ class TakeCheck:
     def check_stream(self, name: str, entry: dict[str, Any]) -> None:
         """One stream: its files, its kind's check, its clock."""
         f, kind = self.f, self.kinds[name]
-        self.streams[name] = {"kind": kind, "count": integer(entry.get("count")),
-                              "nominal_rate": number(entry.get("nominal_rate")), "unit": unit(kind)}
+        self.streams[name] = {
+            "kind": kind,
+            "count": integer(entry.get("count")),
+            "nominal_rate": number(entry.get("nominal_rate")),
+            "unit": unit(kind),
+        }
         if not stream_files(self, name, entry):
             self.unreadable.add(name)
             return
@@ -160,18 +170,27 @@ class TakeCheck:
         m = self.manifest
         self.f.items[:0] = self.files.hash_f.items  # integrity first, in file order
         drifts = [s["drift_ppm"] for s in self.streams.values() if s.get("drift_ppm") is not None]
-        offsets = [(abs(v), v, n) for n, s in self.streams.items() for v in s.get("slate_offsets_ms") or []
-                   if v is not None]
+        offsets = [
+            (abs(v), v, n) for n, s in self.streams.items() for v in s.get("slate_offsets_ms") or [] if v is not None
+        ]
         worst = max(offsets) if offsets else None
-        text = (lambda v: v if isinstance(v, str) else None)
+        text = lambda v: v if isinstance(v, str) else None  # noqa: E731
         return {
-            "take": str(self.take), "verdict": self.f.verdict, "reasons": self.f.reasons(),
-            "status": text(m.get("status")), "session": text(m.get("session")), "scene": text(m.get("scene")),
-            "take_number": integer(m.get("take")), "t0_utc": text(m.get("t0_utc")),
-            "duration_s": number(m.get("duration_s")), "streams": self.streams,
+            "take": str(self.take),
+            "verdict": self.f.verdict,
+            "reasons": self.f.reasons(),
+            "status": text(m.get("status")),
+            "session": text(m.get("session")),
+            "scene": text(m.get("scene")),
+            "take_number": integer(m.get("take")),
+            "t0_utc": text(m.get("t0_utc")),
+            "duration_s": number(m.get("duration_s")),
+            "streams": self.streams,
             "slates_s": [round(s / 1e9, 6) for s in self.slates],
             "worst_drift_ppm": max(drifts, key=abs) if drifts else None,
             "worst_slate_offset_ms": worst[1] if worst else None,
             "worst_slate_stream": worst[2] if worst else None,
-            "performers": ids, "consent": consent, "bytes": self.files.bytes,
+            "performers": ids,
+            "consent": consent,
+            "bytes": self.files.bytes,
         }

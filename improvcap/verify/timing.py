@@ -1,4 +1,5 @@
 """Timing checks of a take: clock fits, slates found in the media, sync.csv recomputed, skew between streams."""
+
 from __future__ import annotations
 
 import csv
@@ -7,23 +8,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..clock import ClockDomain
+from ..errors import TakeError
 from ..slates import VIDEO_HISTORY, VIDEO_MIN_HISTORY, Onset, detect_audio, detect_mocap, detect_video
 from ..take.events import read_slates
-from ..errors import TakeError
-from ..take.layout import (EVENTS, INGEST_DRIVER, MANIFEST, SYNC, SYNC_INDEX, SYNC_SAMPLE, UNSYNCED_KINDS, ltc_file, stream_media,
-                           table_file)
+from ..take.layout import (
+    EVENTS,
+    INGEST_DRIVER,
+    MANIFEST,
+    SYNC,
+    SYNC_INDEX,
+    SYNC_SAMPLE,
+    UNSYNCED_KINDS,
+    ltc_file,
+    stream_media,
+    table_file,
+)
 from ..take.sync import SYNTHETIC_RATE, StreamInput, has_sync_columns, nominal_rate, sync_table
 from ..take.tables import read_table
 from ..take.timecode import take_rate
 from ..writers.ltc_table import ltc_summary
-from .findings import integer, mapping, number, show
 from .figures import downsample, rounded
+from .findings import integer, mapping, number, show
 
 if TYPE_CHECKING:
     from .take_check import TakeCheck
 
-SLATE_BEFORE_NS = 200_000_000      # an onset is looked for this long before its slate ...
-SLATE_AFTER_NS = 500_000_000       # ... to this long after it
+SLATE_BEFORE_NS = 200_000_000  # an onset is looked for this long before its slate ...
+SLATE_AFTER_NS = 500_000_000  # ... to this long after it
 
 
 def check_clock(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
@@ -38,7 +49,9 @@ def check_clock(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
     out["resets"] = resets
     rows = out.get("rows") or 0
     # an LSL stream whose take was shorter than liblsl's probing keeps its live offset (and says so in its note)
-    fitted = domain in (ClockDomain.DEVICE, ClockDomain.ROUNDTRIP) or (domain == ClockDomain.LSL and "note" not in clock)
+    fitted = domain in (ClockDomain.DEVICE, ClockDomain.ROUNDTRIP) or (
+        domain == ClockDomain.LSL and "note" not in clock
+    )
     if fitted and rows >= 2:
         limit = c.limits.max_drift_ppm
         if drift is None:
@@ -46,8 +59,9 @@ def check_clock(c: TakeCheck, name: str, entry: dict[str, Any]) -> None:
         elif abs(drift) > limit:
             c.f.fail(f"{name}: clock drift {drift:+.1f} ppm beyond ±{limit:g} ppm")
     if p99 is not None and p99 / 1e6 > c.limits.max_residual_ms:
-        c.f.warn(f"{name}: clock-fit residual p99 {p99 / 1e6:.1f} ms above {c.limits.max_residual_ms:g} ms "
-                    "(late arrivals)")
+        c.f.warn(
+            f"{name}: clock-fit residual p99 {p99 / 1e6:.1f} ms above {c.limits.max_residual_ms:g} ms (late arrivals)"
+        )
     if resets:
         c.f.warn(f"{name}: device clock reset {resets} time{'s' if resets > 1 else ''} during the take")
     if isinstance(note := clock.get("note"), str):
@@ -76,8 +90,11 @@ def check_slates(c: TakeCheck) -> None:
         c.f.warn("no slates: sync not verified in the media")
         return
     for name, table in c.tables.items():
-        if name in c.broken or c.kinds[name] in UNSYNCED_KINDS \
-                or c.rate(name, mapping(c.manifest["streams"][name])) <= 0:
+        if (
+            name in c.broken
+            or c.kinds[name] in UNSYNCED_KINDS
+            or c.rate(name, mapping(c.manifest["streams"][name])) <= 0
+        ):
             continue  # its media failed already (a search would only repeat that), or it has none (pulses,
             # markers, an irregular stream)
         with c.f.check(f"{name}: slate detection"):
@@ -101,8 +118,10 @@ def check_slates(c: TakeCheck) -> None:
                 off = min(near, key=lambda o: abs(o.t_ns - s)).t_ns - s
                 offsets.append(round(off / 1e6, 4))
                 if not allowed[0] <= off <= allowed[1]:
-                    c.f.fail(f"{name}: slate at {s / 1e9:.3f} s seen {off / 1e6:+.3f} ms from it "
-                             f"(allowed {allowance(kind, allowed)})")
+                    c.f.fail(
+                        f"{name}: slate at {s / 1e9:.3f} s seen {off / 1e6:+.3f} ms from it "
+                        f"(allowed {allowance(kind, allowed)})"
+                    )
             c.streams[name]["slate_offsets_ms"] = offsets
 
 
@@ -112,8 +131,12 @@ def on_time(c: TakeCheck, kind: str, period: float) -> tuple[float, float]:
     (±1 ms), mocap within the row period after it ± the tolerance, audio within the tolerance, widened by
     a sample on each side (an onset is found to the sample)."""
     tol = c.limits.slate_tolerance_ms * 1e6
-    return {"camera": (-1e6, period + 1e6), "audio": (-tol - period, tol + period),
-            "mocap": (-tol, period + tol), "lsl": (-tol, period + tol)}[kind]
+    return {
+        "camera": (-1e6, period + 1e6),
+        "audio": (-tol - period, tol + period),
+        "mocap": (-tol, period + tol),
+        "lsl": (-tol, period + tol),
+    }[kind]
 
 
 def allowance(kind: str, allowed: tuple[float, float]) -> str:
@@ -136,8 +159,12 @@ def detect(c: TakeCheck, name: str, kind: str, period: float) -> list[Onset]:
     to the sample. An on-time onset found first decides its slate, even where a whole-window search
     would report another (an earlier onset less than slates.MERGE_NS before it, such as a clap before
     the slate, or a flash judged against a longer history): sync is checked by the on-time one."""
-    lead, lag = {"camera": ((VIDEO_MIN_HISTORY + 1) * period, 0), "audio": (5e6, 5e6),
-                 "mocap": (period, 0), "lsl": (period, 0)}[kind]
+    lead, lag = {
+        "camera": ((VIDEO_MIN_HISTORY + 1) * period, 0),
+        "audio": (5e6, 5e6),
+        "mocap": (period, 0),
+        "lsl": (period, 0),
+    }[kind]
     lo, hi = on_time(c, kind, period)
     onsets = search(c, name, kind, [(int(s + lo - lead), int(s + hi + lag)) for s in c.slates])
     late = [s for s in c.slates if not any(lo <= o.t_ns - s <= hi for o in onsets)]
@@ -152,12 +179,22 @@ def search(c: TakeCheck, name: str, kind: str, windows: list[tuple[int, int]]) -
     if kind in ("camera", "audio"):
         media = c.take / stream_media(name, kind, mapping(c.manifest["streams"][name]))
     if kind == "camera":
-        return detect_video(media, c.take / table_file(name, kind), threads=1,
-                            windows=windows, table=c.tables[name], container=c.videos[name])
+        return detect_video(
+            media,
+            c.take / table_file(name, kind),
+            threads=1,
+            windows=windows,
+            table=c.tables[name],
+            container=c.videos[name],
+        )
     if kind == "audio":
-        return detect_audio(media, c.take / table_file(name, kind),
-                            c.rate(name, mapping(c.manifest["streams"][name])), windows=windows,
-                            table=c.tables[name])
+        return detect_audio(
+            media,
+            c.take / table_file(name, kind),
+            c.rate(name, mapping(c.manifest["streams"][name])),
+            windows=windows,
+            table=c.tables[name],
+        )
     return detect_mocap(c.take / table_file(name, kind), windows=windows, table=c.tables[name])  # and LSL rows
 
 
@@ -173,12 +210,18 @@ def check_sync_csv(c: TakeCheck) -> None:
     inputs: list[StreamInput] = []
     for spec in specs:
         name = spec.get("name")
-        if name == master or name not in c.tables \
-                or not has_sync_columns(kind := c.kinds[name], rate := nominal_rate(c.manifest, name)):
+        if (
+            name == master
+            or name not in c.tables
+            or not has_sync_columns(kind := c.kinds[name], rate := nominal_rate(c.manifest, name))
+        ):
             continue
         table = c.tables[name]
-        cols = {"first_sample": table["first_sample"], "t_ns": table["t_ns"], "frames": table["frames"]} \
-            if kind == "audio" else {"index": table["index"], "t_ns": table["t_ns"]}
+        cols = (
+            {"first_sample": table["first_sample"], "t_ns": table["t_ns"], "frames": table["frames"]}
+            if kind == "audio"
+            else {"index": table["index"], "t_ns": table["t_ns"]}
+        )
         inputs.append((name, kind, rate, cols))
     if master is not None:
         if master not in c.tables:
@@ -198,8 +241,7 @@ def check_sync_csv(c: TakeCheck) -> None:
     expected = sync_table(ticks, tick_t_ns, inputs, master_rate=master_rate)
     stored = read_table(path, dtype=np.float64)
     if list(stored) != list(expected):
-        c.f.fail(f"{SYNC}: columns {','.join(map(show, stored))[:200]} are not the expected "
-                    f"{','.join(expected)}")
+        c.f.fail(f"{SYNC}: columns {','.join(map(show, stored))[:200]} are not the expected {','.join(expected)}")
         return
     n = len(expected["tick"])
     if len(stored["tick"]) != n:
@@ -215,17 +257,23 @@ def check_sync_csv(c: TakeCheck) -> None:
             same = np.where(np.isnan(got), gap, got) == want
         if not same.all():
             bad = np.flatnonzero(~same)
-            c.f.fail(f"{SYNC}: column {col} differs from the timestamps at {len(bad)} rows "
-                        f"(first at row {int(bad[0]) + 1})")
+            c.f.fail(
+                f"{SYNC}: column {col} differs from the timestamps at {len(bad)} rows (first at row {int(bad[0]) + 1})"
+            )
 
 
 def check_skew(c: TakeCheck) -> None:
     """Streams that start or end far apart. Not those that send when something happens (markers, an
     irregular stream): their first and last rows are events, not where they began and ended; nor a file
     ingested after the take (a camera on its own card rolls when its operator starts it)."""
-    ends = {n: (int(t["t_ns"][0]), int(t["t_ns"][-1])) for n, t in c.tables.items()
-            if len(t["t_ns"]) and c.kinds[n] != "markers" and c.rate(n, entry := mapping(c.manifest["streams"][n])) > 0
-            and entry.get("driver") != INGEST_DRIVER}
+    ends = {
+        n: (int(t["t_ns"][0]), int(t["t_ns"][-1]))
+        for n, t in c.tables.items()
+        if len(t["t_ns"])
+        and c.kinds[n] != "markers"
+        and c.rate(n, entry := mapping(c.manifest["streams"][n])) > 0
+        and entry.get("driver") != INGEST_DRIVER
+    }
     if len(ends) < 2:
         return
     limit = c.limits.max_skew_ms
@@ -234,8 +282,10 @@ def check_skew(c: TakeCheck) -> None:
         last = max(ends, key=lambda n: ends[n][i])
         skew = (ends[last][i] - ends[first][i]) / 1e6
         if skew > limit:
-            c.f.warn(f"{label} skew {skew:.1f} ms between streams ({first} at {ends[first][i] / 1e9:.3f} s, "
-                        f"{last} at {ends[last][i] / 1e9:.3f} s) above {limit:g} ms")
+            c.f.warn(
+                f"{label} skew {skew:.1f} ms between streams ({first} at {ends[first][i] / 1e9:.3f} s, "
+                f"{last} at {ends[last][i] / 1e9:.3f} s) above {limit:g} ms"
+            )
 
 
 def check_ltc(c: TakeCheck) -> None:

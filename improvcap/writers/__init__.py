@@ -1,4 +1,5 @@
 """Writers subscribe to one stream's records and stream them to disk (DESIGN section 5)."""
+
 from __future__ import annotations
 
 import importlib

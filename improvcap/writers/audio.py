@@ -1,4 +1,5 @@
 """One audio stream of a take: `<stream>.wav` (BWF) and `<stream>.blocks.csv`, one row per received block."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -20,8 +21,7 @@ class AudioWriter:
     the device lost leave no hole in the file, and their absence shows as a jump in `device_ns`.
     """
 
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
-                 ) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None) -> None:
         self.spec = spec
         channels = int(info.get("channels", spec["channels"]))
         samplerate = int(round(info.get("samplerate", spec["samplerate"])))
@@ -37,10 +37,17 @@ class AudioWriter:
         self.csv_path = take_dir / table_file(spec.name, "audio")
         self.files: list[Path] = []
         self._wav = WavWriter(
-            self.wav_path, channels, samplerate, sample_format,
+            self.wav_path,
+            channels,
+            samplerate,
+            sample_format,
             description=f"improvcap take {take_dir.name}, stream {spec.name}: {device} ({spec.driver}, {channels} ch)",
-            originator_reference=f"{take_dir.name}/{spec.name}", origination=origination,
-            time_reference=time_reference, ixml=info.get("ixml"), folder=folder)
+            originator_reference=f"{take_dir.name}/{spec.name}",
+            origination=origination,
+            time_reference=time_reference,
+            ixml=info.get("ixml"),
+            folder=folder,
+        )
         self.files.append(self.wav_path)
         try:
             self._csv = CsvLog(self.csv_path, AUDIO.columns, folder=folder)
@@ -57,8 +64,16 @@ class AudioWriter:
         block = record.payload
         first = self._wav.frames
         self._wav.write(block.data)  # samples before their row: a row never names audio that is not in the file
-        self._csv.row((first, record.t_ns, record.device_ns, record.host_ns, self._wav.frames - first,
-                       "" if block.adc_ns is None else block.adc_ns))
+        self._csv.row(
+            (
+                first,
+                record.t_ns,
+                record.device_ns,
+                record.host_ns,
+                self._wav.frames - first,
+                "" if block.adc_ns is None else block.adc_ns,
+            )
+        )
 
     def flush(self) -> None:
         self._wav.flush()

@@ -3,13 +3,15 @@
 A writer owns the files of one stream inside a take folder. The recorder feeds it from one thread, calls
 `flush` at least once a second (so that a crash loses at most the last second) and `close` at stop.
 """
+
 from __future__ import annotations
 
 import csv
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from ..records import Record
 from ..take.atomic import Folder, create_take_file, reopen_take_file
@@ -29,8 +31,9 @@ class Writer(Protocol):
 class CsvLog:
     """A CSV file written row by row, flushed to the OS at least once a second, fsynced on close."""
 
-    def __init__(self, path: Path, header: Iterable[str] | None, flush_interval: float = 1.0, *,
-                 folder: Folder | None = None) -> None:
+    def __init__(
+        self, path: Path, header: Iterable[str] | None, flush_interval: float = 1.0, *, folder: Folder | None = None
+    ) -> None:
         """A new log with `header`; `header=None` reopens an existing log to add rows (a late note).
         `folder`: the take's opened folder, which the file is made in."""
         self.path = path

@@ -1,6 +1,7 @@
 """LSL inlet writer: `<stream>.csv`, one row per sample (a marker stream: `<stream>.markers.csv`, one row per
 marker), and `<stream>.clock.csv`, one row per clock offset liblsl measured (the raw material of the final
 fit, improvcap.lslclock, so that a take can be refitted)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,11 +23,13 @@ class LslWriter:
     stream `index,t_ns,device_ns,host_ns,value`; clock rows `host_ns,remote_ns,offset_ns,rtt_ns`, host_ns
     since t0 (when the offset was measured, on our clock)."""
 
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
-                 ) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None) -> None:
         self._markers = spec.kind == "markers"
-        names = [] if self._markers else \
-            info.get("channel_names") or [f"ch{i:02d}" for i in range(int(info.get("channels") or 0))]
+        names = (
+            []
+            if self._markers
+            else info.get("channel_names") or [f"ch{i:02d}" for i in range(int(info.get("channels") or 0))]
+        )
         self._format = _FORMATS.get((info.get("lsl") or {}).get("channel_format", ""), "%d")
         self.path = Path(take_dir) / table_file(spec.name, spec.kind)
         self.clock_path = Path(take_dir) / lsl_clock_file(spec.name)

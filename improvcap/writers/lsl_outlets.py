@@ -20,6 +20,7 @@ every sample (`take`) and in the events stream's start and stop markers. Source 
 The frame streams declare `can_drop_samples` (pyxdf then keeps the times as they are instead of
 dejittering them onto a line).
 """
+
 from __future__ import annotations
 
 import socket
@@ -66,7 +67,7 @@ class NoOutlets:
     def close(self) -> None: ...
 
 
-def open_outlets(rig: Rig) -> "LslOutlets | NoOutlets":
+def open_outlets(rig: Rig) -> LslOutlets | NoOutlets:
     return LslOutlets(rig) if rig.lsl_outlets else NoOutlets()
 
 
@@ -82,9 +83,13 @@ class LslOutlets:
         try:
             self._offset_ns = local_clock_offset_ns()
             self._events = pylsl.StreamOutlet(self._info("events", "Markers", 1, 0.0, pylsl.cf_string, None))
-            self._frames = {s.name: pylsl.StreamOutlet(self._info(s.name, FRAME_TYPES[s.kind], 2, s.nominal_rate,
-                                                                  pylsl.cf_double64, s))
-                            for s in rig.streams if s.kind in FRAME_TYPES}
+            self._frames = {
+                s.name: pylsl.StreamOutlet(
+                    self._info(s.name, FRAME_TYPES[s.kind], 2, s.nominal_rate, pylsl.cf_double64, s)
+                )
+                for s in rig.streams
+                if s.kind in FRAME_TYPES
+            }
         except Exception as e:
             raise DeviceError(f"cannot publish LSL outlets: {type(e).__name__}: {e}") from None
 
@@ -94,8 +99,13 @@ class LslOutlets:
         info = pylsl.StreamInfo(name, kind, channels, rate, fmt, f"{name}@{self.host}")
         desc = info.desc()
         meta = desc.append_child("improvcap")
-        for key, value in (("rig", self.rig), ("stream", stream), ("kind", spec.kind if spec else "events"),
-                           ("host", self.host), ("version", __version__)):
+        for key, value in (
+            ("rig", self.rig),
+            ("stream", stream),
+            ("kind", spec.kind if spec else "events"),
+            ("host", self.host),
+            ("version", __version__),
+        ):
             meta.append_child_value(key, value)
         if spec is None:
             desc.append_child("channels").append_child("channel").append_child_value("label", "event")

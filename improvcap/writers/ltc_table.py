@@ -1,10 +1,12 @@
 """A take's LTC: the frames decoded from its timecode channel into `<stream>.ltc.csv`, and the take's
 timecode jam-synced to them (`[rig] timecode = "ltc:<audio stream>:<channel>"`), at the take's stop.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,12 +19,13 @@ from ..take.timeline import AudioTimeline
 from ..take.wav import pcm_ints, read_pcm, wav_info
 from .base import CsvLog
 
-PIECE = 1 << 16          # WAV frames read and decoded at a time
+PIECE = 1 << 16  # WAV frames read and decoded at a time
 STEP_TOLERANCE_NS = 2_000_000  # an LTC frame starting further than this from one frame after the last: a jump
 
 
-def decode_take(take_dir: Path, manifest: dict[str, Any], stream: str, channel: int,
-                folder: Folder | None = None) -> dict[str, Any]:
+def decode_take(
+    take_dir: Path, manifest: dict[str, Any], stream: str, channel: int, folder: Folder | None = None
+) -> dict[str, Any]:
     """Decode LTC from `channel` (from 1) of the take's `stream` WAV into `<stream>.ltc.csv` (each frame's
     start on the shared clock, its sample, label and user bits) and jam-sync the take: the manifest's
     `timecode` becomes LTC's at t0 (a line fitted through every frame, so one misread frame moves nothing),
@@ -70,14 +73,25 @@ def ltc_summary(rate: TimecodeRate, t_ns: Sequence[int], labels: Sequence[str]) 
         while numbers[i] < numbers[i - 1] - day // 2:
             numbers[i] += day
     period = 1e9 / float(rate.rate)
-    jumps = [i for i in range(1, len(numbers)) if numbers[i] - numbers[i - 1] != 1
-             or abs(t_ns[i] - t_ns[i - 1] - period) > STEP_TOLERANCE_NS]
-    entry: dict[str, Any] = {"frames": len(numbers), "rate": rate.label(), "jumps": len(jumps),
-                             "first_jumps": [labels[i] for i in jumps[:5]], "t0_s": None}
+    jumps = [
+        i
+        for i in range(1, len(numbers))
+        if numbers[i] - numbers[i - 1] != 1 or abs(t_ns[i] - t_ns[i - 1] - period) > STEP_TOLERANCE_NS
+    ]
+    entry: dict[str, Any] = {
+        "frames": len(numbers),
+        "rate": rate.label(),
+        "jumps": len(jumps),
+        "first_jumps": [labels[i] for i in jumps[:5]],
+        "t0_s": None,
+    }
     if len(numbers) >= 2:
         t = np.asarray(t_ns, np.float64) / 1e9
         tc = np.asarray(numbers, np.float64) / float(rate.rate)
         slope, intercept = np.polyfit(t, tc, 1)
-        entry.update(t0_s=float(intercept % 86400), drift_ppm=float((slope - 1) * 1e6),
-                     residual_ms_max=float(np.abs(tc - (slope * t + intercept)).max() * 1e3))
+        entry.update(
+            t0_s=float(intercept % 86400),
+            drift_ppm=float((slope - 1) * 1e6),
+            residual_ms_max=float(np.abs(tc - (slope * t + intercept)).max() * 1e3),
+        )
     return entry

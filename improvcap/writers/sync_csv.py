@@ -1,5 +1,6 @@
 """Sync box writer: `<stream>.csv`, one row per trigger pulse, and `<stream>.roundtrips.csv`, one row per
 answered timing query (the raw material of the box's clock fit, so that a take can be refitted later)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,7 @@ class SyncWriter:
     """Pulses: `index,t_ns,device_ns,host_ns,counter` (a mocap CSV without channels; counter = the box's
     pulse count). Round trips: `id,host_send_ns,host_recv_ns,box_ns`, host times in ns since t0."""
 
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
-                 ) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None) -> None:
         self.path = Path(take_dir) / table_file(spec.name, "sync")
         self.roundtrips_path = Path(take_dir) / roundtrips_file(spec.name)
         self._pulses = CsvLog(self.path, SYNC_BOX.columns, folder=folder)

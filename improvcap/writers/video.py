@@ -2,10 +2,11 @@
 
 Matroska is written with `flush_packets` and a one-second cluster limit, so after `kill -9` the file reads
 back up to about the last second. Container pts are the records' `t_ns` in milliseconds (Matroska's own
-time base), kept strictly increasing (with `copy`, dts is, so B-frame reordering survives). Frames are encoded with `spec["codec"]` (libx264 by default); with
-`codec = "copy"` the camera's packets are remuxed untouched, which needs the input stream the camera
-describes under "_template".
+time base), kept strictly increasing (with `copy`, dts is, so B-frame reordering survives). Frames are
+encoded with `spec["codec"]` (libx264 by default); with `codec = "copy"` the camera's packets are remuxed
+untouched, which needs the input stream the camera describes under "_template".
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,7 @@ ONE_THREAD_PIXEL_RATE = 1920 * 1080 * 30
 
 
 class VideoWriter:
-    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None,
-                 ) -> None:
+    def __init__(self, take_dir: Path, spec: StreamSpec, info: dict[str, Any], *, folder: Folder | None = None) -> None:
         """`folder`: `take_dir` already open, which the files are made in."""
         self.spec = spec
         self.copy = spec["codec"] == "copy"
@@ -40,8 +40,9 @@ class VideoWriter:
         self.files: list[Path] = []
         template = info.get("_template")
         if self.copy and template is None:
-            raise ImprovcapError(f"{spec.name}: codec = \"copy\" needs a camera that hands over its compressed "
-                                 "stream (the ffmpeg driver)")
+            raise ImprovcapError(
+                f'{spec.name}: codec = "copy" needs a camera that hands over its compressed stream (the ffmpeg driver)'
+            )
         try:
             # Created exclusively (never overwritten, never through a link); FFmpeg then writes it with its
             # own file I/O through a path to this very file, never to whatever holds its name later.
