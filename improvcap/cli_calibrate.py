@@ -329,7 +329,7 @@ def calibrate_audio(
             device.stop()
             device.close()
         latency = None
-        if looped is not None and s.name == looped.name:
+        if looped is not None and loopback is not None and s.name == looped.name:  # looped: only with --loopback
             with err.status(f"playing chirps on {loopback}…"):
                 latency = loopback_latency(looped, loopback)
         result["streams"][s.name] = levels_report(levels, latency)
@@ -401,10 +401,10 @@ def calibrate_show(
         if entry is None:
             out.print(f"[yellow]{kind}[/]: none in {escape(str(folder))}", highlight=False)
             continue
-        stale = " [yellow](made for another version of the rig file)[/]" if entry["made_for_another_rig_file"] else ""
+        note = " [yellow](made for another version of the rig file)[/]" if entry["made_for_another_rig_file"] else ""
         out.print(
             f"[bold]{kind}[/]: {escape(Path(entry['file']).name)}, {_age(entry['age_hours'])} old, "
-            f"{entry['history']} in history{stale}",
+            f"{entry['history']} in history{note}",
             highlight=False,
         )
         for line in entry["summary"]:

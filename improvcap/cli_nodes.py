@@ -158,7 +158,7 @@ def collect_command(
     todo = [t for t, m in manifests.items() if isinstance(m, dict) and pending_nodes(m)]
     configure_peers([manifests[t] for t in todo])
     results += [r for t in todo for r in TakeCollector(t, shared, timeout).collect()]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "take": str(r.take),
             "node": r.node,

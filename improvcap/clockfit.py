@@ -484,7 +484,7 @@ class LiveClock:
         if self._ref_d is None:
             self._accept(d, h)
             return
-        if d < self._last_d or h - self._line(d) < -self.reset_threshold_ns:
+        if d < self._last_d or h - self._line(d, self._ref_d) < -self.reset_threshold_ns:
             self._pending.append((d, h))
             if len(self._pending) >= self.confirm:
                 held, self._pending = self._pending, []
@@ -502,10 +502,11 @@ class LiveClock:
             return d
         if self._pending and abs(d - self._pending[-1][0]) < abs(d - self._last_d):
             return d + min(ph - pd for pd, ph in self._pending)
-        return self._line(d)
+        return self._line(d, self._ref_d)
 
-    def _line(self, d: int) -> int:
-        return d + self._c0 + round(self._a + self._b * (d - self._ref_d))
+    def _line(self, d: int, ref_d: int) -> int:
+        """The fitted host time of device time d; ref_d: the segment's first device time (self._ref_d, once set)."""
+        return d + self._c0 + round(self._a + self._b * (d - ref_d))
 
     def _accept(self, d: int, h: int) -> None:
         if self._ref_d is None:

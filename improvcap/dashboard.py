@@ -72,7 +72,7 @@ def render(
         ("peak dBFS", "left"),
         ("device", "left"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify)
     rows = [("", None, s) for s in status.streams] + list(nodes)
     for node, offset_ms, s in rows:
         off = s.nominal and abs(s.rate - s.nominal) / s.nominal > 0.05

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -546,7 +546,7 @@ def _silence_ns(spec: StreamSpec) -> int:
     return int((limit + SILENCE_MARGIN_S) * 1e9)
 
 
-def _all_or_none(steps: list[Callable[[], None]], what: str) -> None:
+def _all_or_none(steps: Iterable[Callable[[], None]], what: str) -> None:
     """Run every step; when devices failed, one DeviceError naming each of them (a technician fixing the
     rig should not find the missing devices one run at a time)."""
     failed: list[str] = []

@@ -122,15 +122,15 @@ def _luma_mean(frame: av.VideoFrame, step: int = VIDEO_SUBSAMPLE) -> float:
         plane = frame.planes[0]
         bits = comps[0].bits
         if bits <= 8:
-            rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+            rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
             return float(rows[: frame.height : step, : frame.width : step].mean())
         dtype = ">u2" if fmt.is_big_endian else "<u2"
-        rows = np.frombuffer(plane, dtype).reshape(-1, plane.line_size // 2)
+        rows = np.frombuffer(memoryview(plane), dtype).reshape(-1, plane.line_size // 2)
         return float(rows[: frame.height : step, : frame.width : step].mean()) / (1 << (bits - 8))
     # packed YUV, RGB, Bayer, palettes: swscale shrinks and converts to gray in one step
     small = frame.reformat(width=max(1, frame.width // step), height=max(1, frame.height // step), format="gray")
     plane = small.planes[0]
-    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
     return float(rows[: small.height, : small.width].mean())
 
 
@@ -515,7 +515,7 @@ def detect_mocap(
         ]
     frac, zmed = spike_fraction(values, rows=rows)
     above = frac >= MOCAP_FRACTION
-    rising = np.flatnonzero(above[1:] & ~above[:-1]) + 1
+    rising: np.ndarray | list[Any] = np.flatnonzero(above[1:] & ~above[:-1]) + 1
     if windows is not None:
         rising = [i for i in rising if any(a <= t_ns[i] <= b for a, b in windows)]
     return _merge([Onset(csv.stem, int(t_ns[i]), int(i), round(float(zmed[i]), 2)) for i in rising])

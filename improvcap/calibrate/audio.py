@@ -537,7 +537,7 @@ def loopback_latency(
     recorded = np.zeros((total, blocks[0][1].shape[1]), dtype=np.float32)
     for first, data in blocks:  # a block lost on the way leaves zeros, not a shift
         recorded[first : first + len(data)] = data
-    results = []
+    results: list[dict[str, Any]] = []
     for out_first, _ in player.starts:
         t_out = _stream_time_ns(player.marks, sr, out_first)
         zero = _index_at(marks, sr, t_out)  # where the chirp would start with zero latency

@@ -90,7 +90,7 @@ class BoardSpec:
                 raise CalibrationError(
                     f"{where}.{key}: unknown key{did_you_mean(key, fields)} (expected {', '.join(fields)})"
                 )
-        values = {
+        values: dict[str, Any] = {
             k: float(v) if fields[k].type == "float" and isinstance(v, int) and not isinstance(v, bool) else v
             for k, v in data.items()
         }

@@ -77,7 +77,7 @@ class _Detector:
         self.spec = spec
         self.board = cv_board(spec)
         self.detector = cv2.aruco.CharucoDetector(self.board)
-        self.marker_ids = int(self.board.getIds().max()) + 1
+        self.marker_ids = int(np.asarray(self.board.getIds()).max()) + 1  # cv2's stubs say Sequence: an ndarray
 
     def scan(self, image: np.ndarray) -> _Scan:
         if image.ndim == 3:
@@ -340,7 +340,7 @@ def solve(
     all_found = {n: len(cams[n].detections) for n in names}
     cams = _still_views(cams) or cams
     board = cv_board(spec)
-    points = board.getChessboardCorners().astype(np.float64)
+    points = np.asarray(board.getChessboardCorners(), dtype=np.float64)
 
     # Intrinsics and per-view poses, camera by camera.
     intrinsics: list[tuple[np.ndarray, np.ndarray]] = []

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -177,7 +177,7 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
                 period_ns=1e9 / rate,
                 frame_ms=1e3 / rate if camera else master_ms,
                 frame_of="its frame period" if camera else master_frame,
-                **(_mapping_error(clock) if clock.get("domain") == ClockDomain.LSL else {}),
+                **(_mapping_error(clock) if clock.get("domain") == ClockDomain.LSL else _MappingError()),
             )
     except LOAD_ERRORS as e:
         raise CalibrationError(f"{take}: not a readable take ({e})") from None
@@ -188,7 +188,12 @@ def _read_manifest(take: Path) -> tuple[dict[str, Any], dict[str, StreamSlates]]
     return manifest, measured
 
 
-def _mapping_error(clock: dict[str, Any]) -> dict[str, float]:
+class _MappingError(TypedDict, total=False):
+    clock_ns: float
+    bias_ns: float
+
+
+def _mapping_error(clock: dict[str, Any]) -> _MappingError:
     """What a clock mapped through measured offsets adds to a stream's latency: the fit's scatter, and the
     offset of unequal one-way delays, at most half the round trip (liblsl's own bound)."""
     return {

@@ -164,7 +164,7 @@ class BoardRenderer:
         page[m : m + bh, m : m + bw] = cv_board(spec).generateImage((bw, bh), marginSize=0)
         sx, sy = bw / spec.board_mm[0], bh / spec.board_mm[1]  # exact scale of the generated board
         levels = []
-        img = page
+        img: np.ndarray = page
         while True:
             fx, fy = img.shape[1] / page.shape[1], img.shape[0] / page.shape[0]
             levels.append((img, fx * sx, fy * sy, m / sx, m / sy))
@@ -255,7 +255,7 @@ class BoardRenderer:
 
     def corners(self, board_rvec: Any, board_tvec: Any) -> np.ndarray:
         """True pixel positions of the board's inner corners (in id order) at this pose."""
-        return self.camera.project(self.board.getChessboardCorners(), board_rvec, board_tvec)
+        return self.camera.project(np.asarray(self.board.getChessboardCorners()), board_rvec, board_tvec)
 
 
 # --- the board's path in the rig frame ------------------------------------------------------------

@@ -198,6 +198,8 @@ class FfmpegCamera(ThreadedDevice):
         assert self._stream is not None
         name = self.spec.name
         tb = self._stream.time_base
+        if tb is None:  # PyAV's None for a 0/0 time base, which FFmpeg gives no demuxed stream
+            raise DeviceError(f"{name}: {self.source}: its video stream has no time base")
         num, den = tb.numerator * 1_000_000_000, tb.denominator
         paced = self.spec["realtime"] and self.kind in ("file", "lavfi")
         loop = self.spec["loop"] and self.kind == "file"

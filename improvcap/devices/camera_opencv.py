@@ -139,7 +139,8 @@ class OpenCVCamera(ThreadedDevice):
                     return
             host = now_ns()
             self._device_clock = self._device_clock or (has_clock and not self.is_file)
-            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
+            # cv2's stubs type a frame as any dtype; from_ndarray refuses anything but bgr24's uint8 itself
+            frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")  # type: ignore[arg-type]
             self._buffer.put(Sample(host_ns=host, device_ns=media if has_clock else host, payload=frame))
             self._frames += 1
 

@@ -50,5 +50,5 @@ class FailAfterBox(FailAfter):
 def fail_after(device: Device, seconds: float) -> Device:
     """`device` wrapped to fail `seconds` after it starts, with the optional capabilities it has."""
     if isinstance(device, FiresSlate) and isinstance(device, MapsToHost):
-        return FailAfterBox(device, seconds)  # type: ignore[return-value]
-    return FailAfter(device, seconds)  # type: ignore[return-value]
+        return FailAfterBox(device, seconds)
+    return FailAfter(device, seconds)

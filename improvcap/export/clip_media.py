@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import av
 import numpy as np
@@ -24,6 +24,9 @@ import numpy as np
 from ..errors import TakeError
 from ..take.mkv import open_video, video_packets
 from ..take.wav import pcm_ints, read_pcm, wav_info
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 MICROSECOND = Fraction(1, 1_000_000)
 MP4_OPTIONS = {"movie_timescale": "1000000"}  # the edit list keeps the first frame's time to the microsecond
@@ -192,9 +195,10 @@ def write_audio(wav: Path, samples: range, out: BinaryIO) -> dict[str, Any]:
     fmt, channels, rate = info["sample_format"], info["channels"], info["rate"]
     if fmt not in ("s16", "s24", "f32"):
         raise TakeError(f"{wav.name}: unsupported sample format {info['format']} {info['bits']}-bit")
-    container, codec, av_format = (
-        ("flac", "flac", "s16" if fmt == "s16" else "s32") if fmt != "f32" else ("wav", "pcm_f32le", "flt")
-    )
+    # a literal codec name: add_stream's stubs then know the stream is audio
+    codec: Literal["flac", "pcm_f32le"] = "flac" if fmt != "f32" else "pcm_f32le"
+    container = "flac" if fmt != "f32" else "wav"
+    av_format = ("s16" if fmt == "s16" else "s32") if fmt != "f32" else "flt"
     layout = av.AudioLayout(f"{channels}c").name  # FFmpeg's default layout of that many channels
     with av.open(out, "w", format=container, buffer_size=IO_BUFFER) as dst:
         ost = dst.add_stream(codec, rate=rate, layout=layout)
@@ -286,7 +290,7 @@ def write_npy(table: TableRows, rows: range, out: BinaryIO) -> dict[str, Any]:
 JSON_PIECE = 1 << 15
 
 
-def write_json(value: Any, out: BinaryIO) -> None:
+def write_json(value: Any, out: SupportsWrite[bytes]) -> None:
     """`value` as JSON into `out`; numpy arrays are written a piece at a time (NaN as null), so a long
     clip's per-frame times never become one string in memory."""
     if isinstance(value, np.ndarray):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -157,6 +157,7 @@ def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
     m = take.manifest
     rate = take_rate(m)
     ch, frames = ltc_frames(src, rate, channel)
+    audio_rate = cast(int, src.audio_rate)  # ltc_frames refused a file with no audio
     if len(frames) < 2:
         raise AlignmentError(
             f"{src.path.name}: no LTC at {rate.label()} on "
@@ -164,7 +165,7 @@ def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
         )
     seconds = np.asarray([rate.frame_number(label) for _, label in frames], np.float64) / float(rate.rate)
     t = take_ns_of_day(m, seconds)
-    file_ns = [src.audio_start_ns + s * 1e9 / src.audio_rate for s, _ in frames]  # type: ignore[operator]
+    file_ns = [src.audio_start_ns + s * 1e9 / audio_rate for s, _ in frames]
     points = list(zip(file_ns, t.tolist()))
     # a jump in the file's LTC (a restarted generator), as verify counts them in a take's: not one line
     continuity = ltc_summary(rate, [round(f) for f in file_ns], [label for _, label in frames])
@@ -177,8 +178,8 @@ def by_ltc(take: Take, src: Source, channel: int | None) -> Alignment:
         "ltc",
         points,
         f"{len(frames)} LTC frames on channel {ch} ({frames[0][1]} … {frames[-1][1]}), against {_jammed(m)}",
-        2e9 / src.audio_rate,
-    )  # type: ignore[operator]
+        2e9 / audio_rate,
+    )
 
 
 # --- slates -----------------------------------------------------------------------------------------

@@ -116,9 +116,11 @@ def _record(
 ) -> dict[str, Any]:
     """The stream in take.json (rig snapshot and streams), sync.csv rebuilt, the hashes updated."""
     m, kind, (media, table) = take.manifest, src.kind, files
-    t_ns = (
-        a.t_ns(src.file_ns) if kind == "camera" else a.t_ns(np.asarray([0.0, (src.count - 1) * 1e9 / float(src.rate)]))
-    )
+    if kind == "camera":
+        assert src.file_ns is not None  # a video's frames' own times
+        t_ns = a.t_ns(src.file_ns)
+    else:
+        t_ns = a.t_ns(np.asarray([0.0, (src.count - 1) * 1e9 / float(src.rate)]))
     spec: dict[str, Any] = {"kind": kind, "name": name, "driver": INGEST_DRIVER, "latency_ms": 0.0}
     if kind == "camera":
         spec.update(width=src.width, height=src.height, fps=float(src.rate))
@@ -162,9 +164,9 @@ def _record(
     m["streams"][name] = entry
     on_step(f"rebuilding {SYNC}")
     m["sync"] = build_sync(take.path, m, replace=True, folder=folder)
-    files = m.setdefault("files", {})
+    hashed = m.setdefault("files", {})
     for rel in (media, table, SYNC):
-        files[rel] = file_entry(take.path / rel)
+        hashed[rel] = file_entry(take.path / rel)
     write_json_atomic(take.path / MANIFEST, m, folder=folder)
     return entry
 

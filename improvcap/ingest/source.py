@@ -150,10 +150,14 @@ def _video(path: Path, suffix: str) -> Source:
                 f"{path.name}: its video stores frames out of display order (B-frames), which a take's "
                 "streams do not: bring it in as ProRes, DNxHR, MJPEG or H.264/HEVC without B-frames"
             )
+        if video.time_base is None:  # PyAV's None for a 0/0 time base, which FFmpeg gives no demuxed stream
+            raise UsageError(f"{path.name}: its video stream has no time base")
         tb = Fraction(video.time_base)
         file_ns = np.asarray([round((int(p) - int(stored[0])) * tb * 10**9) for p in stored], np.int64)
         start_ns = 0
         if audio is not None and audio.start_time is not None and video.start_time is not None:
+            if audio.time_base is None:
+                raise UsageError(f"{path.name}: its audio stream has no time base")
             start_ns = round((audio.start_time * Fraction(audio.time_base) - int(stored[0]) * tb) * 10**9)
         return Source(
             path,

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..calibrate.store import with_latencies
 from ..errors import UsageError
@@ -42,6 +42,10 @@ def node_rig(rig: Rig, node: str) -> Rig:
 
 
 BLOB = "_blob"  # a reply's bytes, sent after it (improvcap.link.channel)
+
+
+def _is_number(v: object) -> TypeGuard[int | float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def take_account(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -176,9 +180,7 @@ class NodeRecorder:
         seconds, tolerance = request.get("seconds"), request.get("tolerance")
         if self.recorder is None or self.recorder.state is not RunState.IDLE:
             raise UsageError("check: no rig is open and idle on this node")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (seconds, tolerance)) or not (
-            0 < seconds <= MAX_CHECK_S and 0 < tolerance < 1
-        ):
+        if not (_is_number(seconds) and _is_number(tolerance) and 0 < seconds <= MAX_CHECK_S and 0 < tolerance < 1):
             raise UsageError(f"check: expected seconds (at most {MAX_CHECK_S:g}) and a tolerance below 1")
         time.sleep(seconds)
         return {"streams": check_results(self.recorder, self.recorder.status(), tolerance)}

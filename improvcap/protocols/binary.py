@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import binascii
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import Frame
@@ -44,7 +44,7 @@ def binary_frame_size(channels: int) -> int:
     return _HEAD_END + 4 * channels + _CRC.size
 
 
-def encode_binary(counter: int, device_us: int, values: tuple[float, ...] | list[float]) -> bytes:
+def encode_binary(counter: int, device_us: int, values: Sequence[float]) -> bytes:
     """One binary frame; `counter` is taken modulo 2**32."""
     n = len(values)
     if not 1 <= n <= MAX_CHANNELS:

@@ -9,7 +9,7 @@ line (`max_line`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import Frame
@@ -18,9 +18,7 @@ from .parsing import COUNTER_MOD, MAX_CHANNELS, CountingParser, numbered_channel
 channel_names = numbered_channels
 
 
-def encode_csv(
-    counter: int, device_us: int, values: tuple[float, ...] | list[float], newline: bytes = b"\r\n"
-) -> bytes:
+def encode_csv(counter: int, device_us: int, values: Sequence[float], newline: bytes = b"\r\n") -> bytes:
     """One csv line; values keep float32 precision ('%.9g')."""
     return b"%d,%d," % (counter, device_us) + b",".join(b"%.9g" % v for v in values) + newline
 

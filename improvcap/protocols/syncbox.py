@@ -126,7 +126,7 @@ def encode(message: Message) -> bytes:
         fields: tuple[int, ...] = (message.version, message.tick_hz)
     else:
         name = b""
-        fields = tuple(getattr(message, f) for f in message.__slots__)  # type: ignore[attr-defined]
+        fields = tuple(getattr(message, f) for f in message.__slots__)
     try:
         payload = layout.pack(*fields) + name
     except struct.error as e:

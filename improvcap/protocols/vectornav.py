@@ -180,7 +180,8 @@ def encode_packet(groups: int, masks: Sequence[int], payload: bytes) -> bytes:
 
 def encode_common(fields: Mapping[int, Any]) -> bytes:
     """A Common-group packet from {bit: value}: a number for the one-value fields, else a sequence."""
-    mask, fmt, args = 0, "<", []
+    mask, fmt = 0, "<"
+    args: list[Any] = []
     for bit in sorted(fields):
         mask |= 1 << bit
         fmt += COMMON_FIELDS[bit][1]

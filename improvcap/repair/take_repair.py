@@ -29,7 +29,8 @@ class TakeRepair:
         self.previous: dict[str, Any] | None = previous if isinstance(previous, dict) else None
         self.streams = [RepairStream(s["name"], s["kind"], s) for s in manifest["rig"]["streams"] if not is_ingested(s)]
         # files brought in after the take (improvcap ingest) were written whole: kept as they were aligned
-        old = manifest.get("streams") if isinstance(manifest.get("streams"), dict) else {}
+        summaries = manifest.get("streams")
+        old = summaries if isinstance(summaries, dict) else {}
         self.ingested = {
             s["name"]: old[s["name"]]
             for s in manifest["rig"]["streams"]

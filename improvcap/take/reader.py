@@ -391,9 +391,9 @@ class Take:
                     row = following
                     continue
                 bundle = Bundle(tick=tick, t_ns=int(row[1]))
-                for name, cursor in video.items():
+                for name, vc in video.items():
                     cell = str(tick) if name == self.master else row[col[name + SYNC_INDEX]]
-                    bundle.video[name] = cursor.get(int(cell)) if cell else None
+                    bundle.video[name] = vc.get(int(cell)) if cell else None
                 for name, cursor in audio.items():
                     cell = row[col[name + SYNC_SAMPLE]]
                     if following is not None:
@@ -403,13 +403,14 @@ class Take:
                     else:
                         end = starts[name]
                     bundle.audio[name] = cursor.take(starts[name], end)
-                for name, cursor in mocap.items():
+                for name, mc in mocap.items():
                     cell = row[col[name + SYNC_INDEX]]
-                    bundle.mocap[name] = cursor.get(int(cell)) if cell else None
+                    bundle.mocap[name] = mc.get(int(cell)) if cell else None
                 yield bundle
                 row = following
         finally:
-            for c in (*video.values(), *mocap.values()):
+            closing: list[_VideoCursor | _MocapCursor] = [*video.values(), *mocap.values()]
+            for c in closing:
                 c.close()
 
 

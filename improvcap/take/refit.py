@@ -14,6 +14,7 @@ in `<stream>.clock.csv` (improvcap.lslclock). Every domain then has its calibrat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def fit_roundtrips_file(path: Path, window_ns: int = WINDOW_NS) -> RoundTripFit:
     return fit_roundtrips(rt["host_send_ns"], rt["host_recv_ns"], rt["box_ns"], window_ns=window_ns)
 
 
-def _rows(path: Path):
+def _rows(path: Path) -> Iterator[list[bytes]]:
     """Complete data rows of a take CSV, in chunks of lines (a torn last row is left out)."""
     with open(path, "rb") as fh:
         fh.readline()

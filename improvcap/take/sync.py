@@ -154,9 +154,10 @@ def summarize(
             valid = columns[name + SYNC_INDEX] >= 0
             err = np.abs(columns[name + SYNC_OFFSET][valid]).astype(np.float64)
         matched = int(valid.sum())
-        figures = {"worst_abs_ns": None, "p99_abs_ns": None, "p50_abs_ns": None}
+        figures: dict[str, int | None] = {"worst_abs_ns": None, "p99_abs_ns": None, "p50_abs_ns": None}
         if matched:
-            worst, p99, p50 = np.max(err), *np.percentile(err, [99, 50])
+            worst = np.max(err)
+            p99, p50 = np.percentile(err, [99, 50])
             figures = {"worst_abs_ns": int(round(worst)), "p99_abs_ns": int(round(p99)), "p50_abs_ns": int(round(p50))}
         out[name] = {"matched": matched, "gaps": n - matched, **figures}
     return out

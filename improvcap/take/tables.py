@@ -65,7 +65,7 @@ def read_table(path: Path, dtype: type = np.int64, columns: Sequence[str] | None
         return {n: np.zeros(0, dtype) for n in wanted}
     usecols = [names.index(c) for c in wanted]
     try:
-        data = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=dtype, ndmin=2, usecols=usecols)
+        data: np.ndarray = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=dtype, ndmin=2, usecols=usecols)
     except ValueError as e:
         if b",," not in body and b",\n" not in body:
             raise TakeError(f"{path}: malformed rows: {e}") from None

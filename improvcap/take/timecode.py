@@ -148,7 +148,9 @@ def take_ns_of_day(manifest: Mapping[str, Any], seconds: np.ndarray) -> np.ndarr
     LTC through the line fitted to its LTC (its offset and drift), else from its own t0's time of day.
     A time of day within 12 hours either side of t0's (a take across midnight)."""
     t0 = float(t0_since_midnight(manifest))
-    ltc = manifest.get("ltc") if isinstance(manifest.get("ltc"), dict) else {}
+    ltc = manifest.get("ltc")
+    if not isinstance(ltc, dict):
+        ltc = {}
     slope = 1 + (ltc.get("drift_ppm") or 0.0) * 1e-6 if manifest.get("timecode_t0_s") is not None else 1.0
     d = (np.asarray(seconds, np.float64) - t0 + SECONDS_PER_DAY / 2) % SECONDS_PER_DAY - SECONDS_PER_DAY / 2
     return d / slope * 1e9

@@ -264,5 +264,5 @@ class TakeFiles:
         """`result` of this take checked without hashing (`hashes=False`), with this check's hashing reasons
         (first, as `run` orders them) and bytes hashed."""
         merged = Findings(self.take)
-        merged.items = self.hash_f.items + [tuple(r.split(": ", 1)) for r in result["reasons"]]  # type: ignore[misc]
+        merged.items = self.hash_f.items + [tuple(r.split(": ", 1)) for r in result["reasons"]]
         return {**result, "verdict": merged.verdict, "reasons": merged.reasons(), "bytes": self.bytes}

@@ -76,7 +76,7 @@ def _text(value: Any) -> str:
     return DASH if value is None or (isinstance(value, str) and not value) else esc(value)
 
 
-def _dict(value: Any) -> dict:
+def _dict(value: Any) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
@@ -113,7 +113,7 @@ def _verdict(value: Any) -> str:
     return value.lower() if isinstance(value, str) and value in VERDICTS else "unknown"
 
 
-def _streams(result: Mapping) -> dict[str, dict]:
+def _streams(result: Mapping) -> dict[str, Mapping]:
     return {str(k): _dict(v) for k, v in _dict(result.get("streams")).items()}
 
 
@@ -137,8 +137,8 @@ def _take_offset(result: Mapping) -> float | None:
 
 def _take_drops(result: Mapping) -> int | None:
     counts = [_num(s.get("drops")) for s in _streams(result).values()]
-    counts = [c for c in counts if c is not None]
-    return int(sum(counts)) if counts else None
+    known = [c for c in counts if c is not None]
+    return int(sum(known)) if known else None
 
 
 def _performer_ids(result: Mapping) -> list[str]:
@@ -332,13 +332,13 @@ def svg_plot(plot: Plot) -> str:
             f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="ref"{dash}/>'
             f'<text x="{left + pw - 4}" y="{y - 4:.1f}" text-anchor="end" class="rl">{esc(r.label)}</text>'
         )
-    for i, (s, x, y) in enumerate(series):
+    for i, (s, sx, sy) in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
-        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y))
-        if len(x) > 1:
+        pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(sx, sy))
+        if len(sx) > 1:
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.3" points="{pts}"/>')
-        if s.markers or len(x) == 1:
-            out += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{colour}"/>' for a, b in zip(x, y)]
+        if s.markers or len(sx) == 1:
+            out += [f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{colour}"/>' for a, b in zip(sx, sy)]
     out += legend
     out.append("</svg>")
     return "".join(out)

@@ -60,7 +60,8 @@ def check_settings(c: TakeCheck, entries: dict[str, dict[str, Any]]) -> None:
     if not isinstance(t0, int) or isinstance(t0, bool) or not 0 <= t0 < MAX_MONOTONIC_NS:
         c.f.fail(f"{MANIFEST}: t0_host_ns is not a monotonic clock time in ns ({show(repr(t0)[:40])})")
     rig = mapping(c.manifest.get("rig"))
-    for spec in rig.get("streams") if isinstance(rig.get("streams"), list) else []:
+    specs = rig.get("streams")
+    for spec in specs if isinstance(specs, list) else []:
         spec = mapping(spec)
         name, kind = spec.get("name"), spec.get("kind")
         if isinstance(name, str) and kind in LAYOUTS and (problem := stored_settings_problem(kind, spec)):

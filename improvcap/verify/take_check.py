@@ -67,11 +67,12 @@ class TakeCheck:
         """The stream's nominal rate; ValueError when there is none a device can have (the timing checks
         would otherwise compute with it)."""
         try:
-            value: float | None = nominal_rate(self.manifest, name)
+            value = nominal_rate(self.manifest, name)
         except Exception:
-            value = number(entry.get("nominal_rate"))
-            if value is None or value <= 0:
+            described = number(entry.get("nominal_rate"))
+            if described is None or described <= 0:
                 raise ValueError(f"{name}: no nominal rate") from None
+            value = described
         kind = self.kinds.get(name, "")
         stored = int(value) if float(value).is_integer() else value  # as a rig file gives it: 44100, not 44100.0
         if kind in LAYOUTS and stored_settings_problem(kind, {rate_key(kind): stored}):
@@ -97,12 +98,12 @@ class TakeCheck:
             return self.result([], {})
         if not files.check_status():
             performers = self.manifest.get("performers")
-            ids = (
+            listed_ids = (
                 [e["id"] for e in performers if isinstance(e, dict) and isinstance(e.get("id"), str)]
                 if isinstance(performers, list)
                 else []
             )
-            return self.result(ids, {})
+            return self.result(listed_ids, {})
         ids: list[str] = []
         consent: dict[str, Any] = {}
         with f.check("performers"):

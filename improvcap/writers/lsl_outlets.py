@@ -110,9 +110,9 @@ class LslOutlets:
         if spec is None:
             desc.append_child("channels").append_child("channel").append_child_value("label", "event")
             return info
-        channels = desc.append_child("channels")
+        channel_list = desc.append_child("channels")
         for label, what in (("index", "the frame's row in the take's timing table"), ("take", "the take number")):
-            ch = channels.append_child("channel")
+            ch = channel_list.append_child("channel")
             ch.append_child_value("label", label)
             ch.append_child_value("type", what)
         desc.append_child("synchronization").append_child_value("can_drop_samples", "true")
