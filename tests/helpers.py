@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,29 @@ def table(kind: str, **keys: object) -> str:
 def rig_text(name: str, *tables: str) -> str:
     """A rig file named `name` with the given stream tables."""
     return f"[rig]\nname = {json.dumps(name)}\n" + "".join(tables)
+
+
+def demo_rig(name: str, *, cameras: Sequence[str] = ("cam0",), audio: str | None = "mic", mocap: str | None = "suit",
+             size: tuple[int, int] = (320, 240), fps: float = 30, channels: int = 2, samplerate: int = 48000,
+             mocap_channels: int = 8, rate: int = 240, master: str | None = None,
+             settings: Mapping[str, Mapping[str, object]] | None = None, tables: Sequence[str] = ()) -> str:
+    """The text of a rig of demo devices, as a technician writes it: `cameras` at `size` and `fps`, a
+    microphone `audio` with `channels` at `samplerate`, a suit `mocap` (an emulator on a pseudo-terminal read
+    through the real serial driver) with `mocap_channels` at `rate`; `settings[stream]`: that stream's other
+    keys (truth, drift_ppm, offset_ms, drop_rate, ...); `tables`: more tables (`table(...)`) at the end."""
+    own = dict(settings or {})
+    width, height = size
+    streams = [table("camera", name=cam, driver="demo", width=width, height=height, fps=fps, **own.pop(cam, {}))
+               for cam in cameras]
+    if audio is not None:
+        streams.append(table("audio", name=audio, driver="demo", channels=channels, samplerate=samplerate,
+                             **own.pop(audio, {})))
+    if mocap is not None:
+        streams.append(table("mocap", name=mocap, driver="demo", protocol="binary", rate=rate,
+                             channels=mocap_channels, **own.pop(mocap, {})))
+    assert not own, f"settings for streams the rig does not have: {sorted(own)}"
+    head = f"[rig]\nname = {json.dumps(name)}\n" + (f"master = {json.dumps(master)}\n" if master else "")
+    return head + "\n".join([*streams, *tables])
 
 
 def stream_spec(kind: str, driver: str, name: str, **keys: object) -> StreamSpec:
@@ -56,10 +80,11 @@ def sync_spec(driver: str = "demo", name: str = "box", **keys: object) -> Stream
 
 
 def write_rig(folder: Path, name: str, body: str) -> Path:
-    """`folder/rigs/<name>.toml`, a rig named `name` with `body` (its stream tables)."""
+    """`folder/rigs/<name>.toml`, a rig named `name` with `body` (its stream tables, or a whole rig's text
+    from `demo_rig`)."""
     (folder / "rigs").mkdir(exist_ok=True)
     path = folder / "rigs" / f"{name}.toml"
-    path.write_text(f'[rig]\nname = "{name}"\n{body}')
+    path.write_text(body if body.startswith("[rig]") else f'[rig]\nname = "{name}"\n{body}')
     return path
 
 

@@ -1,4 +1,4 @@
-"""Exports: a shoot day recorded through the CLI, exported for two uses with consent judged now, and the
+"""Exports: a shoot day recorded in this process, exported for two uses with consent judged now, and the
 result read back by real clients (webdataset, PyAV, the mcap reader, mlcroissant)."""
 from __future__ import annotations
 
@@ -16,29 +16,13 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from helpers import demo_rig, write_rig
+from recording import open_rig, record
 from improvcap.take.tables import read_table
 from improvcap.take.wav import pcm_ints, read_pcm, wav_info
 
 pytestmark = pytest.mark.slow
 
-RIG = """
-[rig]
-name = "day"
-master = "cam0"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-[[mocap]]
-name = "suit"
-driver = "demo"
-channels = 6
-"""
 FORMS = {"ana": b"%PDF ana", "ben": b"%PDF ben", "cy": b"%PDF cy", "dee": b"%PDF dee", "eve": b"%PDF eve"}
 SCOPES = {  # id: (allowed, denied)
     "ana": (["llm-training", "emotion-recognition"], []),
@@ -59,44 +43,24 @@ def performers_toml(revoked: tuple[str, ...] = ()) -> str:
     return "\n".join(out)
 
 
-def record(workdir: Path, scene: str, *performers: str, marks: tuple[float, ...] = ()) -> Path:
-    args = [sys.executable, "-m", "improvcap", "record", "day", "--out", "out", "--session", "day", "--scene", scene,
-            "--duration", "3", "--slate", "--json"] + [a for p in performers for a in ("--performer", p)]
-    proc = subprocess.Popen(args, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if marks:
-        take = workdir / "out" / "day" / f"{scene}_t001" / "take.json"
-        deadline = time.monotonic() + 60
-        while not take.exists():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-        started = time.monotonic()
-        for i, at in enumerate(marks):
-            time.sleep(max(0.0, at - (time.monotonic() - started)))
-            done = run_cli("ctl", "mark", f"beat {i}", "--out", "out", "--session", "day", cwd=workdir)
-            assert done.returncode == 0, done.stderr
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    return Path(json.loads(out)["take"])
-
-
 @pytest.fixture(scope="module")
 def day(tmp_path_factory) -> Path:
     """good (ana, ben), denied (ana, eve), revoked (cy, revoked after the take), tampered (dee, form changed
     after the take), bare (no performers), broken (ana; a byte of its video flipped)."""
     work = tmp_path_factory.mktemp("export-day")
-    (work / "rigs").mkdir()
-    (work / "rigs" / "day.toml").write_text(RIG)
+    rig = write_rig(work, "day", demo_rig("day", mocap_channels=6))
     session = work / "out" / "day"
     session.mkdir(parents=True)
     (session / "forms").mkdir()
     for pid, data in FORMS.items():
         (session / "forms" / f"{pid}.pdf").write_bytes(data)
     (session / "performers.toml").write_text(performers_toml())
-    record(work, "good", "ana", "ben", marks=(0.6, 1.5, 2.4))
-    record(work, "denied", "ana", "eve")
-    record(work, "revoked", "cy")
-    record(work, "tampered", "dee")
-    record(work, "bare")
+    with open_rig(rig, work / "out", "day") as control:  # in this process, the devices open from take to take
+        record(control, "good", 3, slate=True, performers=["ana", "ben"], marks=(0.6, 1.5, 2.4))
+        record(control, "denied", 3, slate=True, performers=["ana", "eve"])
+        record(control, "revoked", 3, slate=True, performers=["cy"])
+        record(control, "tampered", 3, slate=True, performers=["dee"])
+        record(control, "bare", 3, slate=True)
     shutil.copytree(session / "good_t001", session / "broken_t001")
     mkv = session / "broken_t001" / "cam0.mkv"
     data = bytearray(mkv.read_bytes())

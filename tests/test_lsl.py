@@ -22,7 +22,10 @@ from improvcap.rig import StreamSpec
 
 from helpers import rig_text, table
 
-pytest.importorskip("pylsl")
+# LSL outlets are found by multicast on this host: the LSL tests run on one worker, so that no two takes
+# see each other's streams
+pytestmark = pytest.mark.xdist_group("lsl")
+
 
 
 def lsl_spec(stream: str, **settings) -> StreamSpec:

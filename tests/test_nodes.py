@@ -14,6 +14,10 @@ import pytest
 from hosts import Hosts
 from improvcap.link.keys import new_key
 
+# capture nodes advertise themselves as LSL streams: the LSL tests run on one worker, so that no two takes
+# see each other's streams
+pytestmark = pytest.mark.xdist_group("lsl")
+
 # the nodes' CLOCK_MONOTONIC against the controller's: what the test knows, not what the tool measures
 OFFSETS = {"pc2": 500, "pc3": -250}
 
@@ -499,6 +503,7 @@ from pathlib import Path
 from improvcap.link.channel import controller_handshake
 from improvcap.link.keys import load_key
 from improvcap.link.wire import dump_line
+
 address, key_file, rig_text = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 key = load_key(key_file)
 port = 7371

@@ -1,4 +1,5 @@
-"""`repair_take` on takes cut short by `kill -9`, recorded for real by the CLI, checked with real readers."""
+"""`repair_take` on copies of the studio day's takes (one cut short by `kill -9` of the CLI), checked with real
+readers."""
 from __future__ import annotations
 
 import csv
@@ -6,10 +7,8 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -23,74 +22,19 @@ from improvcap.take.wav import read_wav, wav_info
 
 pytestmark = pytest.mark.slow
 
-RIG = """[rig]
-name = "small"
-master = "cam0"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-truth = true
-
-[[camera]]
-name = "cam1"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-samplerate = 48000
-truth = true
-
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 8
-truth = true
-"""
 CAMERAS = ("cam0", "cam1")
 
 
-def _record(root: Path, *args: str) -> subprocess.Popen[str]:
-    (root / "rigs").mkdir(exist_ok=True)
-    (root / "rigs" / "small.toml").write_text(RIG)
-    return subprocess.Popen([sys.executable, "-m", "improvcap", "record", "small", "--out", "out", "--session", "s",
-                             *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture(scope="module")
+def killed(studio_day) -> Path:
+    """The studio day's take whose recorder got SIGKILL about 4 s in (studio_day.py): read-only, copied."""
+    return studio_day["killed"]
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A take whose recorder got SIGKILL about 4 s in."""
-    root = tmp_path_factory.mktemp("killed")
-    proc = _record(root)
-    take = root / "out" / "s" / "scene_t001"
-    deadline = time.monotonic() + 60
-    while not (take / "take.json").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "take never started"
-        time.sleep(0.05)
-    time.sleep(4.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=10)
-    assert json.loads((take / "take.json").read_text())["status"] == "recording"
-    return take
-
-
-@pytest.fixture(scope="module")
-def complete(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("complete")
-    proc = _record(root, "--duration", "1.5", "--json")
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    return Path(json.loads(stdout)["take"])
+def complete(studio_day) -> Path:
+    """The studio day's unslated take, finished as recorded: read-only, copied."""
+    return studio_day["quiet"]
 
 
 @pytest.fixture

@@ -3,11 +3,9 @@ and renders in a real headless browser when one is installed."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,22 +24,6 @@ from improvcap.take.tables import stream_table
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_ATTR = '"><img src=x onerror=alert(2)>'
-PERFORMERS = """\
-[performers.ana]
-name = "Ana Example"
-consent_form = "forms/ana.pdf"
-consent_sha256 = "{a}"
-signed = "2026-01-02"
-allowed = ["llm-training", "voice-synthesis"]
-denied = ["emotion-recognition"]
-
-[performers.ben]
-name = "Ben Example"
-consent_form = "forms/ben.pdf"
-consent_sha256 = "{b}"
-signed = "2026-01-02"
-allowed = ["llm-training"]
-"""
 
 
 # --- a verify-like result from a real take (stand-in until verify.verify_take exists) ---------------
@@ -85,22 +67,9 @@ def result_from_take(take_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def real_take(tmp_path_factory) -> Path:
-    """One slated 2 s demo take with two performers."""
-    root = tmp_path_factory.mktemp("day")
-    session = root / "takes" / "day1"
-    (session / "forms").mkdir(parents=True)
-    digests = {}
-    for pid in ("ana", "ben"):
-        form = f"signed form of {pid}".encode()
-        (session / "forms" / f"{pid}.pdf").write_bytes(form)
-        digests[pid] = hashlib.sha256(form).hexdigest()
-    (session / "performers.toml").write_text(PERFORMERS.format(a=digests["ana"], b=digests["ben"]))
-    r = subprocess.run([sys.executable, "-m", "improvcap", "record", "demo", "--duration", "2", "--slate",
-                        "--session", "day1", "--performer", "ana", "--performer", "ben", "--json"],
-                       cwd=root, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return Path(json.loads(r.stdout)["take"])
+def real_take(studio_day) -> Path:
+    """The studio day's slated take with two performers (studio_day.py)."""
+    return studio_day["good2"]
 
 
 @pytest.fixture(scope="module")
@@ -337,8 +306,9 @@ def test_renders_in_headless_chromium(tmp_path, day):
 @pytest.mark.slow
 def test_report_of_verify_results(tmp_path, real_take):
     """The real verify results of a real take, as `verify --report` will pass them."""
-    verify = pytest.importorskip("improvcap.verify")
-    result = verify.verify_take(real_take)
+    from improvcap.verify import verify_take
+
+    result = verify_take(real_take)
     out = tmp_path / "verify.html"
     write_report([result], out, title="verify")
     page = Page(out.read_text(encoding="utf-8"))

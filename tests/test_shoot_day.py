@@ -1,15 +1,13 @@
-"""A shoot day end to end: record, damage, crash, repair, then `verify` the whole day from the CLI."""
+"""A shoot day end to end: the studio day copied, damaged and its crashed take repaired, then `verify` of the
+whole day from the command line, as a technician runs it."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,75 +15,20 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-RIG = """
-[rig]
-name = "day"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-[[mocap]]
-name = "suit"
-driver = "demo"
-channels = 6
-{mocap_extra}
-"""
-PERFORMERS = """
-[performers.ana]
-name = "Ana Example"
-consent_form = "forms/ana.pdf"
-consent_sha256 = "{sha}"
-signed = "2026-11-20"
-allowed = ["llm-training"]
-denied = ["emotion-recognition"]
-"""
-
-
-def record(workdir: Path, rig: str, scene: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "improvcap", "record", rig, "--out", "out", "--session", "day",
-                             "--scene", scene, "--performers", "performers.toml", *extra], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finished(proc: subprocess.Popen[str]) -> Path:
-    out, err = proc.communicate(timeout=180)
-    assert proc.returncode == 0, err
-    return Path(json.loads(out)["take"])
+LOAD_WARNINGS = ("residual p99", "start skew", "end skew")  # what a loaded machine may add to a good take
 
 
 @pytest.fixture(scope="module")
-def day(tmp_path_factory) -> Path:
+def day(studio_day, tmp_path_factory) -> Path:
+    """A copy of the studio day (studio_day.py) in a working folder of its own: its killed take repaired by
+    the command line, and three copies of the good take damaged (a flipped byte, a cut WAV, a lost row)."""
     workdir = tmp_path_factory.mktemp("shoot")
-    (workdir / "rigs").mkdir()
-    (workdir / "rigs" / "day.toml").write_text(RIG.format(mocap_extra=""))
-    (workdir / "rigs" / "drifty.toml").write_text(RIG.format(mocap_extra="drift_ppm = 2000.0").replace(
-        'name = "day"', 'name = "drifty"'))
-    (workdir / "forms").mkdir()
-    (workdir / "forms" / "ana.pdf").write_bytes(b"%PDF ana")
-    (workdir / "performers.toml").write_text(PERFORMERS.format(sha=hashlib.sha256(b"%PDF ana").hexdigest()))
-    # one after another: a session has one recorder at a time (a second is refused while the first runs)
-    good_take = finished(record(workdir, "day", "good", "--duration", "3", "--slate", "--performer", "ana", "--json"))
-    bare_take = finished(record(workdir, "day", "bare", "--duration", "3", "--slate", "--json"))
-    drift_take = finished(record(workdir, "drifty", "drift", "--duration", "6", "--slate", "--performer", "ana",
-                                 "--json"))
-    crash = record(workdir, "day", "crash", "--performer", "ana")
-    manifest = workdir / "out" / "day" / "crash_t001" / "take.json"
-    deadline = time.monotonic() + 60
-    while not manifest.exists():
-        assert time.monotonic() < deadline and crash.poll() is None
-        time.sleep(0.05)
-    time.sleep(4.0)
-    crash.send_signal(signal.SIGKILL)
-    crash.communicate(timeout=30)
-
     session = workdir / "out" / "day"
+    # (not the killed recorder's control socket, which a copy cannot take)
+    shutil.copytree(studio_day.session, session, symlinks=True, ignore=shutil.ignore_patterns("control.sock"))
+    good = session / "good_t001"
     for name in ("flipped", "truncated", "rowless"):
-        shutil.copytree(good_take, session / f"{name}_t001")
+        shutil.copytree(good, session / f"{name}_t001")
     mkv = session / "flipped_t001" / "cam0.mkv"
     data = bytearray(mkv.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -95,11 +38,10 @@ def day(tmp_path_factory) -> Path:
     rows = (session / "rowless_t001" / "cam0.frames.csv").read_text().splitlines(keepends=True)
     (session / "rowless_t001" / "cam0.frames.csv").write_text("".join(rows[:10] + rows[11:]))
 
-    repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(session / "crash_t001"), "--json"],
+    repaired = subprocess.run([sys.executable, "-m", "improvcap", "repair", str(session / "killed_t001"), "--json"],
                               cwd=workdir, capture_output=True, text=True, timeout=120)
     assert repaired.returncode == 0, repaired.stderr
     assert json.loads(repaired.stdout)["status"] == "repaired"
-    assert good_take.name == "good_t001" and bare_take.name == "bare_t001" and drift_take.name == "drift_t001"
     return workdir
 
 
@@ -111,20 +53,23 @@ def test_verify_a_shoot_day(day: Path):
     assert before == after  # verify writes nothing into the takes
     assert result.returncode == 1, result.stderr  # some takes fail
     takes = {Path(r["take"]).name: r for r in json.loads(result.stdout)["takes"]}
-    assert set(takes) == {"good_t001", "bare_t001", "drift_t001", "crash_t001", "flipped_t001",
-                          "truncated_t001", "rowless_t001"}
+    assert set(takes) == {"good_t001", "good2_t001", "noperf_t001", "quiet_t001", "drift_t001", "killed_t001",
+                          "flipped_t001", "truncated_t001", "rowless_t001"}
 
     def reasons(name: str) -> str:
         return " | ".join(takes[name]["reasons"])
 
-    assert takes["good_t001"]["verdict"] == "OK", reasons("good_t001")
-    assert takes["bare_t001"]["verdict"] == "WARN" and "performers" in reasons("bare_t001")
+    for name in ("good_t001", "good2_t001"):  # OK, or only what load adds (test_verify: the limits on their own)
+        assert all(r.startswith("WARN: ") and any(w in r for w in LOAD_WARNINGS) for r in takes[name]["reasons"]), \
+            reasons(name)
+    assert takes["noperf_t001"]["verdict"] == "WARN" and "no performers recorded" in reasons("noperf_t001")
+    assert takes["quiet_t001"]["verdict"] == "WARN" and "no slates" in reasons("quiet_t001")
     assert takes["drift_t001"]["verdict"] == "FAIL" and "drift" in reasons("drift_t001")
     for name, word in (("flipped_t001", "cam0.mkv"), ("truncated_t001", "mic.wav"), ("rowless_t001", "cam0.frames.csv")):
         assert takes[name]["verdict"] == "FAIL" and word in reasons(name), reasons(name)
-    crash = takes["crash_t001"]
-    assert crash["verdict"] in ("OK", "WARN") and crash["status"] == "repaired", reasons("crash_t001")
-    assert "repaired take" in reasons("crash_t001") and "missing" in reasons("crash_t001")  # the loss, stated
+    crash = takes["killed_t001"]
+    assert crash["verdict"] in ("OK", "WARN") and crash["status"] == "repaired", reasons("killed_t001")
+    assert "repaired take" in reasons("killed_t001") and "missing" in reasons("killed_t001")  # the loss, stated
 
     class Collect(HTMLParser):
         text: list[str] = []
@@ -137,7 +82,7 @@ def test_verify_a_shoot_day(day: Path):
     parser.feed(page)
     text = " ".join(parser.text)
     assert all(name in text for name in takes) and "<script" not in page.lower()
-    assert page.count("<svg") >= 7
+    assert page.count("<svg") >= len(takes)
 
 
 @pytest.mark.parametrize("columns", [80, 200])
@@ -161,7 +106,7 @@ def test_verify_table_shows_every_reason(day: Path, columns: int):
             assert all(f"{name}  {reason}" in lines for reason in r["reasons"]), (name, shown.stdout)
     else:
         assert "reasons" in header
-        bare = next(line for line in lines if "bare_t001" in line)
+        bare = next(line for line in lines if "noperf_t001" in line)
         assert "WARN: no performers recorded" in bare
 
 
@@ -184,7 +129,7 @@ def test_verify_shows_a_progress_bar_on_a_terminal(day: Path):
     os.close(main)
     assert proc.wait(timeout=300) == 1
     text = shown.decode("utf-8", "replace")
-    assert "verifying take 0/7" in text and "verifying take 7/7" in text
+    assert "verifying take 0/9" in text and "verifying take 9/9" in text
     assert re.search(r"\d+(\.\d+)?/\d+(\.\d+)? [kMG]B", text)  # bytes hashed of all
     assert "good_t001" in text and "FAIL" in text
 

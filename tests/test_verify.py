@@ -5,130 +5,42 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import demo_rig
 
 from improvcap.errors import UsageError
 from improvcap.take.hashing import hash_file
 from improvcap.take.manifest import MAX_MANIFEST_BYTES
 from improvcap.verify import Limits, find_takes, summary_rows, verify_paths, verify_take
 
-pytestmark = pytest.mark.slow  # the day takes about 15 s to record; each check after that is fast
+# The takes are the shared studio day's (studio_day.py): recorded once per run, copied here to be damaged.
 
-FORM = b"%PDF-1.4 signed consent form of Ana Example\n"
-
-# Takes recorded side by side on two cores arrive late under load: arrival delays (the clock-fit
-# residual) then exceed the default limit (seen: 400 ms), and a camera's first frames, stamped by a live
-# clock estimate that is still settling, can start a take up to a few hundred ms before the other streams
-# (start skew). Both are reported faithfully; the good takes are judged with those two limits raised, and
-# the defaults are checked to flag nothing else. Both limits are tested on their own in test_limits_decide.
+# A take's arrival delays (the clock-fit residual) grow when the machine is loaded (seen: 400 ms), and a
+# camera's first frames, stamped by a live clock estimate that is still settling, can start a take up to a
+# few hundred ms before the other streams (start skew). Both are reported faithfully; the good takes are
+# judged with those two limits raised, and the defaults are checked to flag nothing else. Both limits are
+# tested on their own in test_limits_decide.
 RELAXED = Limits(max_residual_ms=5000.0, max_skew_ms=2000.0)
 LOAD_WARNINGS = ("residual p99", "start skew", "end skew")
 
 
-def rig(name: str, audio: str = "", mocap: str = "") -> str:
-    cameras = "".join(f"""
-[[camera]]
-name = "{cam}"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-""" for cam in ("cam0", "cam1"))
-    return f"""[rig]
-name = "{name}"
-master = "cam0"
-{cameras}
-[[audio]]
-name = "room"
-driver = "demo"
-channels = 2
-samplerate = 48000
-{audio}
-[[mocap]]
-name = "suit"
-driver = "demo"
-protocol = "binary"
-rate = 240
-channels = 8
-{mocap}"""
-
-
-def record(root: Path, rig_file: str, scene: str, *args: str, duration: str = "3") -> subprocess.Popen[str]:
-    """`improvcap record` in a session of its own (day-<scene>): recorders started side by side in one new
-    session would all write its session.json at once."""
-    return subprocess.Popen([sys.executable, "-m", "improvcap", "record", rig_file, "--out", "out", "--session",
-                             f"day-{scene}", "--scene", scene, "--duration", duration, "--performers",
-                             "performers.toml", "--json", *args],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.fixture(scope="module")
-def day(tmp_path_factory) -> dict[str, Path]:
-    """Takes recorded side by side: good ones, one without performers, one without slates, one killed with
-    SIGKILL, and one from a rig whose audio clock drifts 800 ppm, whose mocap stamps are 10 ms late, and
-    whose cam1 and mocap lose 3 % and 2 % of their frames in transport."""
-    root = tmp_path_factory.mktemp("verify")
-    (root / "good.toml").write_text(rig("good"))
-    (root / "bad.toml").write_text(rig("bad", audio="drift_ppm = 800", mocap="offset_ms = 10\ndrop_rate = 0.02")
-                                   .replace('name = "cam1"', 'name = "cam1"\ndrop_rate = 0.03'))
-    (root / "forms").mkdir()
-    (root / "forms" / "ana.pdf").write_bytes(FORM)
-    (root / "performers.toml").write_text(f"""
-[performers.ana]
-name = "Ana Example"
-consent_form = "forms/ana.pdf"
-consent_sha256 = "{hashlib.sha256(FORM).hexdigest()}"
-signed = "2025-01-10"
-allowed = ["llm-training"]
-denied = ["emotion-recognition"]
-
-[performers.ben]
-name = "Ben Example"
-consent_form = "forms/ben.pdf"
-consent_sha256 = "{'ab' * 32}"
-signed = "2025-01-11"
-allowed = ["llm-training", "voice-synthesis"]
-""")
-    takes: dict[str, Path] = {}
-
-    def finish(procs: dict[str, subprocess.Popen[str]]) -> None:
-        for key, proc in procs.items():
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err
-            takes[key] = Path(json.loads(out)["take"])
-
-    # three at a time: more would starve two cores, and a take's clock fit (its t_ns) with them
-    finish({"good": record(root, "good.toml", "good", "--slate", "--performer", "ana"),
-            "good2": record(root, "good.toml", "good2", "--slate", "--performer", "ana", "--performer", "ben"),
-            "noperf": record(root, "good.toml", "noperf", "--slate")})
-    killed = record(root, "good.toml", "killed", "--performer", "ana", duration="60")
-    procs = {"quiet": record(root, "good.toml", "quiet", "--performer", "ana"),
-             "bad": record(root, "bad.toml", "drift", "--slate", "--performer", "ana")}
-    manifest = root / "out" / "day-killed" / "killed_t001" / "take.json"
-    deadline = time.monotonic() + 60
-    while not manifest.exists():
-        assert killed.poll() is None, killed.communicate()
-        assert time.monotonic() < deadline, "the take to kill never started"
-        time.sleep(0.05)
-    time.sleep(2.5)
-    killed.send_signal(signal.SIGKILL)
-    killed.communicate(timeout=30)
-    takes["killed"] = manifest.parent
-    finish(procs)
-    return takes
+def day(studio_day, tmp_path_factory) -> dict[str, Path]:
+    """The studio day's takes (good, good2, noperf, quiet, killed, and bad: its drift take, whose microphone
+    clock drifts 800 ppm, whose suit is stamped 10 ms late and whose cam1 and suit lose 3 % and 2 % of their
+    frames in transport), and `damaged`: this module's folder of copies to damage."""
+    return {**studio_day.takes, "bad": studio_day["drift"], "damaged": tmp_path_factory.mktemp("damaged")}
 
 
 def damaged(day: dict[str, Path], name: str, source: str = "good") -> Path:
-    """A copy of a good take to damage, in <root>/damaged/<name>/ (a take folder of its own)."""
-    dst = day["good"].parents[2] / "damaged" / name
+    """A copy of a good take to damage, in <damaged>/<name>/ (a take folder of its own)."""
+    dst = day["damaged"] / name
     shutil.copytree(day[source], dst)
     return dst
 
@@ -168,14 +80,14 @@ def test_good_takes_are_ok_and_describe_every_stream(day, key):
     strict = verify_take(take)
     assert not fails(strict) and all(any(w in r for w in LOAD_WARNINGS) for r in warns(strict)), strict["reasons"]
     manifest = json.loads((take / "take.json").read_text())
-    assert result["status"] == "complete" and result["scene"] == key and result["session"] == f"day-{key}"
+    assert result["status"] == "complete" and result["scene"] == key and result["session"] == "day"
     assert result["bytes"] == sum(e["bytes"] for e in manifest["files"].values())
     assert result["performers"] == [p["id"] for p in manifest["performers"]]
     assert result["consent"]["llm-training"]["allowed"] == result["performers"]
     assert "ana" in result["consent"]["emotion-recognition"]["denied"]
     assert len(result["slates_s"]) == 2
     streams = result["streams"]
-    assert set(streams) == {"cam0", "cam1", "room", "suit"}
+    assert set(streams) == {"cam0", "cam1", "mic", "suit"}
     for name, s in streams.items():
         m = manifest["streams"][name]
         assert s["count"] == m["count"] and s["drops"] == 0
@@ -187,8 +99,8 @@ def test_good_takes_are_ok_and_describe_every_stream(day, key):
         assert streams[cam]["packets"] == streams[cam]["rows"] == manifest["streams"][cam]["count"]
         assert max(streams[cam]["frame_intervals_ms"]) < 1.5 * 1000 / 30
         assert all(-1 <= v <= 1000 / 30 + 1 for v in streams[cam]["slate_offsets_ms"])
-    assert streams["room"]["samples"] == manifest["streams"]["room"]["count"]
-    assert all(abs(v) <= 2 for v in streams["room"]["slate_offsets_ms"])
+    assert streams["mic"]["samples"] == manifest["streams"]["mic"]["count"]
+    assert all(abs(v) <= 2 for v in streams["mic"]["slate_offsets_ms"])
     assert all(-2 <= v <= 1000 / 240 + 2 for v in streams["suit"]["slate_offsets_ms"])
     assert result["worst_slate_offset_ms"] == max((v for s in streams.values() for v in s["slate_offsets_ms"]),
                                                   key=abs)
@@ -199,7 +111,7 @@ def test_limits_decide(day):
     take = day["good"]
     assert any("clock drift" in r for r in fails(verify_take(take, replace(RELAXED, max_drift_ppm=1e-6))))
     assert any("residual p99" in r for r in warns(verify_take(take, replace(RELAXED, max_residual_ms=1e-6))))
-    assert any(r.startswith("FAIL: room: slate at") for r in
+    assert any(r.startswith("FAIL: mic: slate at") for r in
                verify_take(take, replace(RELAXED, slate_tolerance_ms=0.001))["reasons"])
     assert any("start skew" in r for r in warns(verify_take(take, replace(RELAXED, max_skew_ms=0.001))))
 
@@ -221,7 +133,7 @@ def test_slate_tolerance_decides_for_mocap_and_reads_for_audio(day):
                                   for r in late), late
     assert suit_late(7.0) == []
     room = [r for r in fails(verify_take(day["good"], replace(RELAXED, slate_tolerance_ms=0.0)))
-            if r.startswith("FAIL: room: slate at")]
+            if r.startswith("FAIL: mic: slate at")]
     assert room and all(r.endswith("(allowed ±0.021 ms: the tolerance and a sample)") for r in room), room
 
 
@@ -241,13 +153,13 @@ def test_take_without_slates_is_not_verified_in_the_media(day):
 def test_drifting_clock_and_late_stream_fail(day):
     result = verify_take(day["bad"], RELAXED)
     assert result["verdict"] == "FAIL"
-    assert result["streams"]["room"]["drift_ppm"] == pytest.approx(800, abs=100)  # a 3 s fit under load
-    assert any(r.startswith("FAIL: room: clock drift +") and "beyond ±500 ppm" in r for r in result["reasons"])
+    assert result["streams"]["mic"]["drift_ppm"] == pytest.approx(800, abs=100)  # a 3 s fit under load
+    assert any(r.startswith("FAIL: mic: clock drift +") and "beyond ±500 ppm" in r for r in result["reasons"])
     late = [r for r in fails(result) if r.startswith("FAIL: suit: slate at")]
     assert len(late) == 2, result["reasons"]                  # mocap stamped 10 ms late at both slates
     # 10 ms late, plus up to a row period; one more when the spike's first row was lost in transport
     assert all(9 <= v <= 10 + 2 * 1000 / 240 + 1 for v in result["streams"]["suit"]["slate_offsets_ms"])
-    assert result["worst_drift_ppm"] == result["streams"]["room"]["drift_ppm"]
+    assert result["worst_drift_ppm"] == result["streams"]["mic"]["drift_ppm"]
     # a wider limit accepts the drift; the late stream still fails
     wider = verify_take(day["bad"], replace(RELAXED, max_drift_ppm=1000))
     assert not any("clock drift" in r for r in wider["reasons"])
@@ -289,10 +201,10 @@ def test_dropped_frames_are_counted_from_the_media_and_match_the_manifest(day):
     assert "cam1 " in summary_rows([result])[0]["drops"]
 
 
-@pytest.mark.parametrize("notes", [None, {"lost": {"room": {"unit": "samples", "summary": "about 28800 samples (0.60 s) "
+@pytest.mark.parametrize("notes", [None, {"lost": {"mic": {"unit": "samples", "summary": "about 28800 samples (0.60 s) "
                                                              "missing before the take's last data at 3.1 s"},
                                                     "suit": {"summary": "1 timing rows dropped (torn)"}},
-                                           "actions": ["room.wav: header restored"]}])
+                                           "actions": ["mic.wav: header restored"]}])
 def test_repaired_take_warns_with_its_loss(day, notes):
     """The `repair` record as improvcap repair writes it (a summary of the loss per stream)."""
     take = damaged(day, f"repaired_{notes is None}")
@@ -303,7 +215,7 @@ def test_repaired_take_warns_with_its_loss(day, notes):
     (take / "take.json").write_text(json.dumps(manifest))
     result = verify_take(take, RELAXED)
     assert result["verdict"] == "WARN" and result["status"] == "repaired"
-    stated = ("room: about 28800 samples (0.60 s) missing before the take's last data at 3.1 s; "
+    stated = ("mic: about 28800 samples (0.60 s) missing before the take's last data at 3.1 s; "
               "suit: 1 timing rows dropped (torn)") if notes else "no repair record in take.json: the loss is not stated"
     assert result["reasons"] == [f"WARN: repaired take: {stated}"]
 
@@ -337,13 +249,13 @@ def test_flipped_byte_in_video(day):
 
 def test_truncated_wav(day):
     take = damaged(day, "truncated")
-    wav = take / "room.wav"
+    wav = take / "mic.wav"
     size = wav.stat().st_size
     os.truncate(wav, size - 10001)
     result = verify_take(take, RELAXED)
     assert result["verdict"] == "FAIL" and handled(result)
-    assert f"FAIL: room.wav: {size - 10001} bytes, take.json says {size}" in result["reasons"]
-    assert any(r.startswith("FAIL: room.wav: header declares") for r in result["reasons"])
+    assert f"FAIL: mic.wav: {size - 10001} bytes, take.json says {size}" in result["reasons"]
+    assert any(r.startswith("FAIL: mic.wav: header declares") for r in result["reasons"])
 
 
 def test_deleted_frame_row(day):
@@ -410,13 +322,13 @@ def test_symlinks_are_never_followed(day, tmp_path):
     (outside / "more").mkdir(parents=True)
     (outside / "more" / "stolen.wav").write_bytes(b"RIFF")
     os.mkfifo(outside / "fifo")  # reading it would block forever: it must not even be opened
-    (take / "room.wav").unlink()
-    (take / "room.wav").symlink_to(outside / "fifo")
+    (take / "mic.wav").unlink()
+    (take / "mic.wav").symlink_to(outside / "fifo")
     (take / "escape").symlink_to("/etc/passwd")
     (take / "more").symlink_to(outside / "more")
     result = verify_take(take, RELAXED)
     assert result["verdict"] == "FAIL" and handled(result)
-    assert f"FAIL: room.wav is a symlink (to {outside / 'fifo'}): not followed" in result["reasons"]
+    assert f"FAIL: mic.wav is a symlink (to {outside / 'fifo'}): not followed" in result["reasons"]
     assert "FAIL: escape is a symlink (to /etc/passwd): not followed" in result["reasons"]
     assert f"FAIL: more is a symlink (to {outside / 'more'}): not followed" in result["reasons"]
     assert not any("stolen" in r for r in result["reasons"])
@@ -457,11 +369,11 @@ def test_garbled_and_hostile_manifests(day):
         assert result["verdict"] == "FAIL" and handled(result), (name, result["reasons"])
         assert any(r.startswith(expect[name]) for r in result["reasons"]), (name, result["reasons"])
     assert "FAIL: take.json: file path '/etc/passwd' escapes the take" in \
-        verify_take(day["good"].parents[2] / "damaged" / "manifest_escaping_paths", RELAXED)["reasons"]
-    wrong = verify_take(day["good"].parents[2] / "damaged" / "manifest_wrong_types", RELAXED)["reasons"]
+        verify_take(day["damaged"] / "manifest_escaping_paths", RELAXED)["reasons"]
+    wrong = verify_take(day["damaged"] / "manifest_wrong_types", RELAXED)["reasons"]
     assert "FAIL: take.json: malformed entry for cam0.mkv in files" in wrong
     assert "FAIL: take.json: performers is not a list of performer entries: consent not verified" in wrong
-    hostile = verify_take(day["good"].parents[2] / "damaged" / "manifest_hostile_stream", RELAXED)["reasons"]
+    hostile = verify_take(day["damaged"] / "manifest_hostile_stream", RELAXED)["reasons"]
     assert any(r.startswith("FAIL: cam0: cam0.frames.csv has") and "take.json count None" in r for r in hostile)
 
 
@@ -480,41 +392,41 @@ def test_bad_media_and_tables(day):
     size = (take / "cam1.mkv").stat().st_size
     (take / "cam1.mkv").write_bytes(os.urandom(size))          # same size, no video at all
     (take / "suit.csv").write_text("index,t_ns\nnot,numbers\n")  # garbled
-    (take / "room.blocks.csv").unlink()                        # missing
+    (take / "mic.blocks.csv").unlink()                        # missing
     result = verify_take(take, RELAXED)
     assert result["verdict"] == "FAIL" and handled(result)
     reasons = result["reasons"]
     assert "FAIL: cam1.mkv: sha256 differs from take.json (changed after recording)" in reasons
     assert any(r.startswith("FAIL: camera cam1: ") for r in reasons), reasons
     assert any(r.startswith("FAIL: mocap suit: ") for r in reasons), reasons
-    assert "FAIL: room: room.blocks.csv missing" in reasons
-    assert "FAIL: room.blocks.csv: missing (listed in take.json)" in reasons
+    assert "FAIL: mic: mic.blocks.csv missing" in reasons
+    assert "FAIL: mic.blocks.csv: missing (listed in take.json)" in reasons
     assert "cam0" not in " ".join(reasons)  # the intact camera is still checked, and passes
 
 
 # --- a whole day -----------------------------------------------------------------------------------
 
 def test_verify_writes_nothing_and_jobs_give_the_same_results(day):
-    root = day["good"].parents[2]
     for name in ("flipped", "truncated", "deleted_row", "foreign", "symlinks", "bad_media"):
-        if not (root / "damaged" / name).exists():  # this test may run alone
+        if not (day["damaged"] / name).exists():  # this test may run alone
             damaged(day, name)
-    before = snapshot(root)
+    roots = [day["good"].parent, day["damaged"]]
+    before = [snapshot(root) for root in roots]
     calls: list[tuple[int, int, int, int]] = []
-    serial = verify_paths([root], RELAXED, jobs=1, progress=lambda *a: calls.append(a))
-    parallel = verify_paths([root], RELAXED, jobs=2)
+    serial = verify_paths(roots, RELAXED, jobs=1, progress=lambda *a: calls.append(a))
+    parallel = verify_paths(roots, RELAXED, jobs=2)
     # with another thread running, the worker is spawned instead of forked
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        spawned = verify_paths([root], RELAXED, jobs=3)
+        spawned = verify_paths(roots, RELAXED, jobs=3)
     finally:
         stop.set()
         other.join()
-    assert snapshot(root) == before
+    assert [snapshot(root) for root in roots] == before
     assert json.dumps(serial) == json.dumps(parallel) == json.dumps(spawned)
-    takes = find_takes([root])
+    takes = find_takes(roots)
     assert [r["take"] for r in serial] == [str(t) for t in takes]
     # one take on its own (hashed inside its check) gives what the day's shared hashing pool gives
     assert json.dumps([verify_take(t, RELAXED) for t in takes]) == json.dumps(serial)
@@ -532,8 +444,7 @@ def test_verify_writes_nothing_and_jobs_give_the_same_results(day):
 
 
 def test_find_takes(day, tmp_path):
-    root = day["good"].parents[2]
-    out = root / "out"
+    out = day["good"].parents[1]
     takes = find_takes([out])
     assert takes == sorted(takes) and day["good"] in takes and day["killed"] in takes and len(takes) == 6
     assert find_takes([day["good"]]) == [day["good"]] == find_takes([day["good"] / "take.json"])
@@ -541,10 +452,10 @@ def test_find_takes(day, tmp_path):
     (tmp_path / "link").symlink_to(out, target_is_directory=True)
     assert find_takes([tmp_path]) == []                           # symlinked folders are not followed
     with pytest.raises(UsageError, match="no such file or folder") as e:
-        find_takes([root / "nowhere"])
+        find_takes([out / "nowhere"])
     assert e.value.exit_code == 2
     with pytest.raises(UsageError, match="not a take folder"):
-        find_takes([root / "performers.toml"])
+        find_takes([day["good"].parent / "performers.toml"])
 
 
 def test_not_a_take_folder(tmp_path):
@@ -574,10 +485,10 @@ def test_windowed_slate_search_finds_what_the_whole_search_finds(day):
         whole = detect_video(take / f"{cam}.mkv", take / f"{cam}.frames.csv")
         assert len(whole) == 2 and detect_video(take / f"{cam}.mkv", take / f"{cam}.frames.csv",
                                                 windows=windows) == inside(whole)
-    whole = detect_audio(take / "room.wav", take / "room.blocks.csv", 48000)
-    assert len(whole) == 2 and detect_audio(take / "room.wav", take / "room.blocks.csv", 48000,
+    whole = detect_audio(take / "mic.wav", take / "mic.blocks.csv", 48000)
+    assert len(whole) == 2 and detect_audio(take / "mic.wav", take / "mic.blocks.csv", 48000,
                                             windows=windows) == inside(whole)
-    assert detect_audio(take / "room.wav", take / "room.blocks.csv", 48000, windows=[(0, 10**12)]) == whole
+    assert detect_audio(take / "mic.wav", take / "mic.blocks.csv", 48000, windows=[(0, 10**12)]) == whole
     whole = detect_mocap(take / "suit.csv")
     assert len(whole) == 2 and detect_mocap(take / "suit.csv", windows=windows) == inside(whole)
     assert detect_mocap(take / "suit.csv", windows=windows[:1]) == whole[:1]
@@ -601,9 +512,9 @@ def test_a_table_line_beyond_the_bound_fails_in_bounded_memory(day):
 
 @pytest.mark.parametrize("where, value, reason", [
     (("rig", "streams", "cam0", "fps"), 1e308, "FAIL: take.json: rig snapshot: cam0.fps: must be <= 1000"),
-    (("rig", "streams", "room", "samplerate"), 1e308, "FAIL: take.json: rig snapshot: room.samplerate: expected an"),
+    (("rig", "streams", "mic", "samplerate"), 1e308, "FAIL: take.json: rig snapshot: mic.samplerate: expected an"),
     (("rig", "streams", "suit", "rate"), 1e-300, "FAIL: take.json: rig snapshot: suit.rate: must be >= 0.001"),
-    (("rig", "streams", "room", "channels"), 0, "FAIL: take.json: rig snapshot: room.channels: must be >= 1"),
+    (("rig", "streams", "mic", "channels"), 0, "FAIL: take.json: rig snapshot: mic.channels: must be >= 1"),
     (("t0_host_ns",), 10**400, "FAIL: take.json: t0_host_ns is not a monotonic clock time in ns"),
     (("streams", "cam0", "device", "fps"), 1e308, "FAIL: take.json: cam0: device fps 1e+308 outside"),
 ])
@@ -622,7 +533,7 @@ def test_values_outside_a_physical_range_fail(day, where, value, reason):
 
 def test_a_wav_with_no_channels_is_a_reason_not_a_crash(day):
     take = damaged(day, "zero_channels")
-    with open(take / "room.wav", "r+b") as fh:
+    with open(take / "mic.wav", "r+b") as fh:
         data = fh.read(4096)
         at = data.index(b"fmt ") + 8
         fh.seek(at + 2)
@@ -632,7 +543,7 @@ def test_a_wav_with_no_channels_is_a_reason_not_a_crash(day):
     result = verify_take(take, RELAXED)
     assert result["verdict"] == "FAIL" and handled(result)
     assert not any("division" in r for r in result["reasons"]), result["reasons"]
-    assert any(r.startswith("FAIL: audio room: ") and "0 channels" in r for r in result["reasons"]), result["reasons"]
+    assert any(r.startswith("FAIL: audio mic: ") and "0 channels" in r for r in result["reasons"]), result["reasons"]
 
 
 def test_no_takes_under_the_paths_is_bad_input(tmp_path):
@@ -646,7 +557,7 @@ def test_no_takes_under_the_paths_is_bad_input(tmp_path):
 
 
 def test_a_take_named_twice_is_verified_once(day, tmp_path):
-    out = day["good"].parents[2] / "out"
+    out = day["good"].parents[1]
     relative = Path(os.path.relpath(day["good"]))
     takes = find_takes([out])
     assert find_takes([out, relative, day["good"] / ".." / day["good"].name]) == takes
@@ -654,9 +565,9 @@ def test_a_take_named_twice_is_verified_once(day, tmp_path):
 
 @pytest.mark.slow
 def test_a_samplerate_other_than_the_default_is_one_a_device_can_have(tmp_path: Path, cli) -> None:
-    (tmp_path / "r.toml").write_text(rig("cd").replace("samplerate = 48000", "samplerate = 44100"))
+    (tmp_path / "r.toml").write_text(demo_rig("cd", cameras=("cam0", "cam1"), samplerate=44100))
     done = cli("record", "r.toml", "--out", "out", "--duration", "2", "--json")
     assert done.returncode == 0, done.stderr
     checked = cli("verify", json.loads(done.stdout)["take"], "--json")
     result = json.loads(checked.stdout)["takes"][0]
-    assert not [f for f in fails(result) if "nominal rate" in f or "room" in f], fails(result)
+    assert not [f for f in fails(result) if "nominal rate" in f or "mic" in f], fails(result)
