@@ -14,10 +14,6 @@ import pytest
 from hosts import Hosts
 from improvcap.link.keys import new_key
 
-# capture nodes advertise themselves as LSL streams: the LSL tests run on one worker, so that no two takes
-# see each other's streams
-pytestmark = pytest.mark.xdist_group("lsl")
-
 # the nodes' CLOCK_MONOTONIC against the controller's: what the test knows, not what the tool measures
 OFFSETS = {"pc2": 500, "pc3": -250}
 

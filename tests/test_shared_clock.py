@@ -63,21 +63,32 @@ def take(tmp_path_factory) -> Path:
     return take
 
 
-def errors_ms(take: Path, name: str, kind: str) -> np.ndarray:
+def errors_ms(take: Path, name: str, kind: str) -> tuple[np.ndarray, float]:
+    """|stored t_ns - truth| of every row (ms), and how far the machine's load lifted the arrivals the fit
+    hugs (ms): per window of the fit, the least delay of an arrival past its row's true time, above the
+    least of the whole take. The fit's line follows those window minima (a lower envelope), so a loaded
+    machine that delays every arrival of a window moves it by that much, and the bounds below widen by
+    exactly that; on an idle machine the lift is a few µs and the bounds are the design's."""
     table = stream_table(take, name, kind, time_only=True)
     truth = read_table(take / f"{name}.truth.csv")
     key = "first_sample" if kind == "audio" else "index"
     assert np.array_equal(table[key], truth["index"])  # one truth row per stored row
-    return np.abs(table["t_ns"] - truth["true_t_ns"]) / 1e6
+    window_ns = json.loads((take / "take.json").read_text())["streams"][name]["clock"]["window_ns"]
+    delay = table["host_ns"] - truth["true_t_ns"]
+    windows = (truth["true_t_ns"] - truth["true_t_ns"][0]) // window_ns
+    minima = np.array([delay[windows == w].min() for w in np.unique(windows)])
+    return np.abs(table["t_ns"] - truth["true_t_ns"]) / 1e6, float(minima.max() - minima.min()) / 1e6
 
 
 @pytest.mark.parametrize("name, kind", [("cam0", "camera"), ("mic", "audio"), ("suit", "mocap")])
 def test_stored_t_ns_match_the_truth(take: Path, name: str, kind: str):
-    err = errors_ms(take, name, kind)
-    assert np.percentile(err, 99) < 0.5 and err.max() < 1.0, (np.percentile(err, [50, 99]), err.max())
+    err, lift = errors_ms(take, name, kind)
+    figures = (np.percentile(err, [50, 99]), err.max(), lift)
+    assert np.percentile(err, 99) < 0.5 + lift and err.max() < 1.0 + lift, figures
     clock = json.loads((take / "take.json").read_text())["streams"][name]["clock"]
     assert clock["domain"] == "device" and clock["resets"] == 0
-    assert clock["drift_ppm"] == pytest.approx(DRIFT[name], abs=30)  # 12 s on a shared 2-core host
+    # a line within ±lift at both ends of 12 s is that much steeper or flatter
+    assert clock["drift_ppm"] == pytest.approx(DRIFT[name], abs=30 + 2 * lift * 1e3 / 12)
     assert 0 <= clock["residual_p50_ns"] < 5e6
 
 
