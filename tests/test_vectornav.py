@@ -578,14 +578,12 @@ def minute_at_400_hz() -> bytes:
                                  [45.0 * math.sin(0.01 * k + c) for c in range(15)]) for k in range(400 * 60))
 
 
-def test_a_recorded_minute_at_400_hz_parses_in_well_under_a_second() -> None:
+def test_a_recorded_minute_at_400_hz_parses_whole() -> None:
+    """Every frame of a minute in 4 KiB reads (its speed: bench/serial_parsers.py)."""
     data = minute_at_400_hz()
     p = VectorNavParser()
-    t = time.perf_counter()
     frames = sum(len(p.feed(data[i:i + 4096])) for i in range(0, len(data), 4096))
-    elapsed = time.perf_counter() - t
     assert frames == 24_000 and p.crc_errors == 0 and p.buffered == 0
-    assert elapsed < 0.5, f"{frames / elapsed:.0f} frames/s"
 
 
 # --- a recorded take --------------------------------------------------------------------------------
