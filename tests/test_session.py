@@ -69,6 +69,15 @@ def wait_ready(session_dir: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
+def wait_status(session_dir: Path, done, what: str, timeout: float = 60.0) -> dict:
+    """The recorder's status (over its socket, as `ctl status` asks) once `done(status)`."""
+    deadline = time.monotonic() + timeout
+    while not done(status := request(session_dir, {"cmd": "status"}, timeout=5)):
+        assert time.monotonic() < deadline, f"no {what} in {timeout:g} s: {status}"
+        time.sleep(0.05)
+    return status
+
+
 def ctl(workdir: Path, *args: str, session: str = "day", as_json: bool = True) -> subprocess.CompletedProcess[str]:
     """`improvcap ctl ...` from another process, as a second terminal or a script would."""
     return subprocess.run([sys.executable, "-m", "improvcap", "ctl", *args, "--out", "out", "--session", session,
@@ -116,16 +125,17 @@ def test_ctl_replies_read_as_words_without_json(workdir: Path):
 def test_session_over_the_control_socket(workdir: Path):
     proc = start_session(workdir, "--scene", "alpha1")
     try:
-        time.sleep(1.0)
+        # devices stay open and streaming between takes
+        wait_status(workdir / "out" / "day", lambda st: all(s["rate"] > 0 for s in st["streams"]), "rates")
         status = ok(ctl(workdir, "status"))
         assert status["state"] == "idle" and status["scene"] == "alpha1"
         assert {s["name"] for s in status["streams"]} == {"cam0", "mic", "suit"}
-        assert all(s["rate"] > 0 for s in status["streams"])  # devices stay open and streaming between takes
 
         t1 = ok(ctl(workdir, "start"))
         assert Path(t1["take"]).name == "alpha1_t001"
         assert all(ms is not None and ms < 1000 for ms in t1["first_record_ms"].values())
-        time.sleep(1.0)
+        wait_status(workdir / "out" / "day", lambda st: next(s for s in st["streams"] if s["name"] == "cam0")["count"]
+                    > 30, "second of cam0")
         ok(ctl(workdir, "slate"))
         ok(ctl(workdir, "mark", "laugh"))
         busy = ctl(workdir, "start")
@@ -401,7 +411,8 @@ def test_a_start_while_the_devices_open_waits_for_them(workdir: Path):
             time.sleep(0.01)
         started = request(session_dir, {"cmd": "start"}, timeout=60)  # at once: the devices are still opening
         assert started["ok"], started
-        time.sleep(1.0)
+        wait_status(session_dir, lambda st: next(s for s in st["streams"] if s["name"] == "cam0")["count"] > 10,
+                    "frames of cam0")
         assert request(session_dir, {"cmd": "stop"})["ok"]
         manifest = json.loads((Path(started["take"]) / "take.json").read_text())
         assert manifest["status"] == "complete" and manifest["streams"]["cam0"]["count"] > 10
