@@ -57,24 +57,30 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
-def test_calibrated_latencies_make_the_next_take_match_the_truth(workdir: Path):
-    # records its own takes with host-timed slates until every stream is known to ±1 ms, then calibrates
-    # from the slates found in the media
-    result = cli(workdir, "calibrate", "sync", "off", "--until", "1", "--out", "out", "--json")
+@pytest.fixture(scope="module")
+def calibrated(workdir: Path) -> dict:
+    """`calibrate sync off --record 21`: one take of 21 host-timed slates (a Fibonacci total: its phases are
+    most even), the latencies found from the slates in the media."""
+    result = cli(workdir, "calibrate", "sync", "off", "--record", "21", "--out", "out", "--json")
     assert result.returncode == 0, result.stderr
-    calibration = json.loads(result.stdout)
-    slated = Path(calibration["takes"][0]["path"])
+    return json.loads(result.stdout)
+
+
+def test_latencies_from_the_slates_in_the_media_match_the_truth(workdir: Path, calibrated: dict):
+    slated = Path(calibrated["takes"][0]["path"])
     assert np.median(truth_error_ms(slated, "mic", "audio")) > 15  # uncalibrated: late by offset + transport
-    slates = sum(len(events(Path(t["path"]), "slate")) for t in calibration["takes"])
-    assert all(s["slates"] == slates and s["uncertainty_ms"] < 1 for s in calibration["streams"].values())
-    assert calibration["until_ms"] == 1 and calibration["warnings"] == []
+    slates = sum(len(events(Path(t["path"]), "slate")) for t in calibrated["takes"])
+    assert slates == 21 and "until_ms" not in calibrated and calibrated["warnings"] == []
+    assert all(s["slates"] == slates and s["uncertainty_ms"] < 1 for s in calibrated["streams"].values())
     for name, offset in OFFSET_MS.items():
-        got = calibration["streams"][name]["latency_ms"]
+        got = calibrated["streams"][name]["latency_ms"]
         tolerance = 1.0 if name.startswith("cam") else 0.3
         assert got == pytest.approx(offset + TRANSPORT_MS, abs=tolerance), (name, got)
-    assert Path(calibration["file"]).parent == workdir / "calibration" / "off"
+    assert Path(calibrated["file"]).parent == workdir / "calibration" / "off"
 
-    take = cli(workdir, "record", "off", "--out", "out", "--session", "after", "--duration", "4", "--json")
+
+def test_calibrated_latencies_make_the_next_take_match_the_truth(workdir: Path, calibrated: dict):
+    take = cli(workdir, "record", "off", "--out", "out", "--session", "after", "--duration", "3", "--json")
     assert take.returncode == 0, take.stderr
     assert "no sync calibration" not in take.stderr
     path = Path(json.loads(take.stdout)["take"])
@@ -83,14 +89,36 @@ def test_calibrated_latencies_make_the_next_take_match_the_truth(workdir: Path):
         err = truth_error_ms(path, name, kind)
         assert np.percentile(err, 99) <= limit, (name, np.percentile(err, [50, 99]))
     manifest = json.loads((path / "take.json").read_text())
-    assert manifest["calibration"]["files"]["sync"]["path"] == calibration["file"]
+    assert manifest["calibration"]["files"]["sync"]["path"] == calibrated["file"]
     assert len(manifest["calibration_sha256"]) == 64
-    assert manifest["calibration"]["latency_ms"]["mic"] == calibration["streams"]["mic"]["latency_ms"]
+    assert manifest["calibration"]["latency_ms"]["mic"] == calibrated["streams"]["mic"]["latency_ms"]
 
     show = cli(workdir, "calibrate", "show", "off", "--json")
     assert show.returncode == 0, show.stderr
     kinds = json.loads(show.stdout)["kinds"]
-    assert kinds["sync"]["file"] == calibration["file"] and kinds["cameras"] is None
+    assert kinds["sync"]["file"] == calibrated["file"] and kinds["cameras"] is None
+
+
+def test_rounds_end_on_fibonacci_totals_sized_by_the_measured_uncertainty(workdir: Path, calibrated: dict):
+    """After a round, --until plans the next total from what the slates so far measured: the first
+    Fibonacci total at which each stream's ± (shrinking as 1/n for intersections, 1/√n for medians) would
+    be below the target; the first round is FIRST_ROUND slates."""
+    from improvcap.calibrate.latency import FIRST_ROUND, SlatingRounds, latency_from_takes, measure_take, short_of
+    from improvcap.rig import load_rig
+
+    assert FIRST_ROUND == 34
+    rig = load_rig(str(workdir / "rigs" / "off.toml"))
+    rounds = SlatingRounds(None, rig, workdir / "out", "unused", max_slates=1000, until_ms=0.2)
+    rounds.takes = [measure_take(Path(calibrated["takes"][0]["path"]))]
+    result = latency_from_takes(rounds.takes, rig)
+    short = short_of(result, 0.2)
+    assert short and rounds.slates == 21
+    total = rounds._next_total(result, short)
+    fibonacci = [34, 55, 89, 144, 233, 377, 610, 987, 1597]
+    assert total in fibonacci
+    needed = max(21 * (u / 0.2 if result["streams"][n].get("consistent", True) else (u / 0.2) ** 2)
+                 for n, u in short.items() if u is not None)
+    assert total >= needed - 1 and (total == 34 or fibonacci[fibonacci.index(total) - 1] < needed - 1)
 
 
 def test_missing_calibration_warns_and_a_take_without_slates_is_refused(workdir: Path, tmp_path: Path):
@@ -149,19 +177,19 @@ def test_uncertain_or_negative_latencies_are_warned_and_takes_pool(tmp_path: Pat
 
 
 def test_until_stops_at_the_cap_with_what_it_reached(workdir: Path):
-    # ±0.2 ms needs about 90 slates on a 30 fps camera: 40 stop it after a first round of 34 and one of 6
-    result = cli(workdir, "calibrate", "sync", "off", "--until", "0.2", "--record", "40", "--out", "capped",
+    # ±0.2 ms needs about 90 slates on a 30 fps camera: a cap of 5 stops it after a first round of 5
+    result = cli(workdir, "calibrate", "sync", "off", "--until", "0.2", "--record", "5", "--out", "capped",
                  "--json")
     assert result.returncode == 1, result.stderr
     calibration = json.loads(result.stdout)
     takes = [Path(t["path"]) for t in calibration["takes"]]
-    assert [t.name for t in takes] == ["sync-calibration_t001", "sync-calibration_t002"]
-    assert [len(events(t, "slate")) for t in takes] == [34, 6]
+    assert [t.name for t in takes] == ["sync-calibration_t001"]
+    assert [len(events(t, "slate")) for t in takes] == [5]
     assert all(json.loads((t / "take.json").read_text())["status"] == "complete" for t in takes)
     assert Path(calibration["file"]).is_file()  # written all the same
     short = {n: s["uncertainty_ms"] for n, s in calibration["streams"].items() if s["uncertainty_ms"] >= 0.2}
     line = result.stderr.strip().splitlines()[-1]
-    assert short and line.startswith("error: after 40 slates not below ±0.2 ms: ")
+    assert short and line.startswith("error: after 5 slates not below ±0.2 ms: ")
     assert all(f"{name} ±{u:.3f} ms" in line for name, u in short.items()), (line, short)
 
 
