@@ -22,44 +22,15 @@ from improvcap.slates import (AUDIO_CHUNK_BLOCKS, Onset, detect_audio, detect_mo
 from improvcap.take.tables import read_table
 from improvcap.take.wav import WavWriter
 
+from helpers import demo_rig
+
 RATE = 48000
 SAMPLE_NS = 1e9 / RATE
 MS = 1_000_000
 
-RIG = """[rig]
-name = "slates"
-master = "cam0"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 640
-height = 360
-fps = 30
-truth = true
-
-[[camera]]
-name = "cam1"
-driver = "demo"
-width = 640
-height = 360
-fps = 30
-truth = true
-
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-samplerate = 48000
-truth = true
-
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 8
-truth = true
-"""
+TRUTH = {"truth": True}
+RIG = demo_rig("slates", cameras=("cam0", "cam1"), size=(640, 360), master="cam0",
+               settings={"cam0": TRUTH, "cam1": TRUTH, "mic": TRUTH, "suit": TRUTH})
 
 
 # --- demo takes -----------------------------------------------------------------------------------
