@@ -36,17 +36,18 @@ def demo_rig(name: str, *, cameras: Sequence[str] = ("cam0",), audio: str | None
     """The text of a rig of demo devices, as a technician writes it: `cameras` at `size` and `fps`, a
     microphone `audio` with `channels` at `samplerate`, a suit `mocap` (an emulator on a pseudo-terminal read
     through the real serial driver) with `mocap_channels` at `rate`; `settings[stream]`: that stream's other
-    keys (truth, drift_ppm, offset_ms, drop_rate, ...); `tables`: more tables (`table(...)`) at the end."""
+    keys (truth, drift_ppm, offset_ms, drop_rate, ...), or its own value of a key given above (a camera's
+    `fps`, `width`, a suit's `protocol`, ...); `tables`: more tables (`table(...)`) at the end."""
     own = dict(settings or {})
     width, height = size
-    streams = [table("camera", name=cam, driver="demo", width=width, height=height, fps=fps, **own.pop(cam, {}))
-               for cam in cameras]
+    streams = [table("camera", **{"name": cam, "driver": "demo", "width": width, "height": height, "fps": fps,
+                                  **own.pop(cam, {})}) for cam in cameras]
     if audio is not None:
-        streams.append(table("audio", name=audio, driver="demo", channels=channels, samplerate=samplerate,
-                             **own.pop(audio, {})))
+        streams.append(table("audio", **{"name": audio, "driver": "demo", "channels": channels,
+                                         "samplerate": samplerate, **own.pop(audio, {})}))
     if mocap is not None:
-        streams.append(table("mocap", name=mocap, driver="demo", protocol="binary", rate=rate,
-                             channels=mocap_channels, **own.pop(mocap, {})))
+        streams.append(table("mocap", **{"name": mocap, "driver": "demo", "protocol": "binary", "rate": rate,
+                                         "channels": mocap_channels, **own.pop(mocap, {})}))
     assert not own, f"settings for streams the rig does not have: {sorted(own)}"
     head = f"[rig]\nname = {json.dumps(name)}\n" + (f"master = {json.dumps(master)}\n" if master else "")
     return head + "\n".join([*streams, *tables])
