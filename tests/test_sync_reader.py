@@ -8,8 +8,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -25,38 +23,17 @@ from improvcap.take.sync import build_sync, format_sync_csv, match_frames, sync_
 from improvcap.take.tables import read_table
 from improvcap.take.wav import read_wav
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import demo_rig
+from recording import open_rig, record
+
 TICK = 1e9 / 30
 
-CAMERA = """
-[[camera]]
-name = "{name}"
-driver = "demo"
-width = 320
-height = 240
-fps = {fps}
-{extra}
-"""
-TAIL = """
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-samplerate = 48000
-
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 8
-"""
 RIGS = {
     # a master at 30 fps, a faster and a slower camera
-    "mixed": CAMERA.format(name="cam0", fps=30, extra="") + CAMERA.format(name="fast", fps=60, extra="")
-    + CAMERA.format(name="slow", fps=15, extra="") + TAIL,
+    "mixed": demo_rig("mixed", cameras=("cam0", "fast", "slow"), master="cam0",
+                      settings={"fast": {"fps": 60}, "slow": {"fps": 15}}),
     # a second 30 fps camera that loses a tenth of its frames in transport
-    "drops": CAMERA.format(name="cam0", fps=30, extra="")
-    + CAMERA.format(name="cam1", fps=30, extra="drop_rate = 0.1") + TAIL,
+    "drops": demo_rig("drops", cameras=("cam0", "cam1"), master="cam0", settings={"cam1": {"drop_rate": 0.1}}),
 }
 
 
@@ -69,21 +46,14 @@ def ensure_sync(take: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def takes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both demo rigs recorded for 4 s, in parallel, by the command line (a session each: a session has
-    one recorder at a time)."""
+    """Both demo rigs recorded for 4 s, one after the other (a session each)."""
     base = tmp_path_factory.mktemp("takes")
-    procs = {}
-    for name, body in RIGS.items():
-        rig = base / f"{name}.toml"
-        rig.write_text(f'[rig]\nname = "{name}"\nmaster = "cam0"\n{body}')
-        command = [sys.executable, "-m", "improvcap", "record", str(rig), "--out", str(base / "out"),
-                   "--session", name, "--scene", name, "--duration", "4", "--json"]
-        procs[name] = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out = {}
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr
-        out[name] = ensure_sync(Path(json.loads(stdout)["take"]))
+    for name, text in RIGS.items():
+        rig = base / f"{name}.toml"
+        rig.write_text(text)
+        with open_rig(rig, base / "out", name) as control:
+            out[name] = ensure_sync(record(control, name, 4.0))
     return out
 
 
