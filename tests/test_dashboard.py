@@ -10,23 +10,9 @@ from improvcap import dashboard
 from improvcap.recorder import Recorder, RunState, StreamStatus
 from improvcap.rig import parse_rig
 
-RIG = """
-[rig]
-name = "dash"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 160
-height = 120
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 3
-[[mocap]]
-name = "suit"
-driver = "demo"
-channels = 4
-"""
+from helpers import demo_rig
+
+RIG = demo_rig("dash", size=(160, 120), channels=3, mocap_channels=4)
 
 
 def test_dashboard_shows_every_stream_while_recording(tmp_path: Path):
