@@ -21,30 +21,13 @@ from improvcap.take.timecode import TimecodeRate
 from improvcap.take.timeline import AudioTimeline
 from improvcap.take.wav import wav_info
 
+from helpers import demo_rig, write_rig
+from recording import open_rig, record
+
 pytestmark = pytest.mark.slow
 
-RIG = """
-[rig]
-name = "cut"
-master = "cam0"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 29.97
-[[camera]]
-name = "cam1"
-driver = "demo"
-width = 320
-height = 240
-fps = 29.97
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-channel_names = ["boom", "lav"]
-"""
+RIG = demo_rig("cut", cameras=("cam0", "cam1"), fps=29.97, mocap=None, master="cam0",
+               settings={"mic": {"channel_names": ["boom", "lav"]}})
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -55,12 +38,9 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def shoot(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("editorial")
-    (root / "rigs").mkdir()
-    (root / "rigs" / "cut.toml").write_text(RIG)
-    for scene in ("hall", "hall"):
-        done = run("record", "cut", "--out", "takes", "--session", "day", "--scene", scene, "--duration", "2.5",
-                   cwd=root)
-        assert done.returncode == 0, done.stderr
+    with open_rig(write_rig(root, "cut", RIG), root / "takes", "day") as control:
+        for scene in ("hall", "hall"):
+            record(control, scene, 2.5)
     done = run("editorial", "takes/day", "--to", "ed", "--json", cwd=root)
     assert done.returncode == 0, done.stderr
     return root
