@@ -15,27 +15,17 @@ from wavinfo import WavInfoReader
 from improvcap.take.timecode import TimecodeRate
 from improvcap.take.wav import wav_info
 
+from helpers import demo_rig, table, write_rig
 from test_session import ctl, ok, quit_session, start_session
 
-RIG = """
-[rig]
-name = "small"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 29.97
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-channel_names = ["boom", "lav ana"]
-[[audio]]
-name = "room"
-driver = "demo"
-channels = 1
-"""
+
+def small_rig(name: str = "small", mic_channels: tuple[str, ...] = ("boom", "lav ana")) -> str:
+    """A 29.97 fps camera, a 2-channel microphone with its channels named and a 1-channel room microphone."""
+    return demo_rig(name, fps=29.97, mocap=None, settings={"mic": {"channel_names": list(mic_channels)}},
+                    tables=[table("audio", name="room", driver="demo", channels=1)])
+
+
+RIG = small_rig()
 
 
 def test_drop_frame_timecode_labels():
@@ -76,8 +66,7 @@ def verified(take: Path) -> bool:
 
 @pytest.mark.slow
 def test_wavs_carry_ixml_and_circling_rewrites_it_in_place(tmp_path: Path):
-    (tmp_path / "rigs").mkdir()
-    (tmp_path / "rigs" / "small.toml").write_text(RIG)
+    write_rig(tmp_path, "small", RIG)
     proc = start_session(tmp_path, "--scene", "kitchen", session="day3")
     try:
         no_take = ctl(tmp_path, "circle", session="day3")
@@ -130,9 +119,7 @@ def test_wavs_carry_ixml_and_circling_rewrites_it_in_place(tmp_path: Path):
 
 
 def test_channel_names_must_match_the_channels(tmp_path: Path):
-    (tmp_path / "rigs").mkdir()
-    (tmp_path / "rigs" / "bad.toml").write_text(RIG.replace('name = "small"', 'name = "bad"')
-                                                .replace('["boom", "lav ana"]', '["boom"]'))
+    write_rig(tmp_path, "bad", small_rig("bad", mic_channels=("boom",)))
     done = subprocess.run([sys.executable, "-m", "improvcap", "rig", "check", "bad", "--seconds", "0.1"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "audio[0].channel_names: 1 names for 2 channels" in done.stderr
