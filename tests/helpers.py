@@ -32,12 +32,14 @@ def rig_text(name: str, *tables: str) -> str:
 def demo_rig(name: str, *, cameras: Sequence[str] = ("cam0",), audio: str | None = "mic", mocap: str | None = "suit",
              size: tuple[int, int] = (320, 240), fps: float = 30, channels: int = 2, samplerate: int = 48000,
              mocap_channels: int = 8, rate: int = 240, master: str | None = None,
-             settings: Mapping[str, Mapping[str, object]] | None = None, tables: Sequence[str] = ()) -> str:
+             settings: Mapping[str, Mapping[str, object]] | None = None, tables: Sequence[str] = (),
+             rig_keys: Mapping[str, object] | None = None) -> str:
     """The text of a rig of demo devices, as a technician writes it: `cameras` at `size` and `fps`, a
     microphone `audio` with `channels` at `samplerate`, a suit `mocap` (an emulator on a pseudo-terminal read
     through the real serial driver) with `mocap_channels` at `rate`; `settings[stream]`: that stream's other
     keys (truth, drift_ppm, offset_ms, drop_rate, ...), or its own value of a key given above (a camera's
-    `fps`, `width`, a suit's `protocol`, ...); `tables`: more tables (`table(...)`) at the end."""
+    `fps`, `width`, a suit's `protocol`, ...); `tables`: more tables (`table(...)`) at the end; `rig_keys`:
+    the `[rig]` table's other keys (timecode, lsl_outlets, group)."""
     own = dict(settings or {})
     width, height = size
     streams = [table("camera", **{"name": cam, "driver": "demo", "width": width, "height": height, "fps": fps,
@@ -50,6 +52,7 @@ def demo_rig(name: str, *, cameras: Sequence[str] = ("cam0",), audio: str | None
                                          "channels": mocap_channels, **own.pop(mocap, {})}))
     assert not own, f"settings for streams the rig does not have: {sorted(own)}"
     head = f"[rig]\nname = {json.dumps(name)}\n" + (f"master = {json.dumps(master)}\n" if master else "")
+    head += "".join(f"{k} = {json.dumps(v)}\n" for k, v in (rig_keys or {}).items())
     return head + "\n".join([*streams, *tables])
 
 
