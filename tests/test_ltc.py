@@ -16,25 +16,18 @@ from improvcap.ltc import LtcDecoder, LtcEncoder
 from improvcap.take.timecode import TimecodeRate
 from improvcap.writers.ltc_table import ltc_summary
 
-RIG = """
-[rig]
-name = "ltc"
-master = "cam0"
-timecode = "ltc:mic:2"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 29.97
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-ltc_channel = 2
-ltc_fps = 29.97
-ltc_offset_s = 3600.25
-"""
+from helpers import demo_rig, write_rig
+from recording import open_rig, record
+
+
+def ltc_rig(name: str = "ltc", timecode: str = "ltc:mic:2") -> str:
+    """A 29.97 fps camera and a microphone whose second channel carries LTC at 29.97 fps, an hour and a quarter
+    second ahead of this PC's clock; the takes' timecode from `timecode`."""
+    return demo_rig(name, fps=29.97, mocap=None, master="cam0", rig_keys={"timecode": timecode},
+                    settings={"mic": {"ltc_channel": 2, "ltc_fps": 29.97, "ltc_offset_s": 3600.25}})
+
+
+RIG = ltc_rig()
 
 
 @pytest.mark.parametrize("fps,start", [(29.97, "10:00:59;20"), (25, "23:59:59:20"), (30, "01:09:59:25")])
@@ -70,12 +63,8 @@ def test_ltc_summary_counts_jumps():
 
 @pytest.mark.slow
 def test_a_take_jam_synced_to_ltc(tmp_path: Path):
-    (tmp_path / "rigs").mkdir()
-    (tmp_path / "rigs" / "ltc.toml").write_text(RIG)
-    done = subprocess.run([sys.executable, "-m", "improvcap", "record", "ltc", "--out", "takes", "--session", "d",
-                           "--duration", "3", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    take = Path(json.loads(done.stdout)["take"])
+    with open_rig(write_rig(tmp_path, "ltc", RIG), tmp_path / "takes", "d") as control:
+        take = record(control, "scene", 3.0)
     m = json.loads((take / "take.json").read_text())
     rate = TimecodeRate.of(29.97)
     assert m["timecode_source"] == "ltc:mic:2" and m["faults"] == []
@@ -124,11 +113,9 @@ def test_a_take_jam_synced_to_ltc(tmp_path: Path):
 
 
 def test_a_timecode_source_that_is_not_an_audio_channel_is_refused(tmp_path: Path):
-    (tmp_path / "rigs").mkdir()
-    for bad, words in (('"ltc:nope:1"', "'nope' is not an audio stream"), ('"ltc:mic:3"', "channels 1…2, not 3"),
-                       ('"gps"', 'expected "clock" or "ltc:')):
-        (tmp_path / "rigs" / "bad.toml").write_text(RIG.replace('name = "ltc"', 'name = "bad"')
-                                                    .replace('"ltc:mic:2"', bad))
+    for bad, words in (("ltc:nope:1", "'nope' is not an audio stream"), ("ltc:mic:3", "channels 1…2, not 3"),
+                       ("gps", 'expected "clock" or "ltc:')):
+        write_rig(tmp_path, "bad", ltc_rig("bad", timecode=bad))
         done = subprocess.run([sys.executable, "-m", "improvcap", "rig", "check", "bad", "--seconds", "0.1"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "rig.timecode" in done.stderr and words in done.stderr, done.stderr
