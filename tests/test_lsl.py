@@ -23,9 +23,6 @@ from improvcap.rig import StreamSpec
 
 from helpers import rig_text, table
 
-# LSL outlets are found by multicast on this host: the LSL tests run on one worker, so that no two takes
-# see each other's streams
-pytestmark = pytest.mark.xdist_group("lsl")
 
 
 

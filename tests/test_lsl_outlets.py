@@ -21,9 +21,6 @@ from test_session import wait_ready
 
 from improvcap.devices.lsl_inlet import pylsl_module  # noqa: E402  (liblsl quiet in this process too)
 
-# LSL outlets are found by multicast on this host: the LSL tests run on one worker, so that no two takes
-# see each other's streams
-pytestmark = pytest.mark.xdist_group("lsl")
 
 pylsl = pylsl_module()
 
