@@ -16,7 +16,8 @@ from improvcap.errors import RigError
 from improvcap.rig import parse_rig
 from improvcap.take.trigger import pulse_times
 
-from helpers import rig_text, table
+from helpers import demo_rig, table
+from recording import open_rig, record
 
 PERIOD = 33_333_333
 
@@ -45,11 +46,10 @@ def test_the_latency_is_the_exposure_offset():
     assert np.array_equal(t, pulse_t + 4_000_000)
 
 
-RIG = rig_text("trig",
-                table("camera", name="cam0", driver="demo", width=320, height=240, fps=30, trigger="box",
-                      drop_rate=0.1, drift_ppm=80, jitter_ms=3, truth=True),
-                table("sync", name="box", driver="demo", trigger_fps=30, jitter_ms=1, drift_ppm=40, query_hz=50,
-                      truth=True))
+RIG = demo_rig("trig", audio=None, mocap=None,
+               settings={"cam0": {"trigger": "box", "drop_rate": 0.1, "drift_ppm": 80, "jitter_ms": 3, "truth": True}},
+               tables=[table("sync", name="box", driver="demo", trigger_fps=30, jitter_ms=1, drift_ppm=40, query_hz=50,
+                             truth=True)])
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -76,9 +76,9 @@ def rows(path: Path) -> list[dict[str, str]]:
 
 def test_a_triggered_demo_camera_is_put_on_its_pulses_and_verified(tmp_path):
     (tmp_path / "rig.toml").write_text(RIG)
-    result = run(tmp_path, "record", "rig.toml", "--out", "out", "--session", "s", "--duration", "6", "--json")
-    assert result.returncode == 0, result.stderr
-    take = tmp_path / "out" / "s" / "scene_t001"
+    with open_rig(tmp_path / "rig.toml", tmp_path / "out", "s") as control:
+        take = record(control, "scene", 6.0)
+    assert take == tmp_path / "out" / "s" / "scene_t001"
     manifest = json.loads((take / "take.json").read_text())
     trigger = manifest["streams"]["cam0"]["trigger"]
     frames = rows(take / "cam0.frames.csv")
