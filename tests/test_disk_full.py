@@ -14,33 +14,12 @@ import pytest
 
 from improvcap.control import request
 
+from helpers import demo_rig
 from test_session import wait_ready
 
-FILL_RIG = """
-[rig]
-name = "fill"
-master = "cam0"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-
-[[audio]]
-name = "room"
-driver = "demo"
-channels = 8
-samplerate = 192000
-sample_format = "f32"
-
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 24
-"""  # about 6 MB/s, nearly all of it the audio
+# about 6 MB/s, nearly all of it the audio
+FILL_RIG = demo_rig("fill", master="cam0", audio="room", channels=8, samplerate=192000, mocap_channels=24,
+                    settings={"room": {"sample_format": "f32"}})
 
 
 @pytest.fixture
