@@ -17,36 +17,20 @@ from improvcap.control import request
 from improvcap.errors import UsageError
 from improvcap.verify.report import write_report
 
-from helpers import write_rig
+from helpers import demo_rig, table, write_rig
+from recording import open_rig, record
 
 pytestmark = pytest.mark.slow
 
-SMALL = """
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-truth = true
 
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-samplerate = 48000
+def small_rig(sync: bool = True) -> str:
+    """A demo camera (with truth), microphone and 4-channel suit, and a demo sync box unless not `sync`."""
+    return demo_rig("small", mocap_channels=4, settings={"cam0": {"truth": True}},
+                    tables=[table("sync", name="box", driver="demo", trigger_fps=30)] if sync else [])
 
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 4
 
-[[sync]]
-name = "box"
-driver = "demo"
-trigger_fps = 30
-"""
+SMALL = small_rig()
+
 # every file the writers make, once the take has started
 WRITTEN = {"take.json", "events.csv", "performers.json", "cam0.mkv", "cam0.frames.csv", "cam0.truth.csv", "mic.wav",
            "mic.blocks.csv", "suit.csv", "box.csv", "box.roundtrips.csv"}
@@ -90,11 +74,14 @@ def one_line_refusal(result: subprocess.CompletedProcess[str], *words: str) -> N
     assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
 
 
-def wait_for_files(take: Path, proc: subprocess.Popen[str]) -> None:
+def wait_for_files(take: Path, proc: subprocess.Popen[str], frames: int = 0) -> None:
+    """Until every file the writers make is in `take` and cam0 has `frames` rows on disk."""
     deadline = time.monotonic() + 60
-    while not (take.is_dir() and WRITTEN <= {p.name for p in take.iterdir()}):
+    rows = take / "cam0.frames.csv"
+    while not (take.is_dir() and WRITTEN <= {p.name for p in take.iterdir()}
+               and rows.read_bytes().count(b"\n") > frames):
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the take never started"
+        assert time.monotonic() < deadline, f"the take never started or recorded {frames} frames"
         time.sleep(0.05)
 
 
@@ -126,8 +113,7 @@ def test_a_take_folder_swapped_for_a_link_is_never_written_through(tmp_path: Pat
                             stderr=subprocess.PIPE, text=True)
     take = tmp_path / "out" / "s" / "scene_t001"
     try:
-        wait_for_files(take, proc)
-        time.sleep(1.0)
+        wait_for_files(take, proc, frames=30)  # a second recorded
         real = swap_for_a_link(take, outside)
         assert request(tmp_path / "out" / "s", {"cmd": "mark", "text": "after the swap"}).get("ok")
         stdout, stderr = proc.communicate(timeout=60)
@@ -159,8 +145,7 @@ def test_a_late_note_after_the_swap_goes_into_the_take(tmp_path: Path):
             assert proc.poll() is None and time.monotonic() < deadline, (reply, proc.communicate())
             time.sleep(0.2)
         take = Path(reply["take"])
-        wait_for_files(take, proc)
-        time.sleep(1.0)
+        wait_for_files(take, proc, frames=30)  # a second recorded
         real = swap_for_a_link(take, outside)
         stop = run(tmp_path, "ctl", "stop", "--out", "out", "--session", "day")
         assert stop.returncode == 0, stop.stderr
@@ -186,7 +171,7 @@ def _ask(session: Path, cmd: str) -> dict:
 
 
 def test_a_calibration_folder_that_is_a_link_is_refused(tmp_path: Path):
-    write_rig(tmp_path, "small", SMALL.split("[[sync]]")[0])
+    write_rig(tmp_path, "small", small_rig(sync=False))
     outside = an_outside_folder(tmp_path)
     before = snapshot(outside)
     (tmp_path / "cal").mkdir()
@@ -232,10 +217,8 @@ def test_the_calibration_store_never_follows_a_link_at_a_file_name(tmp_path: Pat
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("report")
-    write_rig(folder, "small", SMALL)
-    result = run(folder, "record", "small", "--out", "out", "--duration", "2", "--json")
-    assert result.returncode == 0, result.stderr
-    return Path(json.loads(result.stdout)["take"])
+    with open_rig(write_rig(folder, "small", SMALL), folder / "out", "s") as control:
+        return record(control, "scene", 2.0)
 
 
 def test_a_report_is_never_written_through_a_link(recorded: Path, tmp_path: Path):
