@@ -7,8 +7,9 @@ rig error names the file `t.toml`.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,35 @@ def write_rig(folder: Path, name: str, body: str) -> Path:
     path = folder / "rigs" / f"{name}.toml"
     path.write_text(body if body.startswith("[rig]") else f'[rig]\nname = "{name}"\n{body}')
     return path
+
+
+def rows_on_disk(path: Path) -> int:
+    """The whole rows (header not counted) of a take's table that reached the disk so far; 0 before it exists."""
+    return max(0, path.read_bytes().count(b"\n") - 1) if path.exists() else 0
+
+
+def samples_on_disk(blocks: Path) -> int:
+    """The samples an audio stream's `<name>.blocks.csv` says reached the disk so far (whole rows only)."""
+    if not blocks.exists():
+        return 0
+    lines = blocks.read_bytes().split(b"\n")[:-1]
+    if not lines:
+        return 0
+    frames = lines[0].split(b",").index(b"frames")
+    return sum(int(line.split(b",")[frames]) for line in lines[1:])
+
+
+def wait_for(done: Callable[[], Any], what: str, proc: subprocess.Popen[Any] | None = None,
+             timeout: float = 60.0) -> Any:
+    """Poll `done()` until it is true and return its value; the process `proc` (if any) must stay alive
+    meanwhile, and `what` names the event in the failure after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := done()):
+        if proc is not None:
+            assert proc.poll() is None, f"exited before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} in {timeout:g} s"
+        time.sleep(0.05)
+    return value
 
 
 def collect(device: Any, seconds: float) -> list[Sample]:
