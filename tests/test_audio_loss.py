@@ -8,28 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from helpers import demo_rig, samples_on_disk, wait_for
 from pulse_audio import SOURCE
 
-RIG = """
-[rig]
-name = "booth"
-[[audio]]
-name = "booth"
-driver = "portaudio"
-device = "pulse"
-channels = 1
-samplerate = 48000
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 100
-channels = 4
-"""
+# the microphone through PortAudio and PulseAudio's ALSA plugin, a demo suit beside it
+RIG = demo_rig("booth", cameras=(), audio="booth", channels=1, mocap_channels=4, rate=100,
+               settings={"booth": {"driver": "portaudio", "device": "pulse"}})
 
 
 @pytest.mark.slow
@@ -48,11 +36,9 @@ def test_a_source_replaced_by_silence_is_a_fault(pulse_server, tmp_path: Path) -
         recording = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "booth.toml", "--out", "out",
                                       "--duration", "12", "--json"], cwd=tmp_path, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env={**os.environ, "PULSE_SOURCE": "booth_mic"})
-        deadline = time.monotonic() + 30
-        while not list((tmp_path / "out").glob("*/scene_t001/booth.wav")):
-            assert time.monotonic() < deadline and recording.poll() is None, recording.communicate()
-            time.sleep(0.1)
-        time.sleep(4.0)
+        [blocks] = wait_for(lambda: list((tmp_path / "out").glob("*/scene_t001/booth.blocks.csv")), "the take",
+                            recording)
+        wait_for(lambda: samples_on_disk(blocks) >= 4 * 48000, "4 s of the source on disk", recording)
         pa("set-default-source", pulse_server.monitor)  # where PulseAudio moves the orphaned recording
         pa("unload-module", module)
         module = ""
