@@ -18,6 +18,8 @@ import pytest
 
 from improvcap.recorder import STALE_NS
 
+from helpers import demo_rig, rig_text, rows_on_disk, table, wait_for
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -25,45 +27,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _record_until_written(folder: Path, rig: str) -> subprocess.Popen[str]:
-    """A 10 s `record` of `rig` in `folder`, once its camera's first rows are on disk."""
+def _record_until_written(folder: Path, rig: str, frames: int) -> tuple[subprocess.Popen[str], Path]:
+    """A 10 s `record` of `rig` in `folder` and its take, once its camera has `frames` rows on disk."""
     recording = subprocess.Popen([sys.executable, "-m", "improvcap", "record", rig, "--out", "out", "--duration", "10",
                                   "--json"], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not list((folder / "out").glob("*/scene_t001/cam0.frames.csv")):
-        assert time.monotonic() < deadline and recording.poll() is None, recording.communicate()
-        time.sleep(0.1)
-    return recording
+    [rows] = wait_for(lambda: list((folder / "out").glob("*/scene_t001/cam0.frames.csv")), "the take", recording)
+    wait_for(lambda: rows_on_disk(rows) >= frames, f"{frames} frames on disk", recording)
+    return recording, rows.parent
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command as a network camera")
 def test_a_network_camera_whose_sender_hangs_is_a_fault_within_two_seconds(tmp_path: Path, cli) -> None:
     port = _free_port()
-    (tmp_path / "net.toml").write_text(f"""
-[rig]
-name = "net"
-master = "cam0"
-[[camera]]
-name = "cam0"
-driver = "ffmpeg"
-source = "tcp://127.0.0.1:{port}"
-width = 320
-height = 240
-fps = 30
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 100
-channels = 4
-""")
+    # the camera an FFmpeg stream over TCP, a demo suit beside it
+    (tmp_path / "net.toml").write_text(demo_rig("net", master="cam0", audio=None, mocap_channels=4, rate=100, settings={
+        "cam0": {"driver": "ffmpeg", "source": f"tcp://127.0.0.1:{port}"}}))
     sender = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30",
                                "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30",
                                "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"])
     try:
         time.sleep(0.5)
-        recording = _record_until_written(tmp_path, "net.toml")
-        time.sleep(3.0)
+        recording, _ = _record_until_written(tmp_path, "net.toml", frames=90)  # 3 s of the camera
         sender.send_signal(signal.SIGSTOP)  # the sender hangs: its socket stays open, nothing more comes
         out, err = recording.communicate(timeout=60)
     finally:
@@ -90,17 +75,9 @@ channels = 4
 
 @pytest.mark.slow
 def test_a_starved_camera_counts_the_frames_it_never_delivered(tmp_path: Path, cli) -> None:
-    (tmp_path / "fast.toml").write_text("""
-[rig]
-name = "fast"
-master = "cam0"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 1920
-height = 1080
-fps = 1000
-""")  # a thousand 1080p frames a second: more than this machine renders
+    # a thousand 1080p frames a second: more than this machine renders
+    (tmp_path / "fast.toml").write_text(demo_rig("fast", master="cam0", size=(1920, 1080), fps=1000, audio=None,
+                                                 mocap=None))
     done = cli("record", "fast.toml", "--out", "out", "--duration", "3", "--json")
     assert done.returncode == 1, done.stderr
     summary = json.loads(done.stdout)
@@ -121,25 +98,15 @@ def test_any_stream_silent_mid_take_is_a_fault_even_when_its_driver_waits_on(tmp
     itself says the stream went silent."""
     pipe = tmp_path / "camera.ts"
     os.mkfifo(pipe)
-    (tmp_path / "pipe.toml").write_text(f"""
-[rig]
-name = "pipe"
-[[camera]]
-name = "cam0"
-driver = "ffmpeg"
-source = "{pipe}"
-width = 320
-height = 240
-fps = 30
-""")
+    (tmp_path / "pipe.toml").write_text(rig_text("pipe", table("camera", name="cam0", driver="ffmpeg", source=str(pipe),
+                                                               width=320, height=240, fps=30)))
     sender = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-y", "-re", "-f", "lavfi", "-i",
                                "testsrc=size=320x240:rate=30", "-c:v", "libx264", "-preset", "ultrafast", "-tune",
                                "zerolatency", "-g", "30", "-f", "mpegts", str(pipe)])
     try:
-        recording = _record_until_written(tmp_path, "pipe.toml")
-        time.sleep(2.0)
+        recording, take = _record_until_written(tmp_path, "pipe.toml", frames=60)  # 2 s of the camera
         sender.send_signal(signal.SIGSTOP)
-        time.sleep(4.0)
+        wait_for(lambda: ",fault,cam0," in (take / "events.csv").read_text(), "the silence said", recording)
     finally:
         sender.kill()  # the pipe's end: the reader blocked in FFmpeg sees it and ends
         sender.wait()
