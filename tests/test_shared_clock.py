@@ -12,41 +12,14 @@ from improvcap.recorder import Recorder
 from improvcap.rig import parse_rig
 from improvcap.take.tables import read_table, stream_table
 
+from helpers import demo_rig
+
 pytestmark = pytest.mark.slow
 
 DRIFT = {"cam0": 250.0, "mic": -300.0, "suit": 180.0}
-RIG = f"""
-[rig]
-name = "clock"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-drift_ppm = {DRIFT['cam0']}
-jitter_ms = 2.0
-transport_ms = 15.0
-latency_ms = 15.0
-truth = true
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-drift_ppm = {DRIFT['mic']}
-jitter_ms = 2.0
-transport_ms = 15.0
-latency_ms = 15.0
-truth = true
-[[mocap]]
-name = "suit"
-driver = "demo"
-channels = 6
-drift_ppm = {DRIFT['suit']}
-jitter_ms = 2.0
-transport_ms = 15.0
-latency_ms = 15.0
-truth = true
-"""
+# every stream's clock drifting, its timestamps jittered and its data delayed in transport
+DELAYED = {"jitter_ms": 2.0, "transport_ms": 15.0, "latency_ms": 15.0, "truth": True}
+RIG = demo_rig("clock", mocap_channels=6, settings={name: {"drift_ppm": ppm, **DELAYED} for name, ppm in DRIFT.items()})
 
 
 @pytest.fixture(scope="module")
