@@ -429,14 +429,17 @@ def _has_group(name: str) -> bool:
 def test_a_very_short_take_is_fitted_by_offsets_and_says_so(cli, tmp_path: Path):
     write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
     result = cli("record", "small", "--out", "out", "--session", "s", "--duration", "0.3", "--json")
-    assert result.returncode == 0, result.stderr
     take = Path(json.loads(result.stdout)["take"])
     manifest = json.loads((take / "take.json").read_text())
+    # a stream behind its rate on a loaded machine is a fault (exit 1), and not what this test checks
+    behind = [f for f in manifest["faults"] if "cannot keep up" in f["detail"]]
+    assert result.returncode == (1 if behind else 0) and len(behind) == len(manifest["faults"]), result.stderr
     for name in ("cam0", "mic", "suit"):
         assert manifest["streams"][name]["clock"]["drift_ppm"] == 0.0, name
     verified = cli("verify", str(take), "--json")
     report = json.loads(verified.stdout)["takes"][0]
-    assert not any("ppm" in r or r.startswith("FAIL") for r in report["reasons"]), report["reasons"]
+    fails = [r for r in report["reasons"] if r.startswith("FAIL") and not ("fault" in r and "cannot keep up" in r)]
+    assert not fails and not any("ppm" in r for r in report["reasons"]), report["reasons"]
     assert any(r.startswith("WARN: cam0: clock fitted by its offset only") for r in report["reasons"])
 
 
