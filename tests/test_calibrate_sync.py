@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,24 +12,18 @@ import pytest
 
 from improvcap.take.tables import read_table, stream_table
 
+from helpers import demo_rig, wait_for
+
 pytestmark = pytest.mark.slow
 
 OFFSET_MS = {"cam0": 4.0, "cam1": -3.0, "mic": 9.0, "suit": 2.0}
 TRANSPORT_MS = 10.0
 
 
-def demo(name: str, kind: str, extra: str) -> str:
-    return (f'[[{kind}]]\nname = "{name}"\ndriver = "demo"\n{extra}\noffset_ms = {OFFSET_MS[name]}\n'
-            f"transport_ms = {TRANSPORT_MS}\ntruth = true\n")
-
-
-RIG = "\n".join([
-    '[rig]\nname = "off"\nmaster = "cam0"\n',
-    demo("cam0", "camera", "width = 320\nheight = 240"),
-    demo("cam1", "camera", "width = 320\nheight = 240"),
-    demo("mic", "audio", "channels = 2"),
-    demo("suit", "mocap", "channels = 6"),
-])
+# every stream stamped late by its offset and delayed in transport
+RIG = demo_rig("off", cameras=("cam0", "cam1"), master="cam0", mocap_channels=6,
+               settings={name: {"offset_ms": ms, "transport_ms": TRANSPORT_MS, "truth": True}
+                         for name, ms in OFFSET_MS.items()})
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -133,12 +126,10 @@ def test_missing_calibration_warns_and_a_take_without_slates_is_refused(workdir:
     assert nothing.returncode == 2 and "not a take folder" in nothing.stderr
 
 
-def drift_rig(mic_offset_ms: float) -> str:
+def drift_rig(mic_offset_ms: float, name: str = "drift") -> str:
     """cam1 stamps 40 ms early (its latency is negative); the microphone's offset is the test's to change."""
-    return ('[rig]\nname = "drift"\nmaster = "cam0"\n\n'
-            '[[camera]]\nname = "cam0"\ndriver = "demo"\nwidth = 320\nheight = 240\n\n'
-            '[[camera]]\nname = "cam1"\ndriver = "demo"\nwidth = 320\nheight = 240\noffset_ms = -40\n\n'
-            f'[[audio]]\nname = "mic"\ndriver = "demo"\nchannels = 2\noffset_ms = {mic_offset_ms}\n')
+    return demo_rig(name, cameras=("cam0", "cam1"), master="cam0", mocap=None,
+                    settings={"cam1": {"offset_ms": -40}, "mic": {"offset_ms": mic_offset_ms}})
 
 
 def test_uncertain_or_negative_latencies_are_warned_and_takes_pool(tmp_path: Path):
@@ -170,7 +161,7 @@ def test_uncertain_or_negative_latencies_are_warned_and_takes_pool(tmp_path: Pat
     show = cli(tmp_path, "calibrate", "show", "drift")
     assert show.returncode == 0 and "warning: mic: latency uncertainty" in show.stdout, show.stdout
 
-    (tmp_path / "rigs" / "other.toml").write_text(drift_rig(0).replace('name = "drift"', 'name = "other"'))
+    (tmp_path / "rigs" / "other.toml").write_text(drift_rig(0, name="other"))
     other = cli(tmp_path, "calibrate", "sync", "other", "--take", takes[0])
     assert other.returncode == 2 and "recorded with rig drift, not other" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1 and not (tmp_path / "calibration" / "other").exists()
@@ -202,10 +193,9 @@ def test_ctrl_c_while_slating_keeps_the_take_and_writes_nothing(workdir: Path, s
                              "--out", str(out)], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     manifest = out / "calibration" / "sync-calibration_t001" / "take.json"
-    deadline = time.monotonic() + 60
-    while not manifest.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(2)
+    wait_for(manifest.exists, "the slated take", proc)
+    events_csv = manifest.parent / "events.csv"
+    wait_for(lambda: events_csv.exists() and ",slate," in events_csv.read_text(), "a slate", proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
