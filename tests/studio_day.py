@@ -2,7 +2,7 @@
 
 `studio_day` (session scope) is a working folder as a studio keeps one: `rigs/day.toml` and
 `rigs/drifty.toml`, and the session `out/day/` with its performers file, the performers' signed forms and
-these takes, each about three seconds of two demo cameras (cam0 with truth), a 2-channel microphone and an
+these takes, each about 2.5 seconds of two demo cameras (cam0 with truth), a 2-channel microphone and an
 8-channel suit (an emulator on a pseudo-terminal read through the real serial driver):
 
 | take         | how                                                                              |
@@ -13,11 +13,11 @@ these takes, each about three seconds of two demo cameras (cam0 with truth), a 2
 | quiet_t001   | not slated, performer ana                                                        |
 | drift_t001   | rig drifty: the microphone's clock 800 ppm fast, the suit stamped 10 ms late and |
 |              | losing 2 % of its rows, cam1 losing 3 % of its frames; slated, ana               |
-| killed_t001  | `improvcap record` killed with SIGKILL about 4 s in, left as the crash left it |
+| killed_t001  | `improvcap record` killed with SIGKILL about 3.5 s in, left as the crash left it |
 
 The takes are recorded in this process through the recorder and take control, with the devices kept open
-from take to take (as `improvcap session` does); the killed take by the command line, the only way to kill
-a recorder. Under pytest-xdist the first worker records the day and the others wait for it (a lock beside
+from take to take (as `improvcap session` does); the killed take by the command line (the only way to kill
+a recorder), side by side with the first of them. Under pytest-xdist the first worker records the day and the others wait for it (a lock beside
 their own temporary folders). The day is read-only: a test that changes a take works on `day.copy(...)`,
 and a run in which the shared day changed fails at its end, naming what changed.
 """
@@ -29,9 +29,9 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +42,8 @@ from helpers import demo_rig
 from recording import open_rig, record
 
 SESSION = "day"
-TAKE_S = 3.0
-KILLED_AFTER_FRAMES = 120  # cam0's rows on disk when the recorder is killed: 4 s at 30 fps
+TAKE_S = 2.5
+KILLED_AFTER_FRAMES = 105  # cam0's rows on disk when the recorder is killed: 3.5 s at 30 fps
 FORMS = {"ana": b"%PDF-1.4 signed consent form of Ana Example\n", "ben": b"%PDF-1.4 signed consent form of Ben\n"}
 PERFORMERS = """
 [performers.ana]
@@ -85,26 +85,54 @@ class StudioDay:
         return Path(shutil.copytree(self.takes[key], dest, symlinks=True))
 
 
-def _kill_mid_take(root: Path) -> Path:
-    """`improvcap record day` killed with SIGKILL once cam0 has KILLED_AFTER_FRAMES rows on disk."""
-    proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "day", "--out", "out", "--session", SESSION,
-                             "--scene", "killed", "--performer", "ana"], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    take = root / "out" / SESSION / "killed_t001"
-    frames = take / "cam0.frames.csv"
-    deadline = time.monotonic() + 120
-    try:
-        while not (frames.exists() and frames.read_bytes().count(b"\n") > KILLED_AFTER_FRAMES):
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the take to kill did not record 4 s in 120 s"
+class _KilledTake:
+    """`improvcap record day` in a process of its own, killed with SIGKILL once cam0 has KILLED_AFTER_FRAMES
+    rows on disk. It records while this process records the other takes: `started()` returns once it has
+    recorded a second (its writes to the session folder are done by then), `killed()` once it is killed."""
+
+    def __init__(self, root: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "improvcap", "record", "day", "--out", "out", "--session",
+                                      SESSION, "--scene", "killed", "--performer", "ana"], cwd=root,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.take = root / "out" / SESSION / "killed_t001"
+        self._killer = threading.Thread(target=self._kill_at, args=(KILLED_AFTER_FRAMES,), name="studio-day-kill")
+        self._error: str | None = None
+
+    def _rows(self) -> int:
+        frames = self.take / "cam0.frames.csv"
+        return max(frames.read_bytes().count(b"\n") - 1, 0) if frames.exists() else 0
+
+    def _wait(self, rows: int) -> None:
+        deadline = time.monotonic() + 120
+        while self._rows() < rows:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the take to kill ended by itself: {self.proc.communicate()[1]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the take to kill did not record {rows} frames in 120 s")
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
-    assert json.loads((take / "take.json").read_text())["status"] == "recording"
-    return take
+
+    def _kill_at(self, rows: int) -> None:
+        try:
+            self._wait(rows)
+        except AssertionError as e:
+            self._error = str(e)
+        finally:
+            self.proc.kill()  # SIGKILL
+
+    def started(self) -> None:
+        try:
+            self._wait(30)
+        except BaseException:
+            self.proc.kill()
+            raise
+        self._killer.start()
+
+    def killed(self) -> Path:
+        self._killer.join()
+        self.proc.communicate(timeout=30)
+        assert self._error is None, self._error
+        assert json.loads((self.take / "take.json").read_text())["status"] == "recording"
+        return self.take
 
 
 def record_day(root: Path) -> dict[str, Path]:
@@ -118,14 +146,20 @@ def record_day(root: Path) -> dict[str, Path]:
     (session / "performers.toml").write_text(
         PERFORMERS.format(**{pid: hashlib.sha256(form).hexdigest() for pid, form in FORMS.items()}))
     out = root / "out"
-    with open_rig(root / "rigs" / "day.toml", out, SESSION) as control:
-        takes = {"good": record(control, "good", TAKE_S, slate=True, performers=["ana"]),
-                 "good2": record(control, "good2", TAKE_S, slate=True, performers=["ana", "ben"]),
-                 "noperf": record(control, "noperf", TAKE_S, slate=True),
-                 "quiet": record(control, "quiet", TAKE_S, performers=["ana"])}
-    with open_rig(root / "rigs" / "drifty.toml", out, SESSION) as control:
-        takes["drift"] = record(control, "drift", TAKE_S, slate=True, performers=["ana"])
-    takes["killed"] = _kill_mid_take(root)
+    killed = _KilledTake(root)
+    try:
+        with open_rig(root / "rigs" / "day.toml", out, SESSION) as control:
+            killed.started()  # one recorder at a time opens the session's takes; from here on they record side by side
+            takes = {"good": record(control, "good", TAKE_S, slate=True, performers=["ana"]),
+                     "good2": record(control, "good2", TAKE_S, slate=True, performers=["ana", "ben"]),
+                     "noperf": record(control, "noperf", TAKE_S, slate=True),
+                     "quiet": record(control, "quiet", TAKE_S, performers=["ana"])}
+        with open_rig(root / "rigs" / "drifty.toml", out, SESSION) as control:
+            takes["drift"] = record(control, "drift", TAKE_S, slate=True, performers=["ana"])
+    finally:
+        if killed.proc.poll() is None and not killed._killer.is_alive():
+            killed.proc.kill()
+    takes["killed"] = killed.killed()
     return takes
 
 

@@ -27,7 +27,7 @@ CAMERAS = ("cam0", "cam1")
 
 @pytest.fixture(scope="module")
 def killed(studio_day) -> Path:
-    """The studio day's take whose recorder got SIGKILL about 4 s in (studio_day.py): read-only, copied."""
+    """The studio day's take whose recorder got SIGKILL about 3.5 s in (studio_day.py): read-only, copied."""
     return studio_day["killed"]
 
 
