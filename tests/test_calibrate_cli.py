@@ -59,33 +59,53 @@ def test_calibrate_audio_bad_input(tmp_path: Path):
     assert not (tmp_path / "calibration").exists()
 
 
-def test_board_then_cameras_from_a_demo_take(tmp_path: Path):
+@pytest.fixture(scope="module")
+def board_take(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 9 s take of the shipped demo-board rig (three demo cameras filming a moving ChArUco board through
+    known lenses), recorded in this process; its folder's parent's parent is the working folder."""
+    from improvcap.rig import load_rig
+    from recording import open_rig, record
+
+    work = tmp_path_factory.mktemp("board")
+    with open_rig(load_rig("demo-board").path, work / "out", "s") as control:
+        return record(control, "scene", 9.0)
+
+
+def test_board_is_drawn_once(tmp_path: Path):
     board = cli(tmp_path, "calibrate", "board", "--out", "board.png")
     assert board.returncode == 0, board.stderr
     assert (tmp_path / "board.png").stat().st_size > 10_000 and (tmp_path / "board.toml").exists()
     again = cli(tmp_path, "calibrate", "board", "--out", "board.png")
     assert again.returncode == 2 and "not overwritten" in again.stderr
 
-    take = cli(tmp_path, "record", "demo-board", "--out", "out", "--duration", "9", "--json")
-    assert take.returncode == 0, take.stderr
-    take_dir = Path(json.loads(take.stdout)["take"])
-    result = cli(tmp_path, "calibrate", "cameras", "demo-board", "--take", str(take_dir),
-                 "--board", "board.toml", "--json")
+
+@pytest.fixture(scope="module")
+def calibrated(board_take: Path) -> dict:
+    """`calibrate cameras demo-board --take` of the board take, with the board drawn by `calibrate board`."""
+    work = board_take.parents[2]
+    assert cli(work, "calibrate", "board", "--out", "board.png").returncode == 0
+    result = cli(work, "calibrate", "cameras", "demo-board", "--take", str(board_take), "--board", "board.toml",
+                 "--json")
     assert result.returncode == 0, result.stderr
-    calibration = json.loads(result.stdout)
-    stored = tomllib.loads(Path(calibration["file"]).read_text())
+    return json.loads(result.stdout)
+
+
+def test_cameras_calibrated_from_a_demo_take_match_their_truth(board_take: Path, calibrated: dict):
+    stored = tomllib.loads(Path(calibrated["file"]).read_text())
     assert [stored[k]["name"] for k in ("cam_0", "cam_1", "cam_2")] == ["front", "right", "high"]
     assert stored["metadata"]["error"] < 1.0 and not stored["metadata"]["flagged"]
-    truth = json.loads((take_dir / "take.json").read_text())["streams"]
+    truth = json.loads((board_take / "take.json").read_text())["streams"]
     for key in ("cam_0", "cam_1", "cam_2"):
         cam = stored[key]
         fx_true = truth[cam["name"]]["device"]["board_truth"]["matrix"][0][0]
         assert cam["matrix"][0][0] == pytest.approx(fx_true, rel=0.015)
 
-    # the next take records the camera calibration it was made with
-    after = cli(tmp_path, "record", "demo-board", "--out", "out", "--duration", "1", "--json")
+
+def test_the_next_take_records_the_camera_calibration(board_take: Path, calibrated: dict):
+    after = cli(board_take.parents[2], "record", "demo-board", "--out", "out", "--duration", "1", "--json")
+    assert after.returncode == 0, after.stderr
     manifest = json.loads((Path(json.loads(after.stdout)["take"]) / "take.json").read_text())
-    assert manifest["calibration"]["files"]["cameras"]["path"] == calibration["file"]
+    assert manifest["calibration"]["files"]["cameras"]["path"] == calibrated["file"]
 
 
 def test_calibrate_cameras_bad_input(tmp_path: Path):
