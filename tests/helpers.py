@@ -177,3 +177,12 @@ def crc16_bitwise(data: bytes, init: int) -> int:
         for _ in range(8):
             crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
     return crc
+
+
+def fit_bound_ns(fit: Any) -> float:
+    """How far a round-trip fit's mapping may be from the truth, by its own account: each window minimum's
+    midpoint is within half its RTT of the truth (the box reads its clock between the query's send and the
+    reply's receipt), and the line through them within about that (the median half RTT, half again for the
+    minima above it) plus their scatter about the line. A loaded machine slows the replies, and so widens
+    the bound by exactly what it costs."""
+    return 1.5 * fit.half_rtt_ns + fit.residual_p99_ns

@@ -25,16 +25,8 @@ from improvcap.take.refit import fit_roundtrips_file
 from improvcap.slates import detect_take
 from improvcap.take.tables import read_table
 
-from helpers import collect, sync_spec, write_rig
+from helpers import collect, fit_bound_ns, sync_spec, write_rig
 
-
-def fit_bound_ns(fit) -> float:
-    """How far a round-trip fit's mapping may be from the truth, by its own account: each window minimum's
-    midpoint is within half its RTT of the truth (the box reads its clock between the query's send and the
-    reply's receipt), and the line through them within about that (the median half RTT, half again for the
-    minima above it) plus their scatter about the line. A loaded machine slows the replies, and so widens
-    the bound by exactly what it costs."""
-    return 1.5 * fit.half_rtt_ns + fit.residual_p99_ns
 
 MESSAGES = [Query(1), Slate(7), Trigger(33_333), Identify(), Reply(1, 2, 1_000_000), Pulse(5, 123),
             Fired(7, 99), Identity(1, 1_000_000, "box")]

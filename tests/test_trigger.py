@@ -14,9 +14,10 @@ import pytest
 
 from improvcap.errors import RigError
 from improvcap.rig import parse_rig
+from improvcap.take.refit import fit_roundtrips_file
 from improvcap.take.trigger import pulse_times
 
-from helpers import demo_rig, table
+from helpers import demo_rig, fit_bound_ns, table
 from recording import open_rig, record
 
 PERIOD = 33_333_333
@@ -95,8 +96,10 @@ def test_a_triggered_demo_camera_is_put_on_its_pulses_and_verified(tmp_path):
             index, t_ns = pulses[first + int(f["seq"])]
             assert int(f["t_ns"]) == t_ns and truth[int(f["index"])] == box_truth[index]
     err = np.array([int(f["t_ns"]) - truth[int(f["index"])] for f in frames]) / 1e6  # truth: since t0 too
-    # typically 0.03 ms at p99 (the box's round-trip fit); a loaded machine's slower replies widen it
-    assert np.percentile(np.abs(err), 99) < 0.2, np.percentile(np.abs(err), [50, 99])
+    # typically 0.03 ms at p99 (the box's round-trip fit), within 0.2 ms or the fit's own bound, which a
+    # loaded machine's slower replies widen
+    bound_ms = max(0.2, fit_bound_ns(fit_roundtrips_file(take / "box.roundtrips.csv")) / 1e6)
+    assert np.percentile(np.abs(err), 99) < bound_ms, (np.percentile(np.abs(err), [50, 99]), bound_ms)
     checked = run(tmp_path, "verify", str(take), "--json")
     assert checked.returncode == 0, checked.stdout
     report = json.loads(checked.stdout)["takes"][0]
