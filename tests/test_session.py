@@ -19,31 +19,16 @@ import pytest
 
 from improvcap.control import request
 
+from helpers import demo_rig, write_rig
+
 pytestmark = pytest.mark.slow
 
-RIG = """
-[rig]
-name = "small"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-[[mocap]]
-name = "suit"
-driver = "demo"
-channels = 4
-"""
+RIG = demo_rig("small", mocap_channels=4)
 
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "rigs").mkdir()
-    (tmp_path / "rigs" / "small.toml").write_text(RIG)
+    write_rig(tmp_path, "small", RIG)
     return tmp_path
 
 
