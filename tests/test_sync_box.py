@@ -462,7 +462,12 @@ def test_demo_take_slates_through_the_box_land_in_every_stream_and_verify(cli, t
     assert np.array_equal(np.diff(pulses["counter"]), np.ones(len(pulses["counter"]) - 1))
     # the raw round trips are kept: refitting them gives the stored t_ns again
     trips = read_table(take / "box.roundtrips.csv")
-    assert len(trips["id"]) >= 3 * 50 * 0.9 and (trips["host_recv_ns"] > trips["host_send_ns"]).all()
+    # every query of the take that was answered, one row each (how many the driver sent, 50 a second at
+    # most, is up to how busy the machine was), in order
+    ids = trips["id"]
+    assert len(ids) > 10 and np.all(np.diff(ids) >= 1) and (trips["host_recv_ns"] > trips["host_send_ns"]).all()
+    lost = manifest["streams"]["box"]["device_stats"]["queries_lost"]
+    assert ids[-1] - ids[0] + 1 - len(ids) <= lost, (len(ids), lost)
     assert -200_000_000 < trips["host_send_ns"][0] < 200_000_000  # since t0, like every host_ns
     fit = fit_roundtrips_file(take / "box.roundtrips.csv")
     assert np.array_equal(fit.map(pulses["device_ns"]), pulses["t_ns"])
