@@ -14,7 +14,7 @@ import pytest
 from improvcap.control import request
 from improvcap.take.wav import wav_info
 
-from helpers import write_rig
+from helpers import demo_rig, table, write_rig
 
 pytestmark = pytest.mark.slow
 
@@ -32,27 +32,12 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-SMALL = """
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-{camera_extra}
+SMALL = demo_rig("small")  # a demo camera, microphone and suit
 
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-samplerate = 48000
 
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 8
-"""
+def unopenable(*cameras: tuple[str, int]) -> list[str]:
+    """FFmpeg cameras (name, n) on /dev/video<n>, a device this machine does not have."""
+    return [table("camera", name=name, driver="ffmpeg", source=f"/dev/video{n}") for name, n in cameras]
 
 
 def test_demo_rig_take_is_complete_and_readable(cli, tmp_path: Path):
@@ -106,12 +91,7 @@ def test_demo_rig_take_is_complete_and_readable(cli, tmp_path: Path):
 
 
 def test_unopenable_device_named_before_any_folder(cli, tmp_path: Path):
-    write_rig(tmp_path, "broken", SMALL.format(camera_extra="") + """
-[[camera]]
-name = "door"
-driver = "ffmpeg"
-source = "/dev/video99"
-""")
+    write_rig(tmp_path, "broken", demo_rig("broken", tables=unopenable(("door", 99))))
     result = cli("record", "broken", "--out", "out", "--duration", "2")
     assert result.returncode == 2
     line = result.stderr.strip()
@@ -121,12 +101,7 @@ source = "/dev/video99"
 
 
 def test_every_device_that_cannot_open_is_named_at_once(cli, tmp_path: Path):
-    write_rig(tmp_path, "broken", SMALL.format(camera_extra="") + "".join(f"""
-[[camera]]
-name = "{name}"
-driver = "ffmpeg"
-source = "/dev/video{n}"
-""" for name, n in (("door", 99), ("window", 98))))
+    write_rig(tmp_path, "broken", demo_rig("broken", tables=unopenable(("door", 99), ("window", 98))))
     result = cli("record", "broken", "--out", "out", "--duration", "2")
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
@@ -146,7 +121,7 @@ def test_bad_names_and_arguments_refused(cli, tmp_path: Path, args):
 
 
 def test_device_failing_mid_take_leaves_other_streams_recording(cli, tmp_path: Path):
-    write_rig(tmp_path, "flaky", SMALL.format(camera_extra="fail_after_s = 1.5"))
+    write_rig(tmp_path, "flaky", demo_rig("flaky", settings={"cam0": {"fail_after_s": 1.5}}))
     result = cli("record", "flaky", "--out", "out", "--duration", "4", "--json")
     assert result.returncode == 1, result.stderr  # recorded and finalised, with a fault to look at
     assert "cam0" in result.stderr and "scripted failure" in result.stderr and "Traceback" not in result.stderr
@@ -266,7 +241,7 @@ def test_a_closed_terminal_ends_the_take_cleanly(tmp_path: Path, command: str):
     import os
     import pty
 
-    write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
+    write_rig(tmp_path, "small", SMALL)
     master, slave = pty.openpty()
     args = ["record", "small", "--out", "out", "--session", "s"] if command == "record" else \
         ["session", "small", "--out", "out", "--session", "s"]
@@ -325,7 +300,7 @@ def test_every_file_and_folder_reaches_the_disk_at_least_once_a_second(tmp_path:
     if strace is None:
         pytest.skip("strace is not installed (Debian package strace)")
     # a 60 Hz suit: traced, a 240 Hz one may fall behind on a loaded machine (a fault, which is not this test's)
-    write_rig(tmp_path, "small", SMALL.format(camera_extra="").replace("rate = 240", "rate = 60"))
+    write_rig(tmp_path, "small", demo_rig("small", rate=60))
     log = tmp_path / "strace.log"
     # --seccomp-bpf: only the traced calls stop the process, so the 240/s suit keeps up under strace
     run = subprocess.run([strace, "-f", "--seccomp-bpf", "-y", "-ttt", "-e", "trace=fsync,fdatasync", "-o", str(log),
@@ -383,7 +358,7 @@ def _modes(take: Path) -> dict[str, int]:
 
 
 def test_take_files_are_for_the_owner_not_the_world(cli, tmp_path: Path):
-    write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
+    write_rig(tmp_path, "small", SMALL)
     result = cli("record", "small", "--out", "out", "--session", "s", "--duration", "1.5", "--json")
     assert result.returncode == 0, result.stderr
     take = Path(json.loads(result.stdout)["take"])
@@ -404,7 +379,7 @@ def test_a_studio_group_gets_the_takes(cli, tmp_path: Path):
     if os.getuid() != 0 and grp.getgrnam(group).gr_gid not in os.getgroups():
         pytest.skip(f"not a member of group {group}")
     gid = grp.getgrnam(group).gr_gid
-    write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
+    write_rig(tmp_path, "small", SMALL)
     result = cli("record", "small", "--out", "out", "--session", "s", "--duration", "1.5", "--group", group, "--json")
     assert result.returncode == 0, result.stderr
     take = Path(json.loads(result.stdout)["take"])
@@ -427,7 +402,7 @@ def _has_group(name: str) -> bool:
 
 
 def test_a_very_short_take_is_fitted_by_offsets_and_says_so(cli, tmp_path: Path):
-    write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
+    write_rig(tmp_path, "small", SMALL)
     result = cli("record", "small", "--out", "out", "--session", "s", "--duration", "0.3", "--json")
     take = Path(json.loads(result.stdout)["take"])
     manifest = json.loads((take / "take.json").read_text())
@@ -459,7 +434,7 @@ def test_version_and_an_out_that_is_a_file(cli, tmp_path: Path):
 
 def test_the_summary_names_the_take_on_one_line(cli, tmp_path: Path):
     """The take's path is what a technician copies: one line however long, at 120 columns."""
-    write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
+    write_rig(tmp_path, "small", SMALL)
     out = "studio-archive/" + "a-long-shoot-day-folder-name/" * 3
     result = cli("record", "small", "--out", out, "--session", "s", "--duration", "1", env={"COLUMNS": "120"})
     assert result.returncode == 0, result.stderr
@@ -472,7 +447,7 @@ def test_the_summary_names_the_take_on_one_line(cli, tmp_path: Path):
 
 def test_slates_come_out_of_the_duration(cli, tmp_path: Path):
     """--duration is the take's length with --slate too: the closing slate is 0.5 s before the end."""
-    write_rig(tmp_path, "small", SMALL.format(camera_extra=""))
+    write_rig(tmp_path, "small", SMALL)
     result = cli("record", "small", "--out", "out", "--session", "s", "--duration", "3", "--slate", "--json")
     assert result.returncode == 0, result.stderr
     take = Path(json.loads(result.stdout)["take"])
