@@ -15,9 +15,13 @@ these takes, each about 2.5 seconds of two demo cameras (cam0 with truth), a 2-c
 |              | losing 2 % of its rows, cam1 losing 3 % of its frames; slated, ana               |
 | killed_t001  | `improvcap record` killed with SIGKILL about 3.5 s in, left as the crash left it |
 
+and, in the session `out/day-lsl/`, `lsl_t001`: 8 s of the shipped demo-lsl rig (a camera, a microphone and
+a wristband publishing through liblsl from a process of its own, its clock drifting), slated (none where
+libfaketime, which drifts that clock, is missing).
+
 The takes are recorded in this process through the recorder and take control, with the devices kept open
 from take to take (as `improvcap session` does); the killed take by the command line (the only way to kill
-a recorder), side by side with the first of them. Under pytest-xdist the first worker records the day and the others wait for it (a lock beside
+a recorder), side by side with the first of them; the LSL take in a thread, side by side with them all. Under pytest-xdist the first worker records the day and the others wait for it (a lock beside
 their own temporary folders). The day is read-only: a test that changes a take works on `day.copy(...)`,
 and a run in which the shared day changed fails at its end, naming what changed.
 """
@@ -41,8 +45,12 @@ import pytest
 from helpers import demo_rig
 from recording import open_rig, record
 
+from improvcap.rig import load_rig
+
 SESSION = "day"
+LSL_SESSION = "day-lsl"
 TAKE_S = 2.5
+LSL_TAKE_S = 8.0  # the wristband's drift is fitted over this much
 KILLED_AFTER_FRAMES = 105  # cam0's rows on disk when the recorder is killed: 3.5 s at 30 fps
 FORMS = {"ana": b"%PDF-1.4 signed consent form of Ana Example\n", "ben": b"%PDF-1.4 signed consent form of Ben\n"}
 PERFORMERS = """
@@ -71,7 +79,7 @@ DRIFTY_RIG = demo_rig("drifty", cameras=("cam0", "cam1"), master="cam0",
 @dataclass(frozen=True)
 class StudioDay:
     root: Path                 # the working folder: rigs/ and out/
-    takes: dict[str, Path]     # good, good2, noperf, quiet, drift, killed
+    takes: dict[str, Path]     # good, good2, noperf, quiet, drift, killed, and lsl where it could be recorded
 
     def __getitem__(self, key: str) -> Path:
         return self.takes[key]
@@ -146,6 +154,7 @@ def record_day(root: Path) -> dict[str, Path]:
     (session / "performers.toml").write_text(
         PERFORMERS.format(**{pid: hashlib.sha256(form).hexdigest() for pid, form in FORMS.items()}))
     out = root / "out"
+    lsl = _LslTake(out)
     killed = _KilledTake(root)
     try:
         with open_rig(root / "rigs" / "day.toml", out, SESSION) as control:
@@ -159,8 +168,38 @@ def record_day(root: Path) -> dict[str, Path]:
     finally:
         if killed.proc.poll() is None and not killed._killer.is_alive():
             killed.proc.kill()
+        taken = lsl.taken()
     takes["killed"] = killed.killed()
+    if taken is not None:
+        takes["lsl"] = taken
     return takes
+
+
+class _LslTake:
+    """A slated take of the shipped demo-lsl rig (a camera, a microphone and a wristband publishing through
+    liblsl from a process of its own, its clock 100 ppm fast under libfaketime) in the session `LSL_SESSION`,
+    recorded in a thread of this process beside the other takes. Without libfaketime there is none."""
+
+    def __init__(self, out: Path) -> None:
+        from improvcap.devices.lsl_demo import faketime_library
+
+        self.out, self.take, self.error = out, None, None
+        self.thread = threading.Thread(target=self._record, name="studio-day-lsl")
+        if faketime_library() is not None:
+            self.thread.start()
+
+    def _record(self) -> None:
+        try:
+            with open_rig(load_rig("demo-lsl").path, self.out, LSL_SESSION) as control:
+                self.take = record(control, "lsl", LSL_TAKE_S, slate=True)
+        except BaseException as e:  # reported by taken()
+            self.error = f"{type(e).__name__}: {e}"
+
+    def taken(self) -> Path | None:
+        if self.thread.is_alive() or self.thread.ident is not None:
+            self.thread.join()
+        assert self.error is None, f"the LSL take: {self.error}"
+        return self.take
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:

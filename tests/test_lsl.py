@@ -316,17 +316,14 @@ def run(cwd, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[st
                           timeout=timeout)
 
 
-def test_a_take_of_the_demo_lsl_rig_is_on_the_shared_clock_and_verifies(tmp_path):
+def test_a_take_of_the_demo_lsl_rig_is_on_the_shared_clock_and_verifies(tmp_path, studio_day):
+    """The studio day's 8 s slated take of the shipped demo-lsl rig (studio_day.py)."""
     import csv
     import json
 
-    from improvcap.devices.lsl_demo import faketime_library
-
-    if faketime_library() is None:
+    if "lsl" not in studio_day.takes:
         pytest.skip("the demo-lsl rig's drifting sender needs libfaketime (Debian package libfaketime)")
-    result = run(tmp_path, "record", "demo-lsl", "--out", "out", "--session", "s", "--duration", "8", "--slate", "--json")
-    assert result.returncode == 0, result.stderr
-    take = tmp_path / "out" / "s" / "scene_t001"
+    take = studio_day["lsl"]
     manifest = json.loads((take / "take.json").read_text())
     wrist = manifest["streams"]["wrist"]
     assert wrist["kind"] == "lsl" and wrist["device"]["lsl"]["channel_labels"] == ["heart_rate", "skin_conductance"]
