@@ -11,28 +11,13 @@ from improvcap.ltc import LtcEncoder
 from improvcap.take.timecode import TimecodeRate
 from improvcap.take.wav import WavWriter
 
+from helpers import demo_rig
+
 RATE = 48000
 FPS = 30
 # a rig whose take carries slates and the studio's LTC (channel 2 of its microphone, jam-synced)
-RIG = """
-[rig]
-name = "ingest"
-master = "cam0"
-timecode = "ltc:mic:2"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-ltc_channel = 2
-ltc_fps = 30
-ltc_offset_s = 3600.25
-"""
+RIG = demo_rig("ingest", master="cam0", mocap=None, rig_keys={"timecode": "ltc:mic:2"},
+               settings={"mic": {"ltc_channel": 2, "ltc_fps": FPS, "ltc_offset_s": 3600.25}})
 
 
 def make_video(path: Path, frames: int, flashes: list[int]) -> None:
