@@ -452,7 +452,13 @@ def test_slates_come_out_of_the_duration(cli, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     take = Path(json.loads(result.stdout)["take"])
     manifest = json.loads((take / "take.json").read_text())
-    assert 3.0 <= manifest["duration_s"] < 3.4, manifest["duration_s"]
+    # --duration is counted from the start the recorder confirmed (its first records written), which a
+    # loaded machine delays past t0: so these are the lower bounds, each a step of the take's own clock
+    duration = manifest["duration_s"]
     slates = [int(e["t_ns"]) / 1e9 for e in csv_rows(take / "events.csv") if e["kind"] == "slate"]
-    assert len(slates) == 2 and slates[0] == pytest.approx(0.2, abs=0.15)
-    assert manifest["duration_s"] - slates[1] == pytest.approx(0.5, abs=0.2)
+    assert len(slates) == 2 and slates[0] >= 0.2, slates          # the opening slate 0.2 s after the start
+    assert slates[1] - slates[0] >= 3.0 - 0.5 - 0.2, slates        # the closing one 0.5 s before the end
+    assert duration - slates[1] >= 0.5 and duration >= 3.0, (duration, slates)  # and the tail after it
+    # the tail came out of --duration: the closing slate 2.3 s after the opening one, not 2.8 s (as it would
+    # be with the tail added after it); half a second of scheduling delay is allowed
+    assert slates[1] - slates[0] < 2.8, slates
