@@ -300,6 +300,24 @@ def test_clock_fit_within_a_tenth_of_a_millisecond_of_the_truth(boxes) -> None:
     assert stats["crc_errors"] == stats["pulse_gaps"] == stats["queries_lost"] == 0
 
 
+def test_a_box_that_restarts_is_a_fault_and_one_busy_with_its_pulses_is_not(boxes) -> None:
+    """A box's replies read its timer now, its pulse messages the edge they report: a box busy with other
+    work sends a pulse after a reply read later than its edge, which is no restart (the kinds are compared
+    apart). A power cycle steps the timer back for both, and reading the box then fails, naming it."""
+    from improvcap.devices.sync_emulator import BOOT_NS
+
+    emulator, box = boxes(sync_spec(query_hz=50, trigger_fps=30))
+    box.open()
+    box.start()
+    assert collect(box, 1.5)
+    reply = Reply(1, 10, (BOOT_NS + 3_000_000_000) // 1000)  # read 3 s after boot ...
+    pulse = Pulse(11, (BOOT_NS + 1_500_000_000) // 1000)     # ... then a pulse whose edge was 1.5 s before it
+    assert box._box_ns(reply) - box._box_ns(pulse) == 1_500_000_000
+    emulator.timing.reset()  # power cycled: the timer restarts from its boot reading
+    with pytest.raises(DeviceError, match=r"box: the sync box's clock stepped back .* s: the box restarted"):
+        collect(box, 5.0)
+
+
 def test_slate_fires_on_command_and_is_timed_by_the_box(boxes) -> None:
     emulator, box = boxes(sync_spec(query_hz=50, jitter_ms=0.5))
     box.open()

@@ -95,7 +95,8 @@ class SerialSyncBox(ThreadedDevice):
         self._awaiting: int | None = None  # the slate id fire_slate waits for ...
         self._fired_ticks: int | None = None  # ... and the ticks its F reported
         self._pulses = Unwrapper(PULSE_WRAP)
-        self._last_box_ns: int | None = None
+        # the latest box time of each message kind: a pulse's edge may be older than a reply sent before it
+        self._last_box_ns: dict[type, int] = {}
         self._last_answer_ns = 0
         self.silence_s = max(SILENCE_S, 3.0 / self.query_hz)
         self.queries_sent = 0
@@ -223,14 +224,14 @@ class SerialSyncBox(ThreadedDevice):
             if t1 is None:
                 self.late_replies += 1  # an answer to a query given up on, or to someone else's
                 return None
-            box_ns = self._box_ns(message.ticks)
+            box_ns = self._box_ns(message)
             self.clock.add(t1, host, box_ns)
             self.round_trips += 1
             self._last_answer_ns = host
             return Sample(host_ns=host, device_ns=box_ns, payload=RoundTrip(message.id, t1, host, box_ns), count=0)
         if isinstance(message, Pulse):
             count = self._pulses(message.pulse_count)
-            return Sample(host_ns=host, device_ns=self._box_ns(message.ticks), payload=MocapFrame(count, ()), seq=count)
+            return Sample(host_ns=host, device_ns=self._box_ns(message), payload=MocapFrame(count, ()), seq=count)
         if isinstance(message, Fired):
             with self._fired:
                 if message.id == self._awaiting:
@@ -238,15 +239,18 @@ class SerialSyncBox(ThreadedDevice):
                     self._fired.notify_all()
         return None  # identities, and the host's own message types echoed back, mean nothing here
 
-    def _box_ns(self, ticks: int) -> int:
+    def _box_ns(self, message: Reply | Pulse) -> int:
+        """The box time of a reply's reading or a pulse's edge. Either stepping back by more than RESET_NS
+        against the last of its kind is a restart; a pulse may come after a reply read later than its edge
+        (the box sends it when it can), so the kinds are compared apart."""
         assert self.identity is not None
-        box_ns = ticks * 1_000_000_000 // self.identity.tick_hz
-        if self._last_box_ns is not None and box_ns < self._last_box_ns - RESET_NS:
+        box_ns = message.ticks * 1_000_000_000 // self.identity.tick_hz
+        last = self._last_box_ns.get(type(message))
+        if last is not None and box_ns < last - RESET_NS:
             raise DeviceError(
-                f"{self.spec.name}: the sync box's clock stepped back "
-                f"{(self._last_box_ns - box_ns) / 1e9:.3f} s: the box restarted"
+                f"{self.spec.name}: the sync box's clock stepped back {(last - box_ns) / 1e9:.3f} s: the box restarted"
             )
-        self._last_box_ns = max(box_ns, self._last_box_ns or 0)
+        self._last_box_ns[type(message)] = max(box_ns, last or 0)
         return box_ns
 
     def _write(self, data: bytes) -> None:
