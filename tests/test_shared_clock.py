@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import arrival_lift_ns
 from improvcap.recorder import Recorder
 from improvcap.rig import parse_rig
 from improvcap.take.tables import read_table, stream_table
@@ -38,19 +39,14 @@ def take(tmp_path_factory) -> Path:
 
 def errors_ms(take: Path, name: str, kind: str) -> tuple[np.ndarray, float]:
     """|stored t_ns - truth| of every row (ms), and how far the machine's load lifted the arrivals the fit
-    hugs (ms): per window of the fit, the least delay of an arrival past its row's true time, above the
-    least of the whole take. The fit's line follows those window minima (a lower envelope), so a loaded
-    machine that delays every arrival of a window moves it by that much, and the bounds below widen by
-    exactly that; on an idle machine the lift is a few µs and the bounds are the design's."""
+    hugs (ms, helpers.arrival_lift_ns): the bounds below widen by exactly that."""
     table = stream_table(take, name, kind, time_only=True)
     truth = read_table(take / f"{name}.truth.csv")
     key = "first_sample" if kind == "audio" else "index"
     assert np.array_equal(table[key], truth["index"])  # one truth row per stored row
     window_ns = json.loads((take / "take.json").read_text())["streams"][name]["clock"]["window_ns"]
-    delay = table["host_ns"] - truth["true_t_ns"]
-    windows = (truth["true_t_ns"] - truth["true_t_ns"][0]) // window_ns
-    minima = np.array([delay[windows == w].min() for w in np.unique(windows)])
-    return np.abs(table["t_ns"] - truth["true_t_ns"]) / 1e6, float(minima.max() - minima.min()) / 1e6
+    lift = arrival_lift_ns(table["host_ns"], truth["true_t_ns"], window_ns)
+    return np.abs(table["t_ns"] - truth["true_t_ns"]) / 1e6, lift / 1e6
 
 
 @pytest.mark.parametrize("name, kind", [("cam0", "camera"), ("mic", "audio"), ("suit", "mocap")])
