@@ -428,7 +428,10 @@ def detect_audio(
         if windows is not None:
             bounds = np.asarray(windows, np.float64).reshape(-1, 2)
             t_first, t_last = timeline.t_ns[0], float(timeline.t_ns_of(total - 1))
-            samples = timeline.sample_at(np.clip(bounds, t_first, t_last))
+            clipped = np.clip(bounds, t_first, t_last)
+            # inside the recorded samples now: a NaN is the last sample's time rounded a hair past its end
+            samples = timeline.sample_at(clipped)
+            samples = np.where(np.isnan(samples) & (clipped >= t_last), total - 1.0, samples)
             sample_windows = [
                 (int(np.floor(a)), int(np.ceil(b)) + 1) for a, b in samples if a == a and b == b
             ]  # a == a: not NaN

@@ -206,6 +206,32 @@ def write_audio(folder: Path, x: np.ndarray, name: str = "mic") -> tuple[Path, P
     return folder / f"{name}.wav", blocks
 
 
+def test_a_window_to_the_end_of_a_wav_is_searched_to_its_end(tmp_path: Path):
+    """A window reaching past the last sample is cut to it; the last sample's time mapped back can round a
+    hair past the end, and the window must still be searched (it was once dropped, losing its slates)."""
+    from improvcap.take.timeline import AudioTimeline
+
+    x = background(int(2.5 * RATE))
+    beep(x, int(0.3 * RATE))
+    beep(x, int(2.2 * RATE))
+    wav, blocks = write_audio(tmp_path, x)
+    header, *rows = blocks.read_text().splitlines()
+    firsts = [int(r.split(",")[0]) for r in rows]
+    for ppm in range(1, 400):  # a device clock this fast whose last sample's time rounds past the end
+        t = [T0_NS + round(f * SAMPLE_NS * (1 + ppm * 1e-6)) for f in firsts]
+        timeline = AudioTimeline.from_blocks({"first_sample": np.array(firsts), "t_ns": np.array(t),
+                                              "frames": np.full(len(firsts), 480)}, RATE)
+        if np.isnan(timeline.sample_at(float(timeline.t_ns_of(timeline.total - 1)))):
+            break
+    else:
+        pytest.fail("no clock rate rounds the last sample's time past the end: the case is not made")
+    blocks.write_text("\n".join([header, *(f"{f},{v},{v},{v},480," for f, v in zip(firsts, t))]) + "\n")
+    whole = detect_audio(wav, blocks, RATE)
+    assert len(whole) == 2
+    assert detect_audio(wav, blocks, RATE, windows=[(0, 10**12)]) == whole
+    assert detect_audio(wav, blocks, RATE, windows=[(t[-1] - 500_000_000, 10**12)]) == whole[1:]
+
+
 def expected_t_ns(sample: int) -> int:
     return T0_NS + round(sample * SAMPLE_NS)
 

@@ -95,7 +95,8 @@ class SerialSyncBox(ThreadedDevice):
         self._awaiting: int | None = None  # the slate id fire_slate waits for ...
         self._fired_ticks: int | None = None  # ... and the ticks its F reported
         self._pulses = Unwrapper(PULSE_WRAP)
-        # the latest box time of each message kind: a pulse's edge may be older than a reply sent before it
+        # the latest box time of each message kind, for _box_ns: a pulse's edge may be older than a reply sent
+        # before it (the box sends the pulse when it can), so only a step back within a kind is a restart
         self._last_box_ns: dict[type, int] = {}
         self._last_answer_ns = 0
         self.silence_s = max(SILENCE_S, 3.0 / self.query_hz)
@@ -240,9 +241,7 @@ class SerialSyncBox(ThreadedDevice):
         return None  # identities, and the host's own message types echoed back, mean nothing here
 
     def _box_ns(self, message: Reply | Pulse) -> int:
-        """The box time of a reply's reading or a pulse's edge. Either stepping back by more than RESET_NS
-        against the last of its kind is a restart; a pulse may come after a reply read later than its edge
-        (the box sends it when it can), so the kinds are compared apart."""
+        """A reply's reading or a pulse's edge; a step back against the last of its kind is a restart."""
         assert self.identity is not None
         box_ns = message.ticks * 1_000_000_000 // self.identity.tick_hz
         last = self._last_box_ns.get(type(message))
