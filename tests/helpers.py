@@ -37,7 +37,8 @@ def demo_rig(name: str, *, cameras: Sequence[str] = ("cam0",), audio: str | None
              rig_keys: Mapping[str, object] | None = None) -> str:
     """The text of a rig of demo devices, as a technician writes it: `cameras` at `size` and `fps`, a
     microphone `audio` with `channels` at `samplerate`, a suit `mocap` (an emulator on a pseudo-terminal read
-    through the real serial driver) with `mocap_channels` at `rate`; `settings[stream]`: that stream's other
+    through the real serial driver) with `mocap_channels` at `rate` (binary and csv frames; the other
+    protocols' channels follow from their outputs); `settings[stream]`: that stream's other
     keys (truth, drift_ppm, offset_ms, drop_rate, ...), or its own value of a key given above (a camera's
     `fps`, `width`, a suit's `protocol`, ...); `tables`: more tables (`table(...)`) at the end; `rig_keys`:
     the `[rig]` table's other keys (timecode, lsl_outlets, group)."""
@@ -49,8 +50,10 @@ def demo_rig(name: str, *, cameras: Sequence[str] = ("cam0",), audio: str | None
         streams.append(table("audio", **{"name": audio, "driver": "demo", "channels": channels,
                                          "samplerate": samplerate, **own.pop(audio, {})}))
     if mocap is not None:
-        streams.append(table("mocap", **{"name": mocap, "driver": "demo", "protocol": "binary", "rate": rate,
-                                         "channels": mocap_channels, **own.pop(mocap, {})}))
+        suit = {"name": mocap, "driver": "demo", "protocol": "binary", "rate": rate, **own.pop(mocap, {})}
+        if suit["protocol"] in ("binary", "csv"):  # the other protocols' channels follow from their outputs
+            suit.setdefault("channels", mocap_channels)
+        streams.append(table("mocap", **suit))
     assert not own, f"settings for streams the rig does not have: {sorted(own)}"
     head = f"[rig]\nname = {json.dumps(name)}\n" + (f"master = {json.dumps(master)}\n" if master else "")
     head += "".join(f"{k} = {json.dumps(v)}\n" for k, v in (rig_keys or {}).items())

@@ -22,6 +22,8 @@ from improvcap.devices.camera_demo import DemoCamera
 from improvcap.errors import ImprovcapError, RigError
 from improvcap.rig import parse_rig
 
+from helpers import demo_rig
+
 SPEC = BoardSpec()
 SIZE = (1280, 720)
 
@@ -263,31 +265,18 @@ def test_expected_image_sizes_are_checked(rig_views: dict[str, list[np.ndarray |
 
 # --- the demo camera filming the board -----------------------------------------------------------
 
-BOARD_RIG = """
-[rig]
-name = "board-demo"
-master = "cam0"
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = {w}
-height = {h}
-board = true
-center_offset_px = [8.0, -5.0]
-[[camera]]
-name = "cam1"
-driver = "demo"
-width = {w}
-height = {h}
-board = true
-focal_px = {f1}
-distortion = [-0.2, 0.08, 0.0, 0.001, 0.0]
-pose = [0.0, -0.42, 0.0, 400.0, 0.0, 0.0]
-"""
+def board_rig(width: int, height: int, focal_1: float) -> str:
+    """Two demo cameras filming the board: cam0 through the default lens with its centre off by (8, -5) px,
+    cam1 through a lens of focal length `focal_1` px with distortion, turned and 400 mm to the side."""
+    return demo_rig("board-demo", cameras=("cam0", "cam1"), audio=None, mocap=None, master="cam0",
+                    size=(width, height), settings={
+                        "cam0": {"board": True, "center_offset_px": [8.0, -5.0]},
+                        "cam1": {"board": True, "focal_px": focal_1, "distortion": [-0.2, 0.08, 0.0, 0.001, 0.0],
+                                 "pose": [0.0, -0.42, 0.0, 400.0, 0.0, 0.0]}})
 
 
 def test_demo_camera_keys_are_validated() -> None:
-    rig = parse_rig(BOARD_RIG.format(w=640, h=360, f1=500), Path("r.toml"))
+    rig = parse_rig(board_rig(640, 360, 500), Path("r.toml"))
     cam0, cam1 = rig.streams
     assert cam0["distortion"] == list(DEFAULT_DISTORTION) and cam0["pose"] == [0.0] * 6 and cam0["focal_px"] == 0.0
     assert cam1["pose"][3] == 400.0 and cam0["board_spec"] == ""
@@ -303,7 +292,7 @@ def test_demo_camera_keys_are_validated() -> None:
 
 
 def test_demo_camera_films_the_board_where_its_truth_says(tmp_path: Path) -> None:
-    rig = parse_rig(BOARD_RIG.format(w=1280, h=720, f1=1000), Path("r.toml"))
+    rig = parse_rig(board_rig(1280, 720, 1000), Path("r.toml"))
     devices = [DemoCamera(s) for s in rig.streams]
     samples: dict[str, list] = {d.spec.name: [] for d in devices}
     try:
@@ -357,7 +346,7 @@ def test_demo_camera_pattern_mode_is_unchanged_and_bad_spec_fails_at_open(tmp_pa
 def test_demo_take_calibrates_to_its_truth(tmp_path: Path, cli) -> None:
     """Two demo cameras film the board for 10 s; `calibrate_cameras` on the take matches their truth."""
     rig = tmp_path / "board.toml"
-    rig.write_text(BOARD_RIG.format(w=960, h=540, f1=800))
+    rig.write_text(board_rig(960, 540, 800))
     done = cli("record", str(rig), "--out", str(tmp_path / "out"), "--scene", "cal", "--duration", "10", "--json",
                timeout=90)
     assert done.returncode == 0, done.stderr

@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import demo_rig
+
 pytestmark = pytest.mark.slow
 
-RIG = """
-[rig]
-name = "mics"
-[[audio]]
-name = "lav"
-driver = "portaudio"
-device = "pulse"
-channels = 1
-samplerate = 48000
-"""
+RIG = demo_rig("mics", cameras=(), audio="lav", mocap=None, channels=1,  # PortAudio through PulseAudio
+               settings={"lav": {"driver": "portaudio", "device": "pulse"}})
 
 
 def cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from improvcap.devices.lsl_inlet import seconds_to_ns
 from improvcap.lslclock import ClockOffset, dejitter, fit_lsl, fit_offsets
 from improvcap.rig import StreamSpec
 
-from helpers import rig_text, table
+from helpers import demo_rig, rig_text, table
 
 
 
@@ -348,30 +348,16 @@ def test_a_take_of_the_demo_lsl_rig_is_on_the_shared_clock_and_verifies(tmp_path
     assert {name: len(found) for name, found in detect_take(take).items()} == {"cam0": 2, "room": 2, "wrist": 2}
 
 
-def lsl_rig(path, source_id: str, extra: str = "") -> None:
-    path.write_text(f"""[rig]
-name = "lsl-test"
-master = "cam0"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-
-[[lsl]]
-name = "wrist"
-driver = "lsl"
-stream = "source_id='{source_id}'"
-timeout_s = 2
-{extra}""")
+def lsl_rig(path: Path, source_id: str, **extra: object) -> None:
+    """A demo camera and the LSL stream `wrist` of the sender with `source_id` (`extra`: its other keys)."""
+    path.write_text(demo_rig("lsl-test", audio=None, mocap=None, master="cam0", tables=[
+        table("lsl", name="wrist", driver="lsl", stream=f"source_id='{source_id}'", timeout_s=2, **extra)]))
 
 
 def test_rig_check_refuses_a_stream_unlike_the_rig_in_one_line(tmp_path):
     sender = start_sender()
     try:
-        lsl_rig(tmp_path / "rig.toml", sender.source_id, "channels = 3\n")
+        lsl_rig(tmp_path / "rig.toml", sender.source_id, channels=3)
         result = run(tmp_path, "rig", "check", "rig.toml", "--seconds", "1")
     finally:
         sender.stop()

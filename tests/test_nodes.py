@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import rig_text, table
 from hosts import Hosts
 from improvcap.link.keys import new_key
 
@@ -47,9 +48,8 @@ def start_node(hosts: Hosts, name: str, key: Path, out: Path):
 
 
 def rig(path: Path, hosts: Hosts, *, host_of: dict[str, str] | None = None, extra: str = "") -> Path:
-    nodes = "".join(f'\n[[node]]\nname = "{n}"\n' + (f'host = "{host_of[n]}"\n' if host_of and n in host_of else "")
-                    for n in ("pc2", "pc3"))
-    path.write_text(f'[rig]\nname = "three-pc"\n{nodes}{extra}\n[[camera]]\nname = "cam0"\ndriver = "demo"\n')
+    nodes = [table("node", name=n, **({"host": host_of[n]} if host_of and n in host_of else {})) for n in ("pc2", "pc3")]
+    path.write_text(rig_text("three-pc", *nodes, extra, table("camera", name="cam0", driver="demo")))
     return path
 
 
@@ -132,31 +132,10 @@ for cmd, args in commands:
 link.close()
 """
 
-NODE_RIG = """[rig]
-name = "two-pc"
-
-[[node]]
-name = "pc2"
-
-[[camera]]
-name = "cam9"
-driver = "demo"
-width = 320
-height = 240
-node = "pc2"
-truth = true
-
-[[mocap]]
-name = "suit9"
-driver = "demo"
-channels = 6
-node = "pc2"
-truth = true
-
-[[audio]]
-name = "local"
-driver = "demo"
-"""
+PC2 = table("node", name="pc2")
+CAM9 = table("camera", name="cam9", driver="demo", width=320, height=240, node="pc2", truth=True)
+SUIT9 = table("mocap", name="suit9", driver="demo", channels=6, node="pc2", truth=True)
+NODE_RIG = rig_text("two-pc", PC2, CAM9, SUIT9, table("audio", name="local", driver="demo"))
 
 
 def control(hosts: Hosts, rig_file: Path, key: Path, *commands) -> list[dict]:
@@ -256,20 +235,10 @@ def test_the_controller_logs_a_node_clock_and_fits_it_onto_its_own(hosts, tmp_pa
     assert out["before"] - 1e6 <= out["mapped"] <= out["after"] + 1e6
 
 
-TWO_NODE_RIG = NODE_RIG.replace('[[node]]\nname = "pc2"\n', '[[node]]\nname = "pc2"\n\n[[node]]\nname = "pc3"\n') + """
-[[camera]]
-name = "cam8"
-driver = "demo"
-width = 320
-height = 240
-node = "pc3"
-truth = true
-
-[[audio]]
-name = "mic8"
-driver = "demo"
-node = "pc3"
-"""
+TWO_NODE_RIG = rig_text("two-pc", PC2, table("node", name="pc3"), CAM9, SUIT9,
+                        table("audio", name="local", driver="demo"),
+                        table("camera", name="cam8", driver="demo", width=320, height=240, node="pc3", truth=True),
+                        table("audio", name="mic8", driver="demo", node="pc3"))
 
 
 def truth_errors_ms(take: Path, manifest: dict, stream: str, table: str, ahead_s: int) -> list[float]:
@@ -337,9 +306,9 @@ def test_a_take_across_two_nodes_is_on_one_clock_collected_and_verified_as_one(h
         assert node_manifest["controller_clock"]["t0_host_ns"] == manifest["t0_host_ns"]
         assert node_manifest["performers_sha256"] == manifest["performers_sha256"]
         assert not any("incomplete" in r for r in verify_reasons(on_node))
-    for name, stream, table in (("pc2", "cam9", "cam9.frames.csv"), ("pc2", "suit9", "suit9.csv"),
-                                ("pc3", "cam8", "cam8.frames.csv")):
-        errors = truth_errors_ms(tmp_path / name / "day" / take.name, manifest, stream, table, OFFSETS[name])
+    for name, stream, rows in (("pc2", "cam9", "cam9.frames.csv"), ("pc2", "suit9", "suit9.csv"),
+                               ("pc3", "cam8", "cam8.frames.csv")):
+        errors = truth_errors_ms(tmp_path / name / "day" / take.name, manifest, stream, rows, OFFSETS[name])
         assert len(errors) > 100 and errors[len(errors) // 2] < 0.5 and errors[-1] < 2.0, (stream, errors[-5:])
     # repair on a node refits its take onto the controller's clock again, from the offsets it keeps
     on_pc3 = tmp_path / "pc3" / "day" / take.name

@@ -25,7 +25,7 @@ from improvcap.take.refit import fit_roundtrips_file
 from improvcap.slates import detect_take
 from improvcap.take.tables import read_table
 
-from helpers import collect, fit_bound_ns, sync_spec, write_rig
+from helpers import collect, demo_rig, fit_bound_ns, sync_spec, table, write_rig
 
 
 MESSAGES = [Query(1), Slate(7), Trigger(33_333), Identify(), Reply(1, 2, 1_000_000), Pulse(5, 123),
@@ -402,41 +402,10 @@ def test_identify_ignores_pulses_of_a_box_left_running(boxes) -> None:
 
 # Demo twins render a slate only in data they have not delivered yet: a 20 ms pipeline (calibrated
 # away by latency_ms) gives the box's confirmation time to reach them.
-BOXED = """
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 320
-height = 240
-fps = 30
-transport_ms = 20
-latency_ms = 20
-
-[[audio]]
-name = "mic"
-driver = "demo"
-channels = 2
-samplerate = 48000
-transport_ms = 20
-latency_ms = 20
-
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 1000
-channels = 8
-transport_ms = 20
-latency_ms = 20
-
-[[sync]]
-name = "box"
-driver = "demo"
-trigger_fps = 30
-query_hz = 50
-jitter_ms = 1
-drift_ppm = 50
-truth = true
-"""
+LATE = {"transport_ms": 20, "latency_ms": 20}  # the demo devices' data reach the host 20 ms after the event
+BOXED = demo_rig("boxed", rate=1000, settings={"cam0": LATE, "mic": LATE, "suit": LATE},
+                 tables=[table("sync", name="box", driver="demo", trigger_fps=30, query_hz=50, jitter_ms=1,
+                               drift_ppm=50, truth=True)])
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
@@ -507,34 +476,13 @@ def test_demo_take_slates_through_the_box_land_in_every_stream_and_verify(cli, t
         assert all(v is not None for v in report["streams"][name]["slate_offsets_ms"])
 
 
-SILENT = """
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 160
-height = 120
-fps = 30
-transport_ms = 20
-latency_ms = 20
-
-[[mocap]]
-name = "suit"
-driver = "demo"
-rate = 240
-channels = 4
-transport_ms = 20
-latency_ms = 20
-
-[[sync]]
-name = "box"
-driver = "demo"
-trigger_fps = 30
-"""
+SILENT = demo_rig("silent", size=(160, 120), audio=None, mocap_channels=4, settings={"cam0": LATE, "suit": LATE},
+                  tables=[table("sync", name="box", driver="demo", trigger_fps=30)])
 
 
 @pytest.mark.slow
 def test_box_going_silent_mid_take_is_a_fault_and_the_others_record_on(tmp_path: Path) -> None:
-    rig = parse_rig('[rig]\nname = "silent"\n' + SILENT, tmp_path / "silent.toml")
+    rig = parse_rig(SILENT, tmp_path / "silent.toml")
     recorder = Recorder(rig)
     recorder.open()
     try:

@@ -29,7 +29,7 @@ from improvcap.protocols.vectornav import (
 )
 from improvcap.rig import StreamSpec
 
-from helpers import arrival_lift_ns, collect, crc16_bitwise, mocap_spec, run_for
+from helpers import arrival_lift_ns, collect, crc16_bitwise, demo_rig, mocap_spec, run_for
 
 SYNC_CHANNELS = ("sync_in_count", "time_sync_in_ns")
 
@@ -591,19 +591,8 @@ def test_a_recorded_minute_at_400_hz_parses_whole() -> None:
 @pytest.mark.slow
 def test_recorded_take_with_a_vectornav_stream(tmp_path: Path) -> None:
     rig = tmp_path / "vn.toml"
-    rig.write_text("""[rig]
-name = "vn"
-
-[[mocap]]
-name = "imu"
-driver = "demo"
-protocol = "vectornav"
-rate = 400
-transport_ms = 2.0
-jitter_ms = 0.3
-drift_ppm = 80.0
-truth = true
-""")
+    rig.write_text(demo_rig("vn", cameras=(), audio=None, mocap="imu", rate=400, settings={"imu": {
+        "protocol": "vectornav", "transport_ms": 2.0, "jitter_ms": 0.3, "drift_ppm": 80.0, "truth": True}}))
     result = subprocess.run([sys.executable, "-m", "improvcap", "record", str(rig), "--duration", "2", "--json"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

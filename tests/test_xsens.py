@@ -25,7 +25,7 @@ from improvcap.protocols.xsens import (
 )
 from improvcap.rig import StreamSpec
 
-from helpers import collect, mocap_spec
+from helpers import collect, demo_rig, mocap_spec
 
 NAN = math.nan
 WRAP_TICKS = 1 << 32
@@ -537,31 +537,10 @@ def test_recorded_take_counts_through_both_wraps(cli, tmp_path: Path) -> None:
     # the counter wraps 1.34 s and SampleTimeFine 1.23 s after the device starts streaming (room for a slow start
     # on a loaded machine: the take must begin before both)
     rig = tmp_path / "xsens-rig.toml"
-    rig.write_text("""
-[rig]
-name = "xsens-rig"
-
-[[camera]]
-name = "cam0"
-driver = "demo"
-width = 160
-height = 120
-fps = 30
-
-[[mocap]]
-name = "imu"
-driver = "demo"
-protocol = "xsens"
-rate = 400
-configure = true
-outputs = ["quaternion", "acceleration", "rate_of_turn"]
-first_counter = 65000
-uptime_s = 429495.5
-drift_ppm = 80.0
-transport_ms = 2.0
-jitter_ms = 0.2
-truth = true
-""")
+    rig.write_text(demo_rig("xsens-rig", size=(160, 120), audio=None, mocap="imu", rate=400, settings={"imu": {
+        "protocol": "xsens", "configure": True, "outputs": ["quaternion", "acceleration", "rate_of_turn"],
+        "first_counter": 65000, "uptime_s": 429495.5, "drift_ppm": 80.0, "transport_ms": 2.0, "jitter_ms": 0.2,
+        "truth": True}}))
     # 4 s: long enough for the drift fit to hold under a loaded machine's scheduling delays
     result = cli("record", str(rig), "--out", "out", "--duration", "4", "--json")
     assert result.returncode == 0, result.stderr
