@@ -54,13 +54,18 @@ def wait_ready(session_dir: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
-def wait_status(session_dir: Path, done, what: str, timeout: float = 60.0) -> dict:
-    """The recorder's status (over its socket, as `ctl status` asks) once `done(status)`."""
+def wait_status(session_dir: Path, done, what: str, timeout: float = 60.0,
+                proc: subprocess.Popen[str] | None = None) -> dict:
+    """The recorder's status (over its socket, as `ctl status` asks) once `done(status)`; `proc`: the
+    recorder, whose own words are shown if it ends meanwhile."""
     deadline = time.monotonic() + timeout
-    while not done(status := request(session_dir, {"cmd": "status"}, timeout=5)):
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the recorder ended before {what}: {proc.communicate()[1][-2000:]}")
+        if done(status := request(session_dir, {"cmd": "status"}, timeout=5)):
+            return status
         assert time.monotonic() < deadline, f"no {what} in {timeout:g} s: {status}"
-        time.sleep(0.05)
-    return status
+        time.sleep(0.1)
 
 
 def ctl(workdir: Path, *args: str, session: str = "day", as_json: bool = True) -> subprocess.CompletedProcess[str]:
@@ -397,7 +402,7 @@ def test_a_start_while_the_devices_open_waits_for_them(workdir: Path):
         started = request(session_dir, {"cmd": "start"}, timeout=60)  # at once: the devices are still opening
         assert started["ok"], started
         wait_status(session_dir, lambda st: next(s for s in st["streams"] if s["name"] == "cam0")["count"] > 10,
-                    "frames of cam0")
+                    "frames of cam0", proc=proc)
         assert request(session_dir, {"cmd": "stop"})["ok"]
         manifest = json.loads((Path(started["take"]) / "take.json").read_text())
         assert manifest["status"] == "complete" and manifest["streams"]["cam0"]["count"] > 10
